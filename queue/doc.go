@@ -1,0 +1,8 @@
+// Package queue is Tasker's message bus on PostgreSQL: it detects a real pgmq install or
+// installs a compatible subset of it (Install), sends and receives messages through the
+// pgmq functions (Client), and defines the immutable messages Tasker exchanges
+// (TaskRequest, StepMessage, StepResult).
+//
+// Every operation runs on a DB, which may be a pool, a connection or a transaction, so a
+// consumer can apply its effect, send follow-up messages and delete its input atomically.
+package queue

@@ -1,0 +1,173 @@
+package queue_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/testsupport"
+)
+
+// catalogSnapshot describes every object in schema pgmq, including each catalog row's
+// xmin, so any drop, re-create or CREATE OR REPLACE shows up as a difference.
+func catalogSnapshot(t *testing.T, db queue.DB) string {
+	t.Helper()
+	var snap string
+	err := db.QueryRow(context.Background(), `
+		SELECT coalesce(string_agg(entry, E'\n' ORDER BY entry), '') FROM (
+			SELECT 'function ' || p.oid::regprocedure::text || ' ' || p.xmin::text || ' ' || md5(p.prosrc) AS entry
+			  FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace WHERE n.nspname = 'pgmq'
+			UNION ALL
+			SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' ' || c.xmin::text
+			  FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = 'pgmq'
+			UNION ALL
+			SELECT 'type ' || ty.typname || ' ' || ty.xmin::text
+			  FROM pg_type AS ty JOIN pg_namespace AS n ON n.oid = ty.typnamespace WHERE n.nspname = 'pgmq'
+		) AS objects`).Scan(&snap)
+	require.NoError(t, err)
+	return snap
+}
+
+func installRows(t *testing.T, db queue.DB) []string {
+	t.Helper()
+	rows, err := db.Query(context.Background(),
+		"SELECT version::text || ' ' || installed_at::text FROM pgmq.tasker_install ORDER BY version")
+	require.NoError(t, err)
+	var out []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func TestInstallTwiceChangesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testsupport.NewDB(t)
+	require.NoError(t, queue.NewClient(pool).Create(ctx, "jobs"))
+
+	before, rowsBefore := catalogSnapshot(t, pool), installRows(t, pool)
+	require.Contains(t, before, "function pgmq.read(text,integer,integer,jsonb)")
+	require.Contains(t, before, "relation q_jobs r")
+	require.Len(t, rowsBefore, 1)
+
+	res, err := queue.Install(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, queue.InstallResult{Provider: queue.ProviderTasker, Version: queue.LatestVersion()}, res)
+	require.Equal(t, before, catalogSnapshot(t, pool))
+	require.Equal(t, rowsBefore, installRows(t, pool))
+}
+
+// dropPgmq removes the schema testsupport installed, giving a database without any pgmq.
+func dropPgmq(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	_, err := pool.Exec(context.Background(), "DROP SCHEMA pgmq CASCADE")
+	require.NoError(t, err)
+}
+
+func TestInstallConcurrentInstallersApplyOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testsupport.NewDB(t)
+	dropPgmq(t, pool)
+
+	const installers = 8
+	results := make([]queue.InstallResult, installers)
+	errs := make([]error, installers)
+	var wg sync.WaitGroup
+	for i := range installers {
+		wg.Go(func() { results[i], errs[i] = queue.Install(ctx, pool) })
+	}
+	wg.Wait()
+
+	applied := 0
+	for i := range installers {
+		require.NoError(t, errs[i])
+		require.Equal(t, queue.ProviderTasker, results[i].Provider)
+		require.Equal(t, queue.LatestVersion(), results[i].Version)
+		if len(results[i].Applied) > 0 {
+			applied++
+		}
+	}
+	require.Equal(t, 1, applied, "exactly one installer applies the schema")
+	require.Len(t, installRows(t, pool), queue.LatestVersion())
+}
+
+func TestInstallInsideCallerTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testsupport.NewDB(t)
+	dropPgmq(t, pool)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	res, err := queue.Install(ctx, tx)
+	require.NoError(t, err)
+	require.Equal(t, []int{queue.LatestVersion()}, res.Applied)
+	require.NoError(t, tx.Rollback(ctx))
+
+	var exists bool
+	require.NoError(t, pool.QueryRow(ctx, "SELECT to_regnamespace('pgmq') IS NOT NULL").Scan(&exists))
+	require.False(t, exists, "rolling back the caller's transaction undoes the install")
+}
+
+// stubPgmq imitates a real pgmq install: schema pgmq with functions of pgmq's names
+// that are not Tasker's.
+const stubPgmq = `
+CREATE SCHEMA pgmq;
+CREATE TABLE pgmq.meta (queue_name varchar UNIQUE NOT NULL, is_partitioned boolean NOT NULL,
+                        is_unlogged boolean NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE FUNCTION pgmq."create"(queue_name text) RETURNS void LANGUAGE sql AS 'SELECT NULL';
+CREATE FUNCTION pgmq.send(queue_name text, msg jsonb, delay integer DEFAULT 0) RETURNS SETOF bigint
+    LANGUAGE sql AS 'SELECT 42::bigint';
+CREATE FUNCTION pgmq.read(queue_name text, vt integer, qty integer) RETURNS SETOF bigint
+    LANGUAGE sql AS 'SELECT 1::bigint WHERE false';
+CREATE FUNCTION pgmq.delete(queue_name text, msg_id bigint) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+CREATE FUNCTION pgmq.archive(queue_name text, msg_id bigint) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+`
+
+func TestInstallLeavesRealPgmqUntouched(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testsupport.NewDB(t)
+	dropPgmq(t, pool)
+	_, err := pool.Exec(ctx, stubPgmq)
+	require.NoError(t, err)
+	before := catalogSnapshot(t, pool)
+
+	for range 2 {
+		res, err := queue.Install(ctx, pool)
+		require.NoError(t, err)
+		require.Equal(t, queue.InstallResult{Provider: queue.ProviderPgmq}, res)
+	}
+	require.Equal(t, before, catalogSnapshot(t, pool))
+	var ours bool
+	require.NoError(t, pool.QueryRow(ctx, "SELECT to_regclass('pgmq.tasker_install') IS NOT NULL").Scan(&ours))
+	require.False(t, ours)
+
+	// The client calls the functions that are there: the stub's send answers 42.
+	id, err := queue.NewClient(pool).Send(ctx, "anything", []byte(`{}`), 0)
+	require.NoError(t, err)
+	require.Equal(t, int64(42), id)
+}
+
+func TestInstallRefusesForeignSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testsupport.NewDB(t)
+	dropPgmq(t, pool)
+	_, err := pool.Exec(ctx, "CREATE SCHEMA pgmq; CREATE TABLE pgmq.other (id int)")
+	require.NoError(t, err)
+	before := catalogSnapshot(t, pool)
+
+	_, err = queue.Install(ctx, pool)
+	require.ErrorIs(t, err, queue.ErrForeignSchema)
+	require.Equal(t, before, catalogSnapshot(t, pool))
+}
