@@ -1,0 +1,417 @@
+// Package config reads Tasker's TOML configuration: documented types with
+// defaults, per-environment overlays picked by TASKER_ENV, environment-variable
+// overrides, strict unknown-key detection and validation errors that name the key.
+//
+// A configuration is built in layers, lowest first:
+//
+//  1. the built-in defaults of the environment ([Default]): the test environment
+//     shortens poll intervals, timeouts and backoff; production logs JSON;
+//  2. the root tables of the file;
+//  3. the file's [environments.<env>] overlay, which has the shape of the root
+//     (minus environments) and overrides only the keys it contains;
+//  4. environment variables (TASKER_DATABASE_URL and friends, see [Parse]).
+//
+// tasker.example.toml at the repository root documents every key.
+package config
+
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
+// Environments with built-in defaults. Any other name needs an
+// [environments.<name>] overlay in the file.
+const (
+	EnvDevelopment = "development"
+	EnvTest        = "test"
+	EnvProduction  = "production"
+)
+
+// Node modes: which roles a node runs.
+const (
+	ModeAll           = "all"
+	ModeOrchestration = "orchestration"
+	ModeWorkers       = "workers"
+)
+
+// Log levels and formats.
+const (
+	LogLevelDebug = "debug"
+	LogLevelInfo  = "info"
+	LogLevelWarn  = "warn"
+	LogLevelError = "error"
+
+	LogFormatAuto = "auto"
+	LogFormatText = "text"
+	LogFormatJSON = "json"
+)
+
+// Circuit breaker components besides namespaces (which use the namespace name)
+// and downstream hosts (see [HTTPComponent]).
+const (
+	ComponentTaskRequests = "task_requests"
+	ComponentStepResults  = "step_results"
+)
+
+// HTTPComponent is the circuit breaker component name of a downstream host
+// called by the HTTP handler: "http:<host>".
+func HTTPComponent(host string) string { return "http:" + host }
+
+// Config is the whole configuration of a Tasker node.
+type Config struct {
+	// Node identifies this process and picks the roles it runs.
+	Node Node `toml:"node"`
+	// Database says where PostgreSQL is.
+	Database Database `toml:"database"`
+	// Queue tunes the pgmq pollers.
+	Queue Queue `toml:"queue"`
+	// Orchestration tunes the task-request and step-result actors.
+	Orchestration Orchestration `toml:"orchestration"`
+	// Namespaces holds per-namespace worker settings keyed by namespace name. A
+	// namespace with templates but no entry here runs with the defaults of
+	// [Namespace]; use [Config.Namespace] to read effective settings. Defaults to
+	// no entries.
+	Namespaces map[string]Namespace `toml:"namespaces"`
+	// CircuitBreakers configures the breakers around queue operations and
+	// downstream hosts; use [Config.Breaker] to read a component's settings.
+	CircuitBreakers CircuitBreakers `toml:"circuit_breakers"`
+	// Backoff is the retry delay policy of failed steps.
+	Backoff Backoff `toml:"backoff"`
+	// Supervision is the restart intensity of the actor supervisors.
+	Supervision Supervision `toml:"supervision"`
+	// HTTP is the operator endpoint (health, metrics, actor tree).
+	HTTP HTTP `toml:"http"`
+	// Log configures the process logger.
+	Log Log `toml:"log"`
+	// Shutdown bounds the graceful stop.
+	Shutdown Shutdown `toml:"shutdown"`
+	// Templates says where task templates are loaded from.
+	Templates Templates `toml:"templates"`
+
+	// Env is the environment the configuration was built for (TASKER_ENV). It is
+	// not a TOML key.
+	Env string `toml:"-"`
+}
+
+// Node identifies this process and picks the roles it runs.
+type Node struct {
+	// ID names this node in transitions, logs and the actor tree. Empty means
+	// the node generates one when it starts. Overridden by TASKER_NODE_ID.
+	// Defaults to "".
+	ID string `toml:"id"`
+	// Mode picks the roles: "all" (orchestration and workers), "orchestration"
+	// (task requests and step results only) or "workers" (step handlers only).
+	// Overridden by TASKER_NODE_MODE. Defaults to "all".
+	Mode string `toml:"mode"`
+	// WorkerNamespaces limits the namespaces whose steps this node runs; empty
+	// means every namespace. Only allowed when Mode is "all" or "workers".
+	// Defaults to [].
+	WorkerNamespaces []string `toml:"worker_namespaces"`
+}
+
+// RunsOrchestration reports whether the node runs the task-request and
+// step-result actors.
+func (n Node) RunsOrchestration() bool { return n.Mode == ModeAll || n.Mode == ModeOrchestration }
+
+// RunsWorkers reports whether the node runs namespace workers at all.
+func (n Node) RunsWorkers() bool { return n.Mode == ModeAll || n.Mode == ModeWorkers }
+
+// RunsNamespace reports whether the node runs the workers of namespace.
+func (n Node) RunsNamespace(namespace string) bool {
+	return n.RunsWorkers() && (len(n.WorkerNamespaces) == 0 || slices.Contains(n.WorkerNamespaces, namespace))
+}
+
+// Database says where PostgreSQL is.
+type Database struct {
+	// URL is the PostgreSQL connection string: a postgres:// URL or key=value
+	// settings. Empty means Tasker starts an embedded PostgreSQL from the
+	// machine's PostgreSQL binaries. Overridden by TASKER_DATABASE_URL. Defaults
+	// to "".
+	URL string `toml:"url"`
+	// DataDir is the data folder of the embedded PostgreSQL, relative to the
+	// working directory. Ignored when URL is set. Defaults to ".tasker/pgdata".
+	DataDir string `toml:"data_dir"`
+	// MaxConns is the size of the connection pool. Defaults to 10.
+	MaxConns int `toml:"max_conns"`
+	// ConnectTimeout bounds establishing one connection. Defaults to 10s.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+}
+
+// Queue tunes the pgmq pollers.
+type Queue struct {
+	// PollInterval is how long an idle poller waits before reading its queue
+	// again. Defaults to 100ms (10ms in the test environment).
+	PollInterval Duration `toml:"poll_interval"`
+	// VisibilityTimeout is how long a read message stays invisible to other
+	// readers; a worker that dies releases its message after this. Whole
+	// seconds only, because pgmq takes integer seconds. Defaults to 30s (2s in
+	// the test environment).
+	VisibilityTimeout Duration `toml:"visibility_timeout"`
+	// BatchSize is the most messages one read takes. Defaults to 10.
+	BatchSize int `toml:"batch_size"`
+	// MaxDeliveries is how many times a message may be read; a message read
+	// more often is poison and is archived. Defaults to 5.
+	MaxDeliveries int `toml:"max_deliveries"`
+	// MaxRequestBytes is the largest task request accepted; a larger one is
+	// archived as rejected. Defaults to 262144 (256 KiB).
+	MaxRequestBytes int `toml:"max_request_bytes"`
+	// ListenNotify wakes pollers through PostgreSQL LISTEN/NOTIFY when a message
+	// is sent, so PollInterval only bounds the delay when a notification is
+	// missed. Defaults to true.
+	ListenNotify bool `toml:"listen_notify"`
+}
+
+// Orchestration tunes the task-request and step-result actors. Whether they
+// run at all is decided by node.mode.
+type Orchestration struct {
+	// PollInterval is how long the idle orchestration pollers wait between
+	// reads; 0 means queue.poll_interval. Defaults to 0s.
+	PollInterval Duration `toml:"poll_interval"`
+}
+
+// Namespace holds the worker settings of one namespace.
+type Namespace struct {
+	// Workers is how many handlers of this namespace run at once on this node.
+	// Defaults to 4.
+	Workers int `toml:"workers"`
+	// PollInterval overrides queue.poll_interval for this namespace; 0 means
+	// inherit. Defaults to 0s.
+	PollInterval Duration `toml:"poll_interval"`
+	// VisibilityTimeout overrides queue.visibility_timeout for this namespace,
+	// for handlers that run longer than the default; 0 means inherit. Defaults
+	// to 0s.
+	VisibilityTimeout Duration `toml:"visibility_timeout"`
+}
+
+// CircuitBreakers configures the breakers: one default and overrides per
+// component.
+type CircuitBreakers struct {
+	// Default applies to every component without an override.
+	Default BreakerConfig `toml:"default"`
+	// Components overrides the default per component: "task_requests",
+	// "step_results", a namespace name, or "http:<host>". Keys left out inherit
+	// from Default. Defaults to no entries.
+	Components map[string]BreakerOverride `toml:"components"`
+}
+
+// BreakerConfig is the complete setting of one circuit breaker.
+type BreakerConfig struct {
+	// FailureThreshold is how many failures within Window open the breaker
+	// when FailureRatio is 0. Defaults to 5.
+	FailureThreshold int `toml:"failure_threshold"`
+	// FailureRatio, when above 0, opens the breaker when this fraction of the
+	// executions within Window failed (once MinExecutions were seen) instead of
+	// counting FailureThreshold. Defaults to 0.
+	FailureRatio float64 `toml:"failure_ratio"`
+	// Window is the period over which failures are counted. Defaults to 30s.
+	Window Duration `toml:"window"`
+	// Delay is how long the breaker stays open before letting trial executions
+	// through (half-open). Defaults to 5s.
+	Delay Duration `toml:"delay"`
+	// SuccessThreshold is how many successful trial executions close a
+	// half-open breaker. Defaults to 2.
+	SuccessThreshold int `toml:"success_threshold"`
+	// MinExecutions is how many executions within Window are needed before
+	// FailureRatio is judged. Defaults to 10.
+	MinExecutions int `toml:"min_executions"`
+}
+
+// BreakerOverride is a per-component override of [BreakerConfig]; a nil field
+// inherits circuit_breakers.default.
+type BreakerOverride struct {
+	// FailureThreshold overrides circuit_breakers.default.failure_threshold.
+	// Defaults to the default breaker's value.
+	FailureThreshold *int `toml:"failure_threshold"`
+	// FailureRatio overrides circuit_breakers.default.failure_ratio. Defaults
+	// to the default breaker's value.
+	FailureRatio *float64 `toml:"failure_ratio"`
+	// Window overrides circuit_breakers.default.window. Defaults to the default
+	// breaker's value.
+	Window *Duration `toml:"window"`
+	// Delay overrides circuit_breakers.default.delay. Defaults to the default
+	// breaker's value.
+	Delay *Duration `toml:"delay"`
+	// SuccessThreshold overrides circuit_breakers.default.success_threshold.
+	// Defaults to the default breaker's value.
+	SuccessThreshold *int `toml:"success_threshold"`
+	// MinExecutions overrides circuit_breakers.default.min_executions. Defaults
+	// to the default breaker's value.
+	MinExecutions *int `toml:"min_executions"`
+}
+
+// apply returns b with the fields set in o replaced.
+func (o BreakerOverride) apply(b BreakerConfig) BreakerConfig {
+	set(&b.FailureThreshold, o.FailureThreshold)
+	set(&b.FailureRatio, o.FailureRatio)
+	set(&b.Window, o.Window)
+	set(&b.Delay, o.Delay)
+	set(&b.SuccessThreshold, o.SuccessThreshold)
+	set(&b.MinExecutions, o.MinExecutions)
+	return b
+}
+
+func set[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+// Backoff is the retry delay policy of failed steps: base × multiplier^(n-1),
+// capped at Max, with ±Jitter spread. A step's template may override Base and
+// Max.
+type Backoff struct {
+	// Base is the delay before the first retry. Defaults to 1s (50ms in the
+	// test environment).
+	Base Duration `toml:"base"`
+	// Multiplier grows the delay on each further retry; at least 1. Defaults
+	// to 2.
+	Multiplier float64 `toml:"multiplier"`
+	// Max caps the computed delay. Defaults to 5m (1s in the test environment).
+	Max Duration `toml:"max"`
+	// Jitter spreads each delay by up to this fraction either way, so retries
+	// of many steps do not line up. Defaults to 0.1.
+	Jitter float64 `toml:"jitter"`
+	// MaxServerDelay caps a delay requested by a downstream service
+	// (Retry-After or an explicit hint). Defaults to 1h.
+	MaxServerDelay Duration `toml:"max_server_delay"`
+}
+
+// Supervision is the restart intensity of the actor supervisors: a child that
+// restarts more than MaxRestarts times within Window escalates to its parent.
+type Supervision struct {
+	// MaxRestarts is how many restarts within Window a supervisor allows
+	// before escalating. Defaults to 10.
+	MaxRestarts int `toml:"max_restarts"`
+	// Window is the period over which restarts are counted. Defaults to 1m.
+	Window Duration `toml:"window"`
+}
+
+// HTTP is the operator endpoint: /health/*, /metrics, /debug/actors.
+type HTTP struct {
+	// Listen is the host:port to serve on; "" disables the endpoint. Overridden
+	// by TASKER_HTTP_LISTEN. Defaults to "127.0.0.1:8080" ("127.0.0.1:0", a
+	// free port, in the test environment).
+	Listen string `toml:"listen"`
+	// APIToken, when set, is required as "Authorization: Bearer <token>" on
+	// every request; at least 16 characters. Overridden by TASKER_API_TOKEN.
+	// Defaults to "".
+	APIToken string `toml:"api_token"`
+}
+
+// Log configures the process logger.
+type Log struct {
+	// Level is the lowest level written: debug, info, warn or error. Overridden
+	// by TASKER_LOG_LEVEL. Defaults to "info".
+	Level string `toml:"level"`
+	// Format is text (human-readable), json, or auto: text on a terminal in
+	// the development environment, JSON otherwise. Overridden by
+	// TASKER_LOG_FORMAT. Defaults to "auto" ("json" in production).
+	Format string `toml:"format"`
+}
+
+// Shutdown bounds the graceful stop.
+type Shutdown struct {
+	// Timeout is how long in-flight handlers may run after a stop is
+	// requested; what is left is redelivered later. Defaults to 30s (5s in the
+	// test environment).
+	Timeout Duration `toml:"timeout"`
+}
+
+// Templates says where task templates are loaded from.
+type Templates struct {
+	// Dirs are extra folders of template files, loaded at start-up. Defaults
+	// to [].
+	Dirs []string `toml:"dirs"`
+	// Bundled loads the example templates shipped with Tasker. Defaults to
+	// true.
+	Bundled bool `toml:"bundled"`
+}
+
+// Default returns the built-in configuration of env: the base defaults with
+// the environment's own defaults applied ("" means development; an unknown
+// name gets the base defaults).
+func Default(env string) *Config {
+	c := &Config{
+		Node: Node{Mode: ModeAll, WorkerNamespaces: []string{}},
+		Database: Database{
+			DataDir:        ".tasker/pgdata",
+			MaxConns:       10,
+			ConnectTimeout: Duration(10 * time.Second),
+		},
+		Queue: Queue{
+			PollInterval:      Duration(100 * time.Millisecond),
+			VisibilityTimeout: Duration(30 * time.Second),
+			BatchSize:         10,
+			MaxDeliveries:     5,
+			MaxRequestBytes:   256 << 10,
+			ListenNotify:      true,
+		},
+		CircuitBreakers: CircuitBreakers{Default: BreakerConfig{
+			FailureThreshold: 5,
+			Window:           Duration(30 * time.Second),
+			Delay:            Duration(5 * time.Second),
+			SuccessThreshold: 2,
+			MinExecutions:    10,
+		}},
+		Backoff: Backoff{
+			Base:           Duration(time.Second),
+			Multiplier:     2,
+			Max:            Duration(5 * time.Minute),
+			Jitter:         0.1,
+			MaxServerDelay: Duration(time.Hour),
+		},
+		Supervision: Supervision{MaxRestarts: 10, Window: Duration(time.Minute)},
+		HTTP:        HTTP{Listen: "127.0.0.1:8080"},
+		Log:         Log{Level: LogLevelInfo, Format: LogFormatAuto},
+		Shutdown:    Shutdown{Timeout: Duration(30 * time.Second)},
+		Templates:   Templates{Dirs: []string{}, Bundled: true},
+		Env:         cmp.Or(env, EnvDevelopment),
+	}
+	switch env {
+	case EnvTest:
+		// Test suites start many nodes; keep every wait short and every port free.
+		c.Queue.PollInterval = Duration(10 * time.Millisecond)
+		c.Queue.VisibilityTimeout = Duration(2 * time.Second)
+		c.Shutdown.Timeout = Duration(5 * time.Second)
+		c.Backoff.Base = Duration(50 * time.Millisecond)
+		c.Backoff.Max = Duration(time.Second)
+		c.CircuitBreakers.Default.Delay = Duration(500 * time.Millisecond)
+		c.HTTP.Listen = "127.0.0.1:0"
+	case EnvProduction:
+		c.Log.Format = LogFormatJSON
+	}
+	return c
+}
+
+// defaultNamespace is the setting of a namespace without an entry, and the
+// starting point of an entry that sets only some keys.
+func defaultNamespace() Namespace { return Namespace{Workers: 4} }
+
+// Namespace returns the effective worker settings of namespace: its entry (or
+// the defaults) with inherited intervals filled in from [queue].
+func (c *Config) Namespace(name string) Namespace {
+	ns, ok := c.Namespaces[name]
+	if !ok {
+		ns = defaultNamespace()
+	}
+	ns.PollInterval = cmp.Or(ns.PollInterval, c.Queue.PollInterval)
+	ns.VisibilityTimeout = cmp.Or(ns.VisibilityTimeout, c.Queue.VisibilityTimeout)
+	return ns
+}
+
+// OrchestrationPollInterval is the effective poll interval of the
+// orchestration queues.
+func (c *Config) OrchestrationPollInterval() time.Duration {
+	return cmp.Or(c.Orchestration.PollInterval, c.Queue.PollInterval).Duration()
+}
+
+// Breaker returns the settings of a component's circuit breaker:
+// circuit_breakers.default with the component's override applied.
+func (c *Config) Breaker(component string) BreakerConfig {
+	b := c.CircuitBreakers.Default
+	if o, ok := c.CircuitBreakers.Components[component]; ok {
+		b = o.apply(b)
+	}
+	return b
+}

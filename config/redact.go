@@ -1,0 +1,91 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"net/url"
+	"regexp"
+	"slices"
+
+	"github.com/BurntSushi/toml"
+)
+
+// redacted replaces secrets in output.
+const redacted = "xxxxx"
+
+// Clone returns a deep copy of c.
+func (c *Config) Clone() *Config {
+	out := *c
+	out.Node.WorkerNamespaces = slices.Clone(c.Node.WorkerNamespaces)
+	out.Namespaces = maps.Clone(c.Namespaces)
+	out.Templates.Dirs = slices.Clone(c.Templates.Dirs)
+	if c.CircuitBreakers.Components != nil {
+		out.CircuitBreakers.Components = make(map[string]BreakerOverride, len(c.CircuitBreakers.Components))
+		for name, o := range c.CircuitBreakers.Components {
+			out.CircuitBreakers.Components[name] = BreakerOverride{
+				FailureThreshold: clonePtr(o.FailureThreshold),
+				FailureRatio:     clonePtr(o.FailureRatio),
+				Window:           clonePtr(o.Window),
+				Delay:            clonePtr(o.Delay),
+				SuccessThreshold: clonePtr(o.SuccessThreshold),
+				MinExecutions:    clonePtr(o.MinExecutions),
+			}
+		}
+	}
+	return &out
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
+// Redacted returns a copy of c with secrets replaced by "xxxxx": the password
+// in database.url and http.api_token.
+func (c *Config) Redacted() *Config {
+	out := c.Clone()
+	out.Database.URL = redactDatabaseURL(out.Database.URL)
+	if out.HTTP.APIToken != "" {
+		out.HTTP.APIToken = redacted
+	}
+	return out
+}
+
+// passwordSetting matches password=... in key=value settings, quoted or not.
+var passwordSetting = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
+
+func redactDatabaseURL(s string) string {
+	if s == "" {
+		return s
+	}
+	if !validDatabaseURL(s) {
+		return redacted // cannot tell where a password would be
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return passwordSetting.ReplaceAllString(s, "${1}"+redacted)
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), redacted)
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", redacted)
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// WriteTOML writes c as TOML: every key with its effective value. Call it on
+// [Config.Redacted] before showing the result to anyone.
+func (c *Config) WriteTOML(w io.Writer) error {
+	enc := toml.NewEncoder(w)
+	enc.Indent = ""
+	if err := enc.Encode(c); err != nil {
+		return fmt.Errorf("writing config: %w", err)
+	}
+	return nil
+}
