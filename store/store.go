@@ -1,0 +1,113 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker-run/tasker/backoff"
+	"github.com/tasker-run/tasker/queue"
+)
+
+// MaxRequestBytesDefault is the task request size limit when Options leaves
+// it zero.
+const MaxRequestBytesDefault = 256 << 10
+
+// Options configure a Store.
+type Options struct {
+	// NodeID is recorded on every transition this store writes.
+	NodeID string
+	// Backoff computes retry delays. Defaults to backoff.Default() when
+	// neither Base nor Max is set.
+	Backoff backoff.Policy
+	// MaxRequestBytes is the largest task request accepted. Defaults to
+	// MaxRequestBytesDefault.
+	MaxRequestBytes int
+	// Logger receives warnings about skipped messages. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for retry times. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Store is Tasker's persistence. It is safe for concurrent use.
+type Store struct {
+	pool      *pgxpool.Pool
+	queue     *queue.Client
+	nodeID    string
+	backoff   atomic.Pointer[backoff.Policy]
+	maxReq    int
+	log       *slog.Logger
+	now       func() time.Time
+	templates *templateCache
+}
+
+// New returns a Store on pool. The schema must have been migrated and the
+// queue schema installed.
+func New(pool *pgxpool.Pool, opts Options) *Store {
+	if opts.Backoff.Base == 0 && opts.Backoff.Max == 0 {
+		opts.Backoff = backoff.Default()
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = MaxRequestBytesDefault
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	st := &Store{
+		pool:      pool,
+		queue:     queue.NewClient(pool),
+		nodeID:    opts.NodeID,
+		maxReq:    opts.MaxRequestBytes,
+		log:       opts.Logger,
+		now:       opts.Now,
+		templates: newTemplateCache(),
+	}
+	st.backoff.Store(&opts.Backoff)
+	return st
+}
+
+// NodeID is the id recorded on this store's transitions.
+func (s *Store) NodeID() string { return s.nodeID }
+
+// Queue returns the queue client on the store's pool.
+func (s *Store) Queue() *queue.Client { return s.queue }
+
+// SetBackoff replaces the retry policy (a config reload).
+func (s *Store) SetBackoff(p backoff.Policy) { s.backoff.Store(&p) }
+
+// EnsureQueues creates the orchestration queues and one step queue per
+// namespace. Creating an existing queue is a no-op.
+func (s *Store) EnsureQueues(ctx context.Context, namespaces []string) error {
+	names := append([]string{queue.TaskRequestsQueue, queue.StepResultsQueue}, namespaceQueues(namespaces)...)
+	for _, q := range names {
+		if err := s.queue.Create(ctx, q); err != nil {
+			return fmt.Errorf("creating queue %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+func namespaceQueues(namespaces []string) []string {
+	out := make([]string, 0, len(namespaces))
+	for _, ns := range namespaces {
+		out = append(out, queue.NamespaceQueue(ns))
+	}
+	return out
+}
+
+// inTx runs fn in a transaction, translating errors.
+func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return translate(pgx.BeginFunc(ctx, s.pool, fn))
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

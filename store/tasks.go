@@ -1,0 +1,261 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// RequestOutcome is what became of one task request message.
+type RequestOutcome struct {
+	RequestID uuid.UUID
+	TaskUUID  uuid.UUID
+	// Created is false when the request id had already created a task (a
+	// repeated request creates nothing).
+	Created bool
+	// Rejected requests are archived with Reason stored.
+	Rejected bool
+	Reason   string
+	// Enqueued counts the steps sent to their queue.
+	Enqueued int
+}
+
+// AcceptTaskRequest handles one message of the task request queue in one
+// transaction: create the task, enqueue its ready steps and delete the
+// message. A request that cannot be honoured is archived and its reason
+// stored (Rejected). An error means nothing was done; the message comes back
+// after its visibility timeout.
+func (s *Store) AcceptTaskRequest(ctx context.Context, msg queue.Message) (RequestOutcome, error) {
+	if len(msg.Body) > s.maxReq {
+		return s.rejectRequest(ctx, msg, uuid.Nil,
+			fmt.Sprintf("payload of %d bytes exceeds the limit of %d bytes", len(msg.Body), s.maxReq))
+	}
+	req, err := queue.DecodeTaskRequest(msg.Body)
+	if err != nil {
+		return s.rejectRequest(ctx, msg, requestIDOf(msg.Body), err.Error())
+	}
+
+	var out RequestOutcome
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		created, err := s.createTask(ctx, tx, req)
+		if err != nil {
+			return err
+		}
+		out = created
+		if _, err := s.queue.WithDB(tx).Delete(ctx, queue.TaskRequestsQueue, msg.ID); err != nil {
+			return fmt.Errorf("deleting task request %d: %w", msg.ID, err)
+		}
+		return nil
+	})
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		return s.rejectRequest(ctx, msg, req.RequestID, refused.Reason)
+	}
+	if err != nil {
+		return RequestOutcome{RequestID: req.RequestID}, fmt.Errorf("accepting task request %s: %w", req.RequestID, err)
+	}
+	return out, nil
+}
+
+// RejectTaskRequest archives a task request message and stores reason where
+// an operator can list it.
+func (s *Store) RejectTaskRequest(ctx context.Context, msg queue.Message, reason string) (RequestOutcome, error) {
+	return s.rejectRequest(ctx, msg, requestIDOf(msg.Body), reason)
+}
+
+func (s *Store) rejectRequest(ctx context.Context, msg queue.Message, requestID uuid.UUID, reason string) (RequestOutcome, error) {
+	out := RequestOutcome{RequestID: requestID, Rejected: true, Reason: reason}
+	var rid *uuid.UUID
+	if requestID != uuid.Nil {
+		rid = &requestID
+	}
+	payload := string(msg.Body)
+	if len(payload) > maxRejectedPayload {
+		// Cut on a character boundary: a split character is invalid UTF-8,
+		// which the text column refuses, and the rejection would fail.
+		cut := maxRejectedPayload
+		for cut > 0 && !utf8.RuneStart(payload[cut]) {
+			cut--
+		}
+		payload = payload[:cut] + "…"
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO tasker.rejected_requests (request_id, msg_id, payload, reason, node_id)
+			VALUES ($1, $2, $3, $4, $5)`, rid, msg.ID, payload, reason, s.nodeID); err != nil {
+			return fmt.Errorf("storing rejected request: %w", err)
+		}
+		if _, err := s.queue.WithDB(tx).Archive(ctx, queue.TaskRequestsQueue, msg.ID); err != nil {
+			return fmt.Errorf("archiving task request %d: %w", msg.ID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// maxRejectedPayload is how much of a rejected request is kept, in bytes.
+const maxRejectedPayload = 4096
+
+// requestIDOf digs the request id out of a payload that failed validation,
+// so the rejection can still be found by it.
+func requestIDOf(body []byte) uuid.UUID {
+	var probe struct {
+		RequestID string `json:"request_id"`
+	}
+	if json.Unmarshal(body, &probe) != nil {
+		return uuid.Nil
+	}
+	id, err := uuid.Parse(probe.RequestID)
+	if err != nil {
+		return uuid.Nil
+	}
+	return id
+}
+
+// CreateTask creates the task of req with its steps, edges and first
+// transitions, and enqueues the steps that are ready, all in one
+// transaction. It is idempotent on the request id.
+func (s *Store) CreateTask(ctx context.Context, req queue.TaskRequest) (RequestOutcome, error) {
+	var out RequestOutcome
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		out, err = s.createTask(ctx, tx, req)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) createTask(ctx context.Context, tx pgx.Tx, req queue.TaskRequest) (RequestOutcome, error) {
+	out := RequestOutcome{RequestID: req.RequestID}
+	tmpl, err := s.templateResolve(ctx, tx, req.Namespace, req.Name, req.Version)
+	if err != nil {
+		return out, err
+	}
+	taskID, err := uuid.NewV7()
+	if err != nil {
+		return out, err
+	}
+	correlation := req.CorrelationID
+	if correlation == uuid.Nil {
+		correlation = req.RequestID
+	}
+	reqContext := req.Context
+	if reqContext == "" {
+		reqContext = "{}"
+	}
+	started, err := workflow.TaskTransition(workflow.TaskStatePending, workflow.TaskEventStart)
+	if err != nil {
+		return out, err
+	}
+	err = tx.QueryRow(ctx, `
+		INSERT INTO tasker.tasks (task_uuid, request_id, correlation_id, template_id, namespace, name,
+			version, state, context, priority, requested_by)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)
+		ON CONFLICT (request_id) DO NOTHING
+		RETURNING task_uuid`,
+		taskID, req.RequestID, correlation, tmpl.ID, req.Namespace, req.Name, tmpl.Version,
+		string(started), reqContext, req.Priority, req.RequestedBy).Scan(&out.TaskUUID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The request id already made a task: hand back that one.
+		if err := tx.QueryRow(ctx, `SELECT task_uuid FROM tasker.tasks WHERE request_id = $1`, req.RequestID).Scan(&out.TaskUUID); err != nil {
+			return out, fmt.Errorf("reading task of request %s: %w", req.RequestID, err)
+		}
+		return out, nil
+	}
+	if err != nil {
+		return out, fmt.Errorf("inserting task: %w", err)
+	}
+	out.Created = true
+
+	steps := tmpl.Def.Steps
+	n := len(steps)
+	ids := make([]uuid.UUID, n)
+	byName := make(map[string]uuid.UUID, n)
+	for i, st := range steps {
+		if ids[i], err = uuid.NewV7(); err != nil {
+			return out, err
+		}
+		byName[st.Name] = ids[i]
+	}
+	var (
+		names, handlers, configs          = make([]string, n), make([]string, n), make([]string, n)
+		states                            = make([]string, n)
+		positions, maxAttempts, waiting   = make([]int32, n), make([]int32, n), make([]int32, n)
+		retryable                         = make([]bool, n)
+		timeouts, backoffBase, backoffMax = make([]int64, n), make([]int64, n), make([]int64, n)
+		edgeFrom, edgeTo                  []uuid.UUID
+		moves                             = make([]stepMove, 0, 2*n)
+		ready                             []readyStep
+	)
+	for i, st := range steps {
+		names[i], handlers[i], positions[i] = st.Name, st.Handler, int32(i)
+		configs[i] = string(st.Config)
+		if configs[i] == "" {
+			configs[i] = "{}"
+		}
+		maxAttempts[i], retryable[i] = int32(st.MaxAttempts), st.Retryable
+		timeouts[i], backoffBase[i], backoffMax[i] = st.TimeoutMS, st.BackoffBaseMS, st.BackoffMaxMS
+		waiting[i] = int32(len(st.DependsOn))
+		for _, dep := range st.DependsOn {
+			edgeFrom = append(edgeFrom, byName[dep])
+			edgeTo = append(edgeTo, ids[i])
+		}
+		moves = append(moves, stepMove{Step: ids[i], Task: out.TaskUUID, To: workflow.StepStatePending, Reason: "task created"})
+		states[i] = string(workflow.StepStatePending)
+		if len(st.DependsOn) == 0 {
+			// A root is ready at once: it is inserted enqueued, and both
+			// transitions are recorded.
+			states[i] = string(workflow.StepStateEnqueued)
+			moves = append(moves, stepMove{Step: ids[i], Task: out.TaskUUID, From: workflow.StepStatePending, To: workflow.StepStateEnqueued, Reason: "ready"})
+			ready = append(ready, readyStep{Step: ids[i], Task: out.TaskUUID, Namespace: req.Namespace, CorrelationID: correlation})
+		}
+	}
+	if len(ready) == 0 {
+		return out, fmt.Errorf("template %s/%s %s has no step without dependencies", req.Namespace, req.Name, tmpl.Version)
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
+			max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at)
+		SELECT u, $2, nm, p, $3, h, c::jsonb, st, m, r, t, bb, bm, w,
+			CASE WHEN st = 'enqueued' THEN now() END
+		FROM unnest($1::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::int[],
+			$10::bool[], $11::bigint[], $12::bigint[], $13::bigint[], $14::int[])
+			AS x(u, nm, p, h, c, st, m, r, t, bb, bm, w)`,
+		ids, out.TaskUUID, req.Namespace, names, positions, handlers, configs, states, maxAttempts,
+		retryable, timeouts, backoffBase, backoffMax, waiting); err != nil {
+		return out, fmt.Errorf("inserting steps: %w", err)
+	}
+	if len(edgeFrom) > 0 {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
+			SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS x(f, t)`,
+			out.TaskUUID, edgeFrom, edgeTo); err != nil {
+			return out, fmt.Errorf("inserting step edges: %w", err)
+		}
+	}
+	if err := s.recordTaskMove(ctx, tx, taskMove{Task: out.TaskUUID, To: workflow.TaskStatePending, Reason: "task created"}); err != nil {
+		return out, err
+	}
+	if err := s.recordTaskMove(ctx, tx, taskMove{Task: out.TaskUUID, From: workflow.TaskStatePending, To: started, Reason: "first steps enqueued"}); err != nil {
+		return out, err
+	}
+	if err := s.recordStepMoves(ctx, tx, moves); err != nil {
+		return out, err
+	}
+	if err := s.sendStepMessages(ctx, tx, ready, 0); err != nil {
+		return out, err
+	}
+	out.Enqueued = len(ready)
+	return out, nil
+}

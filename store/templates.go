@@ -1,0 +1,234 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// templateDef is the part of a template a task is built from, as stored in
+// templates.definition.
+type templateDef struct {
+	Steps []stepDef `json:"steps"`
+}
+
+type stepDef struct {
+	Name          string          `json:"name"`
+	Handler       string          `json:"handler"`
+	Config        json.RawMessage `json:"config,omitempty"`
+	DependsOn     []string        `json:"depends_on,omitempty"`
+	TimeoutMS     int64           `json:"timeout_ms"`
+	Retryable     bool            `json:"retryable"`
+	MaxAttempts   int             `json:"max_attempts"`
+	BackoffBaseMS int64           `json:"backoff_base_ms,omitempty"`
+	BackoffMaxMS  int64           `json:"backoff_max_ms,omitempty"`
+}
+
+func definitionOf(t *workflow.Template) templateDef {
+	def := templateDef{Steps: make([]stepDef, 0, len(t.Steps))}
+	for _, st := range t.Steps {
+		def.Steps = append(def.Steps, stepDef{
+			Name:          st.Name,
+			Handler:       st.Handler,
+			Config:        st.Config,
+			DependsOn:     st.DependsOn,
+			TimeoutMS:     st.Timeout.Milliseconds(),
+			Retryable:     st.Retry.Retryable,
+			MaxAttempts:   st.Retry.MaxAttempts,
+			BackoffBaseMS: st.Retry.BackoffBase.Milliseconds(),
+			BackoffMaxMS:  st.Retry.BackoffMax.Milliseconds(),
+		})
+	}
+	return def
+}
+
+// TemplateInfo is a registered template.
+type TemplateInfo struct {
+	ID           int64     `json:"id"`
+	Namespace    string    `json:"namespace"`
+	Name         string    `json:"name"`
+	Version      string    `json:"version"`
+	Description  string    `json:"description"`
+	Hash         string    `json:"hash"`
+	Steps        int       `json:"steps"`
+	Source       string    `json:"source"`
+	RegisteredAt time.Time `json:"registered_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// TemplateRegister records t (insert, or update when its content hash
+// changed) and reports whether anything changed.
+func (s *Store) TemplateRegister(ctx context.Context, t *workflow.Template) (bool, error) {
+	major, minor, patch, pre, err := parseVersion(t.Version)
+	if err != nil {
+		return false, fmt.Errorf("template %s/%s: %w", t.Namespace, t.Name, err)
+	}
+	def, err := json.Marshal(definitionOf(t))
+	if err != nil {
+		return false, fmt.Errorf("encoding template %s/%s: %w", t.Namespace, t.Name, err)
+	}
+	tag, err := s.pool.Exec(ctx, `
+		INSERT INTO tasker.templates AS t (namespace, name, version, version_major, version_minor,
+			version_patch, version_pre, description, hash, definition, source)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (namespace, name, version) DO UPDATE
+		SET description = EXCLUDED.description, hash = EXCLUDED.hash,
+			definition = EXCLUDED.definition, source = EXCLUDED.source, updated_at = now()
+		WHERE t.hash <> EXCLUDED.hash`,
+		t.Namespace, t.Name, t.Version, major, minor, patch, pre, t.Description, t.Hash, def, t.Source)
+	if err != nil {
+		return false, fmt.Errorf("registering template %s/%s %s: %w", t.Namespace, t.Name, t.Version, translate(err))
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
+// TemplateList returns the registered templates, by namespace, name and
+// newest version first.
+func (s *Store) TemplateList(ctx context.Context) ([]TemplateInfo, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT template_id, namespace, name, version, description, hash,
+			jsonb_array_length(definition->'steps'), source, registered_at, updated_at
+		FROM tasker.templates
+		ORDER BY namespace, name, version_major DESC, version_minor DESC, version_patch DESC, version_pre`)
+	if err != nil {
+		return nil, fmt.Errorf("listing templates: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TemplateInfo, error) {
+		var t TemplateInfo
+		err := r.Scan(&t.ID, &t.Namespace, &t.Name, &t.Version, &t.Description, &t.Hash, &t.Steps, &t.Source, &t.RegisteredAt, &t.UpdatedAt)
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing templates: %w", err)
+	}
+	return out, nil
+}
+
+// Namespaces returns every namespace that has a registered template.
+func (s *Store) Namespaces(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT namespace FROM tasker.templates ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	return out, nil
+}
+
+// resolvedTemplate is what task creation needs of a template.
+type resolvedTemplate struct {
+	ID      int64
+	Version string
+	Def     templateDef
+}
+
+// templateCache keeps decoded definitions by id and content hash, so a
+// re-registered template is decoded again while an unchanged one never is.
+type templateCache struct {
+	mu   sync.Mutex
+	defs map[int64]cachedDef
+}
+
+type cachedDef struct {
+	hash string
+	def  templateDef
+}
+
+func newTemplateCache() *templateCache { return &templateCache{defs: map[int64]cachedDef{}} }
+
+// templateResolve finds the template a request names: an exact version, or
+// the newest when version is empty. A miss returns a *RefusedError saying
+// whether the namespace, the name or the version is unknown.
+func (s *Store) templateResolve(ctx context.Context, tx pgx.Tx, namespace, name, version string) (resolvedTemplate, error) {
+	var (
+		rt   resolvedTemplate
+		hash string
+	)
+	var err error
+	if version == "" {
+		err = tx.QueryRow(ctx, `
+			SELECT template_id, version, hash FROM tasker.templates
+			WHERE namespace = $1 AND name = $2
+			ORDER BY version_major DESC, version_minor DESC, version_patch DESC,
+				version_pre = '' DESC, version_pre DESC
+			LIMIT 1`, namespace, name).Scan(&rt.ID, &rt.Version, &hash)
+	} else {
+		err = tx.QueryRow(ctx, `
+			SELECT template_id, version, hash FROM tasker.templates
+			WHERE namespace = $1 AND name = $2 AND version = $3`, namespace, name, version).Scan(&rt.ID, &rt.Version, &hash)
+	}
+	if err != nil {
+		if translate(err) == ErrNotFound {
+			return rt, s.templateMiss(ctx, tx, namespace, name, version)
+		}
+		return rt, fmt.Errorf("looking up template %s/%s: %w", namespace, name, err)
+	}
+
+	s.templates.mu.Lock()
+	c, ok := s.templates.defs[rt.ID]
+	s.templates.mu.Unlock()
+	if ok && c.hash == hash {
+		rt.Def = c.def
+		return rt, nil
+	}
+	var raw []byte
+	if err := tx.QueryRow(ctx, `SELECT definition, hash FROM tasker.templates WHERE template_id = $1`, rt.ID).Scan(&raw, &hash); err != nil {
+		return rt, fmt.Errorf("reading template %d: %w", rt.ID, err)
+	}
+	if err := json.Unmarshal(raw, &rt.Def); err != nil {
+		return rt, fmt.Errorf("decoding template %d: %w", rt.ID, err)
+	}
+	s.templates.mu.Lock()
+	s.templates.defs[rt.ID] = cachedDef{hash: hash, def: rt.Def}
+	s.templates.mu.Unlock()
+	return rt, nil
+}
+
+// templateMiss explains which part of a template reference is unknown.
+func (s *Store) templateMiss(ctx context.Context, tx pgx.Tx, namespace, name, version string) error {
+	var nsKnown, nameKnown bool
+	err := tx.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM tasker.templates WHERE namespace = $1),
+		       EXISTS (SELECT 1 FROM tasker.templates WHERE namespace = $1 AND name = $2)`,
+		namespace, name).Scan(&nsKnown, &nameKnown)
+	if err != nil {
+		return fmt.Errorf("looking up template %s/%s: %w", namespace, name, err)
+	}
+	switch {
+	case !nsKnown:
+		return &RefusedError{Action: "task request", Reason: fmt.Sprintf("unknown namespace %q", namespace)}
+	case !nameKnown:
+		return &RefusedError{Action: "task request", Reason: fmt.Sprintf("unknown template %q in namespace %q", name, namespace)}
+	default:
+		return &RefusedError{Action: "task request", Reason: fmt.Sprintf("unknown version %q of template %s/%s", version, namespace, name)}
+	}
+}
+
+// parseVersion splits MAJOR.MINOR.PATCH[-PRE] into its parts.
+func parseVersion(v string) (major, minor, patch int, pre string, err error) {
+	core, pre, _ := strings.Cut(v, "-")
+	core, _, _ = strings.Cut(core, "+")
+	parts := strings.Split(core, ".")
+	if len(parts) != 3 {
+		return 0, 0, 0, "", fmt.Errorf("version %q is not MAJOR.MINOR.PATCH", v)
+	}
+	nums := make([]int, 3)
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return 0, 0, 0, "", fmt.Errorf("version %q is not MAJOR.MINOR.PATCH", v)
+		}
+		nums[i] = n
+	}
+	return nums[0], nums[1], nums[2], pre, nil
+}
