@@ -1,0 +1,139 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/store"
+)
+
+const (
+	queueTaskRequests = queue.TaskRequestsQueue
+	queueStepResults  = queue.StepResultsQueue
+)
+
+// handleFunc applies one orchestration message. It returns an error only
+// for failures of the database (which count against the breaker); whatever
+// the message itself deserves (rejection, being ignored) is its own
+// business.
+type handleFunc func(ctx context.Context, s *System, m queue.Message) error
+
+// consumer is an orchestration actor: the task-request actor and the
+// step-result actor are both a consumer of one shared queue that handles
+// each message itself, in one transaction per message.
+type consumer struct {
+	loop   pollLoop
+	handle handleFunc
+}
+
+func newConsumer(s *System, path, queueName string, h handleFunc) *consumer {
+	return &consumer{
+		loop: pollLoop{sys: s, path: path, queue: queueName, interval: s.settings.OrchestrationPollInterval,
+			vt: s.settings.OrchestrationVisibility, breaker: s.breakers[OrchestrationComponent]},
+		handle: h,
+	}
+}
+
+func (c *consumer) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		c.loop.sys.tree.setStatus(c.loop.path, StatusRunning)
+		c.loop.sys.registerWaker(c.loop.queue, ctx.Self())
+		c.loop.schedule(ctx, 0)
+	case *actor.Restarting:
+		c.loop.stopTimer()
+		c.loop.sys.tree.setStatus(c.loop.path, StatusRestarting)
+	case *actor.Stopping:
+		c.loop.stopTimer()
+		c.loop.sys.tree.setStatus(c.loop.path, StatusStopped)
+	case wake:
+		c.poll(ctx)
+	case pollTick:
+		if c.loop.current(msg) {
+			c.poll(ctx)
+		}
+	}
+}
+
+func (c *consumer) poll(ctx actor.Context) {
+	batch := c.loop.sys.settings.BatchSize
+	msgs, wait := c.loop.read(batch)
+	if c.loop.sys.stopping.Load() {
+		return
+	}
+	if wait > 0 {
+		c.loop.schedule(ctx, wait)
+		return
+	}
+	for _, m := range msgs {
+		if c.loop.sys.stopping.Load() {
+			return
+		}
+		err := c.loop.breaker.Run(func() error {
+			hctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+			defer cancel()
+			return c.handle(hctx, c.loop.sys, m)
+		})
+		if err != nil {
+			c.loop.sys.log.Warn("handling message failed; it will be redelivered", "queue", c.loop.queue, "msg_id", m.ID, "error", err)
+		}
+	}
+	if len(msgs) == batch {
+		c.loop.schedule(ctx, 0)
+		return
+	}
+	c.loop.schedule(ctx, c.loop.interval)
+}
+
+// acceptRequest turns one task request into a task.
+func acceptRequest(ctx context.Context, s *System, m queue.Message) error {
+	var (
+		out store.RequestOutcome
+		err error
+	)
+	if max := s.settings.MaxDeliveries; max > 0 && m.ReadCount > max {
+		out, err = s.deps.Store.RejectTaskRequest(ctx, m,
+			fmt.Sprintf("request delivered %d times, more than queue.max_deliveries (%d)", m.ReadCount, max))
+	} else {
+		out, err = s.deps.Store.AcceptTaskRequest(ctx, m)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case out.Rejected:
+		s.log.Warn("task request rejected", "msg_id", m.ID, "request_id", out.RequestID, "reason", out.Reason)
+	case out.Created:
+		s.log.Debug("task created", "task_uuid", out.TaskUUID, "request_id", out.RequestID, "enqueued", out.Enqueued)
+	default:
+		s.log.Info("repeated task request ignored", "task_uuid", out.TaskUUID, "request_id", out.RequestID)
+	}
+	if s.deps.RequestHandled != nil {
+		s.deps.RequestHandled(out)
+	}
+	return nil
+}
+
+// applyResult applies one step result.
+func applyResult(ctx context.Context, s *System, m queue.Message) error {
+	out, err := s.deps.Store.ApplyResult(ctx, m)
+	if errors.Is(err, store.ErrStale) {
+		// Lost a compare-and-set race; the message was not deleted and will
+		// be read again, when it will be seen as stale.
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if out.Ignored {
+		s.log.Debug("step result ignored", "task_uuid", out.TaskUUID, "step_uuid", out.StepUUID, "reason", out.Reason)
+	}
+	if s.deps.ResultApplied != nil {
+		s.deps.ResultApplied(out)
+	}
+	return nil
+}

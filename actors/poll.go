@@ -1,0 +1,76 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/scheduler"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"github.com/tasker-run/tasker/queue"
+)
+
+// pollLoop is the reading half shared by every poller: timed ticks, reads
+// through the breaker, and a pause while the breaker is open.
+type pollLoop struct {
+	sys      *System
+	path     string
+	queue    string
+	interval time.Duration
+	vt       time.Duration
+	breaker  *Breaker
+
+	gen    int
+	cancel scheduler.CancelFunc
+}
+
+// minPause keeps an open breaker from being asked again in a tight loop.
+const minPause = 10 * time.Millisecond
+
+// schedule arranges the next tick after d, replacing any pending one.
+func (p *pollLoop) schedule(ctx actor.Context, d time.Duration) {
+	p.stopTimer()
+	p.gen++
+	if d <= 0 {
+		ctx.Send(ctx.Self(), pollTick{Gen: p.gen})
+		return
+	}
+	p.cancel = scheduler.NewTimerScheduler(ctx).SendOnce(d, ctx.Self(), pollTick{Gen: p.gen})
+}
+
+func (p *pollLoop) stopTimer() {
+	if p.cancel != nil {
+		p.cancel()
+		p.cancel = nil
+	}
+}
+
+// current reports whether a tick is the latest one scheduled.
+func (p *pollLoop) current(t pollTick) bool { return t.Gen == p.gen }
+
+// read takes up to qty messages through the breaker. It returns the
+// messages and, when nothing should be read right now, how long to wait.
+func (p *pollLoop) read(qty int) ([]queue.Message, time.Duration) {
+	if p.sys.stopping.Load() {
+		return nil, 0
+	}
+	var msgs []queue.Message
+	err := p.breaker.Run(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), max(p.vt, 5*time.Second))
+		defer cancel()
+		var err error
+		msgs, err = p.sys.deps.Queue.Read(ctx, p.queue, p.vt, qty)
+		return err
+	})
+	p.sys.tree.polled(p.path)
+	if errors.Is(err, circuitbreaker.ErrOpen) {
+		return nil, max(p.breaker.RemainingDelay(), minPause)
+	}
+	if err != nil {
+		p.sys.log.Warn("reading queue failed", "queue", p.queue, "error", err)
+		return nil, p.interval
+	}
+	return msgs, 0
+}

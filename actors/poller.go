@@ -1,0 +1,101 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tasker-run/tasker/queue"
+)
+
+// poller reads its namespace's queue and hands each message to an idle
+// worker. It reads only as many messages as it has idle workers, so a
+// message is never taken before someone can run it (its visibility timeout
+// starts when it is read).
+type poller struct {
+	loop    pollLoop
+	ns      NamespaceSettings
+	workers []*actor.PID
+	idle    []bool
+}
+
+func (p *poller) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		p.idle = make([]bool, len(p.workers))
+		p.loop.sys.tree.setStatus(p.loop.path, StatusRunning)
+		// Workers say they are free when asked; a restarted poller has
+		// forgotten which are.
+		for _, w := range p.workers {
+			ctx.Send(w, announce{})
+		}
+	case *actor.Restarting:
+		p.loop.stopTimer()
+		p.loop.sys.tree.setStatus(p.loop.path, StatusRestarting)
+	case *actor.Stopping:
+		p.loop.stopTimer()
+		p.loop.sys.tree.setStatus(p.loop.path, StatusStopped)
+	case workerFree:
+		if msg.Index >= 0 && msg.Index < len(p.idle) {
+			p.idle[msg.Index] = true
+		}
+		p.poll(ctx)
+	case wake:
+		p.poll(ctx)
+	case pollTick:
+		if p.loop.current(msg) {
+			p.poll(ctx)
+		}
+	}
+}
+
+func (p *poller) idleCount() int {
+	n := 0
+	for _, ok := range p.idle {
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// poll reads up to one message per idle worker and dispatches them, then
+// schedules the next read.
+func (p *poller) poll(ctx actor.Context) {
+	free := p.idleCount()
+	if free == 0 {
+		// The next workerFree polls again.
+		p.loop.stopTimer()
+		return
+	}
+	qty := min(free, p.loop.sys.settings.BatchSize)
+	msgs, wait := p.loop.read(qty)
+	if p.loop.sys.stopping.Load() {
+		return
+	}
+	if wait > 0 {
+		p.loop.schedule(ctx, wait)
+		return
+	}
+	for _, m := range msgs {
+		p.dispatch(ctx, m)
+	}
+	if len(msgs) == qty && p.idleCount() > 0 {
+		// The queue may hold more: read again at once.
+		p.loop.schedule(ctx, 0)
+		return
+	}
+	p.loop.schedule(ctx, p.loop.interval)
+}
+
+func (p *poller) dispatch(ctx actor.Context, m queue.Message) {
+	job := stepJob{MsgID: m.ID, ReadCount: m.ReadCount}
+	if step, err := queue.DecodeStepMessage(m.Body); err == nil {
+		job.TaskUUID, job.StepUUID = step.TaskUUID, step.StepUUID
+	}
+	for i, ok := range p.idle {
+		if ok {
+			p.idle[i] = false
+			ctx.Send(p.workers[i], job)
+			return
+		}
+	}
+}

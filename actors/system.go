@@ -1,0 +1,262 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// Store is what the actors need of persistence. *store.Store implements it;
+// tests wrap it to inject faults.
+type Store interface {
+	AcceptTaskRequest(ctx context.Context, msg queue.Message) (store.RequestOutcome, error)
+	RejectTaskRequest(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error)
+	ApplyResult(ctx context.Context, msg queue.Message) (store.ResultOutcome, error)
+	StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error)
+	StepRecordOutcome(ctx context.Context, o store.Outcome) error
+}
+
+// Queue is what the actors need of the queue client.
+type Queue interface {
+	Read(ctx context.Context, queue string, vt time.Duration, qty int) ([]queue.Message, error)
+	Delete(ctx context.Context, queue string, id int64) (bool, error)
+	Archive(ctx context.Context, queue string, id int64) (bool, error)
+	SetVisibility(ctx context.Context, queue string, id int64, vt time.Duration) error
+}
+
+// NamespaceSettings configure one namespace subtree.
+type NamespaceSettings struct {
+	Name              string
+	Workers           int
+	PollInterval      time.Duration
+	VisibilityTimeout time.Duration
+	Breaker           BreakerSettings
+}
+
+// Settings configure the whole tree.
+type Settings struct {
+	NodeID string
+	// Orchestration runs the task-request and step-result actors.
+	Orchestration bool
+	// OrchestrationPollInterval and OrchestrationVisibility tune their
+	// pollers; OrchestrationBreaker guards the orchestration queues.
+	OrchestrationPollInterval time.Duration
+	OrchestrationVisibility   time.Duration
+	OrchestrationBreaker      BreakerSettings
+	// Namespaces whose workers run on this node.
+	Namespaces []NamespaceSettings
+	// BatchSize is the most messages one read takes.
+	BatchSize int
+	// MaxDeliveries marks a message read more often than this as poison.
+	MaxDeliveries int
+	// Supervision is the restart intensity of every supervisor.
+	Supervision Intensity
+}
+
+// Deps are the collaborators of the tree.
+type Deps struct {
+	Store    Store
+	Queue    Queue
+	Handlers *workflow.Registry
+	Logger   *slog.Logger
+	// LoggerFactory, when set, is given to the actor system so protoactor
+	// logs through the node's handler.
+	ActorLogger *slog.Logger
+	// BreakerChanged is told of every breaker state change (metrics).
+	BreakerChanged func(component, state string)
+	// StepFinished is told of every finished attempt (metrics).
+	StepFinished func(namespace string, ok bool, d time.Duration)
+	// RequestHandled is told what became of every task request.
+	RequestHandled func(store.RequestOutcome)
+	// ResultApplied is told what every applied result did.
+	ResultApplied func(store.ResultOutcome)
+}
+
+// System is a running actor tree.
+type System struct {
+	settings Settings
+	deps     Deps
+	tree     *Tree
+	log      *slog.Logger
+
+	system *actor.ActorSystem
+	root   *actor.PID
+
+	// stopping stops pollers from taking new messages.
+	stopping atomic.Bool
+	// handlerCtx is the parent of every handler's context; cancelled when
+	// the shutdown timeout runs out.
+	handlerCtx    context.Context
+	cancelHandler context.CancelFunc
+
+	breakers map[string]*Breaker
+	wakeMu   sync.Mutex
+	wakers   map[string]*actor.PID // queue name → poller to wake
+	gaveUpMu sync.Mutex
+	gaveUp   map[string]bool
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Names of the fixed actors.
+const (
+	rootName         = "root"
+	taskRequestsName = "task_requests"
+	stepResultsName  = "step_results"
+	// OrchestrationComponent is the breaker of the orchestration queues.
+	OrchestrationComponent = "orchestration"
+)
+
+// NamespacePath is the tree path of a namespace supervisor.
+func NamespacePath(namespace string) string { return rootName + "/ns-" + namespace }
+
+// Start builds and starts the tree.
+func Start(settings Settings, deps Deps) (*System, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if settings.BatchSize <= 0 {
+		settings.BatchSize = 10
+	}
+	if settings.Supervision.MaxRestarts <= 0 {
+		settings.Supervision = Intensity{MaxRestarts: 10, Window: time.Minute}
+	}
+	s := &System{
+		settings: settings,
+		deps:     deps,
+		tree:     NewTree(settings.NodeID),
+		log:      deps.Logger,
+		breakers: map[string]*Breaker{},
+		wakers:   map[string]*actor.PID{},
+		gaveUp:   map[string]bool{},
+	}
+	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
+	var opts []actor.ConfigOption
+	actorLog := deps.ActorLogger
+	if actorLog == nil {
+		actorLog = deps.Logger
+	}
+	opts = append(opts, actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog.With("component", "actor") }))
+	s.system = actor.NewActorSystemWithConfig(actor.Configure(opts...))
+
+	s.tree.declare(rootName, KindRoot, "", "")
+	if settings.Orchestration {
+		s.breakers[OrchestrationComponent] = newBreaker(OrchestrationComponent, rootName+"/orchestration-breaker",
+			settings.OrchestrationBreaker, s.tree, s.log, deps.BreakerChanged)
+		s.tree.declare(rootName+"/orchestration-breaker", KindBreaker, "", "")
+		s.tree.setStatus(rootName+"/orchestration-breaker", StatusRunning)
+	}
+	for _, ns := range settings.Namespaces {
+		path := NamespacePath(ns.Name) + "/breaker"
+		s.breakers[ns.Name] = newBreaker(ns.Name, path, ns.Breaker, s.tree, s.log, deps.BreakerChanged)
+		s.tree.declare(path, KindBreaker, ns.Name, "")
+		s.tree.setStatus(path, StatusRunning)
+	}
+
+	props := actor.PropsFromProducer(func() actor.Actor { return &rootActor{sys: s} },
+		actor.WithSupervisor(&strategy{intensity: settings.Supervision, tree: s.tree, log: s.log, escalate: false, gaveUp: s.markGaveUp}))
+	pid, err := s.system.Root.SpawnNamed(props, rootName)
+	if err != nil {
+		return nil, fmt.Errorf("spawning the root supervisor: %w", err)
+	}
+	s.root = pid
+	return s, nil
+}
+
+// Tree returns the live tree.
+func (s *System) Tree() *Tree { return s.tree }
+
+// Breakers returns the breakers by component.
+func (s *System) Breakers() map[string]*Breaker { return s.breakers }
+
+// Breaker returns a component's breaker.
+func (s *System) Breaker(component string) (*Breaker, bool) {
+	b, ok := s.breakers[component]
+	return b, ok
+}
+
+// GaveUp lists the actors the root stopped for good, sorted.
+func (s *System) GaveUp() []string {
+	s.gaveUpMu.Lock()
+	defer s.gaveUpMu.Unlock()
+	out := make([]string, 0, len(s.gaveUp))
+	for k := range s.gaveUp {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *System) markGaveUp(path string) {
+	s.gaveUpMu.Lock()
+	s.gaveUp[path] = true
+	s.gaveUpMu.Unlock()
+}
+
+// Running reports whether the tree is up (not stopping, root alive).
+func (s *System) Running() bool {
+	if s.stopping.Load() {
+		return false
+	}
+	n, ok := s.tree.Find(rootName)
+	return ok && n.Status == StatusRunning
+}
+
+// Wake asks the poller of queue to read now (a LISTEN/NOTIFY arrival).
+func (s *System) Wake(queueName string) {
+	s.wakeMu.Lock()
+	pid := s.wakers[queueName]
+	s.wakeMu.Unlock()
+	if pid != nil && !s.stopping.Load() {
+		s.system.Root.Send(pid, wake{})
+	}
+}
+
+func (s *System) registerWaker(queueName string, pid *actor.PID) {
+	s.wakeMu.Lock()
+	s.wakers[queueName] = pid
+	s.wakeMu.Unlock()
+}
+
+// Stop stops the tree in order: pollers stop taking messages, in-flight
+// handlers get until ctx's deadline to finish (then they are cancelled and
+// their messages left to redelivery), then the actors stop. Stop is
+// idempotent.
+func (s *System) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		s.stopping.Store(true)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = s.system.Root.StopFuture(s.root).Wait()
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.log.Warn("shutdown timeout reached; cancelling running handlers, their messages will be redelivered")
+			s.cancelHandler()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				s.stopErr = errors.New("actors did not stop within 5s of cancelling their handlers")
+			}
+		}
+		s.cancelHandler()
+		s.system.Shutdown()
+		s.tree.setStatus(rootName, StatusStopped)
+	})
+	return s.stopErr
+}

@@ -1,0 +1,237 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// worker runs one step attempt at a time: start the attempt, run the
+// handler within the step's timeout while keeping the message invisible,
+// and record the outcome (which sends the result and deletes the message).
+// A job occupies the worker's mailbox for the handler's duration; that is
+// the point of having a pool.
+type worker struct {
+	sys    *System
+	ns     NamespaceSettings
+	index  int
+	poller *actor.PID
+	path   string
+}
+
+func (w *worker) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		w.sys.tree.setStatus(w.path, StatusRunning)
+		w.sys.tree.setBusy(w.path, false)
+		ctx.Send(w.poller, workerFree{Index: w.index})
+	case *actor.Restarting:
+		w.sys.tree.setStatus(w.path, StatusRestarting)
+	case *actor.Stopping:
+		w.sys.tree.setStatus(w.path, StatusStopped)
+	case announce:
+		ctx.Send(w.poller, workerFree{Index: w.index})
+	case stepJob:
+		w.sys.tree.setBusy(w.path, true)
+		w.run(msg)
+		w.sys.tree.setBusy(w.path, false)
+		ctx.Send(w.poller, workerFree{Index: w.index})
+	}
+}
+
+func (w *worker) queueName() string { return queue.NamespaceQueue(w.ns.Name) }
+
+// dbTimeout bounds one store call made by a worker.
+const dbTimeout = 30 * time.Second
+
+func (w *worker) run(job stepJob) {
+	log := w.sys.log.With("namespace", w.ns.Name, "msg_id", job.MsgID, "step_uuid", job.StepUUID)
+	breaker := w.sys.breakers[w.ns.Name]
+	base := w.sys.handlerCtx
+	q := w.queueName()
+
+	if job.StepUUID == uuid.Nil {
+		log.Error("archiving a step message that does not decode")
+		_ = breaker.Run(func() error {
+			ctx, cancel := context.WithTimeout(base, dbTimeout)
+			defer cancel()
+			_, err := w.sys.deps.Queue.Archive(ctx, q, job.MsgID)
+			return err
+		})
+		return
+	}
+
+	var (
+		work  store.StepWork
+		stale bool
+	)
+	err := breaker.Run(func() error {
+		ctx, cancel := context.WithTimeout(base, dbTimeout)
+		defer cancel()
+		var err error
+		work, err = w.sys.deps.Store.StepStart(ctx, job.StepUUID)
+		if errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound) {
+			stale = true
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		log.Warn("starting step failed; the message will be redelivered", "error", err)
+		return
+	}
+	if stale {
+		// Cancelled, finished, or already recorded: acknowledge.
+		log.Debug("step message is stale; deleting it")
+		_ = breaker.Run(func() error {
+			ctx, cancel := context.WithTimeout(base, dbTimeout)
+			defer cancel()
+			_, err := w.sys.deps.Queue.Delete(ctx, q, job.MsgID)
+			return err
+		})
+		return
+	}
+	log = log.With("task_uuid", work.TaskUUID, "step", work.StepName, "attempt", work.Attempt)
+
+	started := time.Now()
+	var (
+		result  []byte
+		stepErr *workflow.StepError
+		archive bool
+	)
+	if max := w.sys.settings.MaxDeliveries; max > 0 && job.ReadCount > max {
+		stepErr = workflow.Permanent("poison", "message delivered %d times, more than queue.max_deliveries (%d)", job.ReadCount, max)
+		archive = true
+	} else {
+		result, stepErr = w.execute(base, work, job.MsgID)
+		if base.Err() != nil {
+			// The node is shutting down past its timeout: leave the message
+			// for redelivery rather than record a failure it did not cause.
+			log.Warn("handler cancelled by shutdown; the message will be redelivered")
+			return
+		}
+	}
+	elapsed := time.Since(started)
+	if w.sys.deps.StepFinished != nil {
+		w.sys.deps.StepFinished(w.ns.Name, stepErr == nil, elapsed)
+	}
+	if stepErr != nil {
+		log.Info("step attempt failed", "kind", stepErr.Kind, "retryable", stepErr.Retryable, "error", stepErr.Message)
+	}
+	out := store.Outcome{
+		MsgID: job.MsgID, Namespace: w.ns.Name, TaskUUID: work.TaskUUID, StepUUID: work.StepUUID,
+		CorrelationID: work.CorrelationID, Attempt: work.Attempt, Result: result, Err: stepErr,
+		Duration: elapsed, Archive: archive,
+	}
+	err = breaker.Run(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+		defer cancel()
+		err := w.sys.deps.Store.StepRecordOutcome(ctx, out)
+		if errors.Is(err, store.ErrStale) {
+			log.Info("outcome is stale: another attempt is current")
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		log.Warn("recording outcome failed; the message will be redelivered", "error", err)
+	}
+}
+
+// execute runs the handler with the step's timeout, keeping the message
+// invisible meanwhile. A panic becomes a retryable failure carrying the
+// stack. A handler that ignores its context past the timeout is abandoned:
+// the worker records the timeout and moves on.
+func (w *worker) execute(base context.Context, work store.StepWork, msgID int64) ([]byte, *workflow.StepError) {
+	h, ok := w.sys.deps.Handlers.Lookup(work.Handler)
+	if !ok {
+		return nil, workflow.Permanent("unknown_handler", "no handler %q is registered on this node", work.Handler)
+	}
+	timeout := work.Timeout
+	if timeout <= 0 {
+		timeout = workflow.DefaultStepTimeout
+	}
+	ctx, cancel := context.WithTimeout(base, timeout)
+	defer cancel()
+
+	stopExtend := w.keepInvisible(msgID)
+	defer stopExtend()
+
+	type answer struct {
+		result []byte
+		err    error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		var a answer
+		defer func() {
+			if r := recover(); r != nil {
+				se := workflow.Retryable(workflow.KindPanic, 0, "handler %s panicked: %v", work.Handler, r)
+				se.Metadata = map[string]any{"stack": string(debug.Stack())}
+				a = answer{err: se}
+			}
+			done <- a
+		}()
+		res, err := h.Handle(ctx, work.Input())
+		a = answer{result: res, err: err}
+	}()
+	select {
+	case a := <-done:
+		if a.err != nil {
+			if ctx.Err() != nil && errors.Is(a.err, context.Canceled) && base.Err() == nil {
+				a.err = context.DeadlineExceeded
+			}
+			return nil, workflow.AsStepError(a.err)
+		}
+		if len(a.result) == 0 {
+			a.result = []byte("null")
+		}
+		return a.result, nil
+	case <-ctx.Done():
+		return nil, workflow.Retryable(workflow.KindTimeout, 0, "handler %s did not finish within %s", work.Handler, timeout)
+	}
+}
+
+// keepInvisible extends the message's visibility every half visibility
+// timeout while a handler runs, so a long handler is not taken for a lost
+// one. The returned func stops it and waits for it.
+func (w *worker) keepInvisible(msgID int64) func() {
+	vt := w.ns.VisibilityTimeout
+	if vt <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(vt / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				cctx, ccancel := context.WithTimeout(ctx, vt/2)
+				err := w.sys.deps.Queue.SetVisibility(cctx, w.queueName(), msgID, vt)
+				ccancel()
+				if err != nil && ctx.Err() == nil {
+					w.sys.log.Warn("extending message visibility failed", "namespace", w.ns.Name, "msg_id", msgID, "error", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
