@@ -1,0 +1,97 @@
+package bootstrap
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tasker-run/tasker/store"
+)
+
+// Metrics are the node's Prometheus metrics. Counters count what this node
+// did; gauges that describe shared state (queue depth) are read from the
+// database at scrape time.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	tasks        *prometheus.CounterVec
+	steps        *prometheus.CounterVec
+	attempts     *prometheus.CounterVec
+	stepDuration *prometheus.HistogramVec
+	breaker      *prometheus.GaugeVec
+	requests     *prometheus.CounterVec
+}
+
+// breakerValue maps a breaker state to the gauge value.
+var breakerValue = map[string]float64{"closed": 0, "half-open": 1, "open": 2}
+
+// NewMetrics registers the node's metrics in a fresh registry (with the Go
+// and process collectors).
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_tasks_finished_total",
+			Help: "Tasks this node moved to a terminal state, by state.",
+		}, []string{"namespace", "state"}),
+		steps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_steps_total",
+			Help: "Step results this node applied, by the state they moved the step to (complete, error, waiting_for_retry).",
+		}, []string{"state"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_step_attempts_total",
+			Help: "Step attempts run by this node's workers, by namespace and outcome.",
+		}, []string{"namespace", "outcome"}),
+		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tasker_step_duration_seconds",
+			Help:    "Handler run time of step attempts.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"namespace"}),
+		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tasker_circuit_breaker_state",
+			Help: "Circuit breaker state per component: 0 closed, 1 half-open, 2 open.",
+		}, []string{"component"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_task_requests_total",
+			Help: "Task requests this node handled, by outcome (created, duplicate, rejected).",
+		}, []string{"outcome"}),
+	}
+	m.Registry.MustRegister(m.tasks, m.steps, m.attempts, m.stepDuration, m.breaker, m.requests,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *Metrics) breakerChanged(component, state string) {
+	m.breaker.WithLabelValues(component).Set(breakerValue[state])
+}
+
+func (m *Metrics) stepFinished(namespace string, ok bool, d time.Duration) {
+	outcome := "success"
+	if !ok {
+		outcome = "failure"
+	}
+	m.attempts.WithLabelValues(namespace, outcome).Inc()
+	m.stepDuration.WithLabelValues(namespace).Observe(d.Seconds())
+}
+
+func (m *Metrics) requestHandled(out store.RequestOutcome) {
+	switch {
+	case out.Rejected:
+		m.requests.WithLabelValues("rejected").Inc()
+	case out.Created:
+		m.requests.WithLabelValues("created").Inc()
+	default:
+		m.requests.WithLabelValues("duplicate").Inc()
+	}
+}
+
+func (m *Metrics) resultApplied(out store.ResultOutcome) {
+	if out.Ignored {
+		m.steps.WithLabelValues("ignored").Inc()
+		return
+	}
+	m.steps.WithLabelValues(string(out.StepState)).Inc()
+	if out.TaskState.Terminal() {
+		m.tasks.WithLabelValues(out.Namespace, string(out.TaskState)).Inc()
+	}
+}

@@ -1,0 +1,448 @@
+// Package bootstrap is the one configuration-driven entry point for every
+// way Tasker runs — all-in-one, orchestration only, workers only, tests. It
+// builds, in order, the logger, the database (a configured URL or the
+// embedded PostgreSQL), the schemas, the handler registry and templates, the
+// actor tree and the HTTP endpoint, and stops them in the reverse order.
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker-run/tasker/actors"
+	"github.com/tasker-run/tasker/backoff"
+	"github.com/tasker-run/tasker/bootstrap/pgserver"
+	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/examples"
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
+	"github.com/tasker-run/tasker/workflow/handlers"
+)
+
+// Options configure a node beyond its Config.
+type Options struct {
+	// Config is the node's configuration. Required.
+	Config *config.Config
+	// ConfigPath is the file Config came from, re-read on Reload. Optional.
+	ConfigPath string
+	// Handlers registers an embedder's own handlers next to the built-in
+	// ones. Optional.
+	Handlers func(reg *workflow.Registry) error
+	// Templates are extra template folders (as file systems) beside those
+	// named in the config. Optional.
+	Templates []fs.FS
+	// Logger replaces the logger built from the config. Optional.
+	Logger *slog.Logger
+	// LogOutput is where the built logger writes. Defaults to os.Stderr.
+	LogOutput io.Writer
+}
+
+// Node is a running Tasker node.
+type Node struct {
+	cfg      *config.Config
+	opts     Options
+	log      *slog.Logger
+	level    *slog.LevelVar
+	nodeID   string
+	started  time.Time
+	embedded *pgserver.Server
+	pool     *pgxpool.Pool
+	store    *store.Store
+	registry *workflow.Registry
+	tmpls    []*workflow.Template
+	system   *actors.System
+	metrics  *Metrics
+	http     *http.Server
+	httpAddr string
+	listener *listener
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start builds and starts a node. On error, whatever was started is stopped
+// again.
+func Start(ctx context.Context, opts Options) (n *Node, err error) {
+	if opts.Config == nil {
+		return nil, errors.New("bootstrap: Options.Config is required")
+	}
+	cfg := opts.Config
+	n = &Node{cfg: cfg, opts: opts, started: time.Now()}
+	defer func() {
+		if err != nil {
+			_ = n.Stop(context.Background())
+			n = nil
+		}
+	}()
+
+	if opts.Logger != nil {
+		n.log, n.level = opts.Logger, new(slog.LevelVar)
+	} else {
+		out := opts.LogOutput
+		if out == nil {
+			out = os.Stderr
+		}
+		n.log, n.level = NewLogger(cfg.Log, cfg.Env, out)
+	}
+	n.nodeID = cfg.Node.ID
+	if n.nodeID == "" {
+		n.nodeID = generateNodeID()
+	}
+	n.log = n.log.With("node_id", n.nodeID)
+
+	url, err := n.database(ctx)
+	if err != nil {
+		return n, err
+	}
+	if n.pool, err = openPool(ctx, url, cfg.Database); err != nil {
+		return n, err
+	}
+	installed, err := queue.Install(ctx, n.pool)
+	if err != nil {
+		return n, fmt.Errorf("installing the queue schema: %w", err)
+	}
+	applied, err := store.Migrate(ctx, n.pool)
+	if err != nil {
+		return n, err
+	}
+	n.log.Info("schema ready", "queue_provider", installed.Provider, "migrations_applied", len(applied), "schema_version", store.SchemaVersion())
+
+	n.metrics = NewMetrics()
+	n.store = store.New(n.pool, store.Options{
+		NodeID:          n.nodeID,
+		Backoff:         BackoffPolicy(cfg.Backoff),
+		MaxRequestBytes: cfg.Queue.MaxRequestBytes,
+		Logger:          n.log,
+	})
+	if n.registry, err = n.buildRegistry(); err != nil {
+		return n, err
+	}
+	if n.tmpls, err = n.loadTemplates(ctx); err != nil {
+		return n, err
+	}
+	namespaces := n.namespaces()
+	if err := n.store.EnsureQueues(ctx, namespaces); err != nil {
+		return n, err
+	}
+
+	settings := n.actorSettings(namespaces)
+	n.system, err = actors.Start(settings, actors.Deps{
+		Store:          n.store,
+		Queue:          n.store.Queue(),
+		Handlers:       n.registry,
+		Logger:         n.log,
+		BreakerChanged: n.metrics.breakerChanged,
+		StepFinished:   n.metrics.stepFinished,
+		RequestHandled: n.metrics.requestHandled,
+		ResultApplied:  n.metrics.resultApplied,
+	})
+	if err != nil {
+		return n, err
+	}
+	if cfg.Queue.ListenNotify {
+		n.listener = startListener(n.pool, n.system, n.log)
+	}
+	if err := n.serveHTTP(); err != nil {
+		return n, err
+	}
+	n.log.Info("node ready", "mode", cfg.Node.Mode, "namespaces", namespaces,
+		"worker_namespaces", workerNamespaces(settings), "http", n.httpAddr, "env", cfg.Env)
+	return n, nil
+}
+
+// database returns the URL to use, starting the embedded PostgreSQL when
+// none is configured.
+func (n *Node) database(ctx context.Context) (string, error) {
+	if n.cfg.Database.URL != "" {
+		return n.cfg.Database.URL, nil
+	}
+	srv, err := StartEmbedded(ctx, n.cfg.Database, n.log)
+	if err != nil {
+		return "", err
+	}
+	n.embedded = srv
+	return srv.URL(), nil
+}
+
+// StartEmbedded starts (or joins) the embedded PostgreSQL of cfg.DataDir.
+func StartEmbedded(ctx context.Context, cfg config.Database, log *slog.Logger) (*pgserver.Server, error) {
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("database.data_dir: %w", err)
+	}
+	log.Info("no database.url configured; starting the embedded PostgreSQL", "data_dir", dir)
+	srv, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded PostgreSQL: %w", err)
+	}
+	log.Info("embedded PostgreSQL running", "port", srv.Port(), "joined_running_server", srv.Attached())
+	return srv, nil
+}
+
+func openPool(ctx context.Context, url string, db config.Database) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: %w", err)
+	}
+	pc.MaxConns = int32(db.MaxConns)
+	pc.ConnConfig.ConnectTimeout = db.ConnectTimeout.Duration()
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("opening the database pool: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, db.ConnectTimeout.Duration())
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to the database: %w", err)
+	}
+	return pool, nil
+}
+
+// BackoffPolicy is the retry policy of cfg.
+func BackoffPolicy(cfg config.Backoff) backoff.Policy {
+	return backoff.Policy{
+		Base:           cfg.Base.Duration(),
+		Max:            cfg.Max.Duration(),
+		Multiplier:     cfg.Multiplier,
+		Jitter:         cfg.Jitter,
+		MaxServerDelay: cfg.MaxServerDelay.Duration(),
+	}
+}
+
+func (n *Node) buildRegistry() (*workflow.Registry, error) {
+	reg := workflow.NewRegistry()
+	if err := handlers.Register(reg, handlers.HTTPOptions{}); err != nil {
+		return nil, fmt.Errorf("registering built-in handlers: %w", err)
+	}
+	if n.cfg.Templates.Bundled {
+		if err := examples.Register(reg); err != nil {
+			return nil, fmt.Errorf("registering demo handlers: %w", err)
+		}
+	}
+	if n.opts.Handlers != nil {
+		if err := n.opts.Handlers(reg); err != nil {
+			return nil, fmt.Errorf("registering handlers: %w", err)
+		}
+	}
+	return reg, nil
+}
+
+// loadTemplates loads, validates and registers every template.
+func (n *Node) loadTemplates(ctx context.Context) ([]*workflow.Template, error) {
+	var sources []fs.FS
+	if n.cfg.Templates.Bundled {
+		sources = append(sources, examples.Templates())
+	}
+	for _, dir := range n.cfg.Templates.Dirs {
+		sources = append(sources, os.DirFS(dir))
+	}
+	sources = append(sources, n.opts.Templates...)
+	var all []*workflow.Template
+	for _, src := range sources {
+		ts, err := workflow.LoadDir(src, n.registry)
+		if err != nil {
+			return nil, fmt.Errorf("loading templates: %w", err)
+		}
+		all = append(all, ts...)
+	}
+	for _, t := range all {
+		changed, err := n.store.TemplateRegister(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		if changed {
+			n.log.Info("template registered", "namespace", t.Namespace, "name", t.Name, "version", t.Version, "source", t.Source)
+		}
+	}
+	return all, nil
+}
+
+// namespaces are those of the loaded templates and of the config.
+func (n *Node) namespaces() []string {
+	set := map[string]bool{}
+	for _, t := range n.tmpls {
+		set[t.Namespace] = true
+	}
+	for ns := range n.cfg.Namespaces {
+		set[ns] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+func (n *Node) actorSettings(namespaces []string) actors.Settings {
+	cfg := n.cfg
+	s := actors.Settings{
+		NodeID:                    n.nodeID,
+		Orchestration:             cfg.Node.RunsOrchestration(),
+		OrchestrationPollInterval: cfg.OrchestrationPollInterval(),
+		OrchestrationVisibility:   cfg.Queue.VisibilityTimeout.Duration(),
+		OrchestrationBreaker:      breakerSettings(cfg.Breaker("task_requests")),
+		BatchSize:                 cfg.Queue.BatchSize,
+		MaxDeliveries:             cfg.Queue.MaxDeliveries,
+		Supervision:               actors.Intensity{MaxRestarts: cfg.Supervision.MaxRestarts, Window: cfg.Supervision.Window.Duration()},
+	}
+	for _, name := range namespaces {
+		if !cfg.Node.RunsNamespace(name) {
+			continue
+		}
+		ns := cfg.Namespace(name)
+		s.Namespaces = append(s.Namespaces, actors.NamespaceSettings{
+			Name:              name,
+			Workers:           ns.Workers,
+			PollInterval:      ns.PollInterval.Duration(),
+			VisibilityTimeout: ns.VisibilityTimeout.Duration(),
+			Breaker:           breakerSettings(cfg.Breaker(name)),
+		})
+	}
+	return s
+}
+
+func breakerSettings(b config.BreakerConfig) actors.BreakerSettings {
+	return actors.BreakerSettings{
+		FailureThreshold: b.FailureThreshold,
+		FailureRatio:     b.FailureRatio,
+		MinExecutions:    b.MinExecutions,
+		Window:           b.Window.Duration(),
+		Delay:            b.Delay.Duration(),
+		SuccessThreshold: b.SuccessThreshold,
+	}
+}
+
+func workerNamespaces(s actors.Settings) []string {
+	out := make([]string, 0, len(s.Namespaces))
+	for _, ns := range s.Namespaces {
+		out = append(out, ns.Name)
+	}
+	return out
+}
+
+func generateNodeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	return fmt.Sprintf("%s-%s", host, uuid.NewString()[:8])
+}
+
+func (n *Node) serveHTTP() error {
+	if n.cfg.HTTP.Listen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", n.cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %s: %w", n.cfg.HTTP.Listen, err)
+	}
+	n.httpAddr = ln.Addr().String()
+	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// NodeID is the node's id.
+func (n *Node) NodeID() string { return n.nodeID }
+
+// HTTPAddr is the address the HTTP endpoint listens on ("" when disabled).
+func (n *Node) HTTPAddr() string { return n.httpAddr }
+
+// Store is the node's store.
+func (n *Node) Store() *store.Store { return n.store }
+
+// Pool is the node's database pool.
+func (n *Node) Pool() *pgxpool.Pool { return n.pool }
+
+// System is the node's actor tree.
+func (n *Node) System() *actors.System { return n.system }
+
+// Logger is the node's logger.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
+// Templates are the loaded templates.
+func (n *Node) Templates() []*workflow.Template { return n.tmpls }
+
+// Stop shuts the node down in order: stop taking messages and let in-flight
+// handlers finish within the shutdown timeout, stop the actors, stop the HTTP
+// endpoint, close the pool, stop the embedded PostgreSQL. It is idempotent.
+func (n *Node) Stop(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		var errs []error
+		timeout := n.cfg.Shutdown.Timeout.Duration()
+		if n.listener != nil {
+			n.listener.stop()
+		}
+		if n.system != nil {
+			sctx, cancel := context.WithTimeout(ctx, timeout)
+			errs = append(errs, n.system.Stop(sctx))
+			cancel()
+		}
+		if n.http != nil {
+			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			errs = append(errs, n.http.Shutdown(hctx))
+			cancel()
+		}
+		if n.pool != nil {
+			n.pool.Close()
+		}
+		if n.embedded != nil {
+			errs = append(errs, n.embedded.Stop(ctx))
+		}
+		n.stopErr = errors.Join(errs...)
+		if n.log != nil {
+			if n.stopErr != nil {
+				n.log.Error("node stopped with errors", "error", n.stopErr)
+			} else {
+				n.log.Info("node stopped")
+			}
+		}
+	})
+	return n.stopErr
+}
+
+// Reload re-reads the configuration file and applies what can change on a
+// running node: the log level, the circuit breaker thresholds and the
+// backoff policy. An invalid file is refused with the error logged and the
+// running configuration kept.
+func (n *Node) Reload() {
+	if n.opts.ConfigPath == "" {
+		n.log.Warn("reload requested but the node runs without a configuration file")
+		return
+	}
+	cfg, err := config.Load(config.LoadOptions{Path: n.opts.ConfigPath, Env: n.cfg.Env})
+	if err != nil {
+		n.log.Error("configuration reload refused; keeping the running configuration", "error", err)
+		return
+	}
+	n.level.Set(parseLevel(cfg.Log.Level))
+	for component, b := range n.system.Breakers() {
+		name := component
+		if component == actors.OrchestrationComponent {
+			name = "task_requests"
+		}
+		b.Configure(breakerSettings(cfg.Breaker(name)))
+	}
+	n.store.SetBackoff(BackoffPolicy(cfg.Backoff))
+	n.cfg.Log.Level = cfg.Log.Level
+	n.cfg.CircuitBreakers = cfg.CircuitBreakers
+	n.cfg.Backoff = cfg.Backoff
+	n.log.Info("configuration reloaded", "log_level", cfg.Log.Level)
+}
