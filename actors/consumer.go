@@ -33,7 +33,7 @@ type consumer struct {
 func newConsumer(s *System, path, queueName string, h handleFunc) *consumer {
 	return &consumer{
 		loop: pollLoop{sys: s, path: path, queue: queueName, interval: s.settings.OrchestrationPollInterval,
-			vt: s.settings.OrchestrationVisibility, breaker: s.breakers[OrchestrationComponent]},
+			vt: s.settings.OrchestrationVisibility, breaker: s.Breakers()[OrchestrationComponent]},
 		handle: h,
 	}
 }
@@ -120,7 +120,17 @@ func acceptRequest(ctx context.Context, s *System, m queue.Message) error {
 
 // applyResult applies one step result.
 func applyResult(ctx context.Context, s *System, m queue.Message) error {
-	out, err := s.deps.Store.ApplyResult(ctx, m)
+	var (
+		out store.ResultOutcome
+		err error
+	)
+	if max := s.settings.MaxDeliveries; max > 0 && m.ReadCount > max {
+		reason := fmt.Sprintf("result delivered %d times, more than queue.max_deliveries (%d)", m.ReadCount, max)
+		s.log.Error("quarantining a step result that keeps failing", "msg_id", m.ID, "reason", reason)
+		out, err = s.deps.Store.QuarantineResult(ctx, m, reason)
+	} else {
+		out, err = s.deps.Store.ApplyResult(ctx, m)
+	}
 	if errors.Is(err, store.ErrStale) {
 		// Lost a compare-and-set race; the message was not deleted and will
 		// be read again, when it will be seen as stale.

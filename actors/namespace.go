@@ -37,7 +37,7 @@ func (n *namespaceSupervisor) spawnChildren(ctx actor.Context) {
 	poller := spawn(ctx, s, "poller", KindPoller, n.ns.Name, q, func() actor.Actor {
 		return &poller{
 			loop: pollLoop{sys: s, path: self + "/poller", queue: q, interval: n.ns.PollInterval,
-				vt: n.ns.VisibilityTimeout, breaker: s.breakers[n.ns.Name]},
+				vt: n.ns.VisibilityTimeout, breaker: s.Breakers()[n.ns.Name]},
 			ns:      n.ns,
 			workers: workerPIDs(ctx.Self(), n.ns.Workers),
 		}

@@ -24,6 +24,7 @@ type Store interface {
 	AcceptTaskRequest(ctx context.Context, msg queue.Message) (store.RequestOutcome, error)
 	RejectTaskRequest(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error)
 	ApplyResult(ctx context.Context, msg queue.Message) (store.ResultOutcome, error)
+	QuarantineResult(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error)
 	StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error)
 	StepRecordOutcome(ctx context.Context, o store.Outcome) error
 }
@@ -63,6 +64,8 @@ type Settings struct {
 	MaxDeliveries int
 	// Supervision is the restart intensity of every supervisor.
 	Supervision Intensity
+	// HostBreaker gives the breaker settings of a downstream host.
+	HostBreaker func(host string) BreakerSettings
 }
 
 // Deps are the collaborators of the tree.
@@ -101,7 +104,11 @@ type System struct {
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
 
-	breakers map[string]*Breaker
+	// breakers is built at start; breakersPtr publishes the current map,
+	// replaced copy-on-write under hostMu when a host breaker is added.
+	breakers    map[string]*Breaker
+	breakersPtr atomic.Pointer[map[string]*Breaker]
+	hostMu      sync.Mutex
 	wakeMu   sync.Mutex
 	wakers   map[string]*actor.PID // queue name → poller to wake
 	gaveUpMu sync.Mutex
@@ -166,6 +173,8 @@ func Start(settings Settings, deps Deps) (*System, error) {
 		s.tree.setStatus(path, StatusRunning)
 	}
 
+	s.breakersPtr.Store(&s.breakers)
+
 	props := actor.PropsFromProducer(func() actor.Actor { return &rootActor{sys: s} },
 		actor.WithSupervisor(&strategy{intensity: settings.Supervision, tree: s.tree, log: s.log, escalate: false, gaveUp: s.markGaveUp}))
 	pid, err := s.system.Root.SpawnNamed(props, rootName)
@@ -179,12 +188,13 @@ func Start(settings Settings, deps Deps) (*System, error) {
 // Tree returns the live tree.
 func (s *System) Tree() *Tree { return s.tree }
 
-// Breakers returns the breakers by component.
-func (s *System) Breakers() map[string]*Breaker { return s.breakers }
+// Breakers returns the breakers by component. The map must not be
+// modified.
+func (s *System) Breakers() map[string]*Breaker { return *s.breakersPtr.Load() }
 
 // Breaker returns a component's breaker.
 func (s *System) Breaker(component string) (*Breaker, bool) {
-	b, ok := s.breakers[component]
+	b, ok := s.Breakers()[component]
 	return b, ok
 }
 
@@ -259,4 +269,33 @@ func (s *System) Stop(ctx context.Context) error {
 		s.tree.setStatus(rootName, StatusStopped)
 	})
 	return s.stopErr
+}
+
+// HostBreaker returns the circuit breaker of a downstream host called by the
+// http handler, creating it on first use with the settings of
+// Settings.HostBreaker. Its component name is "http:<host>".
+func (s *System) HostBreaker(host string) *Breaker {
+	component := "http:" + host
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	current := *s.breakersPtr.Load()
+	if b, ok := current[component]; ok {
+		return b
+	}
+	var settings BreakerSettings
+	if s.settings.HostBreaker != nil {
+		settings = s.settings.HostBreaker(host)
+	}
+	path := rootName + "/" + component
+	s.tree.declare(path, KindBreaker, "", "")
+	s.tree.setStatus(path, StatusRunning)
+	b := newBreaker(component, path, settings, s.tree, s.log, s.deps.BreakerChanged)
+	// Copy on write: readers iterate the map without the lock.
+	next := make(map[string]*Breaker, len(current)+1)
+	for k, v := range current {
+		next[k] = v
+	}
+	next[component] = b
+	s.breakersPtr.Store(&next)
+	return b
 }

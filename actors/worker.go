@@ -55,7 +55,7 @@ const dbTimeout = 30 * time.Second
 
 func (w *worker) run(job stepJob) {
 	log := w.sys.log.With("namespace", w.ns.Name, "msg_id", job.MsgID, "step_uuid", job.StepUUID)
-	breaker := w.sys.breakers[w.ns.Name]
+	breaker := w.sys.Breakers()[w.ns.Name]
 	base := w.sys.handlerCtx
 	q := w.queueName()
 

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,11 +52,18 @@ type Options struct {
 	Logger *slog.Logger
 	// LogOutput is where the built logger writes. Defaults to os.Stderr.
 	LogOutput io.Writer
+	// WrapStore and WrapQueue, when set, wrap what the actors use of the
+	// store and the queue: the seam for fault injection in tests.
+	WrapStore func(actors.Store) actors.Store
+	WrapQueue func(actors.Queue) actors.Queue
 }
 
 // Node is a running Tasker node.
 type Node struct {
+	// cfg is the configuration the node started with; live is the one in
+	// force, replaced by Reload.
 	cfg      *config.Config
+	live     atomic.Pointer[config.Config]
 	opts     Options
 	log      *slog.Logger
 	level    *slog.LevelVar
@@ -71,6 +79,7 @@ type Node struct {
 	http     *http.Server
 	httpAddr string
 	listener *listener
+	guard    hostGuard
 
 	stopOnce sync.Once
 	stopErr  error
@@ -84,6 +93,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	}
 	cfg := opts.Config
 	n = &Node{cfg: cfg, opts: opts, started: time.Now()}
+	n.live.Store(cfg)
 	defer func() {
 		if err != nil {
 			_ = n.Stop(context.Background())
@@ -142,9 +152,19 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	}
 
 	settings := n.actorSettings(namespaces)
+	var (
+		actorStore actors.Store = n.store
+		actorQueue actors.Queue = n.store.Queue()
+	)
+	if opts.WrapStore != nil {
+		actorStore = opts.WrapStore(actorStore)
+	}
+	if opts.WrapQueue != nil {
+		actorQueue = opts.WrapQueue(actorQueue)
+	}
 	n.system, err = actors.Start(settings, actors.Deps{
-		Store:          n.store,
-		Queue:          n.store.Queue(),
+		Store:          actorStore,
+		Queue:          actorQueue,
 		Handlers:       n.registry,
 		Logger:         n.log,
 		BreakerChanged: n.metrics.breakerChanged,
@@ -155,6 +175,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if err != nil {
 		return n, err
 	}
+	n.guard.sys.Store(n.system)
 	if cfg.Queue.ListenNotify {
 		n.listener = startListener(n.pool, n.system, n.log)
 	}
@@ -228,7 +249,7 @@ func BackoffPolicy(cfg config.Backoff) backoff.Policy {
 
 func (n *Node) buildRegistry() (*workflow.Registry, error) {
 	reg := workflow.NewRegistry()
-	if err := handlers.Register(reg, handlers.HTTPOptions{}); err != nil {
+	if err := handlers.Register(reg, handlers.HTTPOptions{Guard: &n.guard}); err != nil {
 		return nil, fmt.Errorf("registering built-in handlers: %w", err)
 	}
 	if n.cfg.Templates.Bundled {
@@ -297,6 +318,9 @@ func (n *Node) actorSettings(namespaces []string) actors.Settings {
 		BatchSize:                 cfg.Queue.BatchSize,
 		MaxDeliveries:             cfg.Queue.MaxDeliveries,
 		Supervision:               actors.Intensity{MaxRestarts: cfg.Supervision.MaxRestarts, Window: cfg.Supervision.Window.Duration()},
+		HostBreaker: func(host string) actors.BreakerSettings {
+			return breakerSettings(n.live.Load().Breaker(config.HTTPComponent(host)))
+		},
 	}
 	for _, name := range namespaces {
 		if !cfg.Node.RunsNamespace(name) {
@@ -441,8 +465,6 @@ func (n *Node) Reload() {
 		b.Configure(breakerSettings(cfg.Breaker(name)))
 	}
 	n.store.SetBackoff(BackoffPolicy(cfg.Backoff))
-	n.cfg.Log.Level = cfg.Log.Level
-	n.cfg.CircuitBreakers = cfg.CircuitBreakers
-	n.cfg.Backoff = cfg.Backoff
+	n.live.Store(cfg)
 	n.log.Info("configuration reloaded", "log_level", cfg.Log.Level)
 }

@@ -461,3 +461,37 @@ func joinNames(names []string) string {
 	}
 	return out
 }
+
+// QuarantineResult handles a result message delivered too many times (it
+// keeps failing to apply): the message is archived for inspection and, when
+// its attempt is still current, the step is failed with reason instead of
+// whatever the worker recorded, so the task can end rather than wait.
+func (s *Store) QuarantineResult(ctx context.Context, msg queue.Message, reason string) (ResultOutcome, error) {
+	out := ResultOutcome{Ignored: true, Reason: reason}
+	res, derr := queue.DecodeStepResult(msg.Body)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if derr == nil {
+			errJSON, err := json.Marshal(storedError{Kind: "poison", Message: reason, Attempt: res.Attempt})
+			if err != nil {
+				return err
+			}
+			tag, err := tx.Exec(ctx, `
+				UPDATE tasker.steps SET outcome_ok = false, error = $3::jsonb, retry_after_ms = NULL
+				WHERE step_uuid = $1 AND state = 'in_progress' AND attempts = $2 AND outcome_attempt = $2`,
+				res.StepUUID, res.Attempt, errJSON)
+			if err != nil {
+				return fmt.Errorf("failing step %s: %w", res.StepUUID, err)
+			}
+			if tag.RowsAffected() == 1 {
+				if out, err = s.applyResult(ctx, tx, res); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := s.queue.WithDB(tx).Archive(ctx, queue.StepResultsQueue, msg.ID); err != nil {
+			return fmt.Errorf("archiving result message %d: %w", msg.ID, err)
+		}
+		return nil
+	})
+	return out, err
+}
