@@ -251,7 +251,10 @@ func (s *System) Stop(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = s.system.Root.StopFuture(s.root).Wait()
+			// A stop future gives up after 10s; asking again is harmless and
+			// answers at once once the root has terminated.
+			for s.system.Root.StopFuture(s.root).Wait() != nil {
+			}
 		}()
 		select {
 		case <-done:

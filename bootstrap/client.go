@@ -119,6 +119,11 @@ func (c *Client) Submit(ctx context.Context, p SubmitParams) (uuid.UUID, error) 
 	if _, err := c.Queue.Send(ctx, queue.TaskRequestsQueue, body, 0); err != nil {
 		return uuid.Nil, fmt.Errorf("sending the task request: %w", err)
 	}
+	// Wake the task-request pollers now rather than at their next poll; a
+	// lost notification only costs that poll interval.
+	if _, err := c.Pool.Exec(ctx, "SELECT pg_notify($1, $2)", store.WakeChannel, queue.TaskRequestsQueue); err != nil {
+		return uuid.Nil, fmt.Errorf("notifying the task request: %w", err)
+	}
 	return p.RequestID, nil
 }
 
