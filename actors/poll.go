@@ -64,7 +64,7 @@ func (p *pollLoop) read(qty int) ([]queue.Message, time.Duration) {
 		msgs, err = p.sys.deps.Queue.Read(ctx, p.queue, p.vt, qty)
 		return err
 	})
-	p.sys.tree.polled(p.path)
+	p.sys.tree.polled(p.path, p.breaker.State())
 	if errors.Is(err, circuitbreaker.ErrOpen) {
 		return nil, max(p.breaker.RemainingDelay(), minPause)
 	}

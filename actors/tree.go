@@ -105,9 +105,10 @@ func (t *Tree) recordFailure(path string, reason any, status string) {
 	})
 }
 
-func (t *Tree) polled(path string) {
+// polled records a poll and the state of the breaker it went through.
+func (t *Tree) polled(path, breakerState string) {
 	now := time.Now()
-	t.update(path, func(n *Node) { n.LastPollAt = &now })
+	t.update(path, func(n *Node) { n.LastPollAt, n.BreakerState = &now, breakerState })
 }
 
 func (t *Tree) setBreaker(path, state string) {
