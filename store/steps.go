@@ -348,7 +348,10 @@ func (s *Store) applyResult(ctx context.Context, tx pgx.Tx, res queue.StepResult
 			delay = policy.Next(st.Attempts-st.AttemptsBase, requested)
 		} else {
 			event = workflow.StepEventFailPermanent
-			if se.Retryable && st.Attempts-st.AttemptsBase >= st.MaxAttempts {
+			switch {
+			case se.Retryable && !st.Retryable:
+				reason = "the step is not retryable: " + reason
+			case se.Retryable:
 				reason = fmt.Sprintf("attempts exhausted (%d of %d): %s", st.Attempts-st.AttemptsBase, st.MaxAttempts, reason)
 			}
 		}

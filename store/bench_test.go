@@ -1,0 +1,199 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/testsupport"
+)
+
+// historySizes are the numbers of finished tasks already in the tables
+// when a benchmark runs: the cost per step must not depend on them.
+var historySizes = []int{1_000, 100_000}
+
+// seedHistory inserts tasks finished linear tasks (four complete steps
+// each, with their edges and full transition history) straight into the
+// tables, set-based, and analyzes them. The identities are small ordered
+// UUIDs, older than any UUIDv7 the store makes, as a real history's are.
+// Foreign key triggers are skipped while seeding (the rows are consistent
+// by construction) when the user may do so.
+func seedHistory(tb testing.TB, pool *pgxpool.Pool, tasks int) {
+	tb.Helper()
+	ctx := context.Background()
+	began := time.Now()
+	var templateID int64
+	require.NoError(tb, pool.QueryRow(ctx, `SELECT template_id FROM tasker.templates
+		WHERE namespace = $1 AND name = $2`, testsupport.LinearNamespace, testsupport.LinearName).Scan(&templateID))
+	statements := []string{
+		`INSERT INTO tasker.tasks (task_uuid, request_id, correlation_id, template_id, namespace, name, version,
+			state, context, created_at, updated_at, finished_at)
+		SELECT lpad(to_hex(g), 32, '0')::uuid, r, r, $1, 'linear_workflow', 'mathematical_sequence', '1.0.0',
+			'complete', '{"even_number": 6}', ts, ts + interval '1 second', ts + interval '1 second'
+		FROM (SELECT g, ('00000001' || lpad(to_hex(g), 24, '0'))::uuid AS r,
+				now() - interval '1 day' - ($2::int - g) * interval '1 second' AS ts
+			FROM generate_series(1, $2::int) g) x`,
+		`INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
+			attempts, max_attempts, retryable, timeout_ms, waiting_parents, result,
+			enqueued_at, last_attempted_at, finished_at, duration_ms)
+		SELECT ('00000002' || lpad(to_hex(4 * g + i), 24, '0'))::uuid, lpad(to_hex(g), 32, '0')::uuid,
+			'linear_step_' || (i + 1), i, 'linear_workflow', 'demo.math',
+			'{"op": "square"}', 'complete', 1, 3, true, 30000, 0, '{"result": 36}', ts, ts, ts, 1
+		FROM (SELECT g, now() - interval '1 day' - ($1::int - g) * interval '1 second' AS ts
+			FROM generate_series(1, $1::int) g) x CROSS JOIN generate_series(0, 3) i
+		ORDER BY 1`,
+		`INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
+		SELECT lpad(to_hex(g), 32, '0')::uuid, ('00000002' || lpad(to_hex(4 * g + i), 24, '0'))::uuid,
+			('00000002' || lpad(to_hex(4 * g + i + 1), 24, '0'))::uuid
+		FROM generate_series(1, $1::int) g CROSS JOIN generate_series(0, 2) i
+		ORDER BY 2`,
+		`INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, reason, node_id, created_at)
+		SELECT t.task_uuid, m.f, m.t, m.r, 'seed', t.created_at
+		FROM tasker.tasks t CROSS JOIN (VALUES (1, NULL, 'pending', 'task created'),
+			(2, 'pending', 'in_progress', 'first steps enqueued'),
+			(3, 'in_progress', 'complete', 'every step complete')) m(o, f, t, r)
+`,
+		`INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id, created_at)
+		SELECT s.step_uuid, s.task_uuid, m.f, m.t, m.r, m.a, 'seed', s.finished_at
+		FROM tasker.steps s CROSS JOIN (VALUES (1, NULL, 'pending', 'task created', 0),
+			(2, 'pending', 'enqueued', 'ready', 0), (3, 'enqueued', 'in_progress', 'worker took the message', 1),
+			(4, 'in_progress', 'complete', 'handler succeeded', 1)) m(o, f, t, r, a)
+`,
+	}
+	tx, err := pool.Begin(ctx)
+	require.NoError(tb, err)
+	defer func() { _ = tx.Rollback(ctx) }() // a no-op after commit
+	var superuser bool
+	require.NoError(tb, tx.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&superuser))
+	if superuser {
+		_, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica; SET LOCAL work_mem = '64MB'`)
+		require.NoError(tb, err)
+	}
+	for i, sql := range statements {
+		var err error
+		if i == 0 {
+			_, err = tx.Exec(ctx, sql, templateID, tasks)
+		} else if i < 3 {
+			_, err = tx.Exec(ctx, sql, tasks)
+		} else {
+			_, err = tx.Exec(ctx, sql)
+		}
+		require.NoError(tb, err, "seeding history: statement %d", i)
+	}
+	require.NoError(tb, tx.Commit(ctx))
+	// VACUUM as well as ANALYZE: freshly inserted rows would otherwise
+	// draw autovacuum (and hint-bit writes) into the timed part. The
+	// checkpoint flushes the seeding's WAL before the timer starts.
+	_, err = pool.Exec(ctx, `VACUUM (ANALYZE) tasker.tasks, tasker.steps, tasker.step_edges, tasker.task_transitions, tasker.step_transitions`)
+	require.NoError(tb, err)
+	if superuser {
+		_, err = pool.Exec(ctx, `CHECKPOINT`)
+		require.NoError(tb, err)
+	}
+	var n int
+	require.NoError(tb, pool.QueryRow(ctx, `SELECT count(*) FROM tasker.tasks`).Scan(&n))
+	require.Equal(tb, tasks, n)
+	tb.Logf("seeded %d finished tasks in %s", tasks, time.Since(began).Round(time.Millisecond))
+}
+
+// benchHarness is a store on a fresh database holding history finished
+// tasks.
+func benchHarness(b *testing.B, history int) *harness {
+	b.Helper()
+	h := newHarness(b, store.Options{})
+	seedHistory(b, h.pool, history)
+	return h
+}
+
+// reportSteps reports the throughput in steps per second.
+func reportSteps(b *testing.B, stepsPerOp int) {
+	b.ReportMetric(float64(b.N*stepsPerOp)/b.Elapsed().Seconds(), "steps/s")
+}
+
+// benchmarkCreate times accepting one task request (creating the task, its
+// steps, edges and transitions, enqueueing its roots, deleting the
+// message). The requests are sent and read before the timer starts.
+func benchmarkCreate(b *testing.B, namespace, name string, steps int) {
+	for _, history := range historySizes {
+		h := benchHarness(b, history)
+		b.Run(fmt.Sprintf("history=%d", history), func(b *testing.B) {
+			h := h.with(b)
+			bodies := make([][]byte, b.N)
+			for i := range bodies {
+				body, err := request(namespace, name, `{"even_number": 6}`).Encode()
+				require.NoError(b, err)
+				bodies[i] = body
+			}
+			for i := 0; i < len(bodies); i += 1000 {
+				_, err := h.q.SendBatch(h.ctx, queue.TaskRequestsQueue, bodies[i:min(i+1000, len(bodies))], 0)
+				require.NoError(b, err)
+			}
+			msgs := h.readAll(queue.TaskRequestsQueue)
+			require.Len(b, msgs, b.N)
+
+			b.ResetTimer()
+			for i := range b.N {
+				out, err := h.st.AcceptTaskRequest(h.ctx, msgs[i])
+				if err != nil || !out.Created {
+					b.Fatalf("accepting request: %+v %v", out, err)
+				}
+			}
+			b.StopTimer()
+			reportSteps(b, steps)
+		})
+	}
+}
+
+// BenchmarkCreateLinear4 creates linear tasks (four steps).
+func BenchmarkCreateLinear4(b *testing.B) {
+	benchmarkCreate(b, testsupport.LinearNamespace, testsupport.LinearName, 4)
+}
+
+// BenchmarkCreateMixedDAG creates mixed DAG tasks (seven steps, eight
+// edges).
+func BenchmarkCreateMixedDAG(b *testing.B) {
+	benchmarkCreate(b, testsupport.MixedDAGNamespace, testsupport.MixedDAGName, 7)
+}
+
+// BenchmarkApplyResult times applying one step result: the first step of a
+// linear task completes and the second is enqueued. The b.N steps are
+// created, started and their outcomes recorded before the timer starts.
+func BenchmarkApplyResult(b *testing.B) {
+	for _, history := range historySizes {
+		h := benchHarness(b, history)
+		b.Run(fmt.Sprintf("history=%d", history), func(b *testing.B) {
+			h := h.with(b)
+			// Drop the second steps enqueued by a previous round.
+			_, err := h.q.Purge(h.ctx, queue.NamespaceQueue(testsupport.LinearNamespace))
+			require.NoError(b, err)
+			reqs := make([]struct{}, b.N)
+			require.NoError(b, concurrently(reqs, func(struct{}) error {
+				_, err := h.st.CreateTask(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
+				return err
+			}))
+			steps := h.readAll(queue.NamespaceQueue(testsupport.LinearNamespace))
+			require.Len(b, steps, b.N)
+			require.NoError(b, concurrently(steps, h.tryRunStep))
+			results := h.readAll(queue.StepResultsQueue)
+			require.Len(b, results, b.N)
+			_, err = h.pool.Exec(h.ctx, `ANALYZE tasker.tasks, tasker.steps, tasker.step_edges`)
+			require.NoError(b, err)
+
+			b.ResetTimer()
+			for i := range b.N {
+				out, err := h.st.ApplyResult(h.ctx, results[i])
+				if err != nil || out.Ignored || out.Enqueued != 1 {
+					b.Fatalf("applying result: %+v %v", out, err)
+				}
+			}
+			b.StopTimer()
+			reportSteps(b, 1)
+		})
+	}
+}
