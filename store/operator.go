@@ -155,7 +155,7 @@ func (s *Store) StepResolve(ctx context.Context, task uuid.UUID, stepName string
 			return err
 		}
 		if taskState != workflow.TaskStateInProgress && taskState != workflow.TaskStateError {
-			return &RefusedError{Action: "resolve", Reason: fmt.Sprintf("task %s is %s; only a step of a task in progress or in error can be resolved", task, taskState)}
+			return &RefusedError{Action: "resolve", Reason: fmt.Sprintf("task %s is %q; only a step of a task in progress or in error can be resolved", task, taskState)}
 		}
 		var (
 			id       uuid.UUID
