@@ -3,13 +3,18 @@
 //	tasker node            run a node (embedded PostgreSQL when no database is configured)
 //	tasker submit          send a task request through the queue (--wait follows it)
 //	tasker tree            print the live actor tree of a running node
+//	tasker task …          list, show, retry, cancel or resolve tasks
+//	tasker templates       list the registered templates
+//	tasker requests rejected  list the rejected task requests
 //	tasker migrate         install or upgrade the queue and task schemas
 //	tasker config check    print the effective configuration, or its errors
+//	tasker bench           measure an in-process node: throughput, latency, commits per step
 //	tasker version         print the version
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +30,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tasker-run/tasker/bootstrap"
+	"github.com/tasker-run/tasker/bootstrap/bench"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/store"
 )
@@ -57,6 +63,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSubmit(rest, stdout, stderr)
 	case "tree":
 		err = cmdTree(rest, stdout)
+	case "task":
+		err = cmdTask(rest, stdout, stderr)
+	case "templates":
+		err = cmdTemplates(rest, stdout, stderr)
+	case "requests":
+		if len(rest) == 0 || rest[0] != "rejected" {
+			fmt.Fprintln(stderr, "usage: tasker requests rejected [--limit N] [--json]")
+			return exitUsage
+		}
+		err = cmdRejected(rest[1:], stdout, stderr)
 	case "migrate":
 		err = cmdMigrate(rest, stdout, stderr)
 	case "config":
@@ -65,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		err = cmdConfigCheck(rest[1:], stdout)
+	case "bench":
+		err = cmdBench(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tasker", version)
 	case "help", "-h", "--help":
@@ -97,12 +115,22 @@ commands:
   node           run a node (embedded PostgreSQL when no database is configured)
   submit         send a task request through the queue; --wait follows it to its end
   tree           print the live actor tree of a running node
+  task list      list tasks, newest first (--state, --namespace, --name, --since, --limit)
+  task show      show a task (uuid or request id): steps, timing, results, DAG, history
+  task retry     put a task in error back to work
+  task cancel    cancel a pending, running or failed task (--reason)
+  task resolve   resolve a failed task, or one failed step (--step NAME [--result JSON])
+  templates      list the registered templates and their versions
+  requests rejected
+                 list the task requests the node could not honour
   migrate        install or upgrade the queue and task schemas
   config check   print the effective configuration, or its errors
+  bench          measure an in-process node (burn-down or steady load): throughput, latency, commits per step
   version        print the version
 
 Every command takes --config FILE (or TASKER_CONFIG); TASKER_ENV picks the
 environment overlay; TASKER_DATABASE_URL and friends override the file.
+The task, templates and requests commands take --json for machine output.
 `)
 }
 
@@ -298,5 +326,209 @@ func cmdTree(args []string, stdout io.Writer) error {
 		return fmt.Errorf("reading the actor tree from %s: %s: %s", *addr, resp.Status, strings.TrimSpace(string(b)))
 	}
 	_, err = io.Copy(stdout, resp.Body)
+	return err
+}
+
+// operator connects to the database of the config at path, as submit does,
+// and returns the operator with a function that releases it.
+func operator(path string, stderr io.Writer) (context.Context, bootstrap.Operator, func(), error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, bootstrap.Operator{}, nil, err
+	}
+	ctx, stop := signalContext()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := bootstrap.Connect(ctx, cfg, log)
+	if err != nil {
+		stop()
+		return nil, bootstrap.Operator{}, nil, err
+	}
+	return ctx, bootstrap.Operator{Store: c.Store}, func() { c.Close(); stop() }, nil
+}
+
+// parseWithArg parses flags placed before or after one positional argument
+// and returns that argument.
+func parseWithArg(fs *flag.FlagSet, args []string, what string) (string, error) {
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() == 0 {
+		return "", fmt.Errorf("%w: %s needs %s", errUsage, fs.Name(), what)
+	}
+	arg := fs.Arg(0)
+	if err := fs.Parse(fs.Args()[1:]); err != nil {
+		return "", err
+	}
+	if fs.NArg() > 0 {
+		return "", fmt.Errorf("%w: %s takes one argument, got also %q", errUsage, fs.Name(), fs.Arg(0))
+	}
+	return arg, nil
+}
+
+// usageError turns the operator's refusal of malformed input into a usage
+// error (exit code 2); refusals by the state machine stay failures (1).
+func usageError(err error) error {
+	var invalid *bootstrap.InvalidError
+	if errors.As(err, &invalid) {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return err
+}
+
+// output writes v as JSON when asJSON, else calls text.
+func output(stdout io.Writer, asJSON bool, v any, text func() error) error {
+	if asJSON {
+		return bootstrap.WriteJSON(stdout, v)
+	}
+	return text()
+}
+
+func cmdTask(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: tasker task list|show|retry|cancel|resolve", errUsage)
+	}
+	sub, args := args[0], args[1:]
+	fs, path := flags("task "+sub, stderr)
+	asJSON := fs.Bool("json", false, "print JSON (the HTTP API's body)")
+	switch sub {
+	case "list":
+		var f bootstrap.TaskFilter
+		fs.StringVar(&f.State, "state", "", "keep tasks in this state")
+		fs.StringVar(&f.Namespace, "namespace", "", "keep tasks of this namespace")
+		fs.StringVar(&f.Name, "name", "", "keep tasks of this template name")
+		fs.StringVar(&f.Since, "since", "", `keep tasks created within this age ("90m", "24h", "7d")`)
+		fs.IntVar(&f.Limit, "limit", bootstrap.ListLimitDefault, "at most this many tasks")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%w: tasker task list takes flags only, got %q", errUsage, fs.Arg(0))
+		}
+		ctx, op, done, err := operator(*path, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		page, err := op.Tasks(ctx, f)
+		if err != nil {
+			return usageError(err)
+		}
+		return output(stdout, *asJSON, page, func() error { return bootstrap.WriteTaskList(stdout, page.Tasks, time.Now()) })
+	case "show", "retry", "cancel", "resolve":
+	default:
+		return fmt.Errorf("%w: unknown command tasker task %s (list, show, retry, cancel, resolve)", errUsage, sub)
+	}
+
+	// Each action declares only its own flags.
+	var (
+		history              bool
+		reason, step, result string
+	)
+	switch sub {
+	case "show":
+		fs.BoolVar(&history, "history", false, "add every step transition to the history")
+	case "cancel":
+		fs.StringVar(&reason, "reason", "", "why, recorded with the transitions")
+	case "resolve":
+		fs.StringVar(&step, "step", "", "the failed step to resolve; without it the whole task is resolved")
+		fs.StringVar(&result, "result", "", "with --step: the step's result (JSON), passed to the steps that depend on it")
+	}
+	arg, err := parseWithArg(fs, args, "a task uuid or request id")
+	if err != nil {
+		return err
+	}
+	id, err := bootstrap.ParseTaskID(arg)
+	if err != nil {
+		return usageError(err)
+	}
+	ctx, op, done, err := operator(*path, stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
+	var res bootstrap.ActionResult
+	switch sub {
+	case "show":
+		d, err := op.Task(ctx, id)
+		if err != nil {
+			return err
+		}
+		return output(stdout, *asJSON, d, func() error {
+			return bootstrap.WriteTaskDetail(stdout, d, bootstrap.DetailOptions{StepHistory: history})
+		})
+	case "retry":
+		res, err = op.Retry(ctx, id)
+	case "cancel":
+		res, err = op.Cancel(ctx, id, reason)
+	case "resolve":
+		res, err = op.Resolve(ctx, id, step, json.RawMessage(result))
+	}
+	if err != nil {
+		return usageError(err)
+	}
+	return output(stdout, *asJSON, res, func() error { return bootstrap.WriteAction(stdout, res) })
+}
+
+func cmdTemplates(args []string, stdout, stderr io.Writer) error {
+	fs, path := flags("templates", stderr)
+	asJSON := fs.Bool("json", false, "print JSON (the HTTP API's body)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, op, done, err := operator(*path, stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
+	page, err := op.Templates(ctx)
+	if err != nil {
+		return err
+	}
+	return output(stdout, *asJSON, page, func() error { return bootstrap.WriteTemplates(stdout, page.Templates) })
+}
+
+func cmdRejected(args []string, stdout, stderr io.Writer) error {
+	fs, path := flags("requests rejected", stderr)
+	asJSON := fs.Bool("json", false, "print JSON (the HTTP API's body)")
+	limit := fs.Int("limit", bootstrap.ListLimitDefault, "at most this many requests")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, op, done, err := operator(*path, stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
+	page, err := op.Rejected(ctx, *limit)
+	if err != nil {
+		return usageError(err)
+	}
+	return output(stdout, *asJSON, page, func() error { return bootstrap.WriteRejected(stdout, page.Rejected) })
+}
+
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	fs, path := flags("bench", stderr)
+	var o bench.Options
+	o.RegisterFlags(fs)
+	jsonPath := fs.String("json", "", "also write the report as JSON to this file (- for stdout)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	o.Progress, o.ProgressTTY, o.LogOutput = stderr, bench.IsTerminal(stderr), stderr
+	report, err := bench.Run(ctx, cfg, o)
+	if errors.Is(err, bench.ErrInvalid) {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if report != nil {
+		if werr := report.Write(stdout, stderr, *jsonPath); werr != nil {
+			return errors.Join(err, werr)
+		}
+	}
 	return err
 }

@@ -42,6 +42,7 @@ func (n *Node) routes() http.Handler {
 	})
 	n.metrics.Registry.MustRegister(&scrapeCollector{n: n})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}))
+	n.apiRoutes(mux)
 	return n.authorize(mux)
 }
 

@@ -1,0 +1,204 @@
+package bootstrap
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// API error codes: stable strings a client can switch on.
+const (
+	CodeBadRequest   = "bad_request"  // 400: a malformed id, filter or body
+	CodeUnauthorized = "unauthorized" // 401: the API token is missing or wrong
+	CodeNotFound     = "not_found"    // 404: no such task or route
+	CodeRefused      = "refused"      // 409: the state machine refused the action
+	CodeInternal     = "internal"     // 500: see the node's log
+)
+
+// maxBodyBytes bounds an action's JSON body.
+const maxBodyBytes = 1 << 20
+
+// apiRoutes adds the operator's read and action API under /v1. Every
+// handler goes through Operator, as the CLI does.
+func (n *Node) apiRoutes(mux *http.ServeMux) {
+	op := Operator{Store: n.store}
+	mux.HandleFunc("GET /v1/tasks", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := knownParams(q, "state", "namespace", "name", "since", "limit"); err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		f := TaskFilter{State: q.Get("state"), Namespace: q.Get("namespace"), Name: q.Get("name"), Since: q.Get("since")}
+		var err error
+		if f.Limit, err = limitParam(q); err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		page, err := op.Tasks(r.Context(), f)
+		n.apiReply(w, r, page, err)
+	})
+	mux.HandleFunc("GET /v1/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, err := ParseTaskID(r.PathValue("id"))
+		if err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		d, err := op.Task(r.Context(), id)
+		n.apiReply(w, r, d, err)
+	})
+	mux.HandleFunc("POST /v1/tasks/{id}/retry", func(w http.ResponseWriter, r *http.Request) {
+		id, err := ParseTaskID(r.PathValue("id"))
+		if err == nil {
+			err = decodeBody(r, &struct{}{})
+		}
+		if err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		res, err := op.Retry(r.Context(), id)
+		n.apiReply(w, r, res, err)
+	})
+	mux.HandleFunc("POST /v1/tasks/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Reason string `json:"reason"`
+		}
+		id, err := ParseTaskID(r.PathValue("id"))
+		if err == nil {
+			err = decodeBody(r, &body)
+		}
+		if err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		res, err := op.Cancel(r.Context(), id, body.Reason)
+		n.apiReply(w, r, res, err)
+	})
+	mux.HandleFunc("POST /v1/tasks/{id}/resolve", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Step   string          `json:"step"`
+			Result json.RawMessage `json:"result"`
+		}
+		id, err := ParseTaskID(r.PathValue("id"))
+		if err == nil {
+			err = decodeBody(r, &body)
+		}
+		if err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		res, err := op.Resolve(r.Context(), id, body.Step, body.Result)
+		n.apiReply(w, r, res, err)
+	})
+	mux.HandleFunc("GET /v1/templates", func(w http.ResponseWriter, r *http.Request) {
+		if err := knownParams(r.URL.Query()); err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		page, err := op.Templates(r.Context())
+		n.apiReply(w, r, page, err)
+	})
+	mux.HandleFunc("GET /v1/requests/rejected", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := knownParams(q, "limit"); err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		limit, err := limitParam(q)
+		if err != nil {
+			n.apiFail(w, r, err)
+			return
+		}
+		page, err := op.Rejected(r.Context(), limit)
+		n.apiReply(w, r, page, err)
+	})
+	// Anything else under /v1 answers in the API's error format.
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, apiError{Code: CodeNotFound, Message: fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path)})
+	})
+}
+
+// knownParams refuses query parameters outside known, so a misspelt filter
+// is an error instead of a silently unfiltered list.
+func knownParams(q url.Values, known ...string) error {
+	for k := range q {
+		if !slices.Contains(known, k) {
+			if len(known) == 0 {
+				return invalidf("unknown query parameter %q (this route takes none)", k)
+			}
+			return invalidf("unknown query parameter %q (known: %s)", k, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+func limitParam(q url.Values) (int, error) {
+	s := q.Get("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, invalidf("limit %q is not a positive number", s)
+	}
+	return n, nil
+}
+
+// decodeBody reads an optional JSON object body into v; an empty body
+// leaves v as it is. Unknown fields are refused.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBodyBytes+1))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return invalidf("request body: %v", err)
+	case dec.More():
+		return invalidf("request body: more than one JSON value")
+	}
+	return nil
+}
+
+func (n *Node) apiReply(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err != nil {
+		n.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// apiFail answers err with its status and stable code. Only internal
+// errors are logged: the others are the client's to read.
+func (n *Node) apiFail(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		invalid *InvalidError
+		refused *store.RefusedError
+		trans   *workflow.TransitionError
+	)
+	switch {
+	case errors.As(err, &invalid):
+		writeJSON(w, http.StatusBadRequest, apiError{Code: CodeBadRequest, Message: err.Error()})
+	case errors.Is(err, store.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, apiError{Code: CodeNotFound, Message: err.Error()})
+	case errors.As(err, &refused), errors.As(err, &trans):
+		writeJSON(w, http.StatusConflict, apiError{Code: CodeRefused, Message: err.Error()})
+	case errors.Is(err, store.ErrStale):
+		writeJSON(w, http.StatusConflict, apiError{Code: CodeRefused, Message: "the task changed meanwhile; read it again: " + err.Error()})
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+	default:
+		n.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeJSON(w, http.StatusInternalServerError, apiError{Code: CodeInternal, Message: "internal error; the node's log has the details"})
+	}
+}
