@@ -197,7 +197,11 @@ func (n *Node) database(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	n.embedded = srv
+	// A server that was already running (another node in the same folder,
+	// or one left by a node that was killed) is not this node's to stop.
+	if !srv.Attached() {
+		n.embedded = srv
+	}
 	return srv.URL(), nil
 }
 
