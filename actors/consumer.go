@@ -74,7 +74,10 @@ func (c *consumer) poll(ctx actor.Context) {
 			return
 		}
 		err := c.loop.breaker.Run(func() error {
-			hctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+			// Bounded by the shutdown timeout too: a transaction stuck on an
+			// unreachable database must not hold the tree up past it (it
+			// rolls back, and the message is read again).
+			hctx, cancel := context.WithTimeout(c.loop.sys.handlerCtx, dbTimeout)
 			defer cancel()
 			return c.handle(hctx, c.loop.sys, m)
 		})

@@ -17,9 +17,15 @@ type stepJob struct {
 	StepUUID  uuid.UUID
 }
 
-// workerFree tells the poller that worker Index can take a job.
-type workerFree struct{ Index int }
+// workerFree tells the poller that worker Index can take a job. Announce
+// marks a reply to the announce of the poller incarnation Epoch; a worker
+// sends one after every job and once when it starts.
+type workerFree struct {
+	Index    int
+	Announce bool
+	Epoch    uint64
+}
 
 // announce asks every worker to say whether it is free (a restarted poller
-// has forgotten).
-type announce struct{}
+// has forgotten). Epoch identifies the poller incarnation that asks.
+type announce struct{ Epoch uint64 }

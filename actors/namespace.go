@@ -34,12 +34,20 @@ func (n *namespaceSupervisor) spawnChildren(ctx actor.Context) {
 	s := n.sys
 	q := queue.NamespaceQueue(n.ns.Name)
 	self := ctx.Self().Id
+	// The producer runs again for every restart of the poller; only a
+	// restarted poller asks the workers, which exist by then. On the first
+	// start they are spawned just after it and say so themselves: a message
+	// to a PID whose spawn has not finished races with protoactor setting
+	// up its mailbox.
+	incarnations := 0
 	poller := spawn(ctx, s, "poller", KindPoller, n.ns.Name, q, func() actor.Actor {
+		incarnations++
 		return &poller{
 			loop: pollLoop{sys: s, path: self + "/poller", queue: q, interval: n.ns.PollInterval,
 				vt: n.ns.VisibilityTimeout, breaker: s.Breakers()[n.ns.Name]},
-			ns:      n.ns,
-			workers: workerPIDs(ctx.Self(), n.ns.Workers),
+			ns:        n.ns,
+			workers:   workerPIDs(ctx.Self(), n.ns.Workers),
+			restarted: incarnations > 1,
 		}
 	}, nil)
 	s.registerWaker(q, poller)

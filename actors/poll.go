@@ -26,6 +26,11 @@ type pollLoop struct {
 	cancel scheduler.CancelFunc
 }
 
+// readTimeout bounds one read. A read takes milliseconds; one that hangs
+// (a database that stopped answering) must fail soon enough for the breaker
+// to open within seconds, not after several visibility timeouts.
+const readTimeout = 2 * time.Second
+
 // minPause keeps an open breaker from being asked again in a tight loop.
 const minPause = 10 * time.Millisecond
 
@@ -58,7 +63,7 @@ func (p *pollLoop) read(qty int) ([]queue.Message, time.Duration) {
 	}
 	var msgs []queue.Message
 	err := p.breaker.Run(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), max(p.vt, 5*time.Second))
+		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 		defer cancel()
 		var err error
 		msgs, err = p.sys.deps.Queue.Read(ctx, p.queue, p.vt, qty)

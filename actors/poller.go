@@ -15,17 +15,31 @@ type poller struct {
 	ns      NamespaceSettings
 	workers []*actor.PID
 	idle    []bool
+	// known marks the workers this incarnation has heard from. A worker
+	// that was busy when the poller restarted answers twice, once when its
+	// job ends and once to the announce queued behind that job; by then the
+	// poller may have given it a new job, so only the first answer counts.
+	known []bool
+	// epoch identifies this incarnation; announce replies to an earlier
+	// one are stale.
+	epoch uint64
+	// restarted is set on every incarnation but the first.
+	restarted bool
 }
 
 func (p *poller) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		p.idle = make([]bool, len(p.workers))
+		p.known = make([]bool, len(p.workers))
+		p.epoch = p.loop.sys.pollerEpoch.Add(1)
 		p.loop.sys.tree.setStatus(p.loop.path, StatusRunning)
-		// Workers say they are free when asked; a restarted poller has
-		// forgotten which are.
-		for _, w := range p.workers {
-			ctx.Send(w, announce{})
+		// Workers say they are free when they start and when asked; a
+		// restarted poller has forgotten which are.
+		if p.restarted {
+			for _, w := range p.workers {
+				ctx.Send(w, announce{Epoch: p.epoch})
+			}
 		}
 	case *actor.Restarting:
 		p.loop.stopTimer()
@@ -34,9 +48,16 @@ func (p *poller) Receive(ctx actor.Context) {
 		p.loop.stopTimer()
 		p.loop.sys.tree.setStatus(p.loop.path, StatusStopped)
 	case workerFree:
-		if msg.Index >= 0 && msg.Index < len(p.idle) {
-			p.idle[msg.Index] = true
+		i := msg.Index
+		if i < 0 || i >= len(p.idle) {
+			return
 		}
+		if msg.Announce && (msg.Epoch != p.epoch || p.known[i]) {
+			// Stale: the worker already said it was free (and may hold a
+			// job since), or it answers a previous incarnation.
+			return
+		}
+		p.idle[i], p.known[i] = true, true
 		p.poll(ctx)
 	case wake:
 		p.poll(ctx)

@@ -15,6 +15,7 @@ func (r *rootActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		r.spawnChildren(ctx)
 		r.sys.tree.setStatus(rootName, StatusRunning)
+		r.sys.rootStartedOnce.Do(func() { close(r.sys.rootStarted) })
 	case *actor.Restarting:
 		r.sys.tree.setStatus(rootName, StatusRestarting)
 	case *actor.Stopping:

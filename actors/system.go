@@ -109,10 +109,15 @@ type System struct {
 	breakers    map[string]*Breaker
 	breakersPtr atomic.Pointer[map[string]*Breaker]
 	hostMu      sync.Mutex
-	wakeMu   sync.Mutex
-	wakers   map[string]*actor.PID // queue name → poller to wake
-	gaveUpMu sync.Mutex
-	gaveUp   map[string]bool
+	wakeMu      sync.Mutex
+	wakers      map[string]*actor.PID // queue name → poller to wake
+	gaveUpMu    sync.Mutex
+	gaveUp      map[string]bool
+	// pollerEpoch numbers poller incarnations (see poller.epoch).
+	pollerEpoch atomic.Uint64
+	// rootStarted is closed once the root has spawned its children.
+	rootStarted     chan struct{}
+	rootStartedOnce sync.Once
 
 	stopOnce sync.Once
 	stopErr  error
@@ -149,6 +154,8 @@ func Start(settings Settings, deps Deps) (*System, error) {
 		breakers: map[string]*Breaker{},
 		wakers:   map[string]*actor.PID{},
 		gaveUp:   map[string]bool{},
+
+		rootStarted: make(chan struct{}),
 	}
 	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
 	var opts []actor.ConfigOption
@@ -182,8 +189,19 @@ func Start(settings Settings, deps Deps) (*System, error) {
 		return nil, fmt.Errorf("spawning the root supervisor: %w", err)
 	}
 	s.root = pid
+	// The root spawns the tree on its own goroutine; a caller that reports
+	// ready as soon as Start returns must find it running.
+	select {
+	case <-s.rootStarted:
+	case <-time.After(rootStartTimeout):
+		s.system.Shutdown()
+		return nil, fmt.Errorf("the root supervisor did not start within %s", rootStartTimeout)
+	}
 	return s, nil
 }
+
+// rootStartTimeout bounds the wait for the root to spawn its children.
+const rootStartTimeout = 30 * time.Second
 
 // Tree returns the live tree.
 func (s *System) Tree() *Tree { return s.tree }

@@ -86,7 +86,14 @@ func (t *Tree) declare(path, kind, namespace, queue string) {
 }
 
 func (t *Tree) setStatus(path, status string) {
-	t.update(path, func(n *Node) { n.Status = status })
+	t.update(path, func(n *Node) {
+		// Giving up stops the actor, whose Stopping would otherwise hide
+		// why it stopped.
+		if n.Status == StatusGaveUp && status == StatusStopped {
+			return
+		}
+		n.Status = status
+	})
 }
 
 // recordFailure counts a restart (or give-up) of the node at path.

@@ -39,7 +39,7 @@ func (w *worker) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		w.sys.tree.setStatus(w.path, StatusStopped)
 	case announce:
-		ctx.Send(w.poller, workerFree{Index: w.index})
+		ctx.Send(w.poller, workerFree{Index: w.index, Announce: true, Epoch: msg.Epoch})
 	case stepJob:
 		w.sys.tree.setBusy(w.path, true)
 		w.run(msg)
@@ -133,7 +133,10 @@ func (w *worker) run(job stepJob) {
 		Duration: elapsed, Archive: archive,
 	}
 	err = breaker.Run(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+		// base ends only when the shutdown timeout has passed; then an
+		// unreachable database must not hold the worker up (the message
+		// is redelivered).
+		ctx, cancel := context.WithTimeout(base, dbTimeout)
 		defer cancel()
 		err := w.sys.deps.Store.StepRecordOutcome(ctx, out)
 		if errors.Is(err, store.ErrStale) {
