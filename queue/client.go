@@ -1,11 +1,13 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,17 +64,24 @@ type Info struct {
 }
 
 // Client sends and receives messages through the pgmq functions. It works the same on the
-// real pgmq and on Tasker's subset. A Client is safe for concurrent use when its DB is.
+// real pgmq and on Tasker's subset. On Tasker's subset, whose queues are nothing but their
+// tables, the hot operations (send, send batch, read, delete, delete batch) run instead as
+// plain SQL on the queue table with the semantics of the function of the same name:
+// PostgreSQL then keeps their plans as prepared statements, where a function plans its
+// dynamic SQL again at every call (five to eight times the cost of the statement itself).
+// The client finds out which pgmq it talks to on its first operation. A Client is safe for
+// concurrent use when its DB is.
 type Client struct {
-	db DB
+	db   DB
+	kind *providerKind // shared by the clients WithDB derives
 }
 
 // NewClient returns a client that runs every operation on db.
-func NewClient(db DB) *Client { return &Client{db: db} }
+func NewClient(db DB) *Client { return &Client{db: db, kind: new(providerKind)} }
 
 // WithDB returns a client that runs every operation on db, typically a transaction, so the
 // operations commit or roll back with it.
-func (c *Client) WithDB(db DB) *Client { return &Client{db: db} }
+func (c *Client) WithDB(db DB) *Client { return &Client{db: db, kind: c.kind} }
 
 // Create creates a queue and its archive. Creating an existing queue changes nothing.
 func (c *Client) Create(ctx context.Context, queue string) error {
@@ -100,17 +109,19 @@ func (c *Client) Send(ctx context.Context, queue string, msg []byte, delay time.
 	if !json.Valid(msg) {
 		return 0, fmt.Errorf("sending to queue %s: message is not valid JSON", q)
 	}
+	direct, err := c.Direct(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("sending to queue %s: %w", q, err)
+	}
 	var row pgx.Row
 	switch {
+	case direct || delay%time.Second != 0:
+		row = c.db.QueryRow(ctx, statementsOf(q).send, delay.Microseconds(), msg)
 	case delay == 0:
 		row = c.db.QueryRow(ctx, "SELECT * FROM pgmq.send($1::text, $2::jsonb)", q, msg)
-	case delay%time.Second == 0:
+	default:
 		row = c.db.QueryRow(ctx, "SELECT * FROM pgmq.send($1::text, $2::jsonb, $3::integer)",
 			q, msg, int32(delay/time.Second))
-	default:
-		row = c.db.QueryRow(ctx, "INSERT INTO "+queueTable(q)+" (vt, message) "+
-			"VALUES (clock_timestamp() + $1::bigint * interval '1 microsecond', $2::jsonb) RETURNING msg_id",
-			delay.Microseconds(), msg)
 	}
 	var id int64
 	if err := row.Scan(&id); err != nil {
@@ -137,16 +148,16 @@ func (c *Client) SendBatch(ctx context.Context, queue string, msgs [][]byte, del
 			return nil, fmt.Errorf("sending batch to queue %s: message %d is not valid JSON", q, i)
 		}
 	}
+	direct, err := c.Direct(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sending batch to queue %s: %w", q, err)
+	}
 	var rows pgx.Rows
-	switch {
-	case delay%time.Second == 0:
+	if direct || delay%time.Second != 0 {
+		rows, err = c.db.Query(ctx, statementsOf(q).sendBatch, delay.Microseconds(), msgs)
+	} else {
 		rows, err = c.db.Query(ctx, "SELECT * FROM pgmq.send_batch($1::text, $2::jsonb[], $3::integer)",
 			q, msgs, int32(delay/time.Second))
-	default:
-		rows, err = c.db.Query(ctx, "INSERT INTO "+queueTable(q)+" (vt, message) "+
-			"SELECT clock_timestamp() + $1::bigint * interval '1 microsecond', m.msg "+
-			"FROM unnest($2::jsonb[]) WITH ORDINALITY AS m(msg, ord) ORDER BY m.ord RETURNING msg_id",
-			delay.Microseconds(), msgs)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sending batch to queue %s: %w", q, translate(err))
@@ -172,9 +183,18 @@ func (c *Client) Read(ctx context.Context, queue string, vt time.Duration, qty i
 		return nil, fmt.Errorf("reading queue %s: quantity %d out of range", q, qty)
 	}
 	secs := int32((vt + time.Second - 1) / time.Second)
-	rows, err := c.db.Query(ctx,
-		"SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM pgmq.read($1::text, $2::integer, $3::integer)",
-		q, secs, int32(qty))
+	direct, err := c.Direct(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading queue %s: %w", q, err)
+	}
+	var rows pgx.Rows
+	if direct {
+		rows, err = c.db.Query(ctx, statementsOf(q).read, int32(qty), secs)
+	} else {
+		rows, err = c.db.Query(ctx,
+			"SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM pgmq.read($1::text, $2::integer, $3::integer)",
+			q, secs, int32(qty))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading queue %s: %w", q, translate(err))
 	}
@@ -188,6 +208,8 @@ func (c *Client) Read(ctx context.Context, queue string, vt time.Duration, qty i
 	if err != nil {
 		return nil, fmt.Errorf("reading queue %s: %w", q, translate(err))
 	}
+	// UPDATE … RETURNING has no order; pgmq.read returns the oldest first.
+	slices.SortFunc(msgs, func(a, b Message) int { return cmp.Compare(a.ID, b.ID) })
 	return msgs, nil
 }
 
@@ -197,16 +219,49 @@ func (c *Client) Delete(ctx context.Context, queue string, id int64) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	var ok bool
-	if err := c.db.QueryRow(ctx, "SELECT pgmq.delete($1::text, $2::bigint)", q, id).Scan(&ok); err != nil {
+	direct, err := c.Direct(ctx)
+	if err != nil {
+		return false, fmt.Errorf("deleting message %d from queue %s: %w", id, q, err)
+	}
+	if !direct {
+		var ok bool
+		if err := c.db.QueryRow(ctx, "SELECT pgmq.delete($1::text, $2::bigint)", q, id).Scan(&ok); err != nil {
+			return false, fmt.Errorf("deleting message %d from queue %s: %w", id, q, translate(err))
+		}
+		return ok, nil
+	}
+	tag, err := c.db.Exec(ctx, statementsOf(q).delete, id)
+	if err != nil {
 		return false, fmt.Errorf("deleting message %d from queue %s: %w", id, q, translate(err))
 	}
-	return ok, nil
+	return tag.RowsAffected() > 0, nil
 }
 
 // DeleteBatch acknowledges messages and returns the ids that were there.
 func (c *Client) DeleteBatch(ctx context.Context, queue string, ids []int64) ([]int64, error) {
-	return c.batch(ctx, "deleting messages from", "SELECT * FROM pgmq.delete($1::text, $2::bigint[])", queue, ids)
+	q, err := normalize(queue)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	direct, err := c.Direct(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("deleting messages from queue %s: %w", q, err)
+	}
+	if !direct {
+		return c.batch(ctx, "deleting messages from", "SELECT * FROM pgmq.delete($1::text, $2::bigint[])", q, ids)
+	}
+	rows, err := c.db.Query(ctx, statementsOf(q).deleteBatch, ids)
+	if err != nil {
+		return nil, fmt.Errorf("deleting messages from queue %s: %w", q, translate(err))
+	}
+	done, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("deleting messages from queue %s: %w", q, translate(err))
+	}
+	return done, nil
 }
 
 // Archive moves a message to the queue's archive; it reports whether the message was there.

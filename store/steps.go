@@ -47,78 +47,6 @@ func (w StepWork) Input() workflow.StepInput {
 	}
 }
 
-// StepStart begins an attempt of a step when a worker takes its message:
-// enqueued, waiting_for_retry or in_progress (a redelivery after a lost
-// worker) move to in_progress with attempts+1. It returns ErrStale when the
-// step is in no such state (cancelled, finished, or an outcome is already
-// recorded): the worker acknowledges the message and runs nothing.
-func (s *Store) StepStart(ctx context.Context, step uuid.UUID) (StepWork, error) {
-	var w StepWork
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var (
-			from      string
-			timeoutMS int64
-		)
-		err := tx.QueryRow(ctx, `
-			UPDATE tasker.steps s
-			SET state = 'in_progress', attempts = s.attempts + 1, last_attempted_at = now(),
-				next_attempt_at = NULL
-			FROM (SELECT step_uuid, state FROM tasker.steps WHERE step_uuid = $1 FOR UPDATE) old
-			WHERE s.step_uuid = old.step_uuid
-				AND old.state IN ('enqueued', 'waiting_for_retry', 'in_progress')
-				AND s.outcome_attempt IS NULL
-			RETURNING old.state, s.task_uuid, s.namespace, s.name, s.handler, s.attempts,
-				s.attempts_base + s.max_attempts, s.timeout_ms, s.config`, step).
-			Scan(&from, &w.TaskUUID, &w.Namespace, &w.StepName, &w.Handler, &w.Attempt,
-				&w.MaxAttempts, &timeoutMS, &w.Config)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrStale
-		}
-		if err != nil {
-			return fmt.Errorf("starting step %s: %w", step, err)
-		}
-		w.StepUUID = step
-		w.Timeout = time.Duration(timeoutMS) * time.Millisecond
-		fromState := workflow.StepState(from)
-		to, err := workflow.StepTransition(fromState, workflow.StepEventStart)
-		if err != nil {
-			return err
-		}
-		reason := "worker took the message"
-		if fromState == workflow.StepStateInProgress {
-			reason = "redelivered after the previous attempt was lost"
-		}
-		if err := s.recordStepMoves(ctx, tx, []stepMove{{Step: step, Task: w.TaskUUID, From: fromState, To: to, Reason: reason, Attempt: w.Attempt}}); err != nil {
-			return err
-		}
-		if err := tx.QueryRow(ctx, `SELECT name, correlation_id, context FROM tasker.tasks WHERE task_uuid = $1`, w.TaskUUID).
-			Scan(&w.TaskName, &w.CorrelationID, &w.Context); err != nil {
-			return fmt.Errorf("reading task %s: %w", w.TaskUUID, err)
-		}
-		rows, err := tx.Query(ctx, `
-			SELECT p.name, COALESCE(p.result, 'null'::jsonb)
-			FROM tasker.step_edges e JOIN tasker.steps p ON p.step_uuid = e.from_step
-			WHERE e.to_step = $1`, step)
-		if err != nil {
-			return fmt.Errorf("reading parent results of %s: %w", step, err)
-		}
-		w.Parents = map[string]json.RawMessage{}
-		var (
-			name   string
-			result []byte
-		)
-		_, err = pgx.ForEachRow(rows, []any{&name, &result}, func() error {
-			w.Parents[name] = json.RawMessage(append([]byte(nil), result...))
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("reading parent results of %s: %w", step, err)
-		}
-		return nil
-	})
-	return w, err
-}
-
 // Outcome is what a worker reports of one attempt.
 type Outcome struct {
 	// MsgID is the step message to delete.
@@ -181,6 +109,9 @@ func (s *Store) StepRecordOutcome(ctx context.Context, o Outcome) error {
 	body, err := queue.StepResult{TaskUUID: o.TaskUUID, StepUUID: o.StepUUID, CorrelationID: o.CorrelationID, Attempt: o.Attempt}.Encode()
 	if err != nil {
 		return fmt.Errorf("encoding step result: %w", err)
+	}
+	if fast, err := s.recordOutcomeFast(ctx, o, ok, result, errJSON, body, retryAfterMS); fast || err != nil {
+		return err
 	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
@@ -249,6 +180,9 @@ func (s *Store) ApplyResult(ctx context.Context, msg queue.Message) (ResultOutco
 			return out, fmt.Errorf("archiving undecodable result %d: %w", msg.ID, aerr)
 		}
 		return out, nil
+	}
+	if out, fast, err := s.applyResultFast(ctx, msg, res); fast || err != nil {
+		return out, err
 	}
 	var out ResultOutcome
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
@@ -326,45 +260,13 @@ func (s *Store) applyResult(ctx context.Context, tx pgx.Tx, res queue.StepResult
 		return out, nil
 	}
 
-	var (
-		event  workflow.StepEvent
-		reason string
-		delay  time.Duration
-	)
-	switch {
-	case *st.OutcomeOK:
-		event, reason = workflow.StepEventSucceed, "handler succeeded"
-	default:
-		var se storedError
-		_ = json.Unmarshal(st.Error, &se)
-		reason = fmt.Sprintf("%s: %s", se.Kind, se.Message)
-		if se.Retryable && st.Retryable && st.Attempts-st.AttemptsBase < st.MaxAttempts {
-			event = workflow.StepEventFailRetryable
-			var requested time.Duration
-			if st.RetryAfterMS != nil {
-				requested = time.Duration(*st.RetryAfterMS) * time.Millisecond
-			}
-			policy := s.backoff.Load().WithOverrides(time.Duration(st.BackoffBaseMS)*time.Millisecond, time.Duration(st.BackoffMaxMS)*time.Millisecond)
-			delay = policy.Next(st.Attempts-st.AttemptsBase, requested)
-		} else {
-			event = workflow.StepEventFailPermanent
-			switch {
-			case se.Retryable && !st.Retryable:
-				reason = "the step is not retryable: " + reason
-			case se.Retryable:
-				reason = fmt.Sprintf("attempts exhausted (%d of %d): %s", st.Attempts-st.AttemptsBase, st.MaxAttempts, reason)
-			}
-		}
-	}
-	to, err := workflow.StepTransition(st.State, event)
+	d, err := s.decide(st)
 	if err != nil {
 		return out, err
 	}
-	var retryAt *time.Time
-	if event == workflow.StepEventFailRetryable {
-		t := s.now().Add(delay)
-		retryAt = &t
-		out.RetryAt = t
+	to, reason, delay, retryAt := d.to, d.reason, d.delay, d.retryAt
+	if retryAt != nil {
+		out.RetryAt = *retryAt
 	}
 	tag, err := tx.Exec(ctx, `
 		UPDATE tasker.steps SET state = $3, outcome_attempt = NULL, outcome_ok = NULL,
@@ -397,6 +299,60 @@ func (s *Store) applyResult(ctx context.Context, tx pgx.Tx, res queue.StepResult
 	}
 	out.TaskState, err = s.finalize(ctx, tx, res.TaskUUID, workflow.TaskStateInProgress)
 	return out, err
+}
+
+// resultDecision is what applying a step's recorded outcome does to it.
+type resultDecision struct {
+	to     workflow.StepState
+	reason string
+	// delay and retryAt schedule the next attempt of a retryable failure.
+	delay   time.Duration
+	retryAt *time.Time
+}
+
+// decide applies the step machine and the retry policy to the outcome
+// recorded on st (its current attempt's).
+func (s *Store) decide(st stepRow) (resultDecision, error) {
+	var (
+		event  workflow.StepEvent
+		reason string
+		delay  time.Duration
+	)
+	switch {
+	case *st.OutcomeOK:
+		event, reason = workflow.StepEventSucceed, "handler succeeded"
+	default:
+		var se storedError
+		_ = json.Unmarshal(st.Error, &se)
+		reason = fmt.Sprintf("%s: %s", se.Kind, se.Message)
+		if se.Retryable && st.Retryable && st.Attempts-st.AttemptsBase < st.MaxAttempts {
+			event = workflow.StepEventFailRetryable
+			var requested time.Duration
+			if st.RetryAfterMS != nil {
+				requested = time.Duration(*st.RetryAfterMS) * time.Millisecond
+			}
+			policy := s.backoff.Load().WithOverrides(time.Duration(st.BackoffBaseMS)*time.Millisecond, time.Duration(st.BackoffMaxMS)*time.Millisecond)
+			delay = policy.Next(st.Attempts-st.AttemptsBase, requested)
+		} else {
+			event = workflow.StepEventFailPermanent
+			switch {
+			case se.Retryable && !st.Retryable:
+				reason = "the step is not retryable: " + reason
+			case se.Retryable:
+				reason = fmt.Sprintf("attempts exhausted (%d of %d): %s", st.Attempts-st.AttemptsBase, st.MaxAttempts, reason)
+			}
+		}
+	}
+	to, err := workflow.StepTransition(st.State, event)
+	if err != nil {
+		return resultDecision{}, err
+	}
+	d := resultDecision{to: to, reason: reason, delay: delay}
+	if event == workflow.StepEventFailRetryable {
+		t := s.now().Add(delay)
+		d.retryAt = &t
+	}
+	return d, nil
 }
 
 // releaseChildren counts a satisfied parent off each child of step and

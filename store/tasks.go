@@ -43,18 +43,20 @@ func (s *Store) AcceptTaskRequest(ctx context.Context, msg queue.Message) (Reque
 		return s.rejectRequest(ctx, msg, requestIDOf(msg.Body), err.Error())
 	}
 
-	var out RequestOutcome
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		created, err := s.createTask(ctx, tx, req)
-		if err != nil {
-			return err
-		}
-		out = created
-		if _, err := s.queue.WithDB(tx).Delete(ctx, queue.TaskRequestsQueue, msg.ID); err != nil {
-			return fmt.Errorf("deleting task request %d: %w", msg.ID, err)
-		}
-		return nil
-	})
+	out, fast, err := s.acceptFast(ctx, msg, req)
+	if !fast && err == nil {
+		err = s.inTx(ctx, func(tx pgx.Tx) error {
+			created, err := s.createTask(ctx, tx, req)
+			if err != nil {
+				return err
+			}
+			out = created
+			if _, err := s.queue.WithDB(tx).Delete(ctx, queue.TaskRequestsQueue, msg.ID); err != nil {
+				return fmt.Errorf("deleting task request %d: %w", msg.ID, err)
+			}
+			return nil
+		})
+	}
 	var refused *RefusedError
 	if errors.As(err, &refused) {
 		return s.rejectRequest(ctx, msg, req.RequestID, refused.Reason)
@@ -142,19 +144,7 @@ func (s *Store) createTask(ctx context.Context, tx pgx.Tx, req queue.TaskRequest
 	if err != nil {
 		return out, err
 	}
-	taskID, err := uuid.NewV7()
-	if err != nil {
-		return out, err
-	}
-	correlation := req.CorrelationID
-	if correlation == uuid.Nil {
-		correlation = req.RequestID
-	}
-	reqContext := req.Context
-	if reqContext == "" {
-		reqContext = "{}"
-	}
-	started, err := workflow.TaskTransition(workflow.TaskStatePending, workflow.TaskEventStart)
+	p, err := planTask(req, tmpl)
 	if err != nil {
 		return out, err
 	}
@@ -164,8 +154,8 @@ func (s *Store) createTask(ctx context.Context, tx pgx.Tx, req queue.TaskRequest
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)
 		ON CONFLICT (request_id) DO NOTHING
 		RETURNING task_uuid`,
-		taskID, req.RequestID, correlation, tmpl.ID, req.Namespace, req.Name, tmpl.Version,
-		string(started), reqContext, req.Priority, req.RequestedBy).Scan(&out.TaskUUID)
+		p.id, req.RequestID, p.correlation, tmpl.ID, req.Namespace, req.Name, tmpl.Version,
+		string(p.started), p.context, req.Priority, req.RequestedBy).Scan(&out.TaskUUID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// The request id already made a task: hand back that one.
 		if err := tx.QueryRow(ctx, `SELECT task_uuid FROM tasker.tasks WHERE request_id = $1`, req.RequestID).Scan(&out.TaskUUID); err != nil {
@@ -178,52 +168,6 @@ func (s *Store) createTask(ctx context.Context, tx pgx.Tx, req queue.TaskRequest
 	}
 	out.Created = true
 
-	steps := tmpl.Def.Steps
-	n := len(steps)
-	ids := make([]uuid.UUID, n)
-	byName := make(map[string]uuid.UUID, n)
-	for i, st := range steps {
-		if ids[i], err = uuid.NewV7(); err != nil {
-			return out, err
-		}
-		byName[st.Name] = ids[i]
-	}
-	var (
-		names, handlers, configs          = make([]string, n), make([]string, n), make([]string, n)
-		states                            = make([]string, n)
-		positions, maxAttempts, waiting   = make([]int32, n), make([]int32, n), make([]int32, n)
-		retryable                         = make([]bool, n)
-		timeouts, backoffBase, backoffMax = make([]int64, n), make([]int64, n), make([]int64, n)
-		edgeFrom, edgeTo                  []uuid.UUID
-		moves                             = make([]stepMove, 0, 2*n)
-		ready                             []readyStep
-	)
-	for i, st := range steps {
-		names[i], handlers[i], positions[i] = st.Name, st.Handler, int32(i)
-		configs[i] = string(st.Config)
-		if configs[i] == "" {
-			configs[i] = "{}"
-		}
-		maxAttempts[i], retryable[i] = int32(st.MaxAttempts), st.Retryable
-		timeouts[i], backoffBase[i], backoffMax[i] = st.TimeoutMS, st.BackoffBaseMS, st.BackoffMaxMS
-		waiting[i] = int32(len(st.DependsOn))
-		for _, dep := range st.DependsOn {
-			edgeFrom = append(edgeFrom, byName[dep])
-			edgeTo = append(edgeTo, ids[i])
-		}
-		moves = append(moves, stepMove{Step: ids[i], Task: out.TaskUUID, To: workflow.StepStatePending, Reason: "task created"})
-		states[i] = string(workflow.StepStatePending)
-		if len(st.DependsOn) == 0 {
-			// A root is ready at once: it is inserted enqueued, and both
-			// transitions are recorded.
-			states[i] = string(workflow.StepStateEnqueued)
-			moves = append(moves, stepMove{Step: ids[i], Task: out.TaskUUID, From: workflow.StepStatePending, To: workflow.StepStateEnqueued, Reason: "ready"})
-			ready = append(ready, readyStep{Step: ids[i], Task: out.TaskUUID, Namespace: req.Namespace, CorrelationID: correlation})
-		}
-	}
-	if len(ready) == 0 {
-		return out, fmt.Errorf("template %s/%s %s has no step without dependencies", req.Namespace, req.Name, tmpl.Version)
-	}
 	if _, err := tx.Exec(ctx, `
 		INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
 			max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at)
@@ -232,30 +176,116 @@ func (s *Store) createTask(ctx context.Context, tx pgx.Tx, req queue.TaskRequest
 		FROM unnest($1::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::int[],
 			$10::bool[], $11::bigint[], $12::bigint[], $13::bigint[], $14::int[])
 			AS x(u, nm, p, h, c, st, m, r, t, bb, bm, w)`,
-		ids, out.TaskUUID, req.Namespace, names, positions, handlers, configs, states, maxAttempts,
-		retryable, timeouts, backoffBase, backoffMax, waiting); err != nil {
+		p.ids, out.TaskUUID, req.Namespace, p.names, p.positions, p.handlers, p.configs, p.states, p.maxAttempts,
+		p.retryable, p.timeouts, p.backoffBase, p.backoffMax, p.waiting); err != nil {
 		return out, fmt.Errorf("inserting steps: %w", err)
 	}
-	if len(edgeFrom) > 0 {
+	if len(p.edgeFrom) > 0 {
 		if _, err := tx.Exec(ctx, `
 			INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
 			SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS x(f, t)`,
-			out.TaskUUID, edgeFrom, edgeTo); err != nil {
+			out.TaskUUID, p.edgeFrom, p.edgeTo); err != nil {
 			return out, fmt.Errorf("inserting step edges: %w", err)
 		}
 	}
-	if err := s.recordTaskMove(ctx, tx, taskMove{Task: out.TaskUUID, To: workflow.TaskStatePending, Reason: "task created"}); err != nil {
+	if err := s.recordTaskMove(ctx, tx, taskMove{Task: out.TaskUUID, To: workflow.TaskStatePending, Reason: reasonTaskCreated}); err != nil {
 		return out, err
 	}
-	if err := s.recordTaskMove(ctx, tx, taskMove{Task: out.TaskUUID, From: workflow.TaskStatePending, To: started, Reason: "first steps enqueued"}); err != nil {
+	if err := s.recordTaskMove(ctx, tx, taskMove{Task: out.TaskUUID, From: workflow.TaskStatePending, To: p.started, Reason: reasonTaskStarted}); err != nil {
 		return out, err
 	}
-	if err := s.recordStepMoves(ctx, tx, moves); err != nil {
+	if err := s.recordStepMoves(ctx, tx, p.moves); err != nil {
 		return out, err
 	}
-	if err := s.sendStepMessages(ctx, tx, ready, 0); err != nil {
+	if err := s.sendStepMessages(ctx, tx, p.ready, 0); err != nil {
 		return out, err
 	}
-	out.Enqueued = len(ready)
+	out.Enqueued = len(p.ready)
 	return out, nil
+}
+
+// Reasons of the first transitions of a task.
+const (
+	reasonTaskCreated = "task created"
+	reasonTaskStarted = "first steps enqueued"
+)
+
+// taskPlan is every row a new task starts with: the task's identity, its
+// steps (arrays by column, for unnest), edges, first step transitions and
+// the roots to enqueue.
+type taskPlan struct {
+	id, correlation uuid.UUID
+	context         string
+	started         workflow.TaskState
+
+	ids                               []uuid.UUID
+	names, handlers, configs, states  []string
+	positions, maxAttempts, waiting   []int32
+	retryable                         []bool
+	timeouts, backoffBase, backoffMax []int64
+	edgeFrom, edgeTo                  []uuid.UUID
+	moves                             []stepMove
+	ready                             []readyStep
+}
+
+// planTask lays out the task of req from tmpl.
+func planTask(req queue.TaskRequest, tmpl resolvedTemplate) (taskPlan, error) {
+	var p taskPlan
+	var err error
+	if p.id, err = uuid.NewV7(); err != nil {
+		return p, err
+	}
+	p.correlation = req.CorrelationID
+	if p.correlation == uuid.Nil {
+		p.correlation = req.RequestID
+	}
+	p.context = req.Context
+	if p.context == "" {
+		p.context = "{}"
+	}
+	if p.started, err = workflow.TaskTransition(workflow.TaskStatePending, workflow.TaskEventStart); err != nil {
+		return p, err
+	}
+	steps := tmpl.Def.Steps
+	n := len(steps)
+	p.ids = make([]uuid.UUID, n)
+	byName := make(map[string]uuid.UUID, n)
+	for i, st := range steps {
+		if p.ids[i], err = uuid.NewV7(); err != nil {
+			return p, err
+		}
+		byName[st.Name] = p.ids[i]
+	}
+	p.names, p.handlers, p.configs, p.states = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	p.positions, p.maxAttempts, p.waiting = make([]int32, n), make([]int32, n), make([]int32, n)
+	p.retryable = make([]bool, n)
+	p.timeouts, p.backoffBase, p.backoffMax = make([]int64, n), make([]int64, n), make([]int64, n)
+	p.moves = make([]stepMove, 0, 2*n)
+	for i, st := range steps {
+		p.names[i], p.handlers[i], p.positions[i] = st.Name, st.Handler, int32(i)
+		p.configs[i] = string(st.Config)
+		if p.configs[i] == "" {
+			p.configs[i] = "{}"
+		}
+		p.maxAttempts[i], p.retryable[i] = int32(st.MaxAttempts), st.Retryable
+		p.timeouts[i], p.backoffBase[i], p.backoffMax[i] = st.TimeoutMS, st.BackoffBaseMS, st.BackoffMaxMS
+		p.waiting[i] = int32(len(st.DependsOn))
+		for _, dep := range st.DependsOn {
+			p.edgeFrom = append(p.edgeFrom, byName[dep])
+			p.edgeTo = append(p.edgeTo, p.ids[i])
+		}
+		p.moves = append(p.moves, stepMove{Step: p.ids[i], Task: p.id, To: workflow.StepStatePending, Reason: "task created"})
+		p.states[i] = string(workflow.StepStatePending)
+		if len(st.DependsOn) == 0 {
+			// A root is ready at once: it is inserted enqueued, and both
+			// transitions are recorded.
+			p.states[i] = string(workflow.StepStateEnqueued)
+			p.moves = append(p.moves, stepMove{Step: p.ids[i], Task: p.id, From: workflow.StepStatePending, To: workflow.StepStateEnqueued, Reason: "ready"})
+			p.ready = append(p.ready, readyStep{Step: p.ids[i], Task: p.id, Namespace: req.Namespace, CorrelationID: p.correlation})
+		}
+	}
+	if len(p.ready) == 0 {
+		return p, fmt.Errorf("template %s/%s %s has no step without dependencies", req.Namespace, req.Name, tmpl.Version)
+	}
+	return p, nil
 }

@@ -125,6 +125,11 @@ func (s *Store) Namespaces(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// rowQuerier runs a query of one row: a transaction, or the pool.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // resolvedTemplate is what task creation needs of a template.
 type resolvedTemplate struct {
 	ID      int64
@@ -149,7 +154,7 @@ func newTemplateCache() *templateCache { return &templateCache{defs: map[int64]c
 // templateResolve finds the template a request names: an exact version, or
 // the newest when version is empty. A miss returns a *RefusedError saying
 // whether the namespace, the name or the version is unknown.
-func (s *Store) templateResolve(ctx context.Context, tx pgx.Tx, namespace, name, version string) (resolvedTemplate, error) {
+func (s *Store) templateResolve(ctx context.Context, tx rowQuerier, namespace, name, version string) (resolvedTemplate, error) {
 	var (
 		rt   resolvedTemplate
 		hash string
@@ -195,7 +200,7 @@ func (s *Store) templateResolve(ctx context.Context, tx pgx.Tx, namespace, name,
 }
 
 // templateMiss explains which part of a template reference is unknown.
-func (s *Store) templateMiss(ctx context.Context, tx pgx.Tx, namespace, name, version string) error {
+func (s *Store) templateMiss(ctx context.Context, tx rowQuerier, namespace, name, version string) error {
 	var nsKnown, nameKnown bool
 	err := tx.QueryRow(ctx, `
 		SELECT EXISTS (SELECT 1 FROM tasker.templates WHERE namespace = $1),
