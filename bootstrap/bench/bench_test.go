@@ -1,0 +1,170 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-run/tasker/bootstrap/bench"
+	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/testsupport"
+)
+
+func TestMain(m *testing.M) { testsupport.Main(m) }
+
+// benchConfig is the test environment's configuration on a fresh database,
+// without the bundled templates (the bench brings its own).
+func benchConfig(t *testing.T) *config.Config {
+	cfg := config.Default(config.EnvTest)
+	cfg.Database.URL = testsupport.NewDatabaseURL(t)
+	cfg.Templates.Bundled = false
+	return cfg
+}
+
+func run(t *testing.T, cfg *config.Config, o bench.Options) *bench.Report {
+	t.Helper()
+	logs := &bytes.Buffer{}
+	o.LogOutput = logs
+	o.Timeout = 2 * time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, cfg, o)
+	require.NoError(t, err, "node log:\n%s", logs)
+	require.NotNil(t, rep)
+	return rep
+}
+
+// requireSane checks what holds for any complete run, whatever the
+// machine's speed.
+func requireSane(t *testing.T, rep *bench.Report, tasks int64) {
+	t.Helper()
+	require.True(t, rep.Complete)
+	require.Equal(t, tasks, rep.TasksSubmitted)
+	require.Equal(t, tasks, rep.TasksCreated)
+	require.Equal(t, tasks, rep.TasksComplete)
+	require.Zero(t, rep.TasksError)
+	require.Zero(t, rep.TasksRejected)
+	steps := tasks * int64(rep.StepsPerTask)
+	require.Equal(t, steps, rep.Steps)
+	require.Equal(t, steps, rep.StepsComplete)
+	require.GreaterOrEqual(t, rep.Attempts, steps)
+
+	require.Positive(t, rep.WindowS)
+	require.Positive(t, rep.TasksPerSec)
+	require.Positive(t, rep.StepsPerSec)
+	require.InDelta(t, float64(rep.StepsPerTask), rep.StepsPerSec/rep.TasksPerSec, 0.01)
+
+	for name, p := range map[string]bench.Percentiles{
+		"submit→complete": rep.SubmitToComplete, "created→complete": rep.CreatedToComplete, "dispatch": rep.Dispatch,
+	} {
+		requireOrdered(t, name, p)
+	}
+	require.Equal(t, int(tasks), rep.SubmitToComplete.N)
+	require.Equal(t, int(tasks), rep.CreatedToComplete.N)
+	require.Equal(t, int(steps), rep.Dispatch.N)
+	require.GreaterOrEqual(t, rep.SubmitToComplete.P50, rep.CreatedToComplete.P50,
+		"a task is created after its request is sent")
+	require.Len(t, rep.DispatchByStep, rep.StepsPerTask)
+	n := 0
+	for _, s := range rep.DispatchByStep {
+		requireOrdered(t, "dispatch of "+s.Step, s.Percentiles)
+		n += s.N
+	}
+	require.Equal(t, rep.Dispatch.N, n)
+	require.True(t, rep.DispatchByStep[0].Root)
+
+	require.Positive(t, rep.Commits)
+	require.Positive(t, rep.CommitsPerStep)
+	require.Positive(t, rep.CPUSeconds)
+	require.Positive(t, rep.CPUSecondsPer1KSteps)
+	require.Positive(t, rep.PeakRSSBytes)
+}
+
+func requireOrdered(t *testing.T, name string, p bench.Percentiles) {
+	t.Helper()
+	require.Positive(t, p.N, name)
+	require.GreaterOrEqual(t, p.P50, 0.0, name)
+	require.LessOrEqual(t, p.P50, p.P95, name)
+	require.LessOrEqual(t, p.P95, p.P99, name)
+	require.LessOrEqual(t, p.P99, p.Max, name)
+}
+
+func TestBurnDown(t *testing.T) {
+	t.Parallel()
+	cfg := benchConfig(t)
+	rep := run(t, cfg, bench.Options{Mode: bench.ModeBurnDown, Tasks: 50, Pattern: bench.PatternLinear, Workers: 2})
+	requireSane(t, rep, 50)
+	require.Equal(t, 4, rep.StepsPerTask)
+	require.Equal(t, 2, rep.Workers)
+	require.Equal(t, int64(200), rep.Attempts, "noop steps succeed at once")
+
+	// The report survives a round trip through JSON, and the text names
+	// every figure.
+	var js bytes.Buffer
+	require.NoError(t, rep.WriteJSON(&js))
+	var back bench.Report
+	require.NoError(t, json.Unmarshal(js.Bytes(), &back))
+	require.Equal(t, rep.StepsComplete, back.StepsComplete)
+	require.Equal(t, rep.Dispatch, back.Dispatch)
+	var text bytes.Buffer
+	require.NoError(t, rep.WriteText(&text))
+	for _, want := range []string{"steps/s", "submit → complete", "dispatch, a (root)", "per step", "CPU s per 1,000 steps", "peak RSS"} {
+		require.Contains(t, text.String(), want)
+	}
+}
+
+func TestSteady(t *testing.T) {
+	t.Parallel()
+	cfg := benchConfig(t)
+	rep := run(t, cfg, bench.Options{Mode: bench.ModeSteady, Rate: 20, Duration: 2 * time.Second, Pattern: bench.PatternDiamond})
+	requireSane(t, rep, 40)
+	require.Positive(t, rep.SubmitRate)
+}
+
+func TestMixedWithFailuresAndBaseline(t *testing.T) {
+	t.Parallel()
+	cfg := benchConfig(t)
+	rep := run(t, cfg, bench.Options{
+		Mode: bench.ModeBurnDown, Tasks: 20, Pattern: bench.PatternMixed,
+		FailureRate: 0.2, HandlerDuration: time.Millisecond,
+		Baseline: true, BaselineClients: 2, BaselineDuration: 500 * time.Millisecond,
+	})
+	requireSane(t, rep, 20)
+	require.Equal(t, 7, rep.StepsPerTask)
+	require.NotNil(t, rep.Baseline)
+	require.Positive(t, rep.Baseline.Cycles)
+	require.Positive(t, rep.Baseline.CyclesPerSec)
+	require.Positive(t, rep.Baseline.CommitsPerCycle)
+	require.Positive(t, rep.BaselineRatio)
+}
+
+func TestRunsTwiceOnOneDatabase(t *testing.T) {
+	t.Parallel()
+	// A second run on the same database reports only its own tasks: the
+	// first run's, kept, do not count.
+	cfg := benchConfig(t)
+	first := run(t, cfg, bench.Options{Mode: bench.ModeBurnDown, Tasks: 10, Keep: true})
+	requireSane(t, first, 10)
+	second := run(t, cfg, bench.Options{Mode: bench.ModeBurnDown, Tasks: 15})
+	requireSane(t, second, 15)
+}
+
+func TestOptionsValidated(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default(config.EnvTest)
+	for _, o := range []bench.Options{
+		{Mode: "sprint"},
+		{Pattern: "star"},
+		{FailureRate: 1},
+		{Workers: -1},
+	} {
+		o.LogOutput = io.Discard
+		_, err := bench.Run(context.Background(), cfg, o)
+		require.ErrorIs(t, err, bench.ErrInvalid)
+	}
+}

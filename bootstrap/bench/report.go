@@ -1,0 +1,363 @@
+package bench
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Report is what a bench run measured. Times are in milliseconds, rates per
+// second; the JSON names say so.
+type Report struct {
+	Mode              string  `json:"mode"`
+	Pattern           string  `json:"pattern"`
+	StepsPerTask      int     `json:"steps_per_task"`
+	Workers           int     `json:"workers"`
+	Tasks             int     `json:"tasks,omitempty"`
+	Rate              float64 `json:"rate,omitempty"`
+	DurationS         float64 `json:"duration_s,omitempty"`
+	HandlerDurationMS float64 `json:"handler_duration_ms"`
+	FailureRate       float64 `json:"failure_rate"`
+	// Database is "embedded" or "url", with the database's name and server
+	// version.
+	Database        string    `json:"database"`
+	DatabaseName    string    `json:"database_name"`
+	PostgresVersion string    `json:"postgres_version"`
+	StartedAt       time.Time `json:"started_at"`
+	// Complete is false when the run stopped (timeout, interrupt) before
+	// every task finished; the figures then cover what finished.
+	Complete bool `json:"complete"`
+
+	TasksSubmitted int64 `json:"tasks_submitted"`
+	TasksCreated   int64 `json:"tasks_created"`
+	TasksComplete  int64 `json:"tasks_complete"`
+	TasksError     int64 `json:"tasks_error"`
+	TasksRejected  int64 `json:"tasks_rejected"`
+	Steps          int64 `json:"steps"`
+	StepsComplete  int64 `json:"steps_complete"`
+	// Attempts counts step attempts: more than StepsComplete when failures
+	// were retried.
+	Attempts int64 `json:"attempts"`
+
+	// ElapsedS is the wall time from starting the node to seeing the last
+	// task finished. WindowS is the database's view: from the first task
+	// created to the last task finished; the rates divide by it.
+	ElapsedS    float64 `json:"elapsed_s"`
+	WindowS     float64 `json:"window_s"`
+	TasksPerSec float64 `json:"tasks_per_sec"`
+	StepsPerSec float64 `json:"steps_per_sec"`
+	// SubmitRate is the rate a steady run achieved sending requests.
+	SubmitRate float64 `json:"submit_rate,omitempty"`
+
+	// SubmitToComplete runs from sending the request to the task's end;
+	// CreatedToComplete from the task's creation to its end. In a burn-down
+	// the first includes the wait in the backlog.
+	SubmitToComplete  Percentiles `json:"submit_to_complete_ms"`
+	CreatedToComplete Percentiles `json:"created_to_complete_ms"`
+	// Dispatch runs from a step being ready (its parents complete; a root:
+	// its task created) to its first attempt starting, over every step;
+	// DispatchByStep splits it by step.
+	Dispatch       Percentiles     `json:"dispatch_ms"`
+	DispatchByStep []StepLatencies `json:"dispatch_by_step_ms"`
+
+	// Commits is the database's xact_commit delta over the node's run (every
+	// client of the database counts, the bench's own few reads included).
+	Commits        int64   `json:"pg_commits"`
+	CommitsPerStep float64 `json:"pg_commits_per_step"`
+	// CPUSeconds is this process's CPU time (user+system) while the node
+	// ran; the process hosts the node (and the bench's light bookkeeping),
+	// not PostgreSQL.
+	CPUSeconds           float64 `json:"cpu_seconds"`
+	CPUSecondsPer1KSteps float64 `json:"cpu_seconds_per_1k_steps"`
+	PeakRSSBytes         int64   `json:"peak_rss_bytes"`
+
+	Baseline *Baseline `json:"baseline,omitempty"`
+	// BaselineRatio is StepsPerSec divided by the baseline's cycles per
+	// second.
+	BaselineRatio float64 `json:"baseline_ratio,omitempty"`
+}
+
+// Percentiles summarise a latency distribution in milliseconds
+// (nearest-rank percentiles).
+type Percentiles struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P95 float64 `json:"p95"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// StepLatencies are the dispatch latencies of one step of the pattern.
+type StepLatencies struct {
+	Step string `json:"step"`
+	Root bool   `json:"root"`
+	Percentiles
+}
+
+func newReport(o Options, db *database) *Report {
+	r := &Report{
+		Mode: o.Mode, Pattern: o.Pattern, StepsPerTask: StepsPerTask(o.Pattern),
+		HandlerDurationMS: ms(o.HandlerDuration), FailureRate: o.FailureRate,
+		Database: db.kind, DatabaseName: db.name, PostgresVersion: db.version,
+		StartedAt: time.Now().UTC().Truncate(time.Second),
+	}
+	if o.Mode == ModeBurnDown {
+		r.Tasks = o.Tasks
+	} else {
+		r.Rate, r.DurationS = o.Rate, o.Duration.Seconds()
+	}
+	return r
+}
+
+// percentiles summarises samples (in milliseconds); it sorts them.
+func percentiles(samples []float64) Percentiles {
+	if len(samples) == 0 {
+		return Percentiles{}
+	}
+	slices.Sort(samples)
+	rank := func(p float64) float64 {
+		// Nearest rank: the smallest sample with at least p of them at or
+		// below it.
+		i := int(p*float64(len(samples))+0.999999999) - 1
+		return samples[max(0, min(i, len(samples)-1))]
+	}
+	return Percentiles{N: len(samples), P50: rank(0.50), P95: rank(0.95), P99: rank(0.99), Max: samples[len(samples)-1]}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// collect reads the run's outcome from the database into rep.
+func (r *run) collect(ctx context.Context, rep *Report) error {
+	ids := r.t.requestIDs()
+	rep.Workers = r.workers
+	rep.Complete = !r.timedOut && r.steadyErr == nil
+	rep.TasksSubmitted = int64(len(ids))
+	rep.ElapsedS = r.ended.Sub(r.began).Seconds()
+	if d := r.steadyEnded.Sub(r.steadyBegan).Seconds(); r.o.Mode == ModeSteady && d > 0 {
+		rep.SubmitRate = float64(len(ids)) / d
+	}
+
+	if err := r.db.pool.QueryRow(ctx, sqlRejected, ids).Scan(&rep.TasksRejected); err != nil {
+		return fmt.Errorf("counting rejected requests: %w", err)
+	}
+	var (
+		first, last       time.Time
+		submit, createdTo []float64
+	)
+	rows, err := r.db.pool.Query(ctx, sqlTasks, ids)
+	if err != nil {
+		return fmt.Errorf("reading the run's tasks: %w", err)
+	}
+	var (
+		requestID uuid.UUID
+		state     string
+		created   time.Time
+		finished  *time.Time
+		sentAt    = r.t.sentAtCopy()
+	)
+	_, err = pgx.ForEachRow(rows, []any{&requestID, &state, &created, &finished}, func() error {
+		rep.TasksCreated++
+		switch state {
+		case "complete":
+			rep.TasksComplete++
+		case "error":
+			rep.TasksError++
+		}
+		if first.IsZero() || created.Before(first) {
+			first = created
+		}
+		if finished == nil {
+			return nil
+		}
+		if finished.After(last) {
+			last = *finished
+		}
+		createdTo = append(createdTo, ms(finished.Sub(created)))
+		if at, ok := sentAt[requestID]; ok {
+			submit = append(submit, ms(finished.Sub(at)))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading the run's tasks: %w", err)
+	}
+	rep.SubmitToComplete = percentiles(submit)
+	rep.CreatedToComplete = percentiles(createdTo)
+
+	var (
+		name             string
+		position         int
+		stepState        string
+		attempts         int
+		root             bool
+		readyAt, started *time.Time
+		all              []float64
+		byStep           = map[string]*stepSamples{}
+	)
+	rows, err = r.db.pool.Query(ctx, sqlSteps, ids)
+	if err != nil {
+		return fmt.Errorf("reading the run's steps: %w", err)
+	}
+	_, err = pgx.ForEachRow(rows, []any{&name, &position, &stepState, &attempts, &root, &readyAt, &started}, func() error {
+		rep.Steps++
+		rep.Attempts += int64(attempts)
+		if stepState == "complete" {
+			rep.StepsComplete++
+		}
+		if readyAt == nil || started == nil {
+			return nil
+		}
+		// Clocks of different statements: a start cannot precede readiness
+		// by more than rounding, but keep the sample non-negative.
+		d := max(0, ms(started.Sub(*readyAt)))
+		all = append(all, d)
+		s := byStep[name]
+		if s == nil {
+			s = &stepSamples{name: name, position: position, root: root}
+			byStep[name] = s
+		}
+		s.samples = append(s.samples, d)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading the run's steps: %w", err)
+	}
+	rep.Dispatch = percentiles(all)
+	steps := make([]*stepSamples, 0, len(byStep))
+	for _, s := range byStep {
+		steps = append(steps, s)
+	}
+	slices.SortFunc(steps, func(a, b *stepSamples) int { return cmp.Compare(a.position, b.position) })
+	for _, s := range steps {
+		rep.DispatchByStep = append(rep.DispatchByStep, StepLatencies{Step: s.name, Root: s.root, Percentiles: percentiles(s.samples)})
+	}
+
+	if !first.IsZero() && last.After(first) {
+		rep.WindowS = last.Sub(first).Seconds()
+		rep.TasksPerSec = float64(rep.TasksComplete+rep.TasksError) / rep.WindowS
+		rep.StepsPerSec = float64(rep.StepsComplete) / rep.WindowS
+	}
+	rep.Commits = r.commitsEnd - r.commitsBegan
+	if rep.StepsComplete > 0 {
+		rep.CommitsPerStep = float64(rep.Commits) / float64(rep.StepsComplete)
+	}
+	rep.CPUSeconds = (r.cpuEnd - r.cpuBegan).Seconds()
+	if rep.StepsComplete > 0 {
+		rep.CPUSecondsPer1KSteps = rep.CPUSeconds / float64(rep.StepsComplete) * 1000
+	}
+	rep.PeakRSSBytes = peakRSS()
+	if rep.Baseline != nil && rep.Baseline.CyclesPerSec > 0 {
+		rep.BaselineRatio = rep.StepsPerSec / rep.Baseline.CyclesPerSec
+	}
+	return nil
+}
+
+type stepSamples struct {
+	name     string
+	position int
+	root     bool
+	samples  []float64
+}
+
+// WriteJSON writes the report as indented JSON.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+// WriteText writes the report for a reader.
+func (rep *Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	switch rep.Mode {
+	case ModeBurnDown:
+		fmt.Fprintf(&b, "tasker bench: burn-down of %d %s tasks (%d steps each), %d workers", rep.Tasks, rep.Pattern, rep.StepsPerTask, rep.Workers)
+	default:
+		fmt.Fprintf(&b, "tasker bench: steady %g tasks/s for %gs, %s tasks (%d steps each), %d workers", rep.Rate, rep.DurationS, rep.Pattern, rep.StepsPerTask, rep.Workers)
+	}
+	handler := "noop handler"
+	if rep.HandlerDurationMS > 0 || rep.FailureRate > 0 {
+		handler = fmt.Sprintf("bench handler %gms, failure rate %g", rep.HandlerDurationMS, rep.FailureRate)
+	}
+	fmt.Fprintf(&b, ", %s\n", handler)
+	fmt.Fprintf(&b, "database: %s (%s, PostgreSQL %s)\n", rep.DatabaseName, rep.Database, rep.PostgresVersion)
+	if !rep.Complete {
+		b.WriteString("INCOMPLETE: the run stopped before every task finished; the figures cover what finished\n")
+	}
+	fmt.Fprintf(&b, "tasks:      %d submitted, %d created, %d complete, %d error, %d rejected\n",
+		rep.TasksSubmitted, rep.TasksCreated, rep.TasksComplete, rep.TasksError, rep.TasksRejected)
+	fmt.Fprintf(&b, "steps:      %d, %d complete, %d attempts\n", rep.Steps, rep.StepsComplete, rep.Attempts)
+	fmt.Fprintf(&b, "time:       %.2fs first task created → last finished (%.2fs wall from node start)\n", rep.WindowS, rep.ElapsedS)
+	fmt.Fprintf(&b, "throughput: %.1f tasks/s, %.1f steps/s", rep.TasksPerSec, rep.StepsPerSec)
+	if rep.SubmitRate > 0 {
+		fmt.Fprintf(&b, " (submitted at %.1f tasks/s)", rep.SubmitRate)
+	}
+	b.WriteString("\n")
+	if rep.Baseline != nil {
+		bl := rep.Baseline
+		fmt.Fprintf(&b, "baseline:   raw pgmq send+read+delete, %d clients, %.1fs: %.1f cycles/s, %.2f commits/cycle; tasker steps/s = %.2f × baseline\n",
+			bl.Clients, bl.DurationS, bl.CyclesPerSec, bl.CommitsPerCycle, rep.BaselineRatio)
+	}
+	fmt.Fprintf(&b, "postgres:   %d commits, %.2f per step\n", rep.Commits, rep.CommitsPerStep)
+	fmt.Fprintf(&b, "node:       %.2f CPU s, %.3f CPU s per 1,000 steps, peak RSS %.1f MiB\n",
+		rep.CPUSeconds, rep.CPUSecondsPer1KSteps, float64(rep.PeakRSSBytes)/(1<<20))
+	b.WriteString("\nlatency (ms)\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tn\tp50\tp95\tp99\tmax\t")
+	row := func(label string, p Percentiles) {
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", label, p.N, p.P50, p.P95, p.P99, p.Max)
+	}
+	row("submit → complete", rep.SubmitToComplete)
+	row("created → complete", rep.CreatedToComplete)
+	row("dispatch, all steps", rep.Dispatch)
+	for _, s := range rep.DispatchByStep {
+		label := "dispatch, " + s.Step
+		if s.Root {
+			label += " (root)"
+		}
+		row(label, s.Percentiles)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	b.WriteString("dispatch: a step ready (parents complete; a root: task created) → its first attempt started\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// Write writes the report as text to text, and as JSON to jsonPath when it
+// is set ("-" is stdout, in which case the text goes to stderr instead).
+func (rep *Report) Write(stdout, stderr io.Writer, jsonPath string) error {
+	text := stdout
+	if jsonPath == "-" {
+		text = stderr
+	}
+	if err := rep.WriteText(text); err != nil {
+		return err
+	}
+	switch jsonPath {
+	case "":
+		return nil
+	case "-":
+		return rep.WriteJSON(stdout)
+	}
+	f, err := os.Create(jsonPath)
+	if err != nil {
+		return fmt.Errorf("--json: %w", err)
+	}
+	if err := rep.WriteJSON(f); err != nil {
+		f.Close()
+		return fmt.Errorf("--json: %w", err)
+	}
+	return f.Close()
+}
