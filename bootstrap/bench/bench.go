@@ -74,7 +74,8 @@ type Options struct {
 	// and 3s.
 	BaselineClients  int
 	BaselineDuration time.Duration
-	// Timeout bounds the run after submission started. Defaults to 30m.
+	// Timeout bounds the node's run, from its start to the last task.
+	// Defaults to 30m.
 	Timeout time.Duration
 	// Keep leaves the run's tasks in the database; by default they are
 	// deleted after the report. Defaults to false.
@@ -151,7 +152,7 @@ func (o *Options) validate() error {
 	case o.FailureRate < 0 || o.FailureRate >= 1:
 		return fmt.Errorf("%w: --failure-rate must be at least 0 and below 1", ErrInvalid)
 	case o.BaselineClients < 0:
-		return fmt.Errorf("%w: --baseline-clients must be positive", ErrInvalid)
+		return fmt.Errorf("%w: --baseline-clients must not be negative", ErrInvalid)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/bootstrap/bench"
@@ -61,12 +62,14 @@ func requireSane(t *testing.T, rep *bench.Report, tasks int64) {
 
 	for name, p := range map[string]bench.Percentiles{
 		"submit→complete": rep.SubmitToComplete, "created→complete": rep.CreatedToComplete, "dispatch": rep.Dispatch,
+		"start→complete": rep.StartToComplete,
 	} {
 		requireOrdered(t, name, p)
 	}
 	require.Equal(t, int(tasks), rep.SubmitToComplete.N)
 	require.Equal(t, int(tasks), rep.CreatedToComplete.N)
 	require.Equal(t, int(steps), rep.Dispatch.N)
+	require.Equal(t, int(steps), rep.StartToComplete.N)
 	require.GreaterOrEqual(t, rep.SubmitToComplete.P50, rep.CreatedToComplete.P50,
 		"a task is created after its request is sent")
 	require.Len(t, rep.DispatchByStep, rep.StepsPerTask)
@@ -113,7 +116,7 @@ func TestBurnDown(t *testing.T) {
 	require.Equal(t, rep.Dispatch, back.Dispatch)
 	var text bytes.Buffer
 	require.NoError(t, rep.WriteText(&text))
-	for _, want := range []string{"steps/s", "submit → complete", "dispatch, a (root)", "per step", "CPU s per 1,000 steps", "peak RSS"} {
+	for _, want := range []string{"steps/s", "submit → complete", "dispatch, a (root)", "step start → complete", "per step", "CPU s per 1,000 steps", "peak RSS"} {
 		require.Contains(t, text.String(), want)
 	}
 }
@@ -166,5 +169,38 @@ func TestOptionsValidated(t *testing.T) {
 		o.LogOutput = io.Discard
 		_, err := bench.Run(context.Background(), cfg, o)
 		require.ErrorIs(t, err, bench.ErrInvalid)
+	}
+}
+
+func TestStoppedRunLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	cfg := benchConfig(t)
+	logs := &bytes.Buffer{}
+	rep, err := bench.Run(context.Background(), cfg, bench.Options{
+		Mode: bench.ModeBurnDown, Tasks: 100, Workers: 1, HandlerDuration: 100 * time.Millisecond,
+		Timeout: 2 * time.Second, LogOutput: logs,
+	})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	if rep != nil {
+		require.False(t, rep.Complete)
+		require.Less(t, rep.TasksComplete, int64(100))
+		var text bytes.Buffer
+		require.NoError(t, rep.WriteText(&text))
+		require.Contains(t, text.String(), "INCOMPLETE")
+	}
+
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, cfg.Database.URL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	for _, sql := range []string{
+		`SELECT count(*) FROM tasker.tasks`,
+		`SELECT count(*) FROM pgmq.q_orchestration_task_requests`,
+		`SELECT count(*) FROM pgmq.q_bench_queue`,
+		`SELECT count(*) FROM pgmq.q_orchestration_step_results`,
+	} {
+		var n int
+		require.NoError(t, pool.QueryRow(ctx, sql).Scan(&n), sql)
+		require.Zero(t, n, "%s\nlog:\n%s", sql, logs)
 	}
 }

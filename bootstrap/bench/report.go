@@ -69,6 +69,10 @@ type Report struct {
 	// DispatchByStep splits it by step.
 	Dispatch       Percentiles     `json:"dispatch_ms"`
 	DispatchByStep []StepLatencies `json:"dispatch_by_step_ms"`
+	// StartToComplete runs from a step's first attempt starting to its
+	// completion being applied: the handler, recording the outcome, the
+	// wait in the result queue and applying it.
+	StartToComplete Percentiles `json:"start_to_complete_ms"`
 
 	// Commits is the database's xact_commit delta over the node's run (every
 	// client of the database counts, the bench's own few reads included).
@@ -165,7 +169,7 @@ func (r *run) collect(ctx context.Context, rep *Report) error {
 		finished  *time.Time
 		sentAt    = r.t.sentAtCopy()
 	)
-	_, err = pgx.ForEachRow(rows, []any{&requestID, &state, &created, &finished}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{(*[16]byte)(&requestID), &state, &created, &finished}, func() error {
 		rep.TasksCreated++
 		switch state {
 		case "complete":
@@ -201,18 +205,22 @@ func (r *run) collect(ctx context.Context, rep *Report) error {
 		attempts         int
 		root             bool
 		readyAt, started *time.Time
-		all              []float64
+		completed        *time.Time
+		all, runs        []float64
 		byStep           = map[string]*stepSamples{}
 	)
 	rows, err = r.db.pool.Query(ctx, sqlSteps, ids)
 	if err != nil {
 		return fmt.Errorf("reading the run's steps: %w", err)
 	}
-	_, err = pgx.ForEachRow(rows, []any{&name, &position, &stepState, &attempts, &root, &readyAt, &started}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&name, &position, &stepState, &attempts, &root, &readyAt, &started, &completed}, func() error {
 		rep.Steps++
 		rep.Attempts += int64(attempts)
 		if stepState == "complete" {
 			rep.StepsComplete++
+		}
+		if started != nil && completed != nil {
+			runs = append(runs, max(0, ms(completed.Sub(*started))))
 		}
 		if readyAt == nil || started == nil {
 			return nil
@@ -233,6 +241,7 @@ func (r *run) collect(ctx context.Context, rep *Report) error {
 		return fmt.Errorf("reading the run's steps: %w", err)
 	}
 	rep.Dispatch = percentiles(all)
+	rep.StartToComplete = percentiles(runs)
 	steps := make([]*stepSamples, 0, len(byStep))
 	for _, s := range byStep {
 		steps = append(steps, s)
@@ -327,10 +336,12 @@ func (rep *Report) WriteText(w io.Writer) error {
 		}
 		row(label, s.Percentiles)
 	}
+	row("step start → complete", rep.StartToComplete)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	b.WriteString("dispatch: a step ready (parents complete; a root: task created) → its first attempt started\n")
+	b.WriteString("step start → complete: handler, outcome recorded, wait in the result queue, result applied\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }

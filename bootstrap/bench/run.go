@@ -292,19 +292,41 @@ func (r *run) progress(w io.Writer, now time.Time, samples []progressSample) {
 	fmt.Fprintln(w, line)
 }
 
-// cleanup deletes the run's tasks and rejections unless Options.Keep.
+// cleanup deletes the run's tasks and rejections, and whatever messages of
+// the run are left in the queues (a run that stopped early), unless
+// Options.Keep.
 func (r *run) cleanup() {
 	ids := r.t.requestIDs()
 	if r.o.Keep || len(ids) == 0 {
 		return
 	}
+	texts := make([]string, len(ids))
+	for i, id := range ids {
+		texts[i] = uuid.UUID(id).String()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	err := pgx.BeginFunc(ctx, r.db.pool, func(tx pgx.Tx) error {
+		requests, err := queue.Table(queue.TaskRequestsQueue)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf(sqlDeleteRequests, requests), texts); err != nil {
+			return err
+		}
+		for _, q := range []string{queue.NamespaceQueue(Namespace), queue.StepResultsQueue} {
+			table, err := queue.Table(q)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf(sqlDeleteTaskMessages, table), ids); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.Exec(ctx, sqlDeleteTasks, ids); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, sqlDeleteRejected, ids)
+		_, err = tx.Exec(ctx, sqlDeleteRejected, ids)
 		return err
 	})
 	if err != nil {

@@ -26,7 +26,7 @@ const sqlTasks = `
 	FROM tasker.tasks WHERE request_id = ANY($1)`
 
 // sqlSteps lists the steps of the run's tasks with the moment each became
-// ready and the moment it first started. A root is ready when its task is
+// ready, the moment it first started and the moment it completed. A root is ready when its task is
 // created; any other step when the last of its parents completed (the
 // transitions' clock_timestamp()).
 const sqlSteps = `
@@ -46,11 +46,22 @@ const sqlSteps = `
 	SELECT s.name, s.position, s.state, s.attempts, p.step_uuid IS NULL AS root,
 		CASE WHEN p.step_uuid IS NULL THEN run.created_at
 			WHEN p.done = p.total THEN p.done_at END AS ready_at,
-		m.started
+		m.started, m.completed
 	FROM tasker.steps s
 		JOIN run USING (task_uuid)
 		LEFT JOIN moves m USING (step_uuid)
 		LEFT JOIN parents p USING (step_uuid)`
+
+// sqlDeleteRequests deletes the run's requests still in the request queue
+// %[1]s, and sqlDeleteTaskMessages the step and result messages of the
+// run's tasks still in queue %[1]s: a run that stopped early leaves them,
+// and they would outlive its tasks. Both address the queue tables, whose
+// layout is part of the pgmq contract.
+const (
+	sqlDeleteRequests     = `DELETE FROM %[1]s WHERE message->>'request_id' = ANY($1::text[])`
+	sqlDeleteTaskMessages = `DELETE FROM %[1]s WHERE message->>'task_uuid' IN
+		(SELECT task_uuid::text FROM tasker.tasks WHERE request_id = ANY($1))`
+)
 
 // sqlDeleteTasks deletes the run's tasks; steps, edges and transitions go
 // with them (ON DELETE CASCADE).
