@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -69,7 +68,9 @@ func TestNodeCrash(t *testing.T) {
 	totalSteps := 0
 	for i := range tasks {
 		requests[i] = uuid.Must(uuid.NewV7())
-		bodies[i], totalSteps = crashRequest(t, requests[i], i), totalSteps+crashSteps(i)
+		body, err := testsupport.ReferenceRequest(requests[i], i, "crash-test")
+		require.NoError(t, err)
+		bodies[i], totalSteps = body, totalSteps+testsupport.ReferenceSteps(i)
 	}
 	_, err = queue.NewClient(db).SendBatch(t.Context(), queue.TaskRequestsQueue, bodies, 0)
 	require.NoError(t, err)
@@ -120,108 +121,13 @@ func TestNodeCrash(t *testing.T) {
 		return n == 0, err
 	})
 
-	fig := crashAudit(t, db, requests)
+	fig := testsupport.AuditComplete(t, db, requests)
 	t.Logf("crash run: %d tasks complete in %s with 3 kills; %d steps, %d attempts, %d redeliveries (in_progress→in_progress), %d retries",
-		fig.tasks, wall.Round(time.Millisecond), fig.steps, fig.attempts, fig.redeliveries, fig.retries)
+		fig.Tasks, wall.Round(time.Millisecond), fig.Steps, fig.Attempts, fig.Redeliveries, fig.Retries)
 
 	// The last node stops cleanly on SIGTERM.
 	node.Signal(syscall.SIGTERM)
 	code, err := node.Wait(30 * time.Second)
 	require.NoError(t, err)
 	require.Equal(t, 0, code, "clean exit on SIGTERM: %s", node.State())
-}
-
-// crashRequest is request i of the reference mix: the five workflows in
-// turn.
-func crashRequest(t *testing.T, id uuid.UUID, i int) []byte {
-	t.Helper()
-	type workflow struct{ ns, name string }
-	mix := []workflow{
-		{testsupport.LinearNamespace, testsupport.LinearName},
-		{testsupport.DiamondNamespace, testsupport.DiamondName},
-		{testsupport.TreeNamespace, testsupport.TreeName},
-		{testsupport.MixedDAGNamespace, testsupport.MixedDAGName},
-		{testsupport.FulfillmentNamespace, testsupport.FulfillmentName},
-	}
-	wf := mix[i%len(mix)]
-	input := fmt.Sprintf(`{"even_number": %d}`, 2+2*(i%10))
-	if wf.ns == testsupport.FulfillmentNamespace {
-		input = fmt.Sprintf(`{"order_id": "ord-%d", "customer": {"id": "c-%d", "email": "c%d@example.com"},
-			"items": [{"sku": "A", "quantity": 2, "unit_price": 5}, {"sku": "B", "quantity": 1, "unit_price": 2.5}],
-			"payment": {"method": "card", "token": "tok", "amount": 12.5, "currency": "EUR"},
-			"shipping": {"method": "standard", "address": {"city": "Lyon"}}}`, i, i, i)
-	}
-	body, err := queue.TaskRequest{RequestID: id, Namespace: wf.ns, Name: wf.name, Context: input, RequestedBy: "crash-test"}.Encode()
-	require.NoError(t, err)
-	return body
-}
-
-// crashSteps is the number of steps of request i's workflow.
-func crashSteps(i int) int { return []int{4, 4, 8, 7, 4}[i%5] }
-
-type crashFigures struct {
-	tasks, steps, attempts, redeliveries, retries int
-}
-
-// crashAudit checks that every request made exactly one complete task, no
-// state change was applied twice, and every attempt of every step has its
-// own recorded start: the first from enqueued, every later one from a
-// redelivery (in_progress) or a retry (waiting_for_retry).
-func crashAudit(t *testing.T, db *pgxpool.Pool, requests []uuid.UUID) crashFigures {
-	t.Helper()
-	ctx := t.Context()
-	rows, err := db.Query(ctx, `SELECT request_id, state FROM tasker.tasks`)
-	require.NoError(t, err)
-	states := map[uuid.UUID]string{}
-	var (
-		id    uuid.UUID
-		state string
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &state}, func() error {
-		states[id] = state
-		return nil
-	})
-	require.NoError(t, err)
-	require.Len(t, states, len(requests), "one task per request, none lost, none extra")
-	for _, r := range requests {
-		require.Equal(t, "complete", states[r], "task of request %s", r)
-	}
-
-	texts := func(sql string) []string {
-		rows, err := db.Query(ctx, sql)
-		require.NoError(t, err)
-		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		return out
-	}
-	require.Empty(t, texts(`SELECT format('step %s is %s', step_uuid, state) FROM tasker.steps WHERE state <> 'complete'`))
-	require.Empty(t, texts(`
-		SELECT format('step %s %s→%s attempt %s ×%s', step_uuid, from_state, to_state, attempt, count(*))
-		FROM tasker.step_transitions GROUP BY step_uuid, from_state, to_state, attempt HAVING count(*) > 1
-		UNION ALL
-		SELECT format('task %s %s→%s ×%s', task_uuid, from_state, to_state, count(*))
-		FROM tasker.task_transitions GROUP BY task_uuid, from_state, to_state HAVING count(*) > 1`),
-		"no transition applied twice")
-	require.Empty(t, texts(`
-		WITH starts AS (
-			SELECT step_uuid, from_state, attempt, id FROM tasker.step_transitions WHERE to_state = 'in_progress')
-		SELECT format('step %s: %s attempts, starts: %s', s.step_uuid, s.attempts,
-			(SELECT string_agg(format('%s→in_progress #%s', x.from_state, x.attempt), ', ' ORDER BY x.id)
-				FROM starts x WHERE x.step_uuid = s.step_uuid))
-		FROM tasker.steps s
-		WHERE s.attempts <> (SELECT count(*) FROM starts x WHERE x.step_uuid = s.step_uuid)
-			OR EXISTS (SELECT 1 FROM generate_series(1, s.attempts) k WHERE NOT EXISTS (
-				SELECT 1 FROM starts x WHERE x.step_uuid = s.step_uuid AND x.attempt = k
-					AND CASE WHEN k = 1 THEN x.from_state = 'enqueued'
-						ELSE x.from_state IN ('in_progress', 'waiting_for_retry') END))`),
-		"every attempt has its own recorded start")
-
-	var fig crashFigures
-	require.NoError(t, db.QueryRow(ctx, `
-		SELECT (SELECT count(*) FROM tasker.tasks), (SELECT count(*) FROM tasker.steps),
-			(SELECT COALESCE(sum(attempts), 0) FROM tasker.steps),
-			(SELECT count(*) FROM tasker.step_transitions WHERE from_state = 'in_progress' AND to_state = 'in_progress'),
-			(SELECT count(*) FROM tasker.step_transitions WHERE from_state = 'waiting_for_retry' AND to_state = 'in_progress')`).
-		Scan(&fig.tasks, &fig.steps, &fig.attempts, &fig.redeliveries, &fig.retries))
-	return fig
 }

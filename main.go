@@ -189,18 +189,11 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path)
+	ctx, c, release, err := connect(*path, stderr)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c, err := bootstrap.Connect(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer release()
 	v, err := store.CurrentVersion(ctx, c.Pool)
 	if err != nil {
 		return err
@@ -256,18 +249,11 @@ func cmdSubmit(args []string, stdout, stderr io.Writer) error {
 		}
 		p.RequestID = id
 	}
-	cfg, err := loadConfig(*path)
+	ctx, c, release, err := connect(*path, stderr)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c, err := bootstrap.Connect(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer release()
 	id, err := c.Submit(ctx, p)
 	if err != nil {
 		return err
@@ -329,21 +315,31 @@ func cmdTree(args []string, stdout io.Writer) error {
 	return err
 }
 
-// operator connects to the database of the config at path, as submit does,
-// and returns the operator with a function that releases it.
-func operator(path string, stderr io.Writer) (context.Context, bootstrap.Operator, func(), error) {
+// connect opens a client on the database of the config at path (config,
+// env, or the embedded data folder, as a node finds it) and returns it with
+// a context cancelled on SIGINT/SIGTERM and a function that releases both.
+func connect(path string, stderr io.Writer) (context.Context, *bootstrap.Client, func(), error) {
 	cfg, err := loadConfig(path)
 	if err != nil {
-		return nil, bootstrap.Operator{}, nil, err
+		return nil, nil, nil, err
 	}
 	ctx, stop := signalContext()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c, err := bootstrap.Connect(ctx, cfg, log)
 	if err != nil {
 		stop()
+		return nil, nil, nil, err
+	}
+	return ctx, c, func() { c.Close(); stop() }, nil
+}
+
+// operator is connect for the operator commands.
+func operator(path string, stderr io.Writer) (context.Context, bootstrap.Operator, func(), error) {
+	ctx, c, release, err := connect(path, stderr)
+	if err != nil {
 		return nil, bootstrap.Operator{}, nil, err
 	}
-	return ctx, bootstrap.Operator{Store: c.Store}, func() { c.Close(); stop() }, nil
+	return ctx, bootstrap.Operator{Store: c.Store}, release, nil
 }
 
 // parseWithArg parses flags placed before or after one positional argument

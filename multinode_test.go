@@ -66,8 +66,10 @@ func (m *multiNode) submit(n, offset int) ([]uuid.UUID, int) {
 	steps := 0
 	for i := range n {
 		ids[i] = uuid.Must(uuid.NewV7())
-		bodies[i] = crashRequest(m.t, ids[i], offset+i)
-		steps += crashSteps(offset + i)
+		body, err := testsupport.ReferenceRequest(ids[i], offset+i, "multinode-test")
+		require.NoError(m.t, err)
+		bodies[i] = body
+		steps += testsupport.ReferenceSteps(offset + i)
 	}
 	_, err := queue.NewClient(m.db).SendBatch(m.t.Context(), queue.TaskRequestsQueue, bodies, 0)
 	require.NoError(m.t, err)
@@ -131,7 +133,7 @@ func TestThreeNodesOneDatabase(t *testing.T) {
 	require.Zero(t, m.count(`
 		SELECT count(*) FROM tasker.step_transitions x JOIN tasker.tasks k USING (task_uuid)
 		WHERE x.node_id = 'node-c' AND k.namespace <> 'tree_workflow'`), "node-c ran only tree_workflow steps")
-	crashAudit(t, m.db, first)
+	testsupport.AuditComplete(t, m.db, first)
 
 	// Kill node-b halfway through 500 more tasks; the others finish them.
 	more, steps := m.submit(500, 1000)
@@ -145,7 +147,7 @@ func TestThreeNodesOneDatabase(t *testing.T) {
 	_, err := b.Wait(10 * time.Second)
 	require.NoError(t, err)
 	m.waitComplete(1500, 3*time.Minute)
-	crashAudit(t, m.db, append(first, more...))
+	testsupport.AuditComplete(t, m.db, append(first, more...))
 	t.Logf("after killing node-b: 1,500 tasks complete, %d redeliveries",
 		m.count(`SELECT count(*) FROM tasker.step_transitions WHERE from_state = 'in_progress' AND to_state = 'in_progress'`))
 	require.False(t, a.Exited(), "node-a kept running")
@@ -166,5 +168,5 @@ func TestOneNodeBaseline(t *testing.T) {
 	m.waitComplete(1000, 5*time.Minute)
 	wall := time.Since(began)
 	t.Logf("one node: 1,000 tasks complete in %s (%.0f tasks/s)", wall.Round(time.Millisecond), 1000/wall.Seconds())
-	crashAudit(t, m.db, ids)
+	testsupport.AuditComplete(t, m.db, ids)
 }

@@ -284,7 +284,7 @@ func TestLoadWithFailures(t *testing.T) {
 		require.Equal(t, int64(1), v.(*atomic.Int64).Load(), "attempt %s ran more than once", k)
 		return true
 	})
-	fig := outageAuditTransitions(t, db)
+	fig := testsupport.AuditTransitions(t, db)
 	require.Zero(t, fig.Redeliveries, "no attempt was lost on a node that did not crash")
 	require.Equal(t, wantRetries, fig.Retries, "every retry is a recorded waiting_for_retry→in_progress")
 

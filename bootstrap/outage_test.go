@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -132,7 +131,7 @@ func TestDatabaseOutage(t *testing.T) {
 	t.Logf("recovery: ready %s after the restore, all %d tasks complete %s after it (%d were complete at the cut)",
 		readyAfter.Round(time.Millisecond), len(requests), doneAfter.Round(time.Millisecond), complete)
 
-	fig := outageAudit(t, direct, requests)
+	fig := testsupport.AuditComplete(t, direct, requests)
 	t.Logf("exactly once: %d tasks, %d steps, %d attempts, %d redeliveries (in_progress→in_progress), %d retries",
 		fig.Tasks, fig.Steps, fig.Attempts, fig.Redeliveries, fig.Retries)
 
@@ -212,7 +211,7 @@ func TestDatabaseBlackHole(t *testing.T) {
 	})
 	t.Logf("after the partition: ready in %s, all %d tasks complete in %s",
 		readyAfter.Round(time.Millisecond), len(requests), time.Since(healAt).Round(time.Millisecond))
-	fig := outageAudit(t, direct, requests)
+	fig := testsupport.AuditComplete(t, direct, requests)
 	t.Logf("exactly once: %d tasks, %d steps, %d attempts, %d redeliveries, %d retries",
 		fig.Tasks, fig.Steps, fig.Attempts, fig.Redeliveries, fig.Retries)
 
@@ -329,7 +328,7 @@ func outageSubmitMix(t *testing.T, db *pgxpool.Pool, n int) []uuid.UUID {
 	ids := make([]uuid.UUID, 0, n)
 	for i := range n {
 		id := uuid.Must(uuid.NewV7())
-		body, err := outageRequest(id, i)
+		body, err := testsupport.ReferenceRequest(id, i, "outage-test")
 		require.NoError(t, err)
 		_, err = db.Exec(t.Context(), `SELECT pgmq.send($1, $2::jsonb)`, queue.TaskRequestsQueue, body)
 		require.NoError(t, err)
@@ -338,116 +337,10 @@ func outageSubmitMix(t *testing.T, db *pgxpool.Pool, n int) []uuid.UUID {
 	return ids
 }
 
-// outageRequest is request i of the reference mix.
-func outageRequest(id uuid.UUID, i int) ([]byte, error) {
-	type workflow struct{ ns, name string }
-	mix := []workflow{
-		{testsupport.LinearNamespace, testsupport.LinearName},
-		{testsupport.DiamondNamespace, testsupport.DiamondName},
-		{testsupport.TreeNamespace, testsupport.TreeName},
-		{testsupport.MixedDAGNamespace, testsupport.MixedDAGName},
-		{testsupport.FulfillmentNamespace, testsupport.FulfillmentName},
-	}
-	wf := mix[i%len(mix)]
-	input := fmt.Sprintf(`{"even_number": %d}`, 2+2*(i%10))
-	if wf.ns == testsupport.FulfillmentNamespace {
-		input = fmt.Sprintf(`{"order_id": "ord-%d", "customer": {"id": "c-%d", "email": "c%d@example.com"},
-			"items": [{"sku": "A", "quantity": 2, "unit_price": 5}, {"sku": "B", "quantity": 1, "unit_price": 2.5}],
-			"payment": {"method": "card", "token": "tok", "amount": 12.5, "currency": "EUR"},
-			"shipping": {"method": "standard", "address": {"city": "Lyon"}}}`, i, i, i)
-	}
-	return queue.TaskRequest{RequestID: id, Namespace: wf.ns, Name: wf.name, Context: input, RequestedBy: "outage-test"}.Encode()
-}
-
 func outageCount(ctx context.Context, db *pgxpool.Pool, sql string, args ...any) (int, error) {
 	var n int
 	err := db.QueryRow(ctx, sql, args...).Scan(&n)
 	return n, err
-}
-
-// outageFigures sum up an audit.
-type outageFigures struct {
-	Tasks, Steps, Attempts, Redeliveries, Retries int
-}
-
-// outageAudit checks that every request made exactly one task, every task
-// completed, and the transitions are sound (outageAuditTransitions).
-func outageAudit(t *testing.T, db *pgxpool.Pool, requests []uuid.UUID) outageFigures {
-	t.Helper()
-	states := outageTaskStates(t, db)
-	require.Len(t, states, len(requests), "one task per request, none lost, none extra")
-	for _, r := range requests {
-		require.Equal(t, "complete", states[r], "task of request %s", r)
-	}
-	notComplete := outageRows(t, db, `SELECT format('step %s is %s', step_uuid, state) FROM tasker.steps WHERE state <> 'complete'`)
-	require.Empty(t, notComplete)
-	return outageAuditTransitions(t, db)
-}
-
-// outageTaskStates maps request ids to the state of their task.
-func outageTaskStates(t *testing.T, db *pgxpool.Pool) map[uuid.UUID]string {
-	t.Helper()
-	rows, err := db.Query(t.Context(), `SELECT request_id, state FROM tasker.tasks`)
-	require.NoError(t, err)
-	states := map[uuid.UUID]string{}
-	var (
-		id    uuid.UUID
-		state string
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &state}, func() error {
-		states[id] = state
-		return nil
-	})
-	require.NoError(t, err)
-	return states
-}
-
-// outageAuditTransitions checks that no state change was applied twice and
-// that every attempt of every step has its own recorded start: the first
-// from enqueued, every later one from a redelivery (in_progress) or a
-// retry (waiting_for_retry). It returns the figures.
-func outageAuditTransitions(t *testing.T, db *pgxpool.Pool) outageFigures {
-	t.Helper()
-	dupes := outageRows(t, db, `
-		SELECT format('step %s %s→%s attempt %s ×%s', step_uuid, from_state, to_state, attempt, count(*))
-		FROM tasker.step_transitions GROUP BY step_uuid, from_state, to_state, attempt HAVING count(*) > 1
-		UNION ALL
-		SELECT format('task %s %s→%s ×%s', task_uuid, from_state, to_state, count(*))
-		FROM tasker.task_transitions GROUP BY task_uuid, from_state, to_state HAVING count(*) > 1`)
-	require.Empty(t, dupes, "no transition applied twice")
-
-	unexplained := outageRows(t, db, `
-		WITH starts AS (
-			SELECT step_uuid, from_state, attempt, id FROM tasker.step_transitions WHERE to_state = 'in_progress')
-		SELECT format('step %s: %s attempts, starts: %s', s.step_uuid, s.attempts,
-			(SELECT string_agg(format('%s→in_progress #%s', x.from_state, x.attempt), ', ' ORDER BY x.id)
-				FROM starts x WHERE x.step_uuid = s.step_uuid))
-		FROM tasker.steps s
-		WHERE s.attempts <> (SELECT count(*) FROM starts x WHERE x.step_uuid = s.step_uuid)
-			OR EXISTS (SELECT 1 FROM generate_series(1, s.attempts) k WHERE NOT EXISTS (
-				SELECT 1 FROM starts x WHERE x.step_uuid = s.step_uuid AND x.attempt = k
-					AND CASE WHEN k = 1 THEN x.from_state = 'enqueued'
-						ELSE x.from_state IN ('in_progress', 'waiting_for_retry') END))`)
-	require.Empty(t, unexplained, "every attempt has its own recorded start")
-
-	var fig outageFigures
-	require.NoError(t, db.QueryRow(t.Context(), `
-		SELECT (SELECT count(*) FROM tasker.tasks), (SELECT count(*) FROM tasker.steps),
-			(SELECT COALESCE(sum(attempts), 0) FROM tasker.steps),
-			(SELECT count(*) FROM tasker.step_transitions WHERE from_state = 'in_progress' AND to_state = 'in_progress'),
-			(SELECT count(*) FROM tasker.step_transitions WHERE from_state = 'waiting_for_retry' AND to_state = 'in_progress')`).
-		Scan(&fig.Tasks, &fig.Steps, &fig.Attempts, &fig.Redeliveries, &fig.Retries))
-	return fig
-}
-
-// outageRows returns the text rows of sql.
-func outageRows(t *testing.T, db *pgxpool.Pool, sql string) []string {
-	t.Helper()
-	rows, err := db.Query(t.Context(), sql)
-	require.NoError(t, err)
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	return out
 }
 
 // outageStatus is the HTTP status of a GET of url, 0 when it fails.
