@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -24,7 +25,8 @@ type handleFunc func(ctx context.Context, s *System, m queue.Message) error
 
 // consumer is an orchestration actor: the task-request actor and the
 // step-result actor are both a consumer of one shared queue that handles
-// each message itself, in one transaction per message.
+// each message itself, in one transaction per message (which the store may
+// group with others into one commit).
 type consumer struct {
 	loop   pollLoop
 	handle handleFunc
@@ -69,27 +71,45 @@ func (c *consumer) poll(ctx actor.Context) {
 		c.loop.schedule(ctx, wait)
 		return
 	}
-	for _, m := range msgs {
-		if c.loop.sys.stopping.Load() {
-			return
-		}
-		err := c.loop.breaker.Run(func() error {
-			// Bounded by the shutdown timeout too: a transaction stuck on an
-			// unreachable database must not hold the tree up past it (it
-			// rolls back, and the message is read again).
-			hctx, cancel := context.WithTimeout(c.loop.sys.handlerCtx, dbTimeout)
-			defer cancel()
-			return c.handle(hctx, c.loop.sys, m)
-		})
-		if err != nil {
-			c.loop.sys.log.Warn("handling message failed; it will be redelivered", "queue", c.loop.queue, "msg_id", m.ID, "error", err)
-		}
-	}
+	c.handleAll(msgs)
 	if len(msgs) == batch {
 		c.loop.schedule(ctx, 0)
 		return
 	}
 	c.loop.schedule(ctx, c.loop.interval)
+}
+
+// handleAll handles the messages of one read concurrently, each in its own
+// transaction, and returns when all are done. The store groups concurrent
+// calls into batches, so a read of n messages costs a few round trips, not
+// n; two messages of one task are still applied one after the other.
+func (c *consumer) handleAll(msgs []queue.Message) {
+	var wg sync.WaitGroup
+	for _, m := range msgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.handleOne(m)
+		}()
+	}
+	wg.Wait()
+}
+
+func (c *consumer) handleOne(m queue.Message) {
+	if c.loop.sys.stopping.Load() {
+		return
+	}
+	err := c.loop.breaker.Run(func() error {
+		// Bounded by the shutdown timeout too: a transaction stuck on an
+		// unreachable database must not hold the tree up past it (it
+		// rolls back, and the message is read again).
+		hctx, cancel := context.WithTimeout(c.loop.sys.handlerCtx, dbTimeout)
+		defer cancel()
+		return c.handle(hctx, c.loop.sys, m)
+	})
+	if err != nil {
+		c.loop.sys.log.Warn("handling message failed; it will be redelivered", "queue", c.loop.queue, "msg_id", m.ID, "error", err)
+	}
 }
 
 // acceptRequest turns one task request into a task.

@@ -81,9 +81,11 @@ type Deps struct {
 	BreakerChanged func(component, state string)
 	// StepFinished is told of every finished attempt (metrics).
 	StepFinished func(namespace string, ok bool, d time.Duration)
-	// RequestHandled is told what became of every task request.
+	// RequestHandled is told what became of every task request; it may be
+	// called from several goroutines at once.
 	RequestHandled func(store.RequestOutcome)
-	// ResultApplied is told what every applied result did.
+	// ResultApplied is told what every applied result did; it may be called
+	// from several goroutines at once.
 	ResultApplied func(store.ResultOutcome)
 }
 

@@ -199,3 +199,96 @@ func TestDuplicateResultRace(t *testing.T) {
 	require.Equal(t, tasks, moves)
 	require.EqualValues(t, tasks, h.queueLen(queue.NamespaceQueue(testsupport.LinearNamespace)))
 }
+
+// TestBatchedHotPaths drives 40 linear tasks with every call of a stage made
+// at once from 40 goroutines, so the store groups them into batches, with
+// one step started twice (its second start is a redelivery): each start,
+// outcome and result is answered for itself — the superseded attempt's
+// outcome alone is stale — and every task ends complete with exactly the
+// transitions of a clean run, but for the redelivered step.
+func TestBatchedHotPaths(t *testing.T) {
+	t.Parallel()
+	const tasks = 40
+	h := newHarness(t, store.Options{})
+	ns := testsupport.LinearNamespace
+	ids := make([]uuid.UUID, tasks)
+	for i := range ids {
+		ids[i] = h.submit(ns, testsupport.LinearName, `{"even_number": 6}`)
+	}
+
+	all := func(n int, fn func(i int) error) []error {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { errs[i] = fn(i) })
+		}
+		wg.Wait()
+		return errs
+	}
+
+	// Roots: start all at once, the first one twice.
+	roots := h.readAll(queue.NamespaceQueue(ns))
+	require.Len(t, roots, tasks)
+	msgs := append([]queue.Message{roots[0]}, roots...)
+	works := make([]store.StepWork, len(msgs))
+	for i, err := range all(len(msgs), func(i int) error {
+		sm, err := queue.DecodeStepMessage(msgs[i].Body)
+		if err != nil {
+			return err
+		}
+		works[i], err = h.st.StepStart(h.ctx, sm.StepUUID)
+		return err
+	}) {
+		require.NoError(t, err, "start %d", i)
+	}
+	require.ElementsMatch(t, []int{1, 2}, []int{works[0].Attempt, works[1].Attempt}, "the step started twice has attempts 1 and 2")
+	for _, w := range works[2:] {
+		require.Equal(t, 1, w.Attempt)
+	}
+
+	// Outcomes: all at once; only the superseded attempt's is stale.
+	errs := all(len(msgs), func(i int) error { return h.st.StepRecordOutcome(h.ctx, h.outcome(msgs[i], works[i])) })
+	stale := 0
+	for i, err := range errs {
+		if errors.Is(err, store.ErrStale) {
+			stale++
+			require.Equal(t, 1, works[i].Attempt, "the stale outcome is attempt 1's")
+			continue
+		}
+		require.NoError(t, err, "outcome %d", i)
+	}
+	require.Equal(t, 1, stale)
+
+	// The remaining stages: every result, then every step message, at once.
+	for stage := 0; stage < 4; stage++ {
+		results := h.readAll(queue.StepResultsQueue)
+		require.Len(t, results, tasks, "stage %d", stage)
+		outs := make([]store.ResultOutcome, len(results))
+		for i, err := range all(len(results), func(i int) error {
+			var err error
+			outs[i], err = h.st.ApplyResult(h.ctx, results[i])
+			return err
+		}) {
+			require.NoError(t, err)
+			require.False(t, outs[i].Ignored, outs[i].Reason)
+		}
+		next := h.readAll(queue.NamespaceQueue(ns))
+		if stage == 3 {
+			require.Empty(t, next)
+			break
+		}
+		require.Len(t, next, tasks, "stage %d", stage)
+		require.NoError(t, errors.Join(all(len(next), func(i int) error { return h.tryRunStep(next[i]) })...))
+	}
+
+	for i, id := range ids {
+		d := h.show(id)
+		require.Equal(t, workflow.TaskStateComplete, d.State, "task %d", i)
+		if id != works[0].TaskUUID {
+			requireCleanRun(t, d)
+		}
+	}
+	d := h.show(works[0].TaskUUID)
+	first := d.Steps[0]
+	require.Equal(t, 2, first.Attempts, "the step started twice ran two attempts")
+}

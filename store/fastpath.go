@@ -60,78 +60,93 @@ const (
 	reasonRedelivered = "redelivered after the previous attempt was lost"
 )
 
-// sqlStepStart moves a step to in_progress (attempts+1) from a state the
-// start event allows ($2) while no outcome waits, records the transition,
-// and returns the work with its task's name, correlation and context.
+// sqlStepStart moves steps ($1) to in_progress (attempts+1) from a state
+// the start event allows ($2) while no outcome waits, locking them in the
+// order of their ids, records the transitions, and returns the work with
+// each task's name, correlation and context.
 const sqlStepStart = `
 	WITH old AS (
 		SELECT step_uuid, state FROM tasker.steps
-		WHERE step_uuid = $1 AND state = ANY($2::text[]) AND outcome_attempt IS NULL
+		WHERE step_uuid = ANY($1::uuid[]) AND state = ANY($2::text[]) AND outcome_attempt IS NULL
+		ORDER BY step_uuid
 		FOR UPDATE
 	), moved AS (
 		UPDATE tasker.steps s
 		SET state = $3, attempts = s.attempts + 1, last_attempted_at = now(), next_attempt_at = NULL
 		FROM old WHERE s.step_uuid = old.step_uuid
-		RETURNING old.state AS from_state, s.task_uuid, s.namespace, s.name, s.handler, s.attempts,
+		RETURNING s.step_uuid, old.state AS from_state, s.task_uuid, s.namespace, s.name, s.handler, s.attempts,
 			s.attempts_base + s.max_attempts AS max_attempts, s.timeout_ms, s.config
 	), recorded AS (
 		INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-		SELECT $1, task_uuid, from_state, $3, CASE WHEN from_state = $5 THEN $6 ELSE $7 END, attempts, $4
+		SELECT step_uuid, task_uuid, from_state, $3, CASE WHEN from_state = $5 THEN $6 ELSE $7 END, attempts, $4
 		FROM moved
 	)
-	SELECT m.from_state, m.task_uuid, m.namespace, m.name, m.handler, m.attempts, m.max_attempts,
+	SELECT m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts, m.max_attempts,
 		m.timeout_ms, m.config, t.name, t.correlation_id, t.context
 	FROM moved m JOIN tasker.tasks t ON t.task_uuid = m.task_uuid`
 
+// sqlStepParents reads the results of the parents of steps $1.
 const sqlStepParents = `
-	SELECT p.name, COALESCE(p.result, 'null'::jsonb)
+	SELECT e.to_step, p.name, COALESCE(p.result, 'null'::jsonb)
 	FROM tasker.step_edges e JOIN tasker.steps p ON p.step_uuid = e.from_step
-	WHERE e.to_step = $1`
+	WHERE e.to_step = ANY($1::uuid[])`
 
 // StepStart begins an attempt of a step when a worker takes its message:
 // enqueued, waiting_for_retry or in_progress (a redelivery after a lost
 // worker) move to in_progress with attempts+1. It returns ErrStale when the
 // step is in no such state (cancelled, finished, or an outcome is already
-// recorded): the worker acknowledges the message and runs nothing. One round
-// trip: the start and the read of the parents' results travel together.
+// recorded): the worker acknowledges the message and runs nothing.
+// Concurrent starts go together: one round trip and one commit for the
+// batch.
 func (s *Store) StepStart(ctx context.Context, step uuid.UUID) (StepWork, error) {
-	w := StepWork{StepUUID: step}
-	var (
-		from      string
-		timeoutMS int64
-		stale     bool
-	)
+	return s.starts.do(ctx, step)
+}
+
+// startSteps starts a batch of steps, each at most once.
+func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) []answer[StepWork] {
+	answers := make([]answer[StepWork], len(steps))
+	index := make(map[uuid.UUID]int, len(steps))
+	for i, st := range steps {
+		index[st] = i
+		answers[i].err = ErrStale
+	}
+	ids := pgUUIDs(steps)
 	b := &pgx.Batch{}
-	b.Queue(sqlStepStart, pgUUID(step), startFrom, string(startTo), s.nodeID,
-		string(workflow.StepStateInProgress), reasonRedelivered, reasonTaken).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&from, scanUUID(&w.TaskUUID), &w.Namespace, &w.StepName, &w.Handler, &w.Attempt,
-			&w.MaxAttempts, &timeoutMS, &w.Config, &w.TaskName, scanUUID(&w.CorrelationID), &w.Context)
-		if errors.Is(err, pgx.ErrNoRows) {
-			stale = true
-			return nil
+	b.Queue(sqlStepStart, ids, startFrom, string(startTo), s.nodeID,
+		string(workflow.StepStateInProgress), reasonRedelivered, reasonTaken).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				w         StepWork
+				timeoutMS int64
+			)
+			if err := rows.Scan(scanUUID(&w.StepUUID), scanUUID(&w.TaskUUID), &w.Namespace, &w.StepName, &w.Handler, &w.Attempt,
+				&w.MaxAttempts, &timeoutMS, &w.Config, &w.TaskName, scanUUID(&w.CorrelationID), &w.Context); err != nil {
+				return err
+			}
+			w.Timeout = time.Duration(timeoutMS) * time.Millisecond
+			w.Parents = map[string]json.RawMessage{}
+			answers[index[w.StepUUID]] = answer[StepWork]{res: w}
 		}
-		return err
+		return rows.Err()
 	})
-	b.Queue(sqlStepParents, pgUUID(step)).Query(func(rows pgx.Rows) error {
-		w.Parents = map[string]json.RawMessage{}
+	b.Queue(sqlStepParents, ids).Query(func(rows pgx.Rows) error {
 		var (
+			step   uuid.UUID
 			name   string
 			result []byte
 		)
-		_, err := pgx.ForEachRow(rows, []any{&name, &result}, func() error {
-			w.Parents[name] = json.RawMessage(append([]byte(nil), result...))
+		_, err := pgx.ForEachRow(rows, []any{scanUUID(&step), &name, &result}, func() error {
+			if a := &answers[index[step]]; a.err == nil {
+				a.res.Parents[name] = json.RawMessage(append([]byte(nil), result...))
+			}
 			return nil
 		})
 		return err
 	})
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return StepWork{}, fmt.Errorf("starting step %s: %w", step, translate(err))
+		return failAll[StepWork](len(steps), fmt.Errorf("starting steps: %w", translate(err)))
 	}
-	if stale {
-		return StepWork{}, ErrStale
-	}
-	w.Timeout = time.Duration(timeoutMS) * time.Millisecond
-	return w, nil
+	return answers
 }
 
 // pgUUID passes a UUID as the [16]byte pgx encodes natively: uuid.UUID is a
@@ -178,68 +193,114 @@ func withQueues(template string, queues ...string) (string, error) {
 	return sql, nil
 }
 
-// sqlRecordOutcome records an outcome on the step (compare-and-set on the
-// attempt, no outcome waiting) and, only then, sends the result message to
-// %[1]s (the result queue), deletes the step message from %[2]s (the
-// namespace queue) and wakes the result's consumer at commit.
-const sqlRecordOutcome = `
-	WITH recorded AS (
-		UPDATE tasker.steps
-		SET outcome_attempt = $2, outcome_ok = $3,
-			result = CASE WHEN $3 THEN $4::jsonb ELSE result END,
-			error = CASE WHEN $3 THEN NULL ELSE $5::jsonb END,
-			retry_after_ms = $6, duration_ms = $7
-		WHERE step_uuid = $1 AND state = 'in_progress' AND attempts = $2 AND outcome_attempt IS NULL
-		RETURNING step_uuid
+// sqlRecordOutcomes records outcomes on steps (compare-and-set on the
+// attempt, no outcome waiting) and, for those recorded, sends the result
+// messages to %[1]s (the result queue), deletes the step messages from
+// %[2]s (the namespace queue) and wakes the results' consumer at commit. It
+// returns the steps recorded.
+const sqlRecordOutcomes = `
+	WITH o AS (
+		SELECT * FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::jsonb[], $5::jsonb[], $6::bigint[],
+			$7::bigint[], $8::jsonb[], $9::bigint[])
+			AS o(step_uuid, attempt, ok, result, error, retry_after_ms, duration_ms, body, msg_id)
+		ORDER BY step_uuid
+	), recorded AS (
+		UPDATE tasker.steps s
+		SET outcome_attempt = o.attempt, outcome_ok = o.ok,
+			result = CASE WHEN o.ok THEN o.result ELSE s.result END,
+			error = CASE WHEN o.ok THEN NULL ELSE o.error END,
+			retry_after_ms = o.retry_after_ms, duration_ms = o.duration_ms
+		FROM o
+		WHERE s.step_uuid = o.step_uuid AND s.state = 'in_progress' AND s.attempts = o.attempt
+			AND s.outcome_attempt IS NULL
+		RETURNING s.step_uuid, o.body, o.msg_id
 	), sent AS (
-		INSERT INTO %[1]s (vt, message) SELECT clock_timestamp(), $8::jsonb FROM recorded
+		INSERT INTO %[1]s (vt, message) SELECT clock_timestamp(), body FROM recorded
 		RETURNING msg_id
 	), acked AS (
-		DELETE FROM %[2]s WHERE msg_id = $9 AND EXISTS (SELECT FROM recorded)
+		DELETE FROM %[2]s WHERE msg_id IN (SELECT msg_id FROM recorded)
 		RETURNING msg_id
 	), woke AS (
-		SELECT pg_notify($10, $11) FROM recorded
+		SELECT pg_notify($10, $11) WHERE EXISTS (SELECT FROM recorded)
 	)
-	SELECT (SELECT count(*) FROM recorded), (SELECT count(*) FROM sent), (SELECT count(*) FROM woke)`
+	SELECT r.step_uuid FROM recorded r, (SELECT count(*) FROM woke) w`
 
-// recordOutcomeFast is StepRecordOutcome in one statement. ok is false when
-// the fast path does not apply (the real pgmq); the caller then takes the
-// statement-by-statement path.
-func (s *Store) recordOutcomeFast(ctx context.Context, o Outcome, okOutcome bool, result, errJSON, body []byte, retryAfterMS *int64) (bool, error) {
-	if o.Archive {
-		return false, nil
-	}
-	if direct, err := s.queue.Direct(ctx); err != nil || !direct {
-		return false, err
-	}
-	nsQueue := queue.NamespaceQueue(o.Namespace)
-	sql, err := withQueues(sqlRecordOutcome, queue.StepResultsQueue, nsQueue)
-	if err != nil {
-		return true, err
-	}
-	var recorded, sent, woke int64
-	err = s.pool.QueryRow(ctx, sql, pgUUID(o.StepUUID), o.Attempt, okOutcome, result, errJSON, retryAfterMS,
-		o.Duration.Milliseconds(), body, o.MsgID, WakeChannel, queue.StepResultsQueue).Scan(&recorded, &sent, &woke)
-	if err != nil {
-		return true, fmt.Errorf("recording outcome of step %s: %w", o.StepUUID, translate(err))
-	}
-	if recorded == 0 {
-		return true, ErrStale
-	}
-	return true, nil
+// outcomeCall is one outcome to record in a batch, encoded.
+type outcomeCall struct {
+	o            Outcome
+	ok           bool
+	result       []byte
+	errJSON      []byte
+	retryAfterMS *int64
+	body         []byte
 }
 
-// sqlResultRead reads, without locking, what applying a result decides on:
-// the task's state and correlation, the step, and the step's children.
+// recordOutcomes records a batch of outcomes: one statement per namespace,
+// all in one implicit transaction. A stale outcome is answered ErrStale and
+// changes nothing.
+func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) []answer[struct{}] {
+	answers := make([]answer[struct{}], len(calls))
+	index := make(map[uuid.UUID]int, len(calls))
+	byNamespace := map[string][]int{}
+	for i, c := range calls {
+		index[c.o.StepUUID] = i
+		answers[i].err = ErrStale
+		byNamespace[c.o.Namespace] = append(byNamespace[c.o.Namespace], i)
+	}
+	b := &pgx.Batch{}
+	for ns, is := range byNamespace {
+		sql, err := withQueues(sqlRecordOutcomes, queue.StepResultsQueue, queue.NamespaceQueue(ns))
+		if err != nil {
+			return failAll[struct{}](len(calls), err)
+		}
+		n := len(is)
+		var (
+			steps      = make([][16]byte, n)
+			attempts   = make([]int32, n)
+			oks        = make([]bool, n)
+			results    = make([][]byte, n)
+			errs       = make([][]byte, n)
+			retryAfter = make([]*int64, n)
+			durations  = make([]int64, n)
+			bodies     = make([][]byte, n)
+			msgIDs     = make([]int64, n)
+		)
+		for j, i := range is {
+			c := calls[i]
+			steps[j], attempts[j], oks[j], results[j], errs[j] = c.o.StepUUID, int32(c.o.Attempt), c.ok, c.result, c.errJSON
+			retryAfter[j], durations[j], bodies[j], msgIDs[j] = c.retryAfterMS, c.o.Duration.Milliseconds(), c.body, c.o.MsgID
+		}
+		b.Queue(sql, steps, attempts, oks, results, errs, retryAfter, durations, bodies, msgIDs,
+			WakeChannel, queue.StepResultsQueue).Query(func(rows pgx.Rows) error {
+			var step uuid.UUID
+			_, err := pgx.ForEachRow(rows, []any{scanUUID(&step)}, func() error {
+				answers[index[step]].err = nil
+				return nil
+			})
+			return err
+		})
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return failAll[struct{}](len(calls), fmt.Errorf("recording outcomes: %w", translate(err)))
+	}
+	return answers
+}
+
+// sqlResultRead reads, without locking, what applying results decides on:
+// for each (step $1[i], task $2[i]), the task's state and correlation, the
+// step, and the step's children.
 const sqlResultRead = `
-	SELECT t.state, t.correlation_id, s.name, s.namespace, s.state, s.attempts, s.attempts_base,
+	SELECT s.step_uuid, t.state, t.correlation_id, s.name, s.namespace, s.state, s.attempts, s.attempts_base,
 		s.max_attempts, s.retryable, s.outcome_attempt, s.outcome_ok, s.error, s.retry_after_ms,
 		s.backoff_base_ms, s.backoff_max_ms,
 		ARRAY(SELECT e.to_step FROM tasker.step_edges e WHERE e.from_step = s.step_uuid)
-	FROM tasker.steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
-	WHERE s.step_uuid = $1 AND s.task_uuid = $2`
+	FROM unnest($1::uuid[], $2::uuid[]) AS r(step_uuid, task_uuid)
+		JOIN tasker.steps s ON s.step_uuid = r.step_uuid AND s.task_uuid = r.task_uuid
+		JOIN tasker.tasks t ON t.task_uuid = s.task_uuid`
 
-const sqlLockTask = `SELECT FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE`
+// sqlLockTasks locks tasks in the order of their ids, the order every
+// batch takes them in, so two batches never wait on each other in a cycle.
+const sqlLockTasks = `SELECT FROM tasker.tasks WHERE task_uuid = ANY($1::uuid[]) ORDER BY task_uuid FOR UPDATE`
 
 // sqlApplyResult applies a decided outcome: the step's compare-and-set (the
 // state, attempt and outcome read before, its task still in progress) and,
@@ -343,79 +404,171 @@ var enqueueTo = func() workflow.StepState {
 	return to
 }()
 
-// applyResultFast applies a result in two round trips: an unlocked read of
-// what the decision needs, then, in one implicit transaction, the task lock,
-// the compare-and-set of the step with everything that follows from it, and
-// finalization. ok is false when the fast path does not apply — the result
-// is to be ignored, a compare-and-set lost a race, or the queues are the real
-// pgmq's — and the caller then applies the result the statement-by-statement
-// way, which also acknowledges what is to be ignored.
-func (s *Store) applyResultFast(ctx context.Context, msg queue.Message, res queue.StepResult) (ResultOutcome, bool, error) {
-	out := ResultOutcome{TaskUUID: res.TaskUUID, StepUUID: res.StepUUID}
-	if direct, err := s.queue.Direct(ctx); err != nil || !direct {
-		return out, false, err
+// resultCall is one result to apply in a batch.
+type resultCall struct {
+	msg queue.Message
+	res queue.StepResult
+}
+
+// resultAnswer is a batch's answer for one result. fast is false when the
+// batch did not apply it — the result is to be ignored, a compare-and-set
+// lost a race, the batch failed — and the caller then applies it the
+// statement-by-statement way, which also acknowledges what is to be ignored.
+type resultAnswer struct {
+	out  ResultOutcome
+	fast bool
+}
+
+// resultPlan is what applying one result of a batch decided.
+type resultPlan struct {
+	i         int
+	st        stepRow
+	d         resultDecision
+	namespace string
+	children  [][16]byte
+	childMsgs [][]byte
+	retryMsg  []byte
+
+	moved, enqueued, sent, woke, acked int64
+	finalState                         workflow.TaskState
+}
+
+// applyResults applies results of different tasks in two round trips: an
+// unlocked read of what the decisions need, then, in one implicit
+// transaction, the tasks' locks and, for each result, the compare-and-set
+// of the step with everything that follows from it and the task's
+// finalization. A result whose compare-and-set fails changes nothing and is
+// not acknowledged (its statement's writes all hang on the step's move); the
+// others commit.
+func (s *Store) applyResults(ctx context.Context, calls []resultCall) []answer[resultAnswer] {
+	answers := make([]answer[resultAnswer], len(calls))
+	steps, tasks := make([][16]byte, len(calls)), make([][16]byte, len(calls))
+	index := make(map[uuid.UUID]int, len(calls))
+	for i, c := range calls {
+		answers[i].res.out = ResultOutcome{TaskUUID: c.res.TaskUUID, StepUUID: c.res.StepUUID}
+		steps[i], tasks[i] = c.res.StepUUID, c.res.TaskUUID
+		index[c.res.StepUUID] = i
 	}
-	var (
-		st          stepRow
-		taskState   string
-		stepState   string
-		correlation uuid.UUID
-		children    [][16]byte
-	)
-	err := s.pool.QueryRow(ctx, sqlResultRead, pgUUID(res.StepUUID), pgUUID(res.TaskUUID)).Scan(&taskState, scanUUID(&correlation),
-		&st.Name, &st.Namespace, &stepState, &st.Attempts, &st.AttemptsBase, &st.MaxAttempts, &st.Retryable,
-		&st.OutcomeAttempt, &st.OutcomeOK, &st.Error, &st.RetryAfterMS, &st.BackoffBaseMS, &st.BackoffMaxMS, &children)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return out, false, nil
-	}
+	rows, err := s.pool.Query(ctx, sqlResultRead, steps, tasks)
 	if err != nil {
-		return out, false, fmt.Errorf("reading step %s: %w", res.StepUUID, err)
+		return failAll[resultAnswer](len(calls), fmt.Errorf("reading steps: %w", translate(err)))
 	}
-	st.State = workflow.StepState(stepState)
-	if workflow.TaskState(taskState) != workflow.TaskStateInProgress || st.State != workflow.StepStateInProgress ||
-		st.Attempts != res.Attempt || st.OutcomeAttempt == nil || *st.OutcomeAttempt != res.Attempt {
-		return out, false, nil
+	var plans []*resultPlan
+	for rows.Next() {
+		var (
+			step        uuid.UUID
+			taskState   string
+			stepState   string
+			correlation uuid.UUID
+			p           resultPlan
+		)
+		if err := rows.Scan(scanUUID(&step), &taskState, scanUUID(&correlation), &p.st.Name, &p.st.Namespace, &stepState,
+			&p.st.Attempts, &p.st.AttemptsBase, &p.st.MaxAttempts, &p.st.Retryable, &p.st.OutcomeAttempt, &p.st.OutcomeOK,
+			&p.st.Error, &p.st.RetryAfterMS, &p.st.BackoffBaseMS, &p.st.BackoffMaxMS, &p.children); err != nil {
+			rows.Close()
+			return failAll[resultAnswer](len(calls), fmt.Errorf("reading steps: %w", translate(err)))
+		}
+		p.i = index[step]
+		res := calls[p.i].res
+		p.st.State = workflow.StepState(stepState)
+		if workflow.TaskState(taskState) != workflow.TaskStateInProgress || p.st.State != workflow.StepStateInProgress ||
+			p.st.Attempts != res.Attempt || p.st.OutcomeAttempt == nil || *p.st.OutcomeAttempt != res.Attempt {
+			continue // the careful path decides what to ignore
+		}
+		if p.d, err = s.decide(p.st); err != nil {
+			answers[p.i].err = err
+			continue
+		}
+		if err := p.messages(res, correlation); err != nil {
+			answers[p.i].err = err
+			continue
+		}
+		plans = append(plans, &p)
 	}
-	d, err := s.decide(st)
-	if err != nil {
-		return out, false, err
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return failAll[resultAnswer](len(calls), fmt.Errorf("reading steps: %w", translate(err)))
+	}
+	if len(plans) == 0 {
+		return answers
 	}
 
-	nsQueue := queue.NamespaceQueue(st.Namespace)
-	sql, err := withQueues(sqlApplyResult, nsQueue, queue.StepResultsQueue)
-	if err != nil {
-		return out, true, err
+	locked := make([][16]byte, len(plans))
+	for i, p := range plans {
+		locked[i] = calls[p.i].res.TaskUUID
 	}
-	complete := d.to == workflow.StepStateComplete
-	retry := d.to == workflow.StepStateWaitingForRetry
-	var childMsgs [][]byte
-	if complete {
-		childMsgs = make([][]byte, len(children))
-		for i, c := range children {
-			if childMsgs[i], err = (queue.StepMessage{TaskUUID: res.TaskUUID, StepUUID: uuid.UUID(c), CorrelationID: correlation}).Encode(); err != nil {
-				return out, true, fmt.Errorf("encoding step message: %w", err)
+	b := &pgx.Batch{}
+	b.Queue(sqlLockTasks, locked)
+	for _, p := range plans {
+		if err := s.queueApply(b, p, calls[p.i]); err != nil {
+			answers[p.i].err = err
+			return answers
+		}
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		// Nothing committed. Each result goes the careful way, alone, so
+		// that one bad result does not hold up the others.
+		s.log.Debug("applying a batch of results failed; applying them one by one", "results", len(plans), "error", err)
+		return answers
+	}
+	for _, p := range plans {
+		if p.moved == 0 {
+			continue // lost a race since the read: the careful path decides again
+		}
+		a := &answers[p.i].res
+		a.fast = true
+		a.out.Namespace = p.st.Namespace
+		a.out.StepState = p.d.to
+		a.out.TaskState = p.finalState
+		a.out.Enqueued = int(p.enqueued)
+		if p.d.retryAt != nil {
+			a.out.RetryAt = *p.d.retryAt
+		}
+	}
+	return answers
+}
+
+// messages encodes the step messages the decision sends: the children's on
+// success (those that turn out ready are sent), the step's own on a retry.
+func (p *resultPlan) messages(res queue.StepResult, correlation uuid.UUID) error {
+	var err error
+	switch p.d.to {
+	case workflow.StepStateComplete:
+		p.childMsgs = make([][]byte, len(p.children))
+		for i, c := range p.children {
+			if p.childMsgs[i], err = (queue.StepMessage{TaskUUID: res.TaskUUID, StepUUID: uuid.UUID(c), CorrelationID: correlation}).Encode(); err != nil {
+				return fmt.Errorf("encoding step message: %w", err)
 			}
 		}
-	} else {
-		children = nil
-	}
-	var retryMsg []byte
-	if retry {
-		if retryMsg, err = (queue.StepMessage{TaskUUID: res.TaskUUID, StepUUID: res.StepUUID, CorrelationID: correlation}).Encode(); err != nil {
-			return out, true, fmt.Errorf("encoding step message: %w", err)
+	case workflow.StepStateWaitingForRetry:
+		p.children = nil
+		if p.retryMsg, err = (queue.StepMessage{TaskUUID: res.TaskUUID, StepUUID: res.StepUUID, CorrelationID: correlation}).Encode(); err != nil {
+			return fmt.Errorf("encoding step message: %w", err)
 		}
+	default:
+		p.children = nil
 	}
+	return nil
+}
 
-	var moved, enqueued, sent, woke, acked int64
-	finalState := workflow.TaskStateInProgress
-	b := &pgx.Batch{}
-	b.Queue(sqlLockTask, pgUUID(res.TaskUUID))
-	b.Queue(sql, pgUUID(res.StepUUID), string(st.State), string(d.to), d.retryAt, d.to.Terminal(), res.Attempt,
-		pgUUID(res.TaskUUID), string(workflow.TaskStateInProgress), d.reason, s.nodeID,
-		string(workflow.StepStatePending), string(enqueueTo), complete, fmt.Sprintf("parent %s complete", st.Name),
-		children, childMsgs, d.delay.Microseconds(), retryMsg, retry,
-		WakeChannel, nsQueue, msg.ID).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&moved, &enqueued, &sent, &woke, &acked)
+// queueApply adds one result's statements to b: the apply and, unless the
+// step waits for a retry, the task's finalization.
+func (s *Store) queueApply(b *pgx.Batch, p *resultPlan, c resultCall) error {
+	nsQueue := queue.NamespaceQueue(p.st.Namespace)
+	sql, err := withQueues(sqlApplyResult, nsQueue, queue.StepResultsQueue)
+	if err != nil {
+		return err
+	}
+	res := c.res
+	complete := p.d.to == workflow.StepStateComplete
+	retry := p.d.to == workflow.StepStateWaitingForRetry
+	p.finalState = workflow.TaskStateInProgress
+	b.Queue(sql, pgUUID(res.StepUUID), string(p.st.State), string(p.d.to), p.d.retryAt, p.d.to.Terminal(), res.Attempt,
+		pgUUID(res.TaskUUID), string(workflow.TaskStateInProgress), p.d.reason, s.nodeID,
+		string(workflow.StepStatePending), string(enqueueTo), complete, "parent "+p.st.Name+" complete",
+		p.children, p.childMsgs, p.d.delay.Microseconds(), p.retryMsg, retry,
+		WakeChannel, nsQueue, c.msg.ID).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&p.moved, &p.enqueued, &p.sent, &p.woke, &p.acked)
 	})
 	if !retry {
 		b.Queue(sqlFinalize, pgUUID(res.TaskUUID), string(workflow.TaskStateInProgress), string(taskCompleteTo), string(taskFailTo),
@@ -425,25 +578,11 @@ func (s *Store) applyResultFast(ctx context.Context, msg queue.Message, res queu
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
 			}
-			finalState = workflow.TaskState(state)
+			p.finalState = workflow.TaskState(state)
 			return err
 		})
 	}
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return out, true, fmt.Errorf("applying result of step %s: %w", res.StepUUID, translate(err))
-	}
-	if moved == 0 {
-		// Lost a race since the read: the careful path decides again.
-		return out, false, nil
-	}
-	out.Namespace = st.Namespace
-	out.StepState = d.to
-	out.TaskState = finalState
-	out.Enqueued = int(enqueued)
-	if d.retryAt != nil {
-		out.RetryAt = *d.retryAt
-	}
-	return out, true, nil
+	return nil
 }
 
 // A task's creation in one implicit transaction: the task row first, then

@@ -78,8 +78,10 @@ type storedError struct {
 }
 
 // StepRecordOutcome writes a worker's outcome on the step, sends the result
-// message and deletes the step message, in one transaction. It returns
-// ErrStale (and changes nothing) when the attempt is no longer current.
+// message and deletes the step message, in one transaction (shared, on
+// Tasker's own queues, with the outcomes recorded at the same moment). It
+// returns ErrStale (and changes nothing) when the attempt is no longer
+// current.
 func (s *Store) StepRecordOutcome(ctx context.Context, o Outcome) error {
 	ok := o.Err == nil
 	var (
@@ -110,8 +112,15 @@ func (s *Store) StepRecordOutcome(ctx context.Context, o Outcome) error {
 	if err != nil {
 		return fmt.Errorf("encoding step result: %w", err)
 	}
-	if fast, err := s.recordOutcomeFast(ctx, o, ok, result, errJSON, body, retryAfterMS); fast || err != nil {
-		return err
+	if !o.Archive {
+		direct, err := s.queue.Direct(ctx)
+		if err != nil {
+			return err
+		}
+		if direct {
+			_, err := s.outcomes.do(ctx, outcomeCall{o: o, ok: ok, result: result, errJSON: errJSON, retryAfterMS: retryAfterMS, body: body})
+			return err
+		}
 	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
@@ -181,8 +190,13 @@ func (s *Store) ApplyResult(ctx context.Context, msg queue.Message) (ResultOutco
 		}
 		return out, nil
 	}
-	if out, fast, err := s.applyResultFast(ctx, msg, res); fast || err != nil {
-		return out, err
+	if direct, err := s.queue.Direct(ctx); err != nil {
+		return ResultOutcome{TaskUUID: res.TaskUUID, StepUUID: res.StepUUID}, err
+	} else if direct {
+		a, err := s.results.do(ctx, resultCall{msg: msg, res: res})
+		if err != nil || a.fast {
+			return a.out, err
+		}
 	}
 	var out ResultOutcome
 	err = s.inTx(ctx, func(tx pgx.Tx) error {

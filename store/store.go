@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -45,6 +46,12 @@ type Store struct {
 	log       *slog.Logger
 	now       func() time.Time
 	templates *templateCache
+
+	// Concurrent calls of the hot operations are grouped into batches
+	// (see batcher).
+	starts   *batcher[uuid.UUID, StepWork]
+	outcomes *batcher[outcomeCall, struct{}]
+	results  *batcher[resultCall, resultAnswer]
 }
 
 // New returns a Store on pool. The schema must have been migrated and the
@@ -72,6 +79,9 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 		templates: newTemplateCache(),
 	}
 	st.backoff.Store(&opts.Backoff)
+	st.starts = newBatcher(func(step uuid.UUID) any { return step }, st.startSteps)
+	st.outcomes = newBatcher(func(c outcomeCall) any { return c.o.StepUUID }, st.recordOutcomes)
+	st.results = newBatcher(func(c resultCall) any { return c.res.TaskUUID }, st.applyResults)
 	return st
 }
 

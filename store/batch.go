@@ -1,0 +1,205 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// batcher groups concurrent calls of one operation into one round trip and
+// one commit (group commit). A call that arrives while no flush runs is
+// flushed at once, alone, so an idle node waits for nothing; calls that
+// arrive during a flush wait for it to end and go together in the next one,
+// up to max per flush. Under load, then, the batches grow by themselves to
+// what the database's latency lets accumulate.
+//
+// A batch never holds two calls with the same key (one step, one task): the
+// second waits for the following flush, so it sees what the first did.
+//
+// A caller whose context ends stops waiting at once; the flush it belongs
+// to goes on for the others, and is cancelled only when every caller in it
+// has gone (or at the latest of their deadlines). Like a statement cancelled
+// after it committed, what it did then stands: the compare-and-sets make a
+// redelivery of the message safe.
+type batcher[Req, Res any] struct {
+	max   int
+	key   func(Req) any
+	flush func(ctx context.Context, reqs []Req) []answer[Res]
+
+	mu      sync.Mutex
+	pending []*batchCall[Req, Res]
+	running bool
+}
+
+// answer is one call's share of a flush.
+type answer[Res any] struct {
+	res Res
+	err error
+}
+
+type batchCall[Req, Res any] struct {
+	ctx  context.Context
+	req  Req
+	done chan answer[Res]
+}
+
+// batchMax bounds one flush: large enough that a backlog drains in few
+// round trips, small enough that one statement's arrays stay cheap.
+const batchMax = 64
+
+// newBatcher returns a batcher whose flush answers every request, in order.
+// key names what two requests of one batch must not share; nil means
+// nothing.
+func newBatcher[Req, Res any](key func(Req) any, flush func(ctx context.Context, reqs []Req) []answer[Res]) *batcher[Req, Res] {
+	return &batcher[Req, Res]{max: batchMax, key: key, flush: flush}
+}
+
+// do runs req in the next flush and returns its answer.
+func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
+	if err := ctx.Err(); err != nil {
+		var zero Res
+		return zero, err
+	}
+	c := &batchCall[Req, Res]{ctx: ctx, req: req, done: make(chan answer[Res], 1)}
+	b.mu.Lock()
+	b.pending = append(b.pending, c)
+	if !b.running {
+		b.running = true
+		go b.loop()
+	}
+	b.mu.Unlock()
+	select {
+	case a := <-c.done:
+		return a.res, a.err
+	case <-ctx.Done():
+		var zero Res
+		return zero, ctx.Err()
+	}
+}
+
+// loop flushes until nothing is pending.
+func (b *batcher[Req, Res]) loop() {
+	for {
+		b.mu.Lock()
+		batch := b.take()
+		if len(batch) == 0 {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.run(batch)
+	}
+}
+
+// take removes the next batch from pending: up to max calls, in arrival
+// order, without two of one key, without the calls whose callers are gone.
+// b.mu is held.
+func (b *batcher[Req, Res]) take() []*batchCall[Req, Res] {
+	var (
+		batch []*batchCall[Req, Res]
+		keys  map[any]bool
+		rest  = b.pending[:0]
+	)
+	for _, c := range b.pending {
+		if c.ctx.Err() != nil {
+			continue
+		}
+		if len(batch) == b.max {
+			rest = append(rest, c)
+			continue
+		}
+		if b.key != nil {
+			k := b.key(c.req)
+			if keys[k] {
+				rest = append(rest, c)
+				continue
+			}
+			if keys == nil {
+				keys = map[any]bool{}
+			}
+			keys[k] = true
+		}
+		batch = append(batch, c)
+	}
+	clear(b.pending[len(rest):])
+	b.pending = rest
+	return batch
+}
+
+// run flushes one batch and hands out the answers.
+func (b *batcher[Req, Res]) run(batch []*batchCall[Req, Res]) {
+	ctx, cancel := b.context(batch)
+	defer cancel()
+	reqs := make([]Req, len(batch))
+	for i, c := range batch {
+		reqs[i] = c.req
+	}
+	answers := b.safeFlush(ctx, reqs)
+	for i, c := range batch {
+		c.done <- answers[i]
+	}
+}
+
+// context is the flush's context: it ends when every caller's has ended,
+// and at the latest of their deadlines.
+func (b *batcher[Req, Res]) context(batch []*batchCall[Req, Res]) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		latest   time.Time
+		deadline = true
+		live     atomic.Int64
+	)
+	live.Store(int64(len(batch)))
+	stops := make([]func() bool, len(batch))
+	for i, c := range batch {
+		d, ok := c.ctx.Deadline()
+		if !ok {
+			deadline = false
+		} else if d.After(latest) {
+			latest = d
+		}
+		stops[i] = context.AfterFunc(c.ctx, func() {
+			if live.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	release := func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+	if deadline {
+		dctx, dcancel := context.WithDeadline(ctx, latest)
+		return dctx, func() { dcancel(); release() }
+	}
+	return ctx, release
+}
+
+// safeFlush turns a panic of the flush into an error for every call, and a
+// flush that answers the wrong number of calls into one.
+func (b *batcher[Req, Res]) safeFlush(ctx context.Context, reqs []Req) (answers []answer[Res]) {
+	defer func() {
+		if r := recover(); r != nil {
+			answers = failAll[Res](len(reqs), fmt.Errorf("store: batch of %d panicked: %v", len(reqs), r))
+		}
+	}()
+	answers = b.flush(ctx, reqs)
+	if len(answers) != len(reqs) {
+		return failAll[Res](len(reqs), fmt.Errorf("store: batch of %d answered %d", len(reqs), len(answers)))
+	}
+	return answers
+}
+
+// failAll answers n calls with err.
+func failAll[Res any](n int, err error) []answer[Res] {
+	out := make([]answer[Res], n)
+	for i := range out {
+		out[i].err = err
+	}
+	return out
+}

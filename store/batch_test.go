@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// gate is a flush that records its batches and blocks on release.
+type gate struct {
+	mu      sync.Mutex
+	batches [][]int
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newGate() *gate {
+	return &gate{entered: make(chan struct{}, 100), release: make(chan struct{})}
+}
+
+func (g *gate) flush(ctx context.Context, reqs []int) []answer[int] {
+	g.mu.Lock()
+	g.batches = append(g.batches, append([]int(nil), reqs...))
+	g.mu.Unlock()
+	g.entered <- struct{}{}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return failAll[int](len(reqs), ctx.Err())
+	}
+	out := make([]answer[int], len(reqs))
+	for i, r := range reqs {
+		out[i].res = r * 10
+	}
+	return out
+}
+
+// TestBatcherGroupsWhileAFlushRuns: the first call flushes alone at once;
+// calls arriving meanwhile go together in the next flush, except a second
+// call of a key already in it, which waits for the one after.
+func TestBatcherGroupsWhileAFlushRuns(t *testing.T) {
+	g := newGate()
+	b := newBatcher(func(r int) any { return r % 100 }, g.flush)
+	ctx := context.Background()
+
+	var wg sync.WaitGroup
+	got := make([]int, 6)
+	call := func(i, req int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := b.do(ctx, req)
+			assert.NoError(t, err)
+			got[i] = res
+		}()
+	}
+	call(0, 1)
+	<-g.entered // the first flush holds call 1 alone
+	call(1, 2)
+	call(2, 3)
+	call(3, 4)
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.pending) == 3
+	}, 5*time.Second, time.Millisecond)
+	call(4, 102) // same key as 2
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.pending) == 4
+	}, 5*time.Second, time.Millisecond)
+	close(g.release)
+	wg.Wait()
+
+	assert.Equal(t, []int{10, 20, 30, 40, 1020, 0}, got)
+	require.Len(t, g.batches, 3)
+	assert.Equal(t, []int{1}, g.batches[0])
+	assert.ElementsMatch(t, []int{2, 3, 4}, g.batches[1])
+	assert.Equal(t, []int{102}, g.batches[2])
+}
+
+// TestBatcherCallerGoesAway: a caller whose context ends returns at once;
+// the flush is cancelled when every caller in it is gone.
+func TestBatcherCallerGoesAway(t *testing.T) {
+	g := newGate()
+	b := newBatcher(nil, g.flush)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.do(ctx, 1)
+		done <- err
+	}()
+	<-g.entered
+	cancel()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the caller did not return when its context ended")
+	}
+	// The flush saw its context end (it returns without release) and the
+	// batcher is free for the next call.
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return !b.running
+	}, 5*time.Second, time.Millisecond)
+
+	close(g.release)
+	res, err := b.do(context.Background(), 2)
+	require.NoError(t, err)
+	assert.Equal(t, 20, res)
+}
+
+// TestBatcherPanic: a panicking flush answers every call with an error and
+// the batcher keeps working.
+func TestBatcherPanic(t *testing.T) {
+	n := 0
+	b := newBatcher(nil, func(ctx context.Context, reqs []int) []answer[int] {
+		n++
+		if n == 1 {
+			panic("boom")
+		}
+		return make([]answer[int], len(reqs))
+	})
+	_, err := b.do(context.Background(), 1)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "panicked: boom")
+	_, err = b.do(context.Background(), 2)
+	require.NoError(t, err)
+
+	short := newBatcher(nil, func(ctx context.Context, reqs []int) []answer[int] { return nil })
+	_, err = short.do(context.Background(), 1)
+	require.Error(t, err)
+	assert.False(t, errors.Is(err, context.Canceled))
+}
