@@ -3,14 +3,15 @@
 // or on the embedded PostgreSQL when none is configured, feeds it tasks of
 // its own templates (namespace "bench") through the task request queue, and
 // reports throughput, latency percentiles, PostgreSQL commits per step and
-// the node's CPU time and peak memory.
+// the node's CPU time, allocations and peak memory.
 //
 // Two modes: burn-down inserts every task request first (pgmq.send_batch,
 // before the node starts), then starts the node and runs until all are
 // finished; steady submits at a fixed rate for a fixed duration and then
 // waits for the last task. Only the tasks of this run count: they are found
 // by the request ids the run created, so the namespace may hold earlier runs
-// (which are deleted afterwards unless Keep is set).
+// (which are deleted afterwards unless Keep is set). History fills the
+// tables with finished tasks first, which the run does not count either.
 package bench
 
 import (
@@ -77,8 +78,15 @@ type Options struct {
 	// Timeout bounds the node's run, from its start to the last task.
 	// Defaults to 30m.
 	Timeout time.Duration
-	// Keep leaves the run's tasks in the database; by default they are
-	// deleted after the report. Defaults to false.
+	// History, before the run, writes finished tasks (the rows a node
+	// leaves for a completed linear task) until the bench namespace holds at
+	// least History finished tasks, to measure the node on tables that have
+	// been in use. The run does not count them; they are deleted after the
+	// report unless Keep. Defaults to 0.
+	History int
+	// Keep leaves the run's tasks, and the history it wrote, in the
+	// database; by default they are deleted after the report. Defaults to
+	// false.
 	Keep bool
 	// CPUProfile, when set, receives a CPU profile of the process (which
 	// hosts the node) while the node runs. Defaults to "".
@@ -111,7 +119,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.BaselineClients, "baseline-clients", BaselineClientsDefault, "baseline: concurrent clients")
 	fs.DurationVar(&o.BaselineDuration, "baseline-duration", BaselineDurationDefault, "baseline: how long to measure")
 	fs.DurationVar(&o.Timeout, "timeout", TimeoutDefault, "give up when the run takes longer")
-	fs.BoolVar(&o.Keep, "keep", false, "keep the run's tasks in the database (default: delete them after the report)")
+	fs.IntVar(&o.History, "history", 0, "first fill the tables with finished tasks until the bench namespace holds this many (not counted; deleted afterwards unless --keep)")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the run's tasks and history in the database (default: delete them after the report)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the node to this file")
 	fs.BoolVar(&o.Verbose, "verbose", false, "log the node at the configured level (default: warnings only)")
 }
@@ -145,6 +154,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: --rate must be positive", ErrInvalid)
 	case o.Duration < 0:
 		return fmt.Errorf("%w: --duration must be positive", ErrInvalid)
+	case o.History < 0:
+		return fmt.Errorf("%w: --history must not be negative", ErrInvalid)
 	case o.Workers < 0:
 		return fmt.Errorf("%w: --workers must not be negative", ErrInvalid)
 	case o.HandlerDuration < 0:
@@ -215,7 +226,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 		rep.Baseline = &b
 	}
 
-	run := newRun(db, o)
+	run, err := newRun(db, o)
+	if err != nil {
+		return nil, err
+	}
 	defer run.cleanup()
 	if err := run.prepare(ctx); err != nil {
 		return nil, err

@@ -204,3 +204,95 @@ func TestStoppedRunLeavesNothingBehind(t *testing.T) {
 		require.Zero(t, n, "%s\nlog:\n%s", sql, logs)
 	}
 }
+
+func TestHistory(t *testing.T) {
+	t.Parallel()
+	cfg := benchConfig(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, cfg.Database.URL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	count := func(sql string) int64 {
+		t.Helper()
+		var n int64
+		require.NoError(t, pool.QueryRow(ctx, sql).Scan(&n), sql)
+		return n
+	}
+	const history = `requested_by = '` + bench.HistoryRequestedBy + `'`
+	// rows counts the rows of every table that hold the tasks of cond.
+	rows := func(cond string) [5]int64 {
+		t.Helper()
+		tasks := `(SELECT task_uuid FROM tasker.tasks WHERE ` + cond + `)`
+		return [5]int64{
+			count(`SELECT count(*) FROM tasker.tasks WHERE ` + cond),
+			count(`SELECT count(*) FROM tasker.steps WHERE task_uuid IN ` + tasks),
+			count(`SELECT count(*) FROM tasker.step_edges WHERE task_uuid IN ` + tasks),
+			count(`SELECT count(*) FROM tasker.task_transitions WHERE task_uuid IN ` + tasks),
+			count(`SELECT count(*) FROM tasker.step_transitions WHERE task_uuid IN ` + tasks),
+		}
+	}
+	// Per linear task: 1 task, 4 steps, 3 edges, 3 task and 16 step
+	// transitions.
+	linear := func(n int64) [5]int64 { return [5]int64{n, 4 * n, 3 * n, 3 * n, 16 * n} }
+
+	// The history is written before the run, which counts only its own
+	// tasks; kept, it stays.
+	first := run(t, cfg, bench.Options{Mode: bench.ModeBurnDown, Tasks: 10, Workers: 2, History: 50, Keep: true})
+	requireSane(t, first, 10)
+	require.Equal(t, int64(50), first.HistoryTasks)
+	require.Equal(t, linear(50), rows(history))
+	require.Equal(t, linear(10), rows(`requested_by = 'tasker-bench'`))
+	require.Zero(t, count(`SELECT count(*) FROM tasker.tasks WHERE `+history+
+		` AND (state <> 'complete' OR finished_at IS NULL OR updated_at <> finished_at OR namespace <> 'bench' OR name <> 'linear')`))
+	var text bytes.Buffer
+	require.NoError(t, first.WriteText(&text))
+	require.Contains(t, text.String(), "50 finished tasks in the tables")
+	require.Contains(t, text.String(), "allocations")
+	require.Positive(t, first.AllocsPerStep)
+	require.Positive(t, first.AllocBytesPerStep)
+
+	// A history task has the rows of a task the node ran: the same steps,
+	// edges and transitions, in the same order, in time order.
+	shape := func(cond string) []string {
+		t.Helper()
+		task := `(SELECT task_uuid FROM tasker.tasks WHERE ` + cond + ` ORDER BY created_at LIMIT 1)`
+		return append(append(append(testsupport.TextRows(t, pool, `
+			SELECT format('step %s %s %s %s attempts=%s base=%s max=%s %s %s/%s/%s waiting=%s outcome=%s/%s result=%s error=%s retry_after=%s times=%s',
+				position, name, namespace, handler, attempts, attempts_base, max_attempts, retryable, timeout_ms,
+				backoff_base_ms, backoff_max_ms, waiting_parents, outcome_attempt, outcome_ok, result, error, retry_after_ms,
+				enqueued_at <= last_attempted_at AND last_attempted_at <= finished_at AND next_attempt_at IS NULL)
+			FROM tasker.steps WHERE task_uuid = `+task+` ORDER BY position`),
+			testsupport.TextRows(t, pool, `
+			SELECT format('edge %s→%s', f.name, c.name)
+			FROM tasker.step_edges e JOIN tasker.steps f ON f.step_uuid = e.from_step JOIN tasker.steps c ON c.step_uuid = e.to_step
+			WHERE e.task_uuid = `+task+` ORDER BY f.position`)...),
+			testsupport.TextRows(t, pool, `
+			SELECT format('task %s→%s %s in order %s', from_state, to_state, reason,
+				created_at >= lag(created_at, 1, '-infinity') OVER (ORDER BY id))
+			FROM tasker.task_transitions WHERE task_uuid = `+task+` ORDER BY id`)...),
+			testsupport.TextRows(t, pool, `
+			SELECT format('step %s %s→%s %s attempt %s in order %s', s.name, x.from_state, x.to_state, x.reason, x.attempt,
+				x.created_at >= lag(x.created_at, 1, '-infinity') OVER (ORDER BY x.id))
+			FROM tasker.step_transitions x JOIN tasker.steps s USING (step_uuid)
+			WHERE x.task_uuid = `+task+` ORDER BY x.id`)...)
+	}
+	ran := shape(`requested_by = 'tasker-bench'`)
+	require.Len(t, ran, 4+3+3+16)
+	require.Equal(t, ran, shape(history))
+
+	// A second run finds enough finished tasks and writes none; it counts
+	// only its own tasks, and deletes them.
+	second := run(t, cfg, bench.Options{Mode: bench.ModeBurnDown, Tasks: 15, History: 50})
+	requireSane(t, second, 15)
+	require.Equal(t, int64(60), second.HistoryTasks, "the history and the first run's kept tasks")
+	require.Equal(t, linear(50), rows(history))
+	require.Equal(t, linear(10), rows(`requested_by = 'tasker-bench'`))
+
+	// A third writes what is missing and, not kept, deletes it again with
+	// everything it hangs on, leaving the earlier history alone.
+	third := run(t, cfg, bench.Options{Mode: bench.ModeBurnDown, Tasks: 5, History: 100})
+	requireSane(t, third, 5)
+	require.Equal(t, int64(100), third.HistoryTasks)
+	require.Equal(t, linear(50), rows(history))
+	require.Equal(t, linear(60), rows(`true`))
+}

@@ -34,6 +34,11 @@ type Report struct {
 	DatabaseName    string    `json:"database_name"`
 	PostgresVersion string    `json:"postgres_version"`
 	StartedAt       time.Time `json:"started_at"`
+	// HistoryTasks is the number of finished tasks of the bench namespace
+	// in the tables when the run started: the history Options.History
+	// wrote, and earlier runs' tasks that were kept. The run's figures do
+	// not count them.
+	HistoryTasks int64 `json:"history_tasks"`
 	// Complete is false when the run stopped (timeout, interrupt) before
 	// every task finished; the figures then cover what finished.
 	Complete bool `json:"complete"`
@@ -84,6 +89,14 @@ type Report struct {
 	CPUSeconds           float64 `json:"cpu_seconds"`
 	CPUSecondsPer1KSteps float64 `json:"cpu_seconds_per_1k_steps"`
 	PeakRSSBytes         int64   `json:"peak_rss_bytes"`
+	// AllocsPerStep and AllocBytesPerStep are the heap allocations of this
+	// process (runtime.MemStats Mallocs and TotalAlloc deltas) over the
+	// same window as CPUSeconds, divided by StepsComplete. The process hosts
+	// the node, so they include the node's start-up and the bench's own
+	// goroutines: the progress and completion checks and, in a steady run,
+	// the submitter.
+	AllocsPerStep     float64 `json:"allocs_per_step"`
+	AllocBytesPerStep float64 `json:"alloc_bytes_per_step"`
 
 	Baseline *Baseline `json:"baseline,omitempty"`
 	// BaselineRatio is StepsPerSec divided by the baseline's cycles per
@@ -144,6 +157,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func (r *run) collect(ctx context.Context, rep *Report) error {
 	ids := r.t.requestIDs()
 	rep.Workers = r.workers
+	rep.HistoryTasks = r.h.present
 	rep.Complete = !r.timedOut && r.steadyErr == nil
 	rep.TasksSubmitted = int64(len(ids))
 	rep.ElapsedS = r.ended.Sub(r.began).Seconds()
@@ -265,6 +279,10 @@ func (r *run) collect(ctx context.Context, rep *Report) error {
 		rep.CPUSecondsPer1KSteps = rep.CPUSeconds / float64(rep.StepsComplete) * 1000
 	}
 	rep.PeakRSSBytes = peakRSS()
+	if rep.StepsComplete > 0 {
+		rep.AllocsPerStep = float64(r.mallocsEnd-r.mallocsBegan) / float64(rep.StepsComplete)
+		rep.AllocBytesPerStep = float64(r.allocEnd-r.allocBegan) / float64(rep.StepsComplete)
+	}
 	if rep.Baseline != nil && rep.Baseline.CyclesPerSec > 0 {
 		rep.BaselineRatio = rep.StepsPerSec / rep.Baseline.CyclesPerSec
 	}
@@ -300,6 +318,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, ", %s\n", handler)
 	fmt.Fprintf(&b, "database: %s (%s, PostgreSQL %s)\n", rep.DatabaseName, rep.Database, rep.PostgresVersion)
+	if rep.HistoryTasks > 0 {
+		fmt.Fprintf(&b, "history:    %d finished tasks in the tables at the start (not counted below)\n", rep.HistoryTasks)
+	}
 	if !rep.Complete {
 		b.WriteString("INCOMPLETE: the run stopped before every task finished; the figures cover what finished\n")
 	}
@@ -320,6 +341,8 @@ func (rep *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "postgres:   %d commits, %.2f per step\n", rep.Commits, rep.CommitsPerStep)
 	fmt.Fprintf(&b, "node:       %.2f CPU s, %.3f CPU s per 1,000 steps, peak RSS %.1f MiB\n",
 		rep.CPUSeconds, rep.CPUSecondsPer1KSteps, float64(rep.PeakRSSBytes)/(1<<20))
+	fmt.Fprintf(&b, "allocs:     %.0f allocations, %.1f KiB per step (the whole process: node and bench)\n",
+		rep.AllocsPerStep, rep.AllocBytesPerStep/1024)
 	b.WriteString("\nlatency (ms)\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tn\tp50\tp95\tp99\tmax\t")

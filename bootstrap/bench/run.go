@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"runtime"
 	"sync"
 	"time"
 
@@ -29,6 +30,8 @@ type run struct {
 	db *database
 	o  Options
 	t  *tracker
+	// h writes the finished tasks of Options.History, and deletes them.
+	h *history
 
 	node *bootstrap.Node
 
@@ -39,7 +42,11 @@ type run struct {
 	cpuBegan, cpuEnd time.Duration
 	commitsBegan     int64
 	commitsEnd       int64
-	timedOut         bool
+	// The process's allocation counts (runtime.MemStats Mallocs and
+	// TotalAlloc) at the same two moments.
+	mallocsBegan, mallocsEnd uint64
+	allocBegan, allocEnd     uint64
+	timedOut                 bool
 	// workers is the bench namespace's worker count.
 	workers int
 	// steadyBegan and steadyEnded bound the steady submitter; steadyErr is
@@ -48,14 +55,21 @@ type run struct {
 	steadyErr                error
 }
 
-func newRun(db *database, o Options) *run {
-	return &run{db: db, o: o, t: newTracker()}
+func newRun(db *database, o Options) (*run, error) {
+	h, err := newHistory(db, o)
+	if err != nil {
+		return nil, err
+	}
+	return &run{db: db, o: o, t: newTracker(), h: h}, nil
 }
 
-// prepare makes the request queue and, for a burn-down, sends every
-// request before the node starts.
+// prepare makes the request queue, writes the history (Options.History)
+// and, for a burn-down, sends every request before the node starts.
 func (r *run) prepare(ctx context.Context) error {
 	if err := r.db.client.Queue.Create(ctx, queue.TaskRequestsQueue); err != nil {
+		return err
+	}
+	if err := r.h.fill(ctx); err != nil {
 		return err
 	}
 	var left int64
@@ -125,6 +139,7 @@ func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
 		return err
 	}
 	r.workers = cfg.Namespace(Namespace).Workers
+	r.mallocsBegan, r.allocBegan = allocations()
 	r.began, r.cpuBegan = time.Now(), cpuTime()
 	r.node, err = bootstrap.Start(ctx, bootstrap.Options{
 		Config:    cfg,
@@ -153,6 +168,7 @@ func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	waitErr := r.wait(ctx)
 	r.ended, r.cpuEnd = time.Now(), cpuTime()
+	r.mallocsEnd, r.allocEnd = allocations()
 	stopSubmit()
 	wg.Wait()
 	profErr := stopProfile()
@@ -292,21 +308,42 @@ func (r *run) progress(w io.Writer, now time.Time, samples []progressSample) {
 	fmt.Fprintln(w, line)
 }
 
-// cleanup deletes the run's tasks and rejections, and whatever messages of
-// the run are left in the queues (a run that stopped early), unless
-// Options.Keep.
+// allocations reads the process's count of heap objects allocated and of
+// bytes allocated for them, cumulative.
+func allocations() (mallocs, bytes uint64) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs, ms.TotalAlloc
+}
+
+// cleanup deletes the run's tasks and rejections, whatever messages of the
+// run are left in the queues (a run that stopped early) and the history the
+// run wrote, unless Options.Keep.
 func (r *run) cleanup() {
-	ids := r.t.requestIDs()
-	if r.o.Keep || len(ids) == 0 {
+	if r.o.Keep {
 		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := r.deleteTasks(ctx); err != nil {
+		fmt.Fprintf(r.o.LogOutput, "bench: deleting the run's tasks: %v\n", err)
+	}
+	if err := r.h.remove(ctx); err != nil {
+		fmt.Fprintf(r.o.LogOutput, "bench: deleting the history: %v\n", err)
+	}
+}
+
+// deleteTasks deletes the run's tasks, rejections and queue messages.
+func (r *run) deleteTasks(ctx context.Context) error {
+	ids := r.t.requestIDs()
+	if len(ids) == 0 {
+		return nil
 	}
 	texts := make([]string, len(ids))
 	for i, id := range ids {
 		texts[i] = uuid.UUID(id).String()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	err := pgx.BeginFunc(ctx, r.db.pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, r.db.pool, func(tx pgx.Tx) error {
 		requests, err := queue.Table(queue.TaskRequestsQueue)
 		if err != nil {
 			return err
@@ -329,7 +366,4 @@ func (r *run) cleanup() {
 		_, err = tx.Exec(ctx, sqlDeleteRejected, ids)
 		return err
 	})
-	if err != nil {
-		fmt.Fprintf(r.o.LogOutput, "bench: deleting the run's tasks: %v\n", err)
-	}
 }
