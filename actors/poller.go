@@ -58,9 +58,11 @@ func (p *poller) Receive(ctx actor.Context) {
 			return
 		}
 		p.idle[i], p.known[i] = true, true
-		p.poll(ctx)
+		// Read after the messages already in the mailbox: when several
+		// workers come free together, one read serves them all.
+		p.loop.schedule(ctx, 0)
 	case wake:
-		p.poll(ctx)
+		p.loop.schedule(ctx, 0)
 	case pollTick:
 		if p.loop.current(msg) {
 			p.poll(ctx)

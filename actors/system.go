@@ -143,7 +143,7 @@ func Start(settings Settings, deps Deps) (*System, error) {
 		deps.Logger = slog.Default()
 	}
 	if settings.BatchSize <= 0 {
-		settings.BatchSize = 10
+		settings.BatchSize = 50
 	}
 	if settings.Supervision.MaxRestarts <= 0 {
 		settings.Supervision = Intensity{MaxRestarts: 10, Window: time.Minute}

@@ -148,7 +148,7 @@ type Queue struct {
 	// seconds only, because pgmq takes integer seconds. Defaults to 30s (2s in
 	// the test environment).
 	VisibilityTimeout Duration `toml:"visibility_timeout"`
-	// BatchSize is the most messages one read takes. Defaults to 10.
+	// BatchSize is the most messages one read takes. Defaults to 50.
 	BatchSize int `toml:"batch_size"`
 	// MaxDeliveries is how many times a message may be read; a message read
 	// more often is poison and is archived. Defaults to 5.
@@ -342,7 +342,7 @@ func Default(env string) *Config {
 		Queue: Queue{
 			PollInterval:      Duration(100 * time.Millisecond),
 			VisibilityTimeout: Duration(30 * time.Second),
-			BatchSize:         10,
+			BatchSize:         50,
 			MaxDeliveries:     5,
 			MaxRequestBytes:   256 << 10,
 			ListenNotify:      true,

@@ -296,7 +296,7 @@ func TestLoad(t *testing.T) {
 		c, err := Load(LoadOptions{Path: path, Env: EnvProduction, Getenv: envOf(map[string]string{"TASKER_ENV": "test"})})
 		require.NoError(t, err)
 		require.Equal(t, EnvProduction, c.Env)
-		require.Equal(t, 10, c.Queue.BatchSize)
+		require.Equal(t, 50, c.Queue.BatchSize)
 	})
 	t.Run("development when unset", func(t *testing.T) {
 		t.Parallel()

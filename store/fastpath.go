@@ -638,30 +638,103 @@ const (
 		FROM tasker.tasks t WHERE t.request_id = $6`
 )
 
-// acceptFast is AcceptTaskRequest in two round trips: the template's
-// look-up, then the task's creation with the request's deletion. ok is false
-// when the fast path does not apply (the real pgmq).
-func (s *Store) acceptFast(ctx context.Context, msg queue.Message, req queue.TaskRequest) (RequestOutcome, bool, error) {
-	out := RequestOutcome{RequestID: req.RequestID}
-	if direct, err := s.queue.Direct(ctx); err != nil || !direct {
-		return out, false, err
+// acceptCall is one task request to accept in a batch.
+type acceptCall struct {
+	msg queue.Message
+	req queue.TaskRequest
+}
+
+// acceptAnswer is a batch's answer for one request. fast is false when the
+// batch did not create it (the batch failed): the caller then creates the
+// task the statement-by-statement way.
+type acceptAnswer struct {
+	out  RequestOutcome
+	fast bool
+}
+
+// templateKey names a template as a request asks for it.
+type templateKey struct{ namespace, name, version string }
+
+// acceptRequests creates the tasks of a batch of requests: a look-up per
+// distinct template asked for, then every task's creation with its
+// request's deletion in one implicit transaction. A request whose template
+// is refused is answered with the refusal (the caller rejects it); a repeated
+// request creates nothing and is acknowledged.
+func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) []answer[acceptAnswer] {
+	answers := make([]answer[acceptAnswer], len(calls))
+	type resolved struct {
+		tmpl resolvedTemplate
+		err  error
 	}
-	tmpl, err := s.templateResolve(ctx, s.pool, req.Namespace, req.Name, req.Version)
-	if err != nil {
-		return out, true, err
+	templates := map[templateKey]resolved{}
+	type created struct {
+		i    int
+		id   uuid.UUID
+		sent int64
 	}
+	var batched []*created
+	b := &pgx.Batch{}
+	for i, c := range calls {
+		req := c.req
+		a := &answers[i]
+		a.res = acceptAnswer{out: RequestOutcome{RequestID: req.RequestID}, fast: true}
+		key := templateKey{req.Namespace, req.Name, req.Version}
+		r, ok := templates[key]
+		if !ok {
+			r.tmpl, r.err = s.templateResolve(ctx, s.pool, req.Namespace, req.Name, req.Version)
+			templates[key] = r
+		}
+		if r.err != nil {
+			a.err = r.err
+			continue
+		}
+		cr := &created{i: i}
+		var err error
+		if cr.id, err = s.queueCreate(b, c, r.tmpl, &answers[i].res.out, &cr.sent); err != nil {
+			a.err = err
+			continue
+		}
+		batched = append(batched, cr)
+	}
+	if len(batched) == 0 {
+		return answers
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		// Nothing committed: each request goes the careful way, alone.
+		s.log.Debug("creating a batch of tasks failed; creating them one by one", "tasks", len(batched), "error", err)
+		for _, cr := range batched {
+			answers[cr.i].res.fast = false
+		}
+		return answers
+	}
+	for _, cr := range batched {
+		out := &answers[cr.i].res.out
+		if out.TaskUUID == cr.id {
+			out.Created, out.Enqueued = true, int(cr.sent)
+		}
+	}
+	return answers
+}
+
+// queueCreate adds one task's creation to b: the task row first, then every
+// other row only if that row is the one this batch inserted, the roots'
+// messages, and the request's deletion. The task of the request (this one,
+// or the one an earlier request with its id created) is scanned into
+// out.TaskUUID, the roots sent into sent. It returns the new task's id.
+func (s *Store) queueCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, out *RequestOutcome, sent *int64) (uuid.UUID, error) {
+	req := c.req
 	p, err := planTask(req, tmpl)
 	if err != nil {
-		return out, true, err
+		return uuid.Nil, err
 	}
 	roots, err := withQueues(sqlTaskRoots, queue.NamespaceQueue(req.Namespace), queue.TaskRequestsQueue)
 	if err != nil {
-		return out, true, err
+		return uuid.Nil, err
 	}
 	rootMsgs := make([][]byte, len(p.ready))
 	for i, r := range p.ready {
 		if rootMsgs[i], err = (queue.StepMessage{TaskUUID: r.Task, StepUUID: r.Step, CorrelationID: r.CorrelationID}).Encode(); err != nil {
-			return out, true, fmt.Errorf("encoding step message: %w", err)
+			return uuid.Nil, fmt.Errorf("encoding step message: %w", err)
 		}
 	}
 	n := len(p.moves)
@@ -671,7 +744,6 @@ func (s *Store) acceptFast(ctx context.Context, msg queue.Message, req queue.Tas
 		moveSteps[i], moveTasks[i], froms[i], tos[i], reasons[i], attempts[i] = m.Step, m.Task, string(m.From), string(m.To), m.Reason, int32(m.Attempt)
 	}
 
-	b := &pgx.Batch{}
 	id := pgUUID(p.id)
 	b.Queue(sqlTaskInsert, id, pgUUID(req.RequestID), pgUUID(p.correlation), tmpl.ID, req.Namespace, req.Name, tmpl.Version,
 		string(p.started), p.context, req.Priority, req.RequestedBy)
@@ -682,14 +754,8 @@ func (s *Store) acceptFast(ctx context.Context, msg queue.Message, req queue.Tas
 	}
 	b.Queue(sqlTaskMovesInsert, id, string(workflow.TaskStatePending), reasonTaskCreated, string(p.started), reasonTaskStarted, s.nodeID)
 	b.Queue(sqlTaskStepMovesInsert, moveSteps, moveTasks, froms, tos, reasons, attempts, s.nodeID, id)
-	var sent, woke, acked int64
-	b.Queue(roots, rootMsgs, id, WakeChannel, queue.NamespaceQueue(req.Namespace), msg.ID, pgUUID(req.RequestID)).
-		QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(&out.TaskUUID), &sent, &woke, &acked) })
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return out, true, fmt.Errorf("creating task: %w", translate(err))
-	}
-	if out.TaskUUID == p.id {
-		out.Created, out.Enqueued = true, int(sent)
-	}
-	return out, true, nil
+	var woke, acked int64
+	b.Queue(roots, rootMsgs, id, WakeChannel, queue.NamespaceQueue(req.Namespace), c.msg.ID, pgUUID(req.RequestID)).
+		QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(&out.TaskUUID), sent, &woke, &acked) })
+	return p.id, nil
 }

@@ -49,6 +49,7 @@ type Store struct {
 
 	// Concurrent calls of the hot operations are grouped into batches
 	// (see batcher).
+	accepts  *batcher[acceptCall, acceptAnswer]
 	starts   *batcher[uuid.UUID, StepWork]
 	outcomes *batcher[outcomeCall, struct{}]
 	results  *batcher[resultCall, resultAnswer]
@@ -79,6 +80,7 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 		templates: newTemplateCache(),
 	}
 	st.backoff.Store(&opts.Backoff)
+	st.accepts = newBatcher(func(c acceptCall) any { return c.req.RequestID }, st.acceptRequests)
 	st.starts = newBatcher(func(step uuid.UUID) any { return step }, st.startSteps)
 	st.outcomes = newBatcher(func(c outcomeCall) any { return c.o.StepUUID }, st.recordOutcomes)
 	st.results = newBatcher(func(c resultCall) any { return c.res.TaskUUID }, st.applyResults)

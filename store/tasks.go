@@ -43,7 +43,16 @@ func (s *Store) AcceptTaskRequest(ctx context.Context, msg queue.Message) (Reque
 		return s.rejectRequest(ctx, msg, requestIDOf(msg.Body), err.Error())
 	}
 
-	out, fast, err := s.acceptFast(ctx, msg, req)
+	var (
+		out  = RequestOutcome{RequestID: req.RequestID}
+		fast bool
+	)
+	direct, err := s.queue.Direct(ctx)
+	if err == nil && direct {
+		var a acceptAnswer
+		a, err = s.accepts.do(ctx, acceptCall{msg: msg, req: req})
+		out, fast = a.out, a.fast
+	}
 	if !fast && err == nil {
 		err = s.inTx(ctx, func(tx pgx.Tx) error {
 			created, err := s.createTask(ctx, tx, req)
