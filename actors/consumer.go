@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -83,16 +84,29 @@ func (c *consumer) poll(ctx actor.Context) {
 // transaction, and returns when all are done. The store groups concurrent
 // calls into batches, so a read of n messages costs a few round trips, not
 // n; two messages of one task are still applied one after the other.
+// A panic in one of them is raised again in the actor once all are done,
+// so the supervisor restarts the actor as if it had handled them itself.
 func (c *consumer) handleAll(msgs []queue.Message) {
-	var wg sync.WaitGroup
+	var (
+		wg       sync.WaitGroup
+		panicked atomic.Pointer[any]
+	)
 	for _, m := range msgs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					panicked.CompareAndSwap(nil, &r)
+				}
+			}()
 			c.handleOne(m)
 		}()
 	}
 	wg.Wait()
+	if r := panicked.Load(); r != nil {
+		panic(*r)
+	}
 }
 
 func (c *consumer) handleOne(m queue.Message) {

@@ -50,8 +50,12 @@ func (w *worker) Receive(ctx actor.Context) {
 
 func (w *worker) queueName() string { return queue.NamespaceQueue(w.ns.Name) }
 
-// dbTimeout bounds one store call made by a worker.
-const dbTimeout = 30 * time.Second
+// dbTimeout bounds one store call of a worker or an orchestration actor.
+// A call takes milliseconds, a batch of them a few more; one that hangs (a
+// database that stopped answering) must fail soon enough that the breaker
+// opens within seconds even when every worker holds a job, and no poller is
+// left reading to notice.
+const dbTimeout = 5 * time.Second
 
 func (w *worker) run(job stepJob) {
 	log := w.sys.log.With("namespace", w.ns.Name, "msg_id", job.MsgID, "step_uuid", job.StepUUID)

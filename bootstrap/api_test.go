@@ -348,19 +348,21 @@ func TestAPIRejectedRequests(t *testing.T) {
 	require.Empty(t, page.Rejected)
 	require.NotNil(t, page.Rejected, "an empty list is [], not null")
 
+	// One after the other: requests read together are handled concurrently,
+	// in no set order.
 	bad := uuid.Must(uuid.NewV7())
-	for _, body := range []string{
+	for i, body := range []string{
 		fmt.Sprintf(`{"request_id": %q, "namespace": "no_such_namespace", "name": "x", "context": {}}`, bad),
 		`{"namespace": "linear_workflow"}`,
 	} {
 		_, err := a.node.Pool().Exec(t.Context(), `SELECT pgmq.send('orchestration_task_requests', $1::jsonb)`, body)
 		require.NoError(t, err)
+		testsupport.WaitFor(t, apiWait, fmt.Sprintf("%d rejected requests", i+1), func() (bool, error) {
+			page = bootstrap.RejectedPage{} // decoding into a used value keeps absent fields
+			a.get("/v1/requests/rejected", &page)
+			return len(page.Rejected) == i+1, nil
+		})
 	}
-	testsupport.WaitFor(t, apiWait, "two rejected requests", func() (bool, error) {
-		page = bootstrap.RejectedPage{} // decoding into a used value keeps absent fields
-		a.get("/v1/requests/rejected", &page)
-		return len(page.Rejected) == 2, nil
-	})
 	// Newest first: the request without an id came second.
 	require.Nil(t, page.Rejected[0].RequestID)
 	require.NotNil(t, page.Rejected[1].RequestID)

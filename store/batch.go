@@ -18,6 +18,10 @@ import (
 // A batch never holds two calls with the same key (one step, one task): the
 // second waits for the following flush, so it sees what the first did.
 //
+// A batch that fails as a whole (the flush returns an error) is run again
+// one call at a time, so that one bad call — a broken queue of one
+// namespace, say — fails alone and not the calls that shared its batch.
+//
 // A caller whose context ends stops waiting at once; the flush it belongs
 // to goes on for the others, and is cancelled only when every caller in it
 // has gone (or at the latest of their deadlines). Like a statement cancelled
@@ -26,12 +30,16 @@ import (
 type batcher[Req, Res any] struct {
 	max   int
 	key   func(Req) any
-	flush func(ctx context.Context, reqs []Req) []answer[Res]
+	flush flushFunc[Req, Res]
 
 	mu      sync.Mutex
 	pending []*batchCall[Req, Res]
 	running bool
 }
+
+// flushFunc runs a batch: it answers every request, in order, or returns an
+// error when the batch as a whole failed and changed nothing.
+type flushFunc[Req, Res any] func(ctx context.Context, reqs []Req) ([]answer[Res], error)
 
 // answer is one call's share of a flush.
 type answer[Res any] struct {
@@ -49,10 +57,9 @@ type batchCall[Req, Res any] struct {
 // round trips, small enough that one statement's arrays stay cheap.
 const batchMax = 64
 
-// newBatcher returns a batcher whose flush answers every request, in order.
-// key names what two requests of one batch must not share; nil means
-// nothing.
-func newBatcher[Req, Res any](key func(Req) any, flush func(ctx context.Context, reqs []Req) []answer[Res]) *batcher[Req, Res] {
+// newBatcher returns a batcher on flush. key names what two requests of one
+// batch must not share; nil means nothing.
+func newBatcher[Req, Res any](key func(Req) any, flush flushFunc[Req, Res]) *batcher[Req, Res] {
 	return &batcher[Req, Res]{max: batchMax, key: key, flush: flush}
 }
 
@@ -137,7 +144,23 @@ func (b *batcher[Req, Res]) run(batch []*batchCall[Req, Res]) {
 	for i, c := range batch {
 		reqs[i] = c.req
 	}
-	answers := b.safeFlush(ctx, reqs)
+	answers, err := b.safeFlush(ctx, reqs)
+	if err != nil {
+		answers = failAll[Res](len(reqs), err)
+		if len(reqs) > 1 {
+			for i := range reqs {
+				if batch[i].ctx.Err() != nil {
+					continue
+				}
+				one, err := b.safeFlush(ctx, reqs[i:i+1])
+				if err != nil {
+					answers[i].err = err
+					continue
+				}
+				answers[i] = one[0]
+			}
+		}
+	}
 	for i, c := range batch {
 		c.done <- answers[i]
 	}
@@ -180,19 +203,19 @@ func (b *batcher[Req, Res]) context(batch []*batchCall[Req, Res]) (context.Conte
 	return ctx, release
 }
 
-// safeFlush turns a panic of the flush into an error for every call, and a
+// safeFlush turns a panic of the flush into an error of the batch, and a
 // flush that answers the wrong number of calls into one.
-func (b *batcher[Req, Res]) safeFlush(ctx context.Context, reqs []Req) (answers []answer[Res]) {
+func (b *batcher[Req, Res]) safeFlush(ctx context.Context, reqs []Req) (answers []answer[Res], err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			answers = failAll[Res](len(reqs), fmt.Errorf("store: batch of %d panicked: %v", len(reqs), r))
+			answers, err = nil, fmt.Errorf("store: batch of %d panicked: %v", len(reqs), r)
 		}
 	}()
-	answers = b.flush(ctx, reqs)
-	if len(answers) != len(reqs) {
-		return failAll[Res](len(reqs), fmt.Errorf("store: batch of %d answered %d", len(reqs), len(answers)))
+	answers, err = b.flush(ctx, reqs)
+	if err == nil && len(answers) != len(reqs) {
+		return nil, fmt.Errorf("store: batch of %d answered %d", len(reqs), len(answers))
 	}
-	return answers
+	return answers, err
 }
 
 // failAll answers n calls with err.

@@ -23,7 +23,7 @@ func newGate() *gate {
 	return &gate{entered: make(chan struct{}, 100), release: make(chan struct{})}
 }
 
-func (g *gate) flush(ctx context.Context, reqs []int) []answer[int] {
+func (g *gate) flush(ctx context.Context, reqs []int) ([]answer[int], error) {
 	g.mu.Lock()
 	g.batches = append(g.batches, append([]int(nil), reqs...))
 	g.mu.Unlock()
@@ -31,13 +31,13 @@ func (g *gate) flush(ctx context.Context, reqs []int) []answer[int] {
 	select {
 	case <-g.release:
 	case <-ctx.Done():
-		return failAll[int](len(reqs), ctx.Err())
+		return nil, ctx.Err()
 	}
 	out := make([]answer[int], len(reqs))
 	for i, r := range reqs {
 		out[i].res = r * 10
 	}
-	return out
+	return out, nil
 }
 
 // TestBatcherGroupsWhileAFlushRuns: the first call flushes alone at once;
@@ -118,16 +118,16 @@ func TestBatcherCallerGoesAway(t *testing.T) {
 	assert.Equal(t, 20, res)
 }
 
-// TestBatcherPanic: a panicking flush answers every call with an error and
-// the batcher keeps working.
+// TestBatcherPanic: a panicking flush fails its calls and the batcher
+// keeps working; so does a flush that answers the wrong number of calls.
 func TestBatcherPanic(t *testing.T) {
 	n := 0
-	b := newBatcher(nil, func(ctx context.Context, reqs []int) []answer[int] {
+	b := newBatcher(nil, func(ctx context.Context, reqs []int) ([]answer[int], error) {
 		n++
 		if n == 1 {
 			panic("boom")
 		}
-		return make([]answer[int], len(reqs))
+		return make([]answer[int], len(reqs)), nil
 	})
 	_, err := b.do(context.Background(), 1)
 	require.Error(t, err)
@@ -135,8 +135,66 @@ func TestBatcherPanic(t *testing.T) {
 	_, err = b.do(context.Background(), 2)
 	require.NoError(t, err)
 
-	short := newBatcher(nil, func(ctx context.Context, reqs []int) []answer[int] { return nil })
+	short := newBatcher(nil, func(ctx context.Context, reqs []int) ([]answer[int], error) { return nil, nil })
 	_, err = short.do(context.Background(), 1)
 	require.Error(t, err)
 	assert.False(t, errors.Is(err, context.Canceled))
+}
+
+// TestBatcherIsolatesAFailedBatch: a batch that fails as a whole is run
+// again one call at a time, so only the call that fails alone fails.
+func TestBatcherIsolatesAFailedBatch(t *testing.T) {
+	g := newGate()
+	bad := errors.New("request 13 breaks every batch it is in")
+	var (
+		mu    sync.Mutex
+		sizes []int
+	)
+	b := newBatcher(nil, func(ctx context.Context, reqs []int) ([]answer[int], error) {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		if reqs[0] == 0 {
+			return g.flush(ctx, reqs) // holds the first flush open
+		}
+		for _, r := range reqs {
+			if r == 13 {
+				return nil, bad
+			}
+		}
+		out := make([]answer[int], len(reqs))
+		for i, r := range reqs {
+			out[i].res = r
+		}
+		return out, nil
+	})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = b.do(ctx, 0) })
+	<-g.entered
+	results := map[int]error{}
+	var rmu sync.Mutex
+	for _, r := range []int{12, 13, 14} {
+		wg.Go(func() {
+			res, err := b.do(ctx, r)
+			if err == nil {
+				assert.Equal(t, r, res)
+			}
+			rmu.Lock()
+			results[r] = err
+			rmu.Unlock()
+		})
+	}
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.pending) == 3
+	}, 5*time.Second, time.Millisecond)
+	close(g.release)
+	wg.Wait()
+
+	assert.NoError(t, results[12])
+	assert.ErrorIs(t, results[13], bad)
+	assert.NoError(t, results[14])
+	assert.Equal(t, []int{1, 3, 1, 1, 1}, sizes, "the batch of three failed, then each ran alone")
 }

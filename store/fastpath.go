@@ -103,7 +103,7 @@ func (s *Store) StepStart(ctx context.Context, step uuid.UUID) (StepWork, error)
 }
 
 // startSteps starts a batch of steps, each at most once.
-func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) []answer[StepWork] {
+func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[StepWork], error) {
 	answers := make([]answer[StepWork], len(steps))
 	index := make(map[uuid.UUID]int, len(steps))
 	for i, st := range steps {
@@ -144,9 +144,9 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) []answer[Step
 		return err
 	})
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return failAll[StepWork](len(steps), fmt.Errorf("starting steps: %w", translate(err)))
+		return nil, fmt.Errorf("starting steps: %w", translate(err))
 	}
-	return answers
+	return answers, nil
 }
 
 // pgUUID passes a UUID as the [16]byte pgx encodes natively: uuid.UUID is a
@@ -238,7 +238,7 @@ type outcomeCall struct {
 // recordOutcomes records a batch of outcomes: one statement per namespace,
 // all in one implicit transaction. A stale outcome is answered ErrStale and
 // changes nothing.
-func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) []answer[struct{}] {
+func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) ([]answer[struct{}], error) {
 	answers := make([]answer[struct{}], len(calls))
 	index := make(map[uuid.UUID]int, len(calls))
 	byNamespace := map[string][]int{}
@@ -251,7 +251,7 @@ func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) []answe
 	for ns, is := range byNamespace {
 		sql, err := withQueues(sqlRecordOutcomes, queue.StepResultsQueue, queue.NamespaceQueue(ns))
 		if err != nil {
-			return failAll[struct{}](len(calls), err)
+			return nil, err
 		}
 		n := len(is)
 		var (
@@ -281,9 +281,9 @@ func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) []answe
 		})
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return failAll[struct{}](len(calls), fmt.Errorf("recording outcomes: %w", translate(err)))
+		return nil, fmt.Errorf("recording outcomes: %w", translate(err))
 	}
-	return answers
+	return answers, nil
 }
 
 // sqlResultRead reads, without locking, what applying results decides on:
@@ -411,8 +411,8 @@ type resultCall struct {
 }
 
 // resultAnswer is a batch's answer for one result. fast is false when the
-// batch did not apply it — the result is to be ignored, a compare-and-set
-// lost a race, the batch failed — and the caller then applies it the
+// batch did not apply it — the result is to be ignored, or a compare-and-set
+// lost a race — and the caller then applies it the
 // statement-by-statement way, which also acknowledges what is to be ignored.
 type resultAnswer struct {
 	out  ResultOutcome
@@ -440,7 +440,7 @@ type resultPlan struct {
 // finalization. A result whose compare-and-set fails changes nothing and is
 // not acknowledged (its statement's writes all hang on the step's move); the
 // others commit.
-func (s *Store) applyResults(ctx context.Context, calls []resultCall) []answer[resultAnswer] {
+func (s *Store) applyResults(ctx context.Context, calls []resultCall) ([]answer[resultAnswer], error) {
 	answers := make([]answer[resultAnswer], len(calls))
 	steps, tasks := make([][16]byte, len(calls)), make([][16]byte, len(calls))
 	index := make(map[uuid.UUID]int, len(calls))
@@ -451,7 +451,7 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) []answer[r
 	}
 	rows, err := s.pool.Query(ctx, sqlResultRead, steps, tasks)
 	if err != nil {
-		return failAll[resultAnswer](len(calls), fmt.Errorf("reading steps: %w", translate(err)))
+		return nil, fmt.Errorf("reading steps: %w", translate(err))
 	}
 	var plans []*resultPlan
 	for rows.Next() {
@@ -466,7 +466,7 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) []answer[r
 			&p.st.Attempts, &p.st.AttemptsBase, &p.st.MaxAttempts, &p.st.Retryable, &p.st.OutcomeAttempt, &p.st.OutcomeOK,
 			&p.st.Error, &p.st.RetryAfterMS, &p.st.BackoffBaseMS, &p.st.BackoffMaxMS, &p.children); err != nil {
 			rows.Close()
-			return failAll[resultAnswer](len(calls), fmt.Errorf("reading steps: %w", translate(err)))
+			return nil, fmt.Errorf("reading steps: %w", translate(err))
 		}
 		p.i = index[step]
 		res := calls[p.i].res
@@ -487,10 +487,10 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) []answer[r
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return failAll[resultAnswer](len(calls), fmt.Errorf("reading steps: %w", translate(err)))
+		return nil, fmt.Errorf("reading steps: %w", translate(err))
 	}
 	if len(plans) == 0 {
-		return answers
+		return answers, nil
 	}
 
 	locked := make([][16]byte, len(plans))
@@ -501,15 +501,11 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) []answer[r
 	b.Queue(sqlLockTasks, locked)
 	for _, p := range plans {
 		if err := s.queueApply(b, p, calls[p.i]); err != nil {
-			answers[p.i].err = err
-			return answers
+			return nil, err
 		}
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		// Nothing committed. Each result goes the careful way, alone, so
-		// that one bad result does not hold up the others.
-		s.log.Debug("applying a batch of results failed; applying them one by one", "results", len(plans), "error", err)
-		return answers
+		return nil, fmt.Errorf("applying results: %w", translate(err))
 	}
 	for _, p := range plans {
 		if p.moved == 0 {
@@ -525,7 +521,7 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) []answer[r
 			a.out.RetryAt = *p.d.retryAt
 		}
 	}
-	return answers
+	return answers, nil
 }
 
 // messages encodes the step messages the decision sends: the children's on
@@ -644,14 +640,6 @@ type acceptCall struct {
 	req queue.TaskRequest
 }
 
-// acceptAnswer is a batch's answer for one request. fast is false when the
-// batch did not create it (the batch failed): the caller then creates the
-// task the statement-by-statement way.
-type acceptAnswer struct {
-	out  RequestOutcome
-	fast bool
-}
-
 // templateKey names a template as a request asks for it.
 type templateKey struct{ namespace, name, version string }
 
@@ -660,8 +648,8 @@ type templateKey struct{ namespace, name, version string }
 // request's deletion in one implicit transaction. A request whose template
 // is refused is answered with the refusal (the caller rejects it); a repeated
 // request creates nothing and is acknowledged.
-func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) []answer[acceptAnswer] {
-	answers := make([]answer[acceptAnswer], len(calls))
+func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answer[RequestOutcome], error) {
+	answers := make([]answer[RequestOutcome], len(calls))
 	type resolved struct {
 		tmpl resolvedTemplate
 		err  error
@@ -677,7 +665,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) []answer
 	for i, c := range calls {
 		req := c.req
 		a := &answers[i]
-		a.res = acceptAnswer{out: RequestOutcome{RequestID: req.RequestID}, fast: true}
+		a.res = RequestOutcome{RequestID: req.RequestID}
 		key := templateKey{req.Namespace, req.Name, req.Version}
 		r, ok := templates[key]
 		if !ok {
@@ -690,30 +678,25 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) []answer
 		}
 		cr := &created{i: i}
 		var err error
-		if cr.id, err = s.queueCreate(b, c, r.tmpl, &answers[i].res.out, &cr.sent); err != nil {
+		if cr.id, err = s.queueCreate(b, c, r.tmpl, &answers[i].res, &cr.sent); err != nil {
 			a.err = err
 			continue
 		}
 		batched = append(batched, cr)
 	}
 	if len(batched) == 0 {
-		return answers
+		return answers, nil
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		// Nothing committed: each request goes the careful way, alone.
-		s.log.Debug("creating a batch of tasks failed; creating them one by one", "tasks", len(batched), "error", err)
-		for _, cr := range batched {
-			answers[cr.i].res.fast = false
-		}
-		return answers
+		return nil, fmt.Errorf("creating tasks: %w", translate(err))
 	}
 	for _, cr := range batched {
-		out := &answers[cr.i].res.out
+		out := &answers[cr.i].res
 		if out.TaskUUID == cr.id {
 			out.Created, out.Enqueued = true, int(cr.sent)
 		}
 	}
-	return answers
+	return answers, nil
 }
 
 // queueCreate adds one task's creation to b: the task row first, then every

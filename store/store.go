@@ -49,7 +49,7 @@ type Store struct {
 
 	// Concurrent calls of the hot operations are grouped into batches
 	// (see batcher).
-	accepts  *batcher[acceptCall, acceptAnswer]
+	accepts  *batcher[acceptCall, RequestOutcome]
 	starts   *batcher[uuid.UUID, StepWork]
 	outcomes *batcher[outcomeCall, struct{}]
 	results  *batcher[resultCall, resultAnswer]

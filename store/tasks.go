@@ -49,9 +49,8 @@ func (s *Store) AcceptTaskRequest(ctx context.Context, msg queue.Message) (Reque
 	)
 	direct, err := s.queue.Direct(ctx)
 	if err == nil && direct {
-		var a acceptAnswer
-		a, err = s.accepts.do(ctx, acceptCall{msg: msg, req: req})
-		out, fast = a.out, a.fast
+		out, err = s.accepts.do(ctx, acceptCall{msg: msg, req: req})
+		fast = true
 	}
 	if !fast && err == nil {
 		err = s.inTx(ctx, func(tx pgx.Tx) error {

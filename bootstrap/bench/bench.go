@@ -43,6 +43,10 @@ const (
 	BaselineClientsDefault  = 4
 	BaselineDurationDefault = 3 * time.Second
 	TimeoutDefault          = 30 * time.Minute
+	// WorkersDefault is the bench namespace's pool when the configuration
+	// does not declare the namespace: enough that no-op steps measure the
+	// orchestration rather than a small pool's round trips.
+	WorkersDefault = 64
 )
 
 // Options configure a bench run.
@@ -60,7 +64,8 @@ type Options struct {
 	// linear.
 	Pattern string
 	// Workers is the number of workers of the bench namespace; 0 keeps
-	// namespaces.bench.workers of the configuration. Defaults to 0.
+	// namespaces.bench.workers of the configuration, or WorkersDefault when
+	// the configuration has no such namespace.
 	Workers int
 	// HandlerDuration is how long each step's handler works. Defaults to 0
 	// (the noop handler).
@@ -112,7 +117,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.Rate, "rate", RateDefault, "steady: tasks submitted per second")
 	fs.DurationVar(&o.Duration, "duration", DurationDefault, "steady: how long to submit")
 	fs.StringVar(&o.Pattern, "pattern", PatternLinear, "task DAG: linear (4 steps), diamond (4 steps) or mixed (7 steps)")
-	fs.IntVar(&o.Workers, "workers", 0, "workers of the bench namespace (0: namespaces.bench.workers of the config)")
+	fs.IntVar(&o.Workers, "workers", 0, "workers of the bench namespace (0: namespaces.bench.workers of the config, else 64)")
 	fs.DurationVar(&o.HandlerDuration, "handler-duration", 0, "time each step's handler works (0: the noop handler)")
 	fs.Float64Var(&o.FailureRate, "failure-rate", 0, "probability that an attempt fails with a retryable error")
 	fs.BoolVar(&o.Baseline, "baseline", false, "first measure a raw pgmq send/read/delete cycle on the same database")
@@ -190,6 +195,7 @@ func nodeConfig(cfg *config.Config, url string, o Options) *config.Config {
 	if !ok {
 		ns = config.Default(cfg.Env).Namespace(Namespace)
 		ns.PollInterval, ns.VisibilityTimeout = 0, 0 // inherit from [queue]
+		ns.Workers = WorkersDefault
 	}
 	if o.Workers > 0 {
 		ns.Workers = o.Workers
