@@ -164,36 +164,45 @@ func BenchmarkCreateMixedDAG(b *testing.B) {
 // BenchmarkApplyResult times applying one step result: the first step of a
 // linear task completes and the second is enqueued. The b.N steps are
 // created, started and their outcomes recorded before the timer starts.
+// With callers=64 the results are applied from 64 goroutines at once, as the
+// step-result actor hands a read's messages to the store, which groups them
+// into batches.
 func BenchmarkApplyResult(b *testing.B) {
 	for _, history := range historySizes {
 		h := benchHarness(b, history)
-		b.Run(fmt.Sprintf("history=%d", history), func(b *testing.B) {
-			h := h.with(b)
-			// Drop the second steps enqueued by a previous round.
-			_, err := h.q.Purge(h.ctx, queue.NamespaceQueue(testsupport.LinearNamespace))
-			require.NoError(b, err)
-			reqs := make([]struct{}, b.N)
-			require.NoError(b, concurrently(reqs, func(struct{}) error {
-				_, err := h.st.CreateTask(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
-				return err
-			}))
-			steps := h.readAll(queue.NamespaceQueue(testsupport.LinearNamespace))
-			require.Len(b, steps, b.N)
-			require.NoError(b, concurrently(steps, h.tryRunStep))
-			results := h.readAll(queue.StepResultsQueue)
-			require.Len(b, results, b.N)
-			_, err = h.pool.Exec(h.ctx, `ANALYZE tasker.tasks, tasker.steps, tasker.step_edges`)
-			require.NoError(b, err)
+		for _, callers := range []int{1, 64} {
+			b.Run(fmt.Sprintf("history=%d/callers=%d", history, callers), func(b *testing.B) {
+				h := h.with(b)
+				// Drop the second steps enqueued by a previous round.
+				_, err := h.q.Purge(h.ctx, queue.NamespaceQueue(testsupport.LinearNamespace))
+				require.NoError(b, err)
+				reqs := make([]struct{}, b.N)
+				require.NoError(b, concurrently(reqs, func(struct{}) error {
+					_, err := h.st.CreateTask(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
+					return err
+				}))
+				steps := h.readAll(queue.NamespaceQueue(testsupport.LinearNamespace))
+				require.Len(b, steps, b.N)
+				require.NoError(b, concurrently(steps, h.tryRunStep))
+				results := h.readAll(queue.StepResultsQueue)
+				require.Len(b, results, b.N)
+				_, err = h.pool.Exec(h.ctx, `ANALYZE tasker.tasks, tasker.steps, tasker.step_edges`)
+				require.NoError(b, err)
 
-			b.ResetTimer()
-			for i := range b.N {
-				out, err := h.st.ApplyResult(h.ctx, results[i])
-				if err != nil || out.Ignored || out.Enqueued != 1 {
-					b.Fatalf("applying result: %+v %v", out, err)
+				apply := func(m queue.Message) error {
+					out, err := h.st.ApplyResult(h.ctx, m)
+					if err == nil && (out.Ignored || out.Enqueued != 1) {
+						err = fmt.Errorf("applying result: %+v", out)
+					}
+					return err
 				}
-			}
-			b.StopTimer()
-			reportSteps(b, 1)
-		})
+				b.ResetTimer()
+				if err := concurrentlyN(callers, results, apply); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				reportSteps(b, 1)
+			})
+		}
 	}
 }

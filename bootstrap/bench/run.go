@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -331,6 +332,26 @@ func (r *run) cleanup() {
 	if err := r.h.remove(ctx); err != nil {
 		fmt.Fprintf(r.o.LogOutput, "bench: deleting the history: %v\n", err)
 	}
+	if err := r.vacuum(ctx); err != nil {
+		fmt.Fprintf(r.o.LogOutput, "bench: vacuuming: %v\n", err)
+	}
+}
+
+// vacuum reclaims what the run deleted and refreshes the planner's
+// statistics. A bench on the embedded server lives shorter than
+// autovacuum's nap, so without it every run would leave its dead rows to
+// the next, which would then measure a bloated database.
+func (r *run) vacuum(ctx context.Context) error {
+	tables := []string{"tasker.tasks", "tasker.steps", "tasker.step_edges", "tasker.task_transitions", "tasker.step_transitions"}
+	for _, q := range []string{queue.TaskRequestsQueue, queue.StepResultsQueue, queue.NamespaceQueue(Namespace)} {
+		t, err := queue.Table(q)
+		if err != nil {
+			return err
+		}
+		tables = append(tables, t)
+	}
+	_, err := r.db.pool.Exec(ctx, "VACUUM (ANALYZE) "+strings.Join(tables, ", "))
+	return err
 }
 
 // deleteTasks deletes the run's tasks, rejections and queue messages.
