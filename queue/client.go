@@ -187,6 +187,21 @@ func (c *Client) Read(ctx context.Context, queue string, vt time.Duration, qty i
 	if err != nil {
 		return nil, fmt.Errorf("reading queue %s: %w", q, err)
 	}
+	if _, inTx := c.db.(pgx.Tx); direct && !inTx {
+		// A batch: its own transaction, planned by key.
+		var msgs []Message
+		b := &pgx.Batch{}
+		b.Queue(KeyAccess)
+		b.Queue(statementsOf(q).read, int32(qty), secs).Query(func(rows pgx.Rows) error {
+			var err error
+			msgs, err = collectMessages(rows)
+			return err
+		})
+		if err := c.db.SendBatch(ctx, b).Close(); err != nil {
+			return nil, fmt.Errorf("reading queue %s: %w", q, translate(err))
+		}
+		return msgs, nil
+	}
 	var rows pgx.Rows
 	if direct {
 		rows, err = c.db.Query(ctx, statementsOf(q).read, int32(qty), secs)
@@ -198,6 +213,15 @@ func (c *Client) Read(ctx context.Context, queue string, vt time.Duration, qty i
 	if err != nil {
 		return nil, fmt.Errorf("reading queue %s: %w", q, translate(err))
 	}
+	msgs, err := collectMessages(rows)
+	if err != nil {
+		return nil, fmt.Errorf("reading queue %s: %w", q, translate(err))
+	}
+	return msgs, nil
+}
+
+// collectMessages reads the rows of a read, oldest first.
+func collectMessages(rows pgx.Rows) ([]Message, error) {
 	msgs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Message, error) {
 		var m Message
 		var readCount int32
@@ -206,12 +230,21 @@ func (c *Client) Read(ctx context.Context, queue string, vt time.Duration, qty i
 		return m, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading queue %s: %w", q, translate(err))
+		return nil, err
 	}
 	// UPDATE … RETURNING has no order; pgmq.read returns the oldest first.
 	slices.SortFunc(msgs, func(a, b Message) int { return cmp.Compare(a.ID, b.ID) })
 	return msgs, nil
 }
+
+// KeyAccess, sent first in a batch (one implicit transaction), has the
+// statements after it planned without sequential scans. Tasker's hot
+// statements reach every row by key. PostgreSQL keeps a prepared statement's
+// generic plan; one made while a table was nearly empty (a queue between
+// bursts, a new installation) scans and sorts the whole table once it has
+// grown — a queue's backlog on every read — until the statistics are
+// refreshed and the plan made again. The setting ends with the transaction.
+const KeyAccess = `SELECT set_config('enable_seqscan', 'off', true)`
 
 // Delete acknowledges a message; it reports whether the message was there.
 func (c *Client) Delete(ctx context.Context, queue string, id int64) (bool, error) {

@@ -111,7 +111,7 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 		answers[i].err = ErrStale
 	}
 	ids := pgUUIDs(steps)
-	b := &pgx.Batch{}
+	b := newBatch()
 	b.Queue(sqlStepStart, ids, startFrom, string(startTo), s.nodeID,
 		string(workflow.StepStateInProgress), reasonRedelivered, reasonTaken).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
@@ -147,6 +147,14 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 		return nil, fmt.Errorf("starting steps: %w", translate(err))
 	}
 	return answers, nil
+}
+
+// newBatch starts a batch of hot statements: one implicit transaction,
+// planned by key (see queue.KeyAccess).
+func newBatch() *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue(queue.KeyAccess)
+	return b
 }
 
 // pgUUID passes a UUID as the [16]byte pgx encodes natively: uuid.UUID is a
@@ -247,7 +255,7 @@ func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) ([]answ
 		answers[i].err = ErrStale
 		byNamespace[c.o.Namespace] = append(byNamespace[c.o.Namespace], i)
 	}
-	b := &pgx.Batch{}
+	b := newBatch()
 	for ns, is := range byNamespace {
 		sql, err := withQueues(sqlRecordOutcomes, queue.StepResultsQueue, queue.NamespaceQueue(ns))
 		if err != nil {
@@ -449,44 +457,43 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) ([]answer[
 		steps[i], tasks[i] = c.res.StepUUID, c.res.TaskUUID
 		index[c.res.StepUUID] = i
 	}
-	rows, err := s.pool.Query(ctx, sqlResultRead, steps, tasks)
-	if err != nil {
-		return nil, fmt.Errorf("reading steps: %w", translate(err))
-	}
 	var plans []*resultPlan
-	for rows.Next() {
-		var (
-			step        uuid.UUID
-			taskState   string
-			stepState   string
-			correlation uuid.UUID
-			p           resultPlan
-		)
-		if err := rows.Scan(scanUUID(&step), &taskState, scanUUID(&correlation), &p.st.Name, &p.st.Namespace, &stepState,
-			&p.st.Attempts, &p.st.AttemptsBase, &p.st.MaxAttempts, &p.st.Retryable, &p.st.OutcomeAttempt, &p.st.OutcomeOK,
-			&p.st.Error, &p.st.RetryAfterMS, &p.st.BackoffBaseMS, &p.st.BackoffMaxMS, &p.children); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("reading steps: %w", translate(err))
+	read := newBatch()
+	read.Queue(sqlResultRead, steps, tasks).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				step        uuid.UUID
+				taskState   string
+				stepState   string
+				correlation uuid.UUID
+				p           resultPlan
+			)
+			if err := rows.Scan(scanUUID(&step), &taskState, scanUUID(&correlation), &p.st.Name, &p.st.Namespace, &stepState,
+				&p.st.Attempts, &p.st.AttemptsBase, &p.st.MaxAttempts, &p.st.Retryable, &p.st.OutcomeAttempt, &p.st.OutcomeOK,
+				&p.st.Error, &p.st.RetryAfterMS, &p.st.BackoffBaseMS, &p.st.BackoffMaxMS, &p.children); err != nil {
+				return err
+			}
+			p.i = index[step]
+			res := calls[p.i].res
+			p.st.State = workflow.StepState(stepState)
+			if workflow.TaskState(taskState) != workflow.TaskStateInProgress || p.st.State != workflow.StepStateInProgress ||
+				p.st.Attempts != res.Attempt || p.st.OutcomeAttempt == nil || *p.st.OutcomeAttempt != res.Attempt {
+				continue // the careful path decides what to ignore
+			}
+			var err error
+			if p.d, err = s.decide(p.st); err != nil {
+				answers[p.i].err = err
+				continue
+			}
+			if err := p.messages(res, correlation); err != nil {
+				answers[p.i].err = err
+				continue
+			}
+			plans = append(plans, &p)
 		}
-		p.i = index[step]
-		res := calls[p.i].res
-		p.st.State = workflow.StepState(stepState)
-		if workflow.TaskState(taskState) != workflow.TaskStateInProgress || p.st.State != workflow.StepStateInProgress ||
-			p.st.Attempts != res.Attempt || p.st.OutcomeAttempt == nil || *p.st.OutcomeAttempt != res.Attempt {
-			continue // the careful path decides what to ignore
-		}
-		if p.d, err = s.decide(p.st); err != nil {
-			answers[p.i].err = err
-			continue
-		}
-		if err := p.messages(res, correlation); err != nil {
-			answers[p.i].err = err
-			continue
-		}
-		plans = append(plans, &p)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		return rows.Err()
+	})
+	if err := s.pool.SendBatch(ctx, read).Close(); err != nil {
 		return nil, fmt.Errorf("reading steps: %w", translate(err))
 	}
 	if len(plans) == 0 {
@@ -497,7 +504,7 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) ([]answer[
 	for i, p := range plans {
 		locked[i] = calls[p.i].res.TaskUUID
 	}
-	b := &pgx.Batch{}
+	b := newBatch()
 	b.Queue(sqlLockTasks, locked)
 	for _, p := range plans {
 		if err := s.queueApply(b, p, calls[p.i]); err != nil {
@@ -661,7 +668,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 		sent int64
 	}
 	var batched []*created
-	b := &pgx.Batch{}
+	b := newBatch()
 	for i, c := range calls {
 		req := c.req
 		a := &answers[i]
