@@ -101,12 +101,13 @@ func TestOpenBreakerPausesPoller(t *testing.T) {
 	read := testsupport.OpRead(queue.NamespaceQueue("alpha"))
 
 	start := time.Now()
+	before := ft.faults.Calls(read) // the reads since the tree started
 	ft.faults.Fail(read, errors.New("queue broken"), 0)
 	testsupport.WaitFor(t, 10*time.Second, "five half-open trials", func() (bool, error) {
 		return ft.changesTo("alpha", "half-open") >= 5, nil
 	})
 	elapsed := time.Since(start)
-	reads := ft.faults.Calls(read)
+	reads := ft.faults.Calls(read) - before
 	trials := int64(ft.changesTo("alpha", "half-open"))
 	t.Logf("%d reads in %s with the breaker open %d times and half-open %d times (a 1ms poll interval would read ~%d times)",
 		reads, elapsed.Round(time.Millisecond), ft.changesTo("alpha", "open"), trials, elapsed/time.Millisecond)
