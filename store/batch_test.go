@@ -40,6 +40,16 @@ func (g *gate) flush(ctx context.Context, reqs []int) ([]answer[int], error) {
 	return out, nil
 }
 
+// waitBatcher waits until cond, read under b's lock, holds.
+func waitBatcher[Req, Res any](t *testing.T, b *batcher[Req, Res], cond func() bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return cond()
+	}, 5*time.Second, time.Millisecond)
+}
+
 // TestBatcherGroupsWhileAFlushRuns: the first call flushes alone at once;
 // calls arriving meanwhile go together in the next flush, except a second
 // call of a key already in it, which waits for the one after.
@@ -64,17 +74,9 @@ func TestBatcherGroupsWhileAFlushRuns(t *testing.T) {
 	call(1, 2)
 	call(2, 3)
 	call(3, 4)
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.pending) == 3
-	}, 5*time.Second, time.Millisecond)
+	waitBatcher(t, b, func() bool { return len(b.pending) == 3 })
 	call(4, 102) // same key as 2
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.pending) == 4
-	}, 5*time.Second, time.Millisecond)
+	waitBatcher(t, b, func() bool { return len(b.pending) == 4 })
 	close(g.release)
 	wg.Wait()
 
@@ -106,11 +108,7 @@ func TestBatcherCallerGoesAway(t *testing.T) {
 	}
 	// The flush saw its context end (it returns without release) and the
 	// batcher is free for the next call.
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return !b.running
-	}, 5*time.Second, time.Millisecond)
+	waitBatcher(t, b, func() bool { return !b.running })
 
 	close(g.release)
 	res, err := b.do(context.Background(), 2)
@@ -185,11 +183,7 @@ func TestBatcherIsolatesAFailedBatch(t *testing.T) {
 			rmu.Unlock()
 		})
 	}
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.pending) == 3
-	}, 5*time.Second, time.Millisecond)
+	waitBatcher(t, b, func() bool { return len(b.pending) == 3 })
 	close(g.release)
 	wg.Wait()
 

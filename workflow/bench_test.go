@@ -6,113 +6,87 @@ import (
 	"github.com/tasker-run/tasker/workflow"
 )
 
-// Sinks keep the compiler from discarding the look-ups.
+// Sinks keep the results of the look-ups alive.
 var (
-	stepSink workflow.StepState
-	taskSink workflow.TaskState
-	errSink  error
+	stateSink any
+	errSink   error
 )
 
-type stepPair struct {
-	from workflow.StepState
-	ev   workflow.StepEvent
+// machine is one state machine's look-up, its states and events, and a
+// pair it refuses.
+type machine[S, E any] struct {
+	name         string
+	lookup       func(S, E) (S, error)
+	states       []S
+	events       []E
+	refusedState S
+	refusedEvent E
 }
 
-type taskPair struct {
-	from workflow.TaskState
-	ev   workflow.TaskEvent
-}
-
-// validStepPairs are the (state, event) pairs the step machine accepts.
-func validStepPairs(b *testing.B) []stepPair {
-	var pairs []stepPair
-	for _, st := range workflow.AllStepStates() {
-		for _, ev := range workflow.AllStepEvents() {
-			if _, err := workflow.StepTransition(st, ev); err == nil {
-				pairs = append(pairs, stepPair{st, ev})
+// benchmarkMachine: "valid" goes round every pair the machine accepts, one
+// look-up per operation; "invalid" is a refused pair, whose
+// *TransitionError is allocated.
+func benchmarkMachine[S, E any](b *testing.B, m machine[S, E]) {
+	type pair struct {
+		from S
+		ev   E
+	}
+	var pairs []pair
+	for _, st := range m.states {
+		for _, ev := range m.events {
+			if _, err := m.lookup(st, ev); err == nil {
+				pairs = append(pairs, pair{st, ev})
 			}
 		}
 	}
 	if len(pairs) == 0 {
-		b.Fatal("the step machine accepts no pair")
+		b.Fatalf("the %s machine accepts no pair", m.name)
 	}
-	return pairs
-}
-
-// validTaskPairs are the (state, event) pairs the task machine accepts.
-func validTaskPairs(b *testing.B) []taskPair {
-	var pairs []taskPair
-	for _, st := range workflow.AllTaskStates() {
-		for _, ev := range workflow.AllTaskEvents() {
-			if _, err := workflow.TaskTransition(st, ev); err == nil {
-				pairs = append(pairs, taskPair{st, ev})
+	b.Run("valid", func(b *testing.B) {
+		b.ReportAllocs()
+		var last S
+		i := 0
+		for b.Loop() {
+			p := pairs[i]
+			to, err := m.lookup(p.from, p.ev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			last = to
+			if i++; i == len(pairs) {
+				i = 0
 			}
 		}
-	}
-	if len(pairs) == 0 {
-		b.Fatal("the task machine accepts no pair")
-	}
-	return pairs
+		stateSink = last
+	})
+	b.Run("invalid", func(b *testing.B) {
+		b.ReportAllocs()
+		var err error
+		for b.Loop() {
+			if _, err = m.lookup(m.refusedState, m.refusedEvent); err == nil {
+				b.Fatalf("the %s machine accepted its refused pair", m.name)
+			}
+		}
+		errSink = err
+	})
 }
 
-// BenchmarkStepTransition looks up the step machine: "valid" goes round
-// every pair it accepts, one look-up per operation; "invalid" is a refused
-// pair, whose *TransitionError is allocated.
+// BenchmarkStepTransition looks up the step machine (complete + start is
+// the refused pair).
 func BenchmarkStepTransition(b *testing.B) {
-	b.Run("valid", func(b *testing.B) {
-		pairs := validStepPairs(b)
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			p := pairs[i]
-			to, err := workflow.StepTransition(p.from, p.ev)
-			if err != nil {
-				b.Fatal(err)
-			}
-			stepSink = to
-			if i++; i == len(pairs) {
-				i = 0
-			}
-		}
-	})
-	b.Run("invalid", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			to, err := workflow.StepTransition(workflow.StepStateComplete, workflow.StepEventStart)
-			if err == nil {
-				b.Fatal("complete + start accepted")
-			}
-			stepSink, errSink = to, err
-		}
+	benchmarkMachine(b, machine[workflow.StepState, workflow.StepEvent]{
+		name: "step", lookup: workflow.StepTransition,
+		states: workflow.AllStepStates(), events: workflow.AllStepEvents(),
+		refusedState: workflow.StepStateComplete, refusedEvent: workflow.StepEventStart,
 	})
 }
 
-// BenchmarkTaskTransition is BenchmarkStepTransition for the task machine.
+// BenchmarkTaskTransition looks up the task machine (complete + start is
+// the refused pair).
 func BenchmarkTaskTransition(b *testing.B) {
-	b.Run("valid", func(b *testing.B) {
-		pairs := validTaskPairs(b)
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			p := pairs[i]
-			to, err := workflow.TaskTransition(p.from, p.ev)
-			if err != nil {
-				b.Fatal(err)
-			}
-			taskSink = to
-			if i++; i == len(pairs) {
-				i = 0
-			}
-		}
-	})
-	b.Run("invalid", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			to, err := workflow.TaskTransition(workflow.TaskStateComplete, workflow.TaskEventStart)
-			if err == nil {
-				b.Fatal("complete + start accepted")
-			}
-			taskSink, errSink = to, err
-		}
+	benchmarkMachine(b, machine[workflow.TaskState, workflow.TaskEvent]{
+		name: "task", lookup: workflow.TaskTransition,
+		states: workflow.AllTaskStates(), events: workflow.AllTaskEvents(),
+		refusedState: workflow.TaskStateComplete, refusedEvent: workflow.TaskEventStart,
 	})
 }
