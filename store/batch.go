@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,9 +11,12 @@ import (
 
 // batcher groups concurrent calls of one operation into one round trip and
 // one commit (group commit). A call that arrives while no flush runs is
-// flushed at once, alone, so an idle node waits for nothing; calls that
-// arrive during a flush wait for it to end and go together in the next one,
-// up to max per flush. Under load, then, the batches grow by themselves to
+// flushed at once, with only the calls made at the same moment (the flush
+// first yields the processor once, so that the workers handed one read's
+// messages together start together: measured at half the sustained rate,
+// this took per-stage dispatch from 6.5 to 4.8 ms, and cost about 0.4 ms
+// per stage on an idle node); calls that arrive during a flush wait for it
+// to end and go together in the next one, up to max per flush. Under load, then, the batches grow by themselves to
 // what the database's latency lets accumulate.
 //
 // A batch never holds two calls with the same key (one step, one task): the
@@ -88,6 +92,8 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 
 // loop flushes until nothing is pending.
 func (b *batcher[Req, Res]) loop() {
+	// Let the calls made at the same moment in before the first flush.
+	runtime.Gosched()
 	for {
 		b.mu.Lock()
 		batch := b.take()
