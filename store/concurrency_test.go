@@ -3,7 +3,6 @@ package store_test
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -65,20 +64,7 @@ func TestDiamondJoinRace(t *testing.T) {
 			if len(pair) != 2 {
 				return fmt.Errorf("task %s has %d branch results", task, len(pair))
 			}
-			var (
-				wg    sync.WaitGroup
-				start = make(chan struct{})
-				outs  [2]store.ResultOutcome
-				errs  [2]error
-			)
-			for i := range pair {
-				wg.Go(func() {
-					<-start
-					outs[i], errs[i] = h.st.ApplyResult(h.ctx, pair[i])
-				})
-			}
-			close(start)
-			wg.Wait()
+			outs, errs := race(pair, h.applyResult)
 			switch {
 			case errs[0] != nil || errs[1] != nil:
 				return fmt.Errorf("task %s: %w", task, errors.Join(errs[0], errs[1]))
@@ -174,20 +160,7 @@ func TestDuplicateResultRace(t *testing.T) {
 		copies := h.readAll(queue.StepResultsQueue)
 		require.Len(t, copies, 1)
 		pair := []queue.Message{m, copies[0]}
-		var (
-			wg    sync.WaitGroup
-			start = make(chan struct{})
-			outs  [2]store.ResultOutcome
-			errs  [2]error
-		)
-		for i := range pair {
-			wg.Go(func() {
-				<-start
-				outs[i], errs[i] = h.st.ApplyResult(h.ctx, pair[i])
-			})
-		}
-		close(start)
-		wg.Wait()
+		outs, errs := race(pair, h.applyResult)
 		require.NoError(t, errs[0])
 		require.NoError(t, errs[1])
 		require.True(t, outs[0].Ignored != outs[1].Ignored, "exactly one applies: %+v", outs)
@@ -216,29 +189,18 @@ func TestBatchedHotPaths(t *testing.T) {
 		ids[i] = h.submit(ns, testsupport.LinearName, `{"even_number": 6}`)
 	}
 
-	all := func(n int, fn func(i int) error) []error {
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() { errs[i] = fn(i) })
-		}
-		wg.Wait()
-		return errs
-	}
-
 	// Roots: start all at once, the first one twice.
 	roots := h.readAll(queue.NamespaceQueue(ns))
 	require.Len(t, roots, tasks)
 	msgs := append([]queue.Message{roots[0]}, roots...)
-	works := make([]store.StepWork, len(msgs))
-	for i, err := range all(len(msgs), func(i int) error {
-		sm, err := queue.DecodeStepMessage(msgs[i].Body)
+	works, errs := race(msgs, func(m queue.Message) (store.StepWork, error) {
+		sm, err := queue.DecodeStepMessage(m.Body)
 		if err != nil {
-			return err
+			return store.StepWork{}, err
 		}
-		works[i], err = h.st.StepStart(h.ctx, sm.StepUUID)
-		return err
-	}) {
+		return h.st.StepStart(h.ctx, sm.StepUUID)
+	})
+	for i, err := range errs {
 		require.NoError(t, err, "start %d", i)
 	}
 	require.ElementsMatch(t, []int{1, 2}, []int{works[0].Attempt, works[1].Attempt}, "the step started twice has attempts 1 and 2")
@@ -247,7 +209,13 @@ func TestBatchedHotPaths(t *testing.T) {
 	}
 
 	// Outcomes: all at once; only the superseded attempt's is stale.
-	errs := all(len(msgs), func(i int) error { return h.st.StepRecordOutcome(h.ctx, h.outcome(msgs[i], works[i])) })
+	indexes := make([]int, len(msgs))
+	for i := range indexes {
+		indexes[i] = i
+	}
+	_, errs = race(indexes, func(i int) (struct{}, error) {
+		return struct{}{}, h.st.StepRecordOutcome(h.ctx, h.outcome(msgs[i], works[i]))
+	})
 	stale := 0
 	for i, err := range errs {
 		if errors.Is(err, store.ErrStale) {
@@ -263,12 +231,8 @@ func TestBatchedHotPaths(t *testing.T) {
 	for stage := 0; stage < 4; stage++ {
 		results := h.readAll(queue.StepResultsQueue)
 		require.Len(t, results, tasks, "stage %d", stage)
-		outs := make([]store.ResultOutcome, len(results))
-		for i, err := range all(len(results), func(i int) error {
-			var err error
-			outs[i], err = h.st.ApplyResult(h.ctx, results[i])
-			return err
-		}) {
+		outs, errs := race(results, h.applyResult)
+		for i, err := range errs {
 			require.NoError(t, err)
 			require.False(t, outs[i].Ignored, outs[i].Reason)
 		}
@@ -278,7 +242,8 @@ func TestBatchedHotPaths(t *testing.T) {
 			break
 		}
 		require.Len(t, next, tasks, "stage %d", stage)
-		require.NoError(t, errors.Join(all(len(next), func(i int) error { return h.tryRunStep(next[i]) })...))
+		_, errs = race(next, func(m queue.Message) (struct{}, error) { return struct{}{}, h.tryRunStep(m) })
+		require.NoError(t, errors.Join(errs...))
 	}
 
 	for i, id := range ids {

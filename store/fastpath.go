@@ -727,13 +727,24 @@ func (s *Store) queueCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, o
 			return uuid.Nil, fmt.Errorf("encoding step message: %w", err)
 		}
 	}
+	s.queueTaskRows(b, p, req, tmpl)
+	var woke, acked int64
+	b.Queue(roots, rootMsgs, pgUUID(p.id), WakeChannel, queue.NamespaceQueue(req.Namespace), c.msg.ID, pgUUID(req.RequestID)).
+		QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(&out.TaskUUID), sent, &woke, &acked) })
+	return p.id, nil
+}
+
+// queueTaskRows adds a new task's rows to b: the task row first, then its
+// steps, edges and first transitions, each only if that row is the one this
+// batch inserted (a repeated request inserts nothing, and so creates
+// nothing).
+func (s *Store) queueTaskRows(b *pgx.Batch, p taskPlan, req queue.TaskRequest, tmpl resolvedTemplate) {
 	n := len(p.moves)
 	moveSteps, moveTasks := make([][16]byte, n), make([][16]byte, n)
 	froms, tos, reasons, attempts := make([]string, n), make([]string, n), make([]string, n), make([]int32, n)
 	for i, m := range p.moves {
 		moveSteps[i], moveTasks[i], froms[i], tos[i], reasons[i], attempts[i] = m.Step, m.Task, string(m.From), string(m.To), m.Reason, int32(m.Attempt)
 	}
-
 	id := pgUUID(p.id)
 	b.Queue(sqlTaskInsert, id, pgUUID(req.RequestID), pgUUID(p.correlation), tmpl.ID, req.Namespace, req.Name, tmpl.Version,
 		string(p.started), p.context, req.Priority, req.RequestedBy)
@@ -744,8 +755,4 @@ func (s *Store) queueCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, o
 	}
 	b.Queue(sqlTaskMovesInsert, id, string(workflow.TaskStatePending), reasonTaskCreated, string(p.started), reasonTaskStarted, s.nodeID)
 	b.Queue(sqlTaskStepMovesInsert, moveSteps, moveTasks, froms, tos, reasons, attempts, s.nodeID, id)
-	var woke, acked int64
-	b.Queue(roots, rootMsgs, id, WakeChannel, queue.NamespaceQueue(req.Namespace), c.msg.ID, pgUUID(req.RequestID)).
-		QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(&out.TaskUUID), sent, &woke, &acked) })
-	return p.id, nil
 }

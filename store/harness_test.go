@@ -194,6 +194,11 @@ func (h *harness) apply(msg queue.Message) store.ResultOutcome {
 	return out
 }
 
+// applyResult is ApplyResult in the harness's context.
+func (h *harness) applyResult(msg queue.Message) (store.ResultOutcome, error) {
+	return h.st.ApplyResult(h.ctx, msg)
+}
+
 // applyAll applies every visible result message.
 func (h *harness) applyAll() []store.ResultOutcome {
 	h.t.Helper()
@@ -408,6 +413,26 @@ func (h *harness) tryRunStep(msg queue.Message) error {
 		MsgID: msg.ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID,
 		CorrelationID: w.CorrelationID, Attempt: w.Attempt, Result: res, Err: workflow.AsStepError(herr),
 	})
+}
+
+// race calls fn on every item at the same moment, one goroutine each, and
+// returns the results and errors by item.
+func race[T, R any](items []T, fn func(T) (R, error)) ([]R, []error) {
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		outs  = make([]R, len(items))
+		errs  = make([]error, len(items))
+	)
+	for i := range items {
+		wg.Go(func() {
+			<-start
+			outs[i], errs[i] = fn(items[i])
+		})
+	}
+	close(start)
+	wg.Wait()
+	return outs, errs
 }
 
 // concurrently calls fn on every item from four goroutines and returns the

@@ -3,7 +3,6 @@ package store_test
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -56,20 +55,7 @@ func TestRequestIdempotentRace(t *testing.T) {
 		require.NoError(t, err)
 		msgs := h.readAll(queue.TaskRequestsQueue)
 		require.Len(t, msgs, 2)
-		var (
-			wg    sync.WaitGroup
-			start = make(chan struct{})
-			outs  [2]store.RequestOutcome
-			errs  [2]error
-		)
-		for i := range msgs {
-			wg.Go(func() {
-				<-start
-				outs[i], errs[i] = h.st.AcceptTaskRequest(h.ctx, msgs[i])
-			})
-		}
-		close(start)
-		wg.Wait()
+		outs, errs := race(msgs, func(m queue.Message) (store.RequestOutcome, error) { return h.st.AcceptTaskRequest(h.ctx, m) })
 		require.NoError(t, errs[0])
 		require.NoError(t, errs[1])
 		require.True(t, outs[0].Created != outs[1].Created, "exactly one creates: %+v", outs)

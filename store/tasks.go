@@ -156,55 +156,17 @@ func (s *Store) createTask(ctx context.Context, tx pgx.Tx, req queue.TaskRequest
 	if err != nil {
 		return out, err
 	}
-	err = tx.QueryRow(ctx, `
-		INSERT INTO tasker.tasks (task_uuid, request_id, correlation_id, template_id, namespace, name,
-			version, state, context, priority, requested_by)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)
-		ON CONFLICT (request_id) DO NOTHING
-		RETURNING task_uuid`,
-		p.id, req.RequestID, p.correlation, tmpl.ID, req.Namespace, req.Name, tmpl.Version,
-		string(p.started), p.context, req.Priority, req.RequestedBy).Scan(&out.TaskUUID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// The request id already made a task: hand back that one.
-		if err := tx.QueryRow(ctx, `SELECT task_uuid FROM tasker.tasks WHERE request_id = $1`, req.RequestID).Scan(&out.TaskUUID); err != nil {
-			return out, fmt.Errorf("reading task of request %s: %w", req.RequestID, err)
-		}
-		return out, nil
-	}
-	if err != nil {
+	b := &pgx.Batch{}
+	s.queueTaskRows(b, p, req, tmpl)
+	b.Queue(`SELECT task_uuid FROM tasker.tasks WHERE request_id = $1`, pgUUID(req.RequestID)).
+		QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(&out.TaskUUID)) })
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return out, fmt.Errorf("inserting task: %w", err)
 	}
+	if out.TaskUUID != p.id {
+		return out, nil // the request id already made a task: hand back that one
+	}
 	out.Created = true
-
-	if _, err := tx.Exec(ctx, `
-		INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
-			max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at)
-		SELECT u, $2, nm, p, $3, h, c::jsonb, st, m, r, t, bb, bm, w,
-			CASE WHEN st = 'enqueued' THEN now() END
-		FROM unnest($1::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::int[],
-			$10::bool[], $11::bigint[], $12::bigint[], $13::bigint[], $14::int[])
-			AS x(u, nm, p, h, c, st, m, r, t, bb, bm, w)`,
-		p.ids, out.TaskUUID, req.Namespace, p.names, p.positions, p.handlers, p.configs, p.states, p.maxAttempts,
-		p.retryable, p.timeouts, p.backoffBase, p.backoffMax, p.waiting); err != nil {
-		return out, fmt.Errorf("inserting steps: %w", err)
-	}
-	if len(p.edgeFrom) > 0 {
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
-			SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS x(f, t)`,
-			out.TaskUUID, p.edgeFrom, p.edgeTo); err != nil {
-			return out, fmt.Errorf("inserting step edges: %w", err)
-		}
-	}
-	if err := s.recordTaskMove(ctx, tx, taskMove{Task: out.TaskUUID, To: workflow.TaskStatePending, Reason: reasonTaskCreated}); err != nil {
-		return out, err
-	}
-	if err := s.recordTaskMove(ctx, tx, taskMove{Task: out.TaskUUID, From: workflow.TaskStatePending, To: p.started, Reason: reasonTaskStarted}); err != nil {
-		return out, err
-	}
-	if err := s.recordStepMoves(ctx, tx, p.moves); err != nil {
-		return out, err
-	}
 	if err := s.sendStepMessages(ctx, tx, p.ready, 0); err != nil {
 		return out, err
 	}
