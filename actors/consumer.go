@@ -133,10 +133,10 @@ func acceptRequest(ctx context.Context, s *System, m queue.Message) error {
 		err error
 	)
 	if max := s.settings.MaxDeliveries; max > 0 && m.ReadCount > max {
-		out, err = s.deps.Store.RejectTaskRequest(ctx, m,
+		out, err = s.deps.Store.RequestReject(ctx, m,
 			fmt.Sprintf("request delivered %d times, more than queue.max_deliveries (%d)", m.ReadCount, max))
 	} else {
-		out, err = s.deps.Store.AcceptTaskRequest(ctx, m)
+		out, err = s.deps.Store.RequestAccept(ctx, m)
 	}
 	if err != nil {
 		return err
@@ -164,9 +164,9 @@ func applyResult(ctx context.Context, s *System, m queue.Message) error {
 	if max := s.settings.MaxDeliveries; max > 0 && m.ReadCount > max {
 		reason := fmt.Sprintf("result delivered %d times, more than queue.max_deliveries (%d)", m.ReadCount, max)
 		s.log.Error("quarantining a step result that keeps failing", "msg_id", m.ID, "reason", reason)
-		out, err = s.deps.Store.QuarantineResult(ctx, m, reason)
+		out, err = s.deps.Store.ResultQuarantine(ctx, m, reason)
 	} else {
-		out, err = s.deps.Store.ApplyResult(ctx, m)
+		out, err = s.deps.Store.ResultApply(ctx, m)
 	}
 	if errors.Is(err, store.ErrStale) {
 		// Lost a compare-and-set race; the message was not deleted and will

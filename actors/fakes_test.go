@@ -136,19 +136,19 @@ type memStore struct {
 	q *memQueue
 }
 
-func (s *memStore) AcceptTaskRequest(context.Context, queue.Message) (store.RequestOutcome, error) {
+func (s *memStore) RequestAccept(context.Context, queue.Message) (store.RequestOutcome, error) {
 	return store.RequestOutcome{}, nil
 }
 
-func (s *memStore) RejectTaskRequest(context.Context, queue.Message, string) (store.RequestOutcome, error) {
+func (s *memStore) RequestReject(context.Context, queue.Message, string) (store.RequestOutcome, error) {
 	return store.RequestOutcome{Rejected: true}, nil
 }
 
-func (s *memStore) ApplyResult(context.Context, queue.Message) (store.ResultOutcome, error) {
+func (s *memStore) ResultApply(context.Context, queue.Message) (store.ResultOutcome, error) {
 	return store.ResultOutcome{}, nil
 }
 
-func (s *memStore) QuarantineResult(context.Context, queue.Message, string) (store.ResultOutcome, error) {
+func (s *memStore) ResultQuarantine(context.Context, queue.Message, string) (store.ResultOutcome, error) {
 	return store.ResultOutcome{Ignored: true}, nil
 }
 
@@ -159,7 +159,7 @@ func (s *memStore) StepStart(_ context.Context, step uuid.UUID) (store.StepWork,
 	}, nil
 }
 
-func (s *memStore) StepRecordOutcome(_ context.Context, o store.Outcome) error {
+func (s *memStore) StepOutcomeRecord(_ context.Context, o store.Outcome) error {
 	s.q.remove(queue.NamespaceQueue(o.Namespace), o.MsgID)
 	return nil
 }

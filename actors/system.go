@@ -21,12 +21,12 @@ import (
 // Store is what the actors need of persistence. *store.Store implements it;
 // tests wrap it to inject faults.
 type Store interface {
-	AcceptTaskRequest(ctx context.Context, msg queue.Message) (store.RequestOutcome, error)
-	RejectTaskRequest(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error)
-	ApplyResult(ctx context.Context, msg queue.Message) (store.ResultOutcome, error)
-	QuarantineResult(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error)
+	RequestAccept(ctx context.Context, msg queue.Message) (store.RequestOutcome, error)
+	RequestReject(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error)
+	ResultApply(ctx context.Context, msg queue.Message) (store.ResultOutcome, error)
+	ResultQuarantine(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error)
 	StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error)
-	StepRecordOutcome(ctx context.Context, o store.Outcome) error
+	StepOutcomeRecord(ctx context.Context, o store.Outcome) error
 }
 
 // Queue is what the actors need of the queue client.

@@ -142,7 +142,7 @@ func (w *worker) run(job stepJob) {
 		// is redelivered).
 		ctx, cancel := context.WithTimeout(base, dbTimeout)
 		defer cancel()
-		err := w.sys.deps.Store.StepRecordOutcome(ctx, out)
+		err := w.sys.deps.Store.StepOutcomeRecord(ctx, out)
 		if errors.Is(err, store.ErrStale) {
 			log.Info("outcome is stale: another attempt is current")
 			return nil

@@ -275,26 +275,26 @@ type outageStore struct {
 	c    *outageCounter
 }
 
-func (s *outageStore) AcceptTaskRequest(ctx context.Context, msg queue.Message) (store.RequestOutcome, error) {
-	out, err := s.next.AcceptTaskRequest(ctx, msg)
+func (s *outageStore) RequestAccept(ctx context.Context, msg queue.Message) (store.RequestOutcome, error) {
+	out, err := s.next.RequestAccept(ctx, msg)
 	s.c.record(err)
 	return out, err
 }
 
-func (s *outageStore) RejectTaskRequest(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error) {
-	out, err := s.next.RejectTaskRequest(ctx, msg, reason)
+func (s *outageStore) RequestReject(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error) {
+	out, err := s.next.RequestReject(ctx, msg, reason)
 	s.c.record(err)
 	return out, err
 }
 
-func (s *outageStore) ApplyResult(ctx context.Context, msg queue.Message) (store.ResultOutcome, error) {
-	out, err := s.next.ApplyResult(ctx, msg)
+func (s *outageStore) ResultApply(ctx context.Context, msg queue.Message) (store.ResultOutcome, error) {
+	out, err := s.next.ResultApply(ctx, msg)
 	s.c.record(err)
 	return out, err
 }
 
-func (s *outageStore) QuarantineResult(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error) {
-	out, err := s.next.QuarantineResult(ctx, msg, reason)
+func (s *outageStore) ResultQuarantine(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error) {
+	out, err := s.next.ResultQuarantine(ctx, msg, reason)
 	s.c.record(err)
 	return out, err
 }
@@ -305,8 +305,8 @@ func (s *outageStore) StepStart(ctx context.Context, step uuid.UUID) (store.Step
 	return w, err
 }
 
-func (s *outageStore) StepRecordOutcome(ctx context.Context, o store.Outcome) error {
-	err := s.next.StepRecordOutcome(ctx, o)
+func (s *outageStore) StepOutcomeRecord(ctx context.Context, o store.Outcome) error {
+	err := s.next.StepOutcomeRecord(ctx, o)
 	s.c.record(err)
 	return err
 }

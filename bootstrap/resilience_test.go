@@ -334,10 +334,10 @@ func TestCrashRestartsOnlyTheFailedActor(t *testing.T) {
 		crash(t, testsupport.OpRead(queue.NamespaceQueue("crash_a")), "injected poller panic", "root/ns-crash_a/poller")
 	})
 	t.Run("task-request actor", func(t *testing.T) {
-		crash(t, testsupport.OpAcceptTaskRequest, "injected task-request panic", "root/task_requests")
+		crash(t, testsupport.OpRequestAccept, "injected task-request panic", "root/task_requests")
 	})
 	t.Run("step-result actor", func(t *testing.T) {
-		crash(t, testsupport.OpApplyResult, "injected step-result panic", "root/step_results")
+		crash(t, testsupport.OpResultApply, "injected step-result panic", "root/step_results")
 	})
 	code, h := n.ready()
 	require.Equal(t, http.StatusOK, code, "restarted actors leave the node ready: %v", h.Reasons)
@@ -603,8 +603,8 @@ func TestPoisonAndStaleMessages(t *testing.T) {
 
 	t.Run("result that keeps failing to apply", func(t *testing.T) {
 		n := n.with(t)
-		n.faults.Fail(testsupport.OpApplyResult, nil, 0)
-		defer n.faults.Clear(testsupport.OpApplyResult)
+		n.faults.Fail(testsupport.OpResultApply, nil, 0)
+		defer n.faults.Clear(testsupport.OpResultApply)
 		d := n.waitTask(n.submit("poison", "job"), workflow.TaskStateError)
 		step := d.Steps[0]
 		require.Equal(t, workflow.StepStateError, step.State)
@@ -635,7 +635,7 @@ func TestPoisonAndStaleMessages(t *testing.T) {
 		var once sync.Once
 		open := func() { once.Do(func() { close(release) }) }
 		t.Cleanup(open)
-		n.faults.Set(testsupport.OpApplyResult, testsupport.Fault{Times: 1, Before: func() {
+		n.faults.Set(testsupport.OpResultApply, testsupport.Fault{Times: 1, Before: func() {
 			close(entered)
 			<-release
 		}})

@@ -139,7 +139,7 @@ func benchmarkCreate(b *testing.B, namespace, name string, steps int) {
 
 			b.ResetTimer()
 			for i := range b.N {
-				out, err := h.st.AcceptTaskRequest(h.ctx, msgs[i])
+				out, err := h.st.RequestAccept(h.ctx, msgs[i])
 				if err != nil || !out.Created {
 					b.Fatalf("accepting request: %+v %v", out, err)
 				}
@@ -161,13 +161,13 @@ func BenchmarkCreateMixedDAG(b *testing.B) {
 	benchmarkCreate(b, testsupport.MixedDAGNamespace, testsupport.MixedDAGName, 7)
 }
 
-// BenchmarkApplyResult times applying one step result: the first step of a
+// BenchmarkResultApply times applying one step result: the first step of a
 // linear task completes and the second is enqueued. The b.N steps are
 // created, started and their outcomes recorded before the timer starts.
 // With callers=64 the results are applied from 64 goroutines at once, as the
 // step-result actor hands a read's messages to the store, which groups them
 // into batches.
-func BenchmarkApplyResult(b *testing.B) {
+func BenchmarkResultApply(b *testing.B) {
 	for _, history := range historySizes {
 		h := benchHarness(b, history)
 		for _, callers := range []int{1, 64} {
@@ -178,7 +178,7 @@ func BenchmarkApplyResult(b *testing.B) {
 				require.NoError(b, err)
 				reqs := make([]struct{}, b.N)
 				require.NoError(b, concurrently(reqs, func(struct{}) error {
-					_, err := h.st.CreateTask(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
+					_, err := h.st.TaskCreate(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
 					return err
 				}))
 				steps := h.readAll(queue.NamespaceQueue(testsupport.LinearNamespace))
@@ -190,7 +190,7 @@ func BenchmarkApplyResult(b *testing.B) {
 				require.NoError(b, err)
 
 				apply := func(m queue.Message) error {
-					out, err := h.st.ApplyResult(h.ctx, m)
+					out, err := h.st.ResultApply(h.ctx, m)
 					if err == nil && (out.Ignored || out.Enqueued != 1) {
 						err = fmt.Errorf("applying result: %+v", out)
 					}

@@ -27,7 +27,7 @@ func TestDiamondJoinRace(t *testing.T) {
 		// Prepare the batch concurrently: create the tasks, run their roots,
 		// apply those results, run both branches of each.
 		require.NoError(t, concurrently(make([]struct{}, perBatch), func(struct{}) error {
-			_, err := h.st.CreateTask(h.ctx, request(ns, testsupport.DiamondName, `{"even_number": 4}`))
+			_, err := h.st.TaskCreate(h.ctx, request(ns, testsupport.DiamondName, `{"even_number": 4}`))
 			return err
 		}))
 		roots := h.readAll(queue.NamespaceQueue(ns))
@@ -36,7 +36,7 @@ func TestDiamondJoinRace(t *testing.T) {
 		results := h.readAll(queue.StepResultsQueue)
 		require.Len(t, results, perBatch)
 		require.NoError(t, concurrently(results, func(m queue.Message) error {
-			out, err := h.st.ApplyResult(h.ctx, m)
+			out, err := h.st.ResultApply(h.ctx, m)
 			if err == nil && out.Enqueued != 2 {
 				err = fmt.Errorf("root result enqueued %d branches: %+v", out.Enqueued, out)
 			}
@@ -150,7 +150,7 @@ func TestDuplicateResultRace(t *testing.T) {
 	h := newHarness(t, store.Options{})
 	const tasks = 50
 	for range tasks {
-		_, err := h.st.CreateTask(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
+		_, err := h.st.TaskCreate(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
 		require.NoError(t, err)
 	}
 	require.Equal(t, tasks, h.work(testsupport.LinearNamespace))
@@ -214,7 +214,7 @@ func TestBatchedHotPaths(t *testing.T) {
 		indexes[i] = i
 	}
 	_, errs = race(indexes, func(i int) (struct{}, error) {
-		return struct{}{}, h.st.StepRecordOutcome(h.ctx, h.outcome(msgs[i], works[i]))
+		return struct{}{}, h.st.StepOutcomeRecord(h.ctx, h.outcome(msgs[i], works[i]))
 	})
 	stale := 0
 	for i, err := range errs {

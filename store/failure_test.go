@@ -295,13 +295,13 @@ func TestDiamondBranchFailure(t *testing.T) {
 		branches[w.StepName], works[w.StepName] = m, w
 	}
 	require.Len(t, branches, 2)
-	require.NoError(t, h.st.StepRecordOutcome(h.ctx, h.outcome(branches["diamond_branch_b"], works["diamond_branch_b"])))
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(branches["diamond_branch_b"], works["diamond_branch_b"])))
 	outs = h.applyAll()
 	require.Len(t, outs, 1)
 	require.Equal(t, workflow.StepStateError, outs[0].StepState)
 	require.Equal(t, workflow.TaskStateInProgress, outs[0].TaskState, "c is still running")
 
-	require.NoError(t, h.st.StepRecordOutcome(h.ctx, h.outcome(branches["diamond_branch_c"], works["diamond_branch_c"])))
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(branches["diamond_branch_c"], works["diamond_branch_c"])))
 	outs = h.applyAll()
 	require.Len(t, outs, 1)
 	require.Equal(t, workflow.StepStateComplete, outs[0].StepState)
@@ -374,7 +374,7 @@ func TestSetBackoffWhileApplying(t *testing.T) {
 		}
 	})
 	err := concurrently(results, func(m queue.Message) error {
-		_, err := h.st.ApplyResult(h.ctx, m)
+		_, err := h.st.ResultApply(h.ctx, m)
 		return err
 	})
 	close(stop)

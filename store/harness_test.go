@@ -113,7 +113,7 @@ func (h *harness) accept(req queue.TaskRequest) store.RequestOutcome {
 	h.t.Helper()
 	body, err := req.Encode()
 	require.NoError(h.t, err)
-	out, err := h.st.AcceptTaskRequest(h.ctx, h.sendRaw(body))
+	out, err := h.st.RequestAccept(h.ctx, h.sendRaw(body))
 	require.NoError(h.t, err)
 	return out
 }
@@ -171,7 +171,7 @@ func (h *harness) outcome(msg queue.Message, w store.StepWork) store.Outcome {
 func (h *harness) runStep(msg queue.Message) store.StepWork {
 	h.t.Helper()
 	w := h.start(msg)
-	require.NoError(h.t, h.st.StepRecordOutcome(h.ctx, h.outcome(msg, w)))
+	require.NoError(h.t, h.st.StepOutcomeRecord(h.ctx, h.outcome(msg, w)))
 	return w
 }
 
@@ -189,14 +189,14 @@ func (h *harness) work(namespace string) int {
 // apply applies one result message; it must not fail.
 func (h *harness) apply(msg queue.Message) store.ResultOutcome {
 	h.t.Helper()
-	out, err := h.st.ApplyResult(h.ctx, msg)
+	out, err := h.st.ResultApply(h.ctx, msg)
 	require.NoError(h.t, err)
 	return out
 }
 
-// applyResult is ApplyResult in the harness's context.
+// applyResult is ResultApply in the harness's context.
 func (h *harness) applyResult(msg queue.Message) (store.ResultOutcome, error) {
-	return h.st.ApplyResult(h.ctx, msg)
+	return h.st.ResultApply(h.ctx, msg)
 }
 
 // applyAll applies every visible result message.
@@ -409,7 +409,7 @@ func (h *harness) tryRunStep(msg queue.Message) error {
 		return fmt.Errorf("no handler %q", w.Handler)
 	}
 	res, herr := hd.Handle(h.ctx, w.Input())
-	return h.st.StepRecordOutcome(h.ctx, store.Outcome{
+	return h.st.StepOutcomeRecord(h.ctx, store.Outcome{
 		MsgID: msg.ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID,
 		CorrelationID: w.CorrelationID, Attempt: w.Attempt, Result: res, Err: workflow.AsStepError(herr),
 	})

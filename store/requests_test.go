@@ -55,7 +55,7 @@ func TestRequestIdempotentRace(t *testing.T) {
 		require.NoError(t, err)
 		msgs := h.readAll(queue.TaskRequestsQueue)
 		require.Len(t, msgs, 2)
-		outs, errs := race(msgs, func(m queue.Message) (store.RequestOutcome, error) { return h.st.AcceptTaskRequest(h.ctx, m) })
+		outs, errs := race(msgs, func(m queue.Message) (store.RequestOutcome, error) { return h.st.RequestAccept(h.ctx, m) })
 		require.NoError(t, errs[0])
 		require.NoError(t, errs[1])
 		require.True(t, outs[0].Created != outs[1].Created, "exactly one creates: %+v", outs)
@@ -165,7 +165,7 @@ func requireRejected(t *testing.T, h *harness, body, raw string, reqID uuid.UUID
 	if raw != "" {
 		msg.Body = []byte(raw)
 	}
-	out, err := h.st.AcceptTaskRequest(h.ctx, msg)
+	out, err := h.st.RequestAccept(h.ctx, msg)
 	require.NoError(t, err)
 	require.True(t, out.Rejected, "%+v", out)
 	require.False(t, out.Created)

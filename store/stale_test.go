@@ -37,7 +37,7 @@ func TestRedeliveryAfterLostWorker(t *testing.T) {
 	require.Equal(t, 2, w.Attempt)
 
 	// The first worker comes back with attempt 1.
-	err := h.st.StepRecordOutcome(h.ctx, lostOutcome)
+	err := h.st.StepOutcomeRecord(h.ctx, lostOutcome)
 	require.ErrorIs(t, err, store.ErrStale)
 	live, _ := h.inQueue(ns, msgs[0].ID)
 	require.True(t, live, "a stale outcome must leave the message")
@@ -47,8 +47,8 @@ func TestRedeliveryAfterLostWorker(t *testing.T) {
 	require.Nil(t, s.Result)
 
 	// The second worker finishes; the task runs to the end.
-	require.NoError(t, h.st.StepRecordOutcome(h.ctx, h.outcome(again[0], w)))
-	require.ErrorIs(t, h.st.StepRecordOutcome(h.ctx, h.outcome(again[0], w)), store.ErrStale, "an outcome is recorded once")
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(again[0], w)))
+	require.ErrorIs(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(again[0], w)), store.ErrStale, "an outcome is recorded once")
 	d := h.runToEnd(task)
 	require.Equal(t, workflow.TaskStateComplete, d.State)
 	require.Equal(t, 69.0, number(t, step(t, d, "linear_step_4").Result))
@@ -79,7 +79,7 @@ func TestStaleResultOfOldAttempt(t *testing.T) {
 	msgs := h.readAll(ns)
 	require.Len(t, msgs, 1)
 	w := h.start(msgs[0])
-	require.NoError(t, h.st.StepRecordOutcome(h.ctx, h.outcome(msgs[0], w)))
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(msgs[0], w)))
 
 	// A forged result for attempt 7 of the same step.
 	body, err := queue.StepResult{TaskUUID: w.TaskUUID, StepUUID: w.StepUUID, CorrelationID: w.CorrelationID, Attempt: 7}.Encode()

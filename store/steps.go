@@ -77,12 +77,12 @@ type storedError struct {
 	Attempt    int            `json:"attempt"`
 }
 
-// StepRecordOutcome writes a worker's outcome on the step, sends the result
+// StepOutcomeRecord writes a worker's outcome on the step, sends the result
 // message and deletes the step message, in one transaction (shared, on
 // Tasker's own queues, with the outcomes recorded at the same moment). It
 // returns ErrStale (and changes nothing) when the attempt is no longer
 // current.
-func (s *Store) StepRecordOutcome(ctx context.Context, o Outcome) error {
+func (s *Store) StepOutcomeRecord(ctx context.Context, o Outcome) error {
 	ok := o.Err == nil
 	var (
 		result, errJSON []byte
@@ -174,14 +174,14 @@ type ResultOutcome struct {
 	RetryAt time.Time
 }
 
-// ApplyResult applies one message of the step result queue in one
+// ResultApply applies one message of the step result queue in one
 // transaction, holding the task row lock so two results of one task never
 // race: it completes the step, schedules its retry or fails it, enqueues the
 // steps that became ready, finalizes the task, and deletes the message. A
 // result whose attempt is not current, or whose task has finished or was
 // cancelled, is acknowledged and ignored. A message that does not decode is
 // archived.
-func (s *Store) ApplyResult(ctx context.Context, msg queue.Message) (ResultOutcome, error) {
+func (s *Store) ResultApply(ctx context.Context, msg queue.Message) (ResultOutcome, error) {
 	res, err := queue.DecodeStepResult(msg.Body)
 	if err != nil {
 		out := ResultOutcome{Ignored: true, Reason: err.Error()}
@@ -435,11 +435,11 @@ func joinNames(names []string) string {
 	return out
 }
 
-// QuarantineResult handles a result message delivered too many times (it
+// ResultQuarantine handles a result message delivered too many times (it
 // keeps failing to apply): the message is archived for inspection and, when
 // its attempt is still current, the step is failed with reason instead of
 // whatever the worker recorded, so the task can end rather than wait.
-func (s *Store) QuarantineResult(ctx context.Context, msg queue.Message, reason string) (ResultOutcome, error) {
+func (s *Store) ResultQuarantine(ctx context.Context, msg queue.Message, reason string) (ResultOutcome, error) {
 	out := ResultOutcome{Ignored: true, Reason: reason}
 	res, derr := queue.DecodeStepResult(msg.Body)
 	err := s.inTx(ctx, func(tx pgx.Tx) error {

@@ -120,6 +120,3 @@ func namespaceQueues(namespaces []string) []string {
 func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return translate(pgx.BeginFunc(ctx, s.pool, fn))
 }
-
-// Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

@@ -28,12 +28,12 @@ type RequestOutcome struct {
 	Enqueued int
 }
 
-// AcceptTaskRequest handles one message of the task request queue in one
+// RequestAccept handles one message of the task request queue in one
 // transaction: create the task, enqueue its ready steps and delete the
 // message. A request that cannot be honoured is archived and its reason
 // stored (Rejected). An error means nothing was done; the message comes back
 // after its visibility timeout.
-func (s *Store) AcceptTaskRequest(ctx context.Context, msg queue.Message) (RequestOutcome, error) {
+func (s *Store) RequestAccept(ctx context.Context, msg queue.Message) (RequestOutcome, error) {
 	if len(msg.Body) > s.maxReq {
 		return s.rejectRequest(ctx, msg, uuid.Nil,
 			fmt.Sprintf("payload of %d bytes exceeds the limit of %d bytes", len(msg.Body), s.maxReq))
@@ -75,9 +75,9 @@ func (s *Store) AcceptTaskRequest(ctx context.Context, msg queue.Message) (Reque
 	return out, nil
 }
 
-// RejectTaskRequest archives a task request message and stores reason where
+// RequestReject archives a task request message and stores reason where
 // an operator can list it.
-func (s *Store) RejectTaskRequest(ctx context.Context, msg queue.Message, reason string) (RequestOutcome, error) {
+func (s *Store) RequestReject(ctx context.Context, msg queue.Message, reason string) (RequestOutcome, error) {
 	return s.rejectRequest(ctx, msg, requestIDOf(msg.Body), reason)
 }
 
@@ -133,10 +133,10 @@ func requestIDOf(body []byte) uuid.UUID {
 	return id
 }
 
-// CreateTask creates the task of req with its steps, edges and first
+// TaskCreate creates the task of req with its steps, edges and first
 // transitions, and enqueues the steps that are ready, all in one
 // transaction. It is idempotent on the request id.
-func (s *Store) CreateTask(ctx context.Context, req queue.TaskRequest) (RequestOutcome, error) {
+func (s *Store) TaskCreate(ctx context.Context, req queue.TaskRequest) (RequestOutcome, error) {
 	var out RequestOutcome
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error

@@ -112,19 +112,6 @@ func (s *Store) TemplateList(ctx context.Context) ([]TemplateInfo, error) {
 	return out, nil
 }
 
-// Namespaces returns every namespace that has a registered template.
-func (s *Store) Namespaces(ctx context.Context) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT namespace FROM tasker.templates ORDER BY 1`)
-	if err != nil {
-		return nil, fmt.Errorf("listing namespaces: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("listing namespaces: %w", err)
-	}
-	return out, nil
-}
-
 // rowQuerier runs a query of one row: a transaction, or the pool.
 type rowQuerier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row

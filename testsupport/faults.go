@@ -88,12 +88,12 @@ var ErrInjected = errors.New("injected fault")
 
 // Operations FaultyStore intercepts, by method name.
 const (
-	OpAcceptTaskRequest = "AcceptTaskRequest"
-	OpRejectTaskRequest = "RejectTaskRequest"
-	OpApplyResult       = "ApplyResult"
-	OpQuarantineResult  = "QuarantineResult"
+	OpRequestAccept     = "RequestAccept"
+	OpRequestReject     = "RequestReject"
+	OpResultApply       = "ResultApply"
+	OpResultQuarantine  = "ResultQuarantine"
 	OpStepStart         = "StepStart"
-	OpStepRecordOutcome = "StepRecordOutcome"
+	OpStepOutcomeRecord = "StepOutcomeRecord"
 )
 
 // OpRead, OpDelete, OpArchive and OpSetVisibility name the FaultyQueue
@@ -222,32 +222,32 @@ type FaultyStore struct {
 
 var _ actors.Store = (*FaultyStore)(nil)
 
-func (s *FaultyStore) AcceptTaskRequest(ctx context.Context, msg queue.Message) (store.RequestOutcome, error) {
-	if err := s.Faults.intercept(OpAcceptTaskRequest); err != nil {
+func (s *FaultyStore) RequestAccept(ctx context.Context, msg queue.Message) (store.RequestOutcome, error) {
+	if err := s.Faults.intercept(OpRequestAccept); err != nil {
 		return store.RequestOutcome{}, err
 	}
-	return s.Store.AcceptTaskRequest(ctx, msg)
+	return s.Store.RequestAccept(ctx, msg)
 }
 
-func (s *FaultyStore) RejectTaskRequest(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error) {
-	if err := s.Faults.intercept(OpRejectTaskRequest); err != nil {
+func (s *FaultyStore) RequestReject(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error) {
+	if err := s.Faults.intercept(OpRequestReject); err != nil {
 		return store.RequestOutcome{}, err
 	}
-	return s.Store.RejectTaskRequest(ctx, msg, reason)
+	return s.Store.RequestReject(ctx, msg, reason)
 }
 
-func (s *FaultyStore) ApplyResult(ctx context.Context, msg queue.Message) (store.ResultOutcome, error) {
-	if err := s.Faults.intercept(OpApplyResult); err != nil {
+func (s *FaultyStore) ResultApply(ctx context.Context, msg queue.Message) (store.ResultOutcome, error) {
+	if err := s.Faults.intercept(OpResultApply); err != nil {
 		return store.ResultOutcome{}, err
 	}
-	return s.Store.ApplyResult(ctx, msg)
+	return s.Store.ResultApply(ctx, msg)
 }
 
-func (s *FaultyStore) QuarantineResult(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error) {
-	if err := s.Faults.intercept(OpQuarantineResult); err != nil {
+func (s *FaultyStore) ResultQuarantine(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error) {
+	if err := s.Faults.intercept(OpResultQuarantine); err != nil {
 		return store.ResultOutcome{}, err
 	}
-	return s.Store.QuarantineResult(ctx, msg, reason)
+	return s.Store.ResultQuarantine(ctx, msg, reason)
 }
 
 func (s *FaultyStore) StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error) {
@@ -257,11 +257,11 @@ func (s *FaultyStore) StepStart(ctx context.Context, step uuid.UUID) (store.Step
 	return s.Store.StepStart(ctx, step)
 }
 
-func (s *FaultyStore) StepRecordOutcome(ctx context.Context, o store.Outcome) error {
-	if err := s.Faults.intercept(OpStepRecordOutcome); err != nil {
+func (s *FaultyStore) StepOutcomeRecord(ctx context.Context, o store.Outcome) error {
+	if err := s.Faults.intercept(OpStepOutcomeRecord); err != nil {
 		return err
 	}
-	return s.Store.StepRecordOutcome(ctx, o)
+	return s.Store.StepOutcomeRecord(ctx, o)
 }
 
 // FaultyQueue is an actors.Queue whose calls Faults can make panic, fail or

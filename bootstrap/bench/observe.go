@@ -97,14 +97,14 @@ type observedStore struct {
 	t *tracker
 }
 
-func (s observedStore) AcceptTaskRequest(ctx context.Context, msg queue.Message) (store.RequestOutcome, error) {
-	out, err := s.Store.AcceptTaskRequest(ctx, msg)
+func (s observedStore) RequestAccept(ctx context.Context, msg queue.Message) (store.RequestOutcome, error) {
+	out, err := s.Store.RequestAccept(ctx, msg)
 	s.request(out, err)
 	return out, err
 }
 
-func (s observedStore) RejectTaskRequest(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error) {
-	out, err := s.Store.RejectTaskRequest(ctx, msg, reason)
+func (s observedStore) RequestReject(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error) {
+	out, err := s.Store.RequestReject(ctx, msg, reason)
 	s.request(out, err)
 	return out, err
 }
@@ -121,14 +121,14 @@ func (s observedStore) request(out store.RequestOutcome, err error) {
 	}
 }
 
-func (s observedStore) ApplyResult(ctx context.Context, msg queue.Message) (store.ResultOutcome, error) {
-	out, err := s.Store.ApplyResult(ctx, msg)
+func (s observedStore) ResultApply(ctx context.Context, msg queue.Message) (store.ResultOutcome, error) {
+	out, err := s.Store.ResultApply(ctx, msg)
 	s.result(out, err)
 	return out, err
 }
 
-func (s observedStore) QuarantineResult(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error) {
-	out, err := s.Store.QuarantineResult(ctx, msg, reason)
+func (s observedStore) ResultQuarantine(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error) {
+	out, err := s.Store.ResultQuarantine(ctx, msg, reason)
 	s.result(out, err)
 	return out, err
 }
