@@ -5,37 +5,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/tasker-run/tasker/workflow"
 )
 
-// Limits on the identifiers carried by a task request.
+// Limits on the identifiers carried by a task request: the domain's.
 const (
 	// MaxNamespaceLength keeps NamespaceQueue(namespace) within MaxNameLength.
-	MaxNamespaceLength = 40
+	MaxNamespaceLength = workflow.MaxNamespaceLen
 	// MaxTaskNameLength is the longest task (template) name.
-	MaxTaskNameLength = 64
+	MaxTaskNameLength = workflow.MaxNameLen
 )
-
-var (
-	identRe  = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	semverRe = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)` +
-		`(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
-)
-
-// ValidNamespace reports whether s is a namespace: a lower-case identifier of at most
-// MaxNamespaceLength characters.
-func ValidNamespace(s string) bool { return len(s) <= MaxNamespaceLength && identRe.MatchString(s) }
-
-// ValidTaskName reports whether s is a task name: a lower-case identifier of at most
-// MaxTaskNameLength characters.
-func ValidTaskName(s string) bool { return len(s) <= MaxTaskNameLength && identRe.MatchString(s) }
-
-// ValidVersion reports whether s is a semantic version (1.2.3, 1.0.0-rc.1+build).
-func ValidVersion(s string) bool { return semverRe.MatchString(s) }
 
 // FieldProblem is one thing wrong with one field of a message.
 type FieldProblem struct {
@@ -141,7 +125,7 @@ func DecodeTaskRequest(data []byte) (TaskRequest, error) {
 	r.Namespace = d.ident("namespace", MaxNamespaceLength)
 	r.Name = d.ident("name", MaxTaskNameLength)
 	if v, ok := d.optString("version"); ok && v != "" {
-		if ValidVersion(v) {
+		if workflow.ValidVersion(v) {
 			r.Version = v
 		} else {
 			d.problem("version", "must be a semantic version such as 1.0.0")
@@ -336,7 +320,7 @@ func (d *decoder) ident(field string, maxLen int) string {
 		d.problem(field, "missing")
 	case len(s) > maxLen:
 		d.problem(field, "longer than "+strconv.Itoa(maxLen)+" characters")
-	case !identRe.MatchString(s):
+	case !workflow.ValidIdent(s):
 		d.problem(field, "must be lower-case letters, digits and underscores, starting with a letter")
 	}
 	return s

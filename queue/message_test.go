@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/workflow"
 )
 
 const (
@@ -206,10 +207,10 @@ func FuzzDecodeTaskRequest(f *testing.F) {
 		if r.RequestID == uuid.Nil || r.CorrelationID == uuid.Nil {
 			t.Fatalf("nil UUID in decoded request: %+v", r)
 		}
-		if !queue.ValidNamespace(r.Namespace) || !queue.ValidTaskName(r.Name) {
+		if !workflow.ValidNamespace(r.Namespace) || !workflow.ValidName(r.Name) {
 			t.Fatalf("invalid namespace or name: %+v", r)
 		}
-		if r.Version != "" && !queue.ValidVersion(r.Version) {
+		if r.Version != "" && !workflow.ValidVersion(r.Version) {
 			t.Fatalf("invalid version: %q", r.Version)
 		}
 		if len(r.Context) == 0 || r.Context[0] != '{' {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -25,23 +24,7 @@ const (
 	DefaultMaxAttempts = 3
 	// MaxMaxAttempts is the largest max_attempts a template may ask for.
 	MaxMaxAttempts = 100
-	// MaxNamespaceLen keeps "<namespace>_queue" and pgmq's derived table
-	// names within PostgreSQL's identifier limit.
-	MaxNamespaceLen = 40
-	// MaxNameLen bounds a template name.
-	MaxNameLen = 64
 )
-
-var (
-	identRe  = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	semverRe = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
-)
-
-// ValidNamespace reports whether ns is a valid namespace: [a-z][a-z0-9_]*,
-// at most MaxNamespaceLen characters.
-func ValidNamespace(ns string) bool {
-	return len(ns) <= MaxNamespaceLen && identRe.MatchString(ns)
-}
 
 // Template is a named task: a DAG of steps loaded from a TOML file.
 type Template struct {
@@ -161,13 +144,13 @@ func ParseTemplate(source string, data []byte, reg *Registry) (*Template, error)
 	switch {
 	case t.Name == "":
 		add("name is required")
-	case len(t.Name) > MaxNameLen || !identRe.MatchString(t.Name):
+	case !ValidName(t.Name):
 		add("name %q must match [a-z][a-z0-9_]* and be at most %d characters", t.Name, MaxNameLen)
 	}
 	switch {
 	case t.Version == "":
 		add("version is required")
-	case !semverRe.MatchString(t.Version):
+	case !ValidVersion(t.Version):
 		add("version %q must be a semantic version MAJOR.MINOR.PATCH with an optional -prerelease", t.Version)
 	}
 	if len(ft.Steps) == 0 {
