@@ -2,7 +2,9 @@ package queue
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"sync"
 	"sync/atomic"
 )
@@ -54,6 +56,16 @@ func Table(queue string) (string, error) {
 		return "", err
 	}
 	return queueTable(q), nil
+}
+
+// ArchiveTable returns the quoted, schema-qualified archive table of a queue, for the same
+// use as Table. The name is validated first.
+func ArchiveTable(queue string) (string, error) {
+	q, err := normalize(queue)
+	if err != nil {
+		return "", err
+	}
+	return pgx.Identifier{"pgmq", "a_" + q}.Sanitize(), nil
 }
 
 // providerKind remembers whether a database's pgmq is Tasker's subset: 0 not known yet,

@@ -9,25 +9,37 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/workflow"
 )
 
-// lockTask locks the task row and returns its state and correlation id.
-func lockTask(ctx context.Context, tx pgx.Tx, task uuid.UUID) (workflow.TaskState, uuid.UUID, string, error) {
-	var (
-		state       string
-		correlation uuid.UUID
-		namespace   string
-	)
-	err := tx.QueryRow(ctx, `SELECT state, correlation_id, namespace FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE`, task).
-		Scan(&state, &correlation, &namespace)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", uuid.Nil, "", fmt.Errorf("task %s: %w", task, ErrNotFound)
-	}
+// The operator's actions. Each is one transaction that locks the task row,
+// asks the machines of package workflow whether the action is allowed from
+// the task's state (refusing with the reason when not), and applies it with
+// the statements of sql/operator.sql — and, for a resolved step, the same
+// step move and finalization that applying a result uses.
+
+// lockedTask is a task row held for update.
+type lockedTask struct {
+	id          uuid.UUID
+	state       workflow.TaskState
+	correlation uuid.UUID
+	namespace   string
+}
+
+func (s *Store) taskLock(ctx context.Context, tx pgx.Tx, task uuid.UUID) (lockedTask, error) {
+	lt := lockedTask{id: task}
+	var state string
+	st := stmt("task_lock")
+	err := tx.QueryRow(ctx, st.sql, st.bind(args{"task": pgUUID(task)})...).Scan(&state, scanUUID(&lt.correlation), &lt.namespace)
 	if err != nil {
-		return "", uuid.Nil, "", fmt.Errorf("locking task %s: %w", task, err)
+		if err = translate(err); errors.Is(err, ErrNotFound) {
+			return lt, fmt.Errorf("task %s: %w", task, ErrNotFound)
+		}
+		return lt, fmt.Errorf("locking task %s: %w", task, err)
 	}
-	return workflow.TaskState(state), correlation, namespace, nil
+	lt.state = workflow.TaskState(state)
+	return lt, nil
 }
 
 // refuse turns a refused transition into the operator's error.
@@ -39,6 +51,93 @@ func refuse(action string, err error) error {
 	return err
 }
 
+// taskMove moves a locked task to to on ev's behalf, with its transition.
+func (s *Store) taskMove(ctx context.Context, tx pgx.Tx, t *lockedTask, ev workflow.TaskEvent, action, reason string) error {
+	to, err := workflow.TaskTransition(t.state, ev)
+	if err != nil {
+		return refuse(action, err)
+	}
+	st := stmt("task_move")
+	var n int64
+	if err := tx.QueryRow(ctx, st.sql, st.bind(args{
+		"task": pgUUID(t.id), "from_state": string(t.state), "to_state": string(to), "terminal": to.Terminal(),
+		"reason": reason, "node_id": s.nodeID,
+	})...).Scan(&n); err != nil {
+		return fmt.Errorf("moving task %s to %s: %w", t.id, to, err)
+	}
+	if n == 0 {
+		return ErrStale
+	}
+	t.state = to
+	return nil
+}
+
+// movedStep is a step that steps_move moved.
+type movedStep struct {
+	id      uuid.UUID
+	waiting int
+}
+
+// stepsMove moves every step of a task that the events ev apply to, as the
+// step machine says, with the transitions; reset gives them a fresh set of
+// attempts.
+func (s *Store) stepsMove(ctx context.Context, tx pgx.Tx, task uuid.UUID, evs []workflow.StepEvent, reset bool, reason string) ([]movedStep, error) {
+	var from, to []workflow.StepState
+	for _, ev := range evs {
+		f, t := workflow.StepEventEdges(ev)
+		from, to = append(from, f...), append(to, t...)
+	}
+	st := stmt("steps_move")
+	rows, err := tx.Query(ctx, st.sql, st.bind(args{
+		"task": pgUUID(task), "from_states": states(from), "to_states": states(to),
+		"terminal_states": terminalStates, "reset": reset, "reason": reason, "node_id": s.nodeID,
+	})...)
+	if err != nil {
+		return nil, fmt.Errorf("moving steps of %s: %w", task, err)
+	}
+	var (
+		m     movedStep
+		moved []movedStep
+	)
+	_, err = pgx.ForEachRow(rows, []any{scanUUID(&m.id), &m.waiting}, func() error {
+		moved = append(moved, m)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("moving steps of %s: %w", task, err)
+	}
+	return moved, nil
+}
+
+// stepsEnqueue enqueues the steps of a locked task among ids that have no
+// parent waiting, and returns how many it enqueued.
+func (s *Store) stepsEnqueue(ctx context.Context, tx pgx.Tx, t lockedTask, ids []uuid.UUID, reason string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	msgs := make([][]byte, len(ids))
+	for i, id := range ids {
+		var err error
+		if msgs[i], err = (queue.StepMessage{TaskUUID: t.id, StepUUID: id, CorrelationID: t.correlation}).Encode(); err != nil {
+			return 0, fmt.Errorf("encoding step message: %w", err)
+		}
+	}
+	stepQueue := queue.NamespaceQueue(t.namespace)
+	st, err := stmt("steps_enqueue").forQueues("step_queue", stepQueue)
+	if err != nil {
+		return 0, err
+	}
+	var moved, sent, woke int64
+	if err := tx.QueryRow(ctx, st.sql, st.bind(args{
+		"steps": pgUUIDs(ids), "messages": msgs, "from_state": string(workflow.StepStatePending),
+		"to_state": string(enqueueTo), "reason": reason, "node_id": s.nodeID,
+		"wake_channel": WakeChannel, "wake_queue": stepQueue,
+	})...).Scan(&moved, &sent, &woke); err != nil {
+		return 0, fmt.Errorf("enqueueing steps of %s: %w", t.id, translate(err))
+	}
+	return int(moved), nil
+}
+
 // TaskCancel cancels a pending, running or failed task and its unfinished
 // steps. Messages already queued for those steps are acknowledged and
 // ignored when a worker takes them.
@@ -47,95 +146,65 @@ func (s *Store) TaskCancel(ctx context.Context, task uuid.UUID, reason string) e
 		reason = "cancelled by operator"
 	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
-		state, _, _, err := lockTask(ctx, tx, task)
+		t, err := s.taskLock(ctx, tx, task)
 		if err != nil {
 			return err
 		}
-		if _, err := s.moveTask(ctx, tx, task, state, workflow.TaskEventCancel, reason); err != nil {
-			return refuse("cancel", err)
+		if err := s.taskMove(ctx, tx, &t, workflow.TaskEventCancel, "cancel", reason); err != nil {
+			return err
 		}
-		rows, err := tx.Query(ctx, `
-			UPDATE tasker.steps s SET state = 'cancelled', finished_at = now(), outcome_attempt = NULL, outcome_ok = NULL
-			FROM (SELECT step_uuid, state FROM tasker.steps WHERE task_uuid = $1
-				AND state IN ('pending', 'enqueued', 'in_progress', 'waiting_for_retry') FOR UPDATE) old
-			WHERE s.step_uuid = old.step_uuid
-			RETURNING s.step_uuid, old.state, s.attempts`, task)
-		if err != nil {
-			return fmt.Errorf("cancelling steps of %s: %w", task, err)
-		}
-		var (
-			id      uuid.UUID
-			from    string
-			attempt int
-			moves   []stepMove
-		)
-		_, err = pgx.ForEachRow(rows, []any{&id, &from, &attempt}, func() error {
-			to, err := workflow.StepTransition(workflow.StepState(from), workflow.StepEventCancel)
-			if err != nil {
-				return err
-			}
-			moves = append(moves, stepMove{Step: id, Task: task, From: workflow.StepState(from), To: to, Reason: reason, Attempt: attempt})
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("cancelling steps of %s: %w", task, err)
-		}
-		return s.recordStepMoves(ctx, tx, moves)
+		_, err = s.stepsMove(ctx, tx, task, []workflow.StepEvent{workflow.StepEventCancel}, false, reason)
+		return err
 	})
 }
 
 // TaskRetry puts a task in error back to work: its failed steps return to
 // pending with a fresh set of attempts, and those whose parents are done are
-// enqueued.
+// enqueued. It returns how many it enqueued.
 func (s *Store) TaskRetry(ctx context.Context, task uuid.UUID) (int, error) {
+	const reason = "retried by operator"
 	var enqueued int
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		state, correlation, namespace, err := lockTask(ctx, tx, task)
+		t, err := s.taskLock(ctx, tx, task)
 		if err != nil {
 			return err
 		}
-		if _, err := s.moveTask(ctx, tx, task, state, workflow.TaskEventRetry, "retried by operator"); err != nil {
-			return refuse("retry", err)
+		if err := s.taskMove(ctx, tx, &t, workflow.TaskEventRetry, "retry", reason); err != nil {
+			return err
 		}
-		rows, err := tx.Query(ctx, `
-			UPDATE tasker.steps SET state = 'pending', attempts_base = attempts, error = NULL,
-				next_attempt_at = NULL, finished_at = NULL
-			WHERE task_uuid = $1 AND state = 'error'
-			RETURNING step_uuid, attempts, waiting_parents`, task)
+		moved, err := s.stepsMove(ctx, tx, task, []workflow.StepEvent{workflow.StepEventRetry}, true, reason)
 		if err != nil {
-			return fmt.Errorf("resetting failed steps of %s: %w", task, err)
+			return err
 		}
-		var (
-			id       uuid.UUID
-			attempts int
-			waiting  int
-			moves    []stepMove
-			ready    []readyStep
-		)
-		_, err = pgx.ForEachRow(rows, []any{&id, &attempts, &waiting}, func() error {
-			to, err := workflow.StepTransition(workflow.StepStateError, workflow.StepEventRetry)
-			if err != nil {
-				return err
-			}
-			moves = append(moves, stepMove{Step: id, Task: task, From: workflow.StepStateError, To: to, Reason: "retried by operator", Attempt: attempts})
-			if waiting == 0 {
-				ready = append(ready, readyStep{Step: id, Task: task, Namespace: namespace, CorrelationID: correlation})
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("resetting failed steps of %s: %w", task, err)
-		}
-		if len(moves) == 0 {
+		if len(moved) == 0 {
 			return &RefusedError{Action: "retry", Reason: "the task has no failed step"}
 		}
-		if err := s.recordStepMoves(ctx, tx, moves); err != nil {
-			return err
+		var ready []uuid.UUID
+		for _, m := range moved {
+			if m.waiting == 0 {
+				ready = append(ready, m.id)
+			}
 		}
-		enqueued, err = s.enqueuePending(ctx, tx, ready, "retried by operator")
+		enqueued, err = s.stepsEnqueue(ctx, tx, t, ready, reason)
 		return err
 	})
 	return enqueued, err
+}
+
+// TaskResolve marks a failed task resolved by an operator: its failed steps
+// become resolved_manually and the steps that never ran are cancelled.
+func (s *Store) TaskResolve(ctx context.Context, task uuid.UUID) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		t, err := s.taskLock(ctx, tx, task)
+		if err != nil {
+			return err
+		}
+		if err := s.taskMove(ctx, tx, &t, workflow.TaskEventResolve, "resolve", "resolved by operator"); err != nil {
+			return err
+		}
+		_, err = s.stepsMove(ctx, tx, task, []workflow.StepEvent{workflow.StepEventResolve, workflow.StepEventCancel}, false, "task resolved by operator")
+		return err
+	})
 }
 
 // StepResolve marks a failed step resolved by an operator, with result as
@@ -150,89 +219,105 @@ func (s *Store) StepResolve(ctx context.Context, task uuid.UUID, stepName string
 		return &RefusedError{Action: "resolve", Reason: "the result is not valid JSON"}
 	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
-		taskState, correlation, namespace, err := lockTask(ctx, tx, task)
+		t, err := s.taskLock(ctx, tx, task)
 		if err != nil {
 			return err
 		}
-		if taskState != workflow.TaskStateInProgress && taskState != workflow.TaskStateError {
-			return &RefusedError{Action: "resolve", Reason: fmt.Sprintf("task %s is %q; only a step of a task in progress or in error can be resolved", task, taskState)}
+		if !stepResolvable(t.state) {
+			return &RefusedError{Action: "resolve", Reason: fmt.Sprintf("task %s is %q; only a step of a task in progress or in error can be resolved", task, t.state)}
 		}
 		var (
 			id       uuid.UUID
 			state    string
 			attempts int
 		)
-		err = tx.QueryRow(ctx, `SELECT step_uuid, state, attempts FROM tasker.steps WHERE task_uuid = $1 AND name = $2 FOR UPDATE`, task, stepName).
-			Scan(&id, &state, &attempts)
+		st := stmt("step_lock")
+		err = tx.QueryRow(ctx, st.sql, st.bind(args{"task": pgUUID(task), "name": stepName})...).Scan(scanUUID(&id), &state, &attempts)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return &RefusedError{Action: "resolve", Reason: fmt.Sprintf("task %s has no step %q", task, stepName)}
 		}
 		if err != nil {
 			return fmt.Errorf("reading step %q: %w", stepName, err)
 		}
-		to, err := workflow.StepTransition(workflow.StepState(state), workflow.StepEventResolve)
+		from := workflow.StepState(state)
+		to, err := workflow.StepTransition(from, workflow.StepEventResolve)
 		if err != nil {
 			return refuse("resolve", err)
-		}
-		if _, err := tx.Exec(ctx, `
-			UPDATE tasker.steps SET state = $2, result = $3::jsonb, finished_at = now()
-			WHERE step_uuid = $1 AND state = 'error'`, id, string(to), []byte(result)); err != nil {
-			return fmt.Errorf("resolving step %q: %w", stepName, err)
-		}
-		if err := s.recordStepMoves(ctx, tx, []stepMove{{Step: id, Task: task, From: workflow.StepState(state), To: to, Reason: "resolved by operator", Attempt: attempts}}); err != nil {
-			return err
 		}
 		// A task that had ended in error resumes when the resolved step
 		// unblocks others.
-		current := taskState
-		if taskState == workflow.TaskStateError {
-			if current, err = s.moveTask(ctx, tx, task, taskState, workflow.TaskEventRetry, fmt.Sprintf("step %s resolved by operator", stepName)); err != nil {
-				return refuse("resolve", err)
+		if t.state != resultTaskState {
+			if err := s.taskMove(ctx, tx, &t, workflow.TaskEventRetry, "resolve", fmt.Sprintf("step %s resolved by operator", stepName)); err != nil {
+				return err
 			}
 		}
-		if _, err := s.releaseChildren(ctx, tx, id, task, namespace, correlation, fmt.Sprintf("parent %s resolved", stepName)); err != nil {
+		children, childMsgs, err := s.stepChildren(ctx, tx, t, id)
+		if err != nil {
 			return err
 		}
-		_, err = s.finalize(ctx, tx, task, current)
-		return err
+		var (
+			b     = &pgx.Batch{}
+			moved movedCounts
+			final = t.state
+		)
+		if err := s.queueStepMove(b, stepMove{
+			task: task, step: id, namespace: t.namespace, from: from,
+			d:       workflow.Decision{Event: workflow.StepEventResolve, To: to, Reason: "resolved by operator"},
+			attempt: attempts, result: result, releaseReason: fmt.Sprintf("parent %s resolved", stepName),
+			children: children, childMsgs: childMsgs,
+		}, &moved); err != nil {
+			return err
+		}
+		s.queueTaskFinalize(b, task, t.state, &final)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("resolving step %q: %w", stepName, translate(err))
+		}
+		if moved.moved == 0 {
+			return ErrStale
+		}
+		return nil
 	})
 }
 
-// TaskResolve marks a failed task resolved by an operator: its failed steps
-// become resolved_manually and the steps that never ran are cancelled.
-func (s *Store) TaskResolve(ctx context.Context, task uuid.UUID) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		state, _, _, err := lockTask(ctx, tx, task)
+// stepResolvable reports whether a step of a task in state can be
+// resolved: the task is in progress, or in error and resumes on a retry.
+func stepResolvable(state workflow.TaskState) bool {
+	if state == resultTaskState {
+		return true
+	}
+	to, err := workflow.TaskTransition(state, workflow.TaskEventRetry)
+	return err == nil && to == resultTaskState
+}
+
+// stepChildren returns the children of a step and their messages.
+func (s *Store) stepChildren(ctx context.Context, tx pgx.Tx, t lockedTask, step uuid.UUID) ([][16]byte, [][]byte, error) {
+	st := stmt("step_children")
+	rows, err := tx.Query(ctx, st.sql, st.bind(args{"step": pgUUID(step)})...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading children of %s: %w", step, err)
+	}
+	var (
+		child    uuid.UUID
+		children [][16]byte
+		msgs     [][]byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{scanUUID(&child)}, func() error {
+		msg, err := queue.StepMessage{TaskUUID: t.id, StepUUID: child, CorrelationID: t.correlation}.Encode()
 		if err != nil {
 			return err
 		}
-		if _, err := s.moveTask(ctx, tx, task, state, workflow.TaskEventResolve, "resolved by operator"); err != nil {
-			return refuse("resolve", err)
-		}
-		rows, err := tx.Query(ctx, `
-			UPDATE tasker.steps s
-			SET state = CASE old.state WHEN 'error' THEN 'resolved_manually' ELSE 'cancelled' END,
-				finished_at = now()
-			FROM (SELECT step_uuid, state FROM tasker.steps WHERE task_uuid = $1
-				AND state IN ('error', 'pending') FOR UPDATE) old
-			WHERE s.step_uuid = old.step_uuid
-			RETURNING s.step_uuid, old.state, s.state, s.attempts`, task)
-		if err != nil {
-			return fmt.Errorf("resolving steps of %s: %w", task, err)
-		}
-		var (
-			id       uuid.UUID
-			from, to string
-			attempts int
-			moves    []stepMove
-		)
-		_, err = pgx.ForEachRow(rows, []any{&id, &from, &to, &attempts}, func() error {
-			moves = append(moves, stepMove{Step: id, Task: task, From: workflow.StepState(from), To: workflow.StepState(to), Reason: "task resolved by operator", Attempt: attempts})
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("resolving steps of %s: %w", task, err)
-		}
-		return s.recordStepMoves(ctx, tx, moves)
+		children, msgs = append(children, child), append(msgs, msg)
+		return nil
 	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading children of %s: %w", step, err)
+	}
+	return children, msgs, nil
+}
+
+// movedCounts receives what a step move did.
+type movedCounts struct{ moved, enqueued, sent, woke, acked, archived int64 }
+
+func (m *movedCounts) counts() []any {
+	return []any{&m.moved, &m.enqueued, &m.sent, &m.woke, &m.acked, &m.archived}
 }

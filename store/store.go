@@ -52,7 +52,7 @@ type Store struct {
 	accepts  *batcher[acceptCall, RequestOutcome]
 	starts   *batcher[uuid.UUID, StepWork]
 	outcomes *batcher[outcomeCall, struct{}]
-	results  *batcher[resultCall, resultAnswer]
+	results  *batcher[resultCall, ResultOutcome]
 }
 
 // New returns a Store on pool. The schema must have been migrated and the

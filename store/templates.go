@@ -50,6 +50,28 @@ func definitionOf(t *workflow.Template) templateDef {
 	return def
 }
 
+// stepTemplates turns a stored definition back into the steps of a
+// template.
+func (d templateDef) stepTemplates() []workflow.StepTemplate {
+	out := make([]workflow.StepTemplate, len(d.Steps))
+	for i, st := range d.Steps {
+		out[i] = workflow.StepTemplate{
+			Name:      st.Name,
+			Handler:   st.Handler,
+			Config:    st.Config,
+			DependsOn: st.DependsOn,
+			Timeout:   time.Duration(st.TimeoutMS) * time.Millisecond,
+			Retry: workflow.RetryPolicy{
+				Retryable:   st.Retryable,
+				MaxAttempts: st.MaxAttempts,
+				BackoffBase: time.Duration(st.BackoffBaseMS) * time.Millisecond,
+				BackoffMax:  time.Duration(st.BackoffMaxMS) * time.Millisecond,
+			},
+		}
+	}
+	return out
+}
+
 // TemplateInfo is a registered template.
 type TemplateInfo struct {
 	ID           int64     `json:"id"`
@@ -121,7 +143,7 @@ type rowQuerier interface {
 type resolvedTemplate struct {
 	ID      int64
 	Version string
-	Def     templateDef
+	Steps   []workflow.StepTemplate
 }
 
 // templateCache keeps decoded definitions by id and content hash, so a
@@ -132,8 +154,8 @@ type templateCache struct {
 }
 
 type cachedDef struct {
-	hash string
-	def  templateDef
+	hash  string
+	steps []workflow.StepTemplate
 }
 
 func newTemplateCache() *templateCache { return &templateCache{defs: map[int64]cachedDef{}} }
@@ -170,18 +192,20 @@ func (s *Store) templateResolve(ctx context.Context, tx rowQuerier, namespace, n
 	c, ok := s.templates.defs[rt.ID]
 	s.templates.mu.Unlock()
 	if ok && c.hash == hash {
-		rt.Def = c.def
+		rt.Steps = c.steps
 		return rt, nil
 	}
 	var raw []byte
 	if err := tx.QueryRow(ctx, `SELECT definition, hash FROM tasker.templates WHERE template_id = $1`, rt.ID).Scan(&raw, &hash); err != nil {
 		return rt, fmt.Errorf("reading template %d: %w", rt.ID, err)
 	}
-	if err := json.Unmarshal(raw, &rt.Def); err != nil {
+	var def templateDef
+	if err := json.Unmarshal(raw, &def); err != nil {
 		return rt, fmt.Errorf("decoding template %d: %w", rt.ID, err)
 	}
+	rt.Steps = def.stepTemplates()
 	s.templates.mu.Lock()
-	s.templates.defs[rt.ID] = cachedDef{hash: hash, def: rt.Def}
+	s.templates.defs[rt.ID] = cachedDef{hash: hash, steps: rt.Steps}
 	s.templates.mu.Unlock()
 	return rt, nil
 }

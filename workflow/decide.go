@@ -121,10 +121,18 @@ func TaskVerdict(names []string, states []StepState) Verdict {
 }
 
 // FailedReason is the reason of a task's failure from the names of its
-// failed steps.
+// failed steps: FailedReasonPrefix, the names joined by
+// FailedReasonSeparator, FailedReasonSuffix.
 func FailedReason(failed []string) string {
-	return "step " + strings.Join(failed, ", ") + " failed"
+	return FailedReasonPrefix + strings.Join(failed, FailedReasonSeparator) + FailedReasonSuffix
 }
+
+// The parts of FailedReason, for a statement that writes it.
+const (
+	FailedReasonPrefix    = "step "
+	FailedReasonSeparator = ", "
+	FailedReasonSuffix    = " failed"
+)
 
 // InFlight reports whether a step in s is on its way through a worker:
 // enqueued, in progress or waiting for its retry.

@@ -1,0 +1,279 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// RequestOutcome is what became of one task request message.
+type RequestOutcome struct {
+	RequestID uuid.UUID
+	TaskUUID  uuid.UUID
+	// Created is false when the request id had already created a task (a
+	// repeated request creates nothing).
+	Created bool
+	// Rejected requests are archived with Reason stored.
+	Rejected bool
+	Reason   string
+	// Enqueued counts the steps sent to their queue.
+	Enqueued int
+}
+
+// RequestAccept handles one message of the task request queue in one
+// transaction: create the task, enqueue its ready steps and delete the
+// message. A request that cannot be honoured is archived and its reason
+// stored (Rejected). An error means nothing was done; the message comes back
+// after its visibility timeout. Concurrent calls go together: one round
+// trip and one commit for the batch.
+func (s *Store) RequestAccept(ctx context.Context, msg queue.Message) (RequestOutcome, error) {
+	if len(msg.Body) > s.maxReq {
+		return s.requestReject(ctx, msg, uuid.Nil,
+			fmt.Sprintf("payload of %d bytes exceeds the limit of %d bytes", len(msg.Body), s.maxReq))
+	}
+	req, err := queue.DecodeTaskRequest(msg.Body)
+	if err != nil {
+		return s.requestReject(ctx, msg, requestIDOf(msg.Body), err.Error())
+	}
+	out, err := s.accepts.do(ctx, acceptCall{msgID: &msg.ID, req: req})
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		return s.requestReject(ctx, msg, req.RequestID, refused.Reason)
+	}
+	if err != nil {
+		return RequestOutcome{RequestID: req.RequestID}, fmt.Errorf("accepting task request %s: %w", req.RequestID, err)
+	}
+	return out, nil
+}
+
+// TaskCreate creates the task of req as RequestAccept does, for a request
+// that did not come through the queue. It is idempotent on the request id.
+func (s *Store) TaskCreate(ctx context.Context, req queue.TaskRequest) (RequestOutcome, error) {
+	return s.accepts.do(ctx, acceptCall{req: req})
+}
+
+// RequestReject archives a task request message and stores reason where
+// an operator can list it.
+func (s *Store) RequestReject(ctx context.Context, msg queue.Message, reason string) (RequestOutcome, error) {
+	return s.requestReject(ctx, msg, requestIDOf(msg.Body), reason)
+}
+
+func (s *Store) requestReject(ctx context.Context, msg queue.Message, requestID uuid.UUID, reason string) (RequestOutcome, error) {
+	out := RequestOutcome{RequestID: requestID, Rejected: true, Reason: reason}
+	var rid *uuid.UUID
+	if requestID != uuid.Nil {
+		rid = &requestID
+	}
+	payload := string(msg.Body)
+	if len(payload) > maxRejectedPayload {
+		// Cut on a character boundary: a split character is invalid UTF-8,
+		// which the text column refuses, and the rejection would fail.
+		cut := maxRejectedPayload
+		for cut > 0 && !utf8.RuneStart(payload[cut]) {
+			cut--
+		}
+		payload = payload[:cut] + "…"
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, stmt("request_reject").sql, stmt("request_reject").bind(args{
+			"request_id": rid, "msg_id": msg.ID, "payload": payload, "reason": reason, "node_id": s.nodeID,
+		})...); err != nil {
+			return fmt.Errorf("storing rejected request: %w", err)
+		}
+		if _, err := s.queue.WithDB(tx).Archive(ctx, queue.TaskRequestsQueue, msg.ID); err != nil {
+			return fmt.Errorf("archiving task request %d: %w", msg.ID, err)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// maxRejectedPayload is how much of a rejected request is kept, in bytes.
+const maxRejectedPayload = 4096
+
+// requestIDOf digs the request id out of a payload that failed validation,
+// so the rejection can still be found by it.
+func requestIDOf(body []byte) uuid.UUID {
+	var probe struct {
+		RequestID string `json:"request_id"`
+	}
+	if json.Unmarshal(body, &probe) != nil {
+		return uuid.Nil
+	}
+	id, err := uuid.Parse(probe.RequestID)
+	if err != nil {
+		return uuid.Nil
+	}
+	return id
+}
+
+// acceptCall is one task request to accept in a batch; msgID is the
+// request's message, nil for a task created without one.
+type acceptCall struct {
+	msgID *int64
+	req   queue.TaskRequest
+}
+
+// templateKey names a template as a request asks for it.
+type templateKey struct{ namespace, name, version string }
+
+// acceptRequests creates the tasks of a batch of requests: a look-up per
+// distinct template asked for, then every task's creation with its
+// request's deletion in one implicit transaction. A request whose template
+// is refused is answered with the refusal (the caller rejects it); a
+// repeated request creates nothing and is acknowledged.
+func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answer[RequestOutcome], error) {
+	answers := make([]answer[RequestOutcome], len(calls))
+	type resolved struct {
+		tmpl resolvedTemplate
+		err  error
+	}
+	templates := map[templateKey]resolved{}
+	type created struct {
+		i    int
+		id   uuid.UUID
+		sent int64
+	}
+	var batched []*created
+	b := newBatch()
+	for i, c := range calls {
+		req := c.req
+		a := &answers[i]
+		a.res = RequestOutcome{RequestID: req.RequestID}
+		key := templateKey{req.Namespace, req.Name, req.Version}
+		r, ok := templates[key]
+		if !ok {
+			r.tmpl, r.err = s.templateResolve(ctx, s.pool, req.Namespace, req.Name, req.Version)
+			templates[key] = r
+		}
+		if r.err != nil {
+			a.err = r.err
+			continue
+		}
+		cr := &created{i: i}
+		var err error
+		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, &a.res.TaskUUID, &cr.sent); err != nil {
+			a.err = err
+			continue
+		}
+		batched = append(batched, cr)
+	}
+	if len(batched) == 0 {
+		return answers, nil
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("creating tasks: %w", translate(err))
+	}
+	for _, cr := range batched {
+		out := &answers[cr.i].res
+		if out.TaskUUID == cr.id {
+			out.Created, out.Enqueued = true, int(cr.sent)
+		}
+	}
+	return answers, nil
+}
+
+// queueTaskCreate adds one task's creation to b, as workflow plans it: the
+// task row first, then every other row only if that row is the one this
+// batch inserted, the roots' messages, and the request's deletion. The task
+// of the request (this one, or the one an earlier request with its id
+// created) is scanned into task, the roots sent into sent. It returns the
+// new task's id.
+func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, task *uuid.UUID, sent *int64) (uuid.UUID, error) {
+	req := c.req
+	p, err := workflow.PlanTask(tmpl.Steps, uuid.NewV7)
+	if err != nil {
+		return uuid.Nil, &RefusedError{Action: "task request",
+			Reason: fmt.Sprintf("template %s/%s %s: %v", req.Namespace, req.Name, tmpl.Version, err)}
+	}
+	stepQueue := queue.NamespaceQueue(req.Namespace)
+	roots, err := stmt("task_roots_send").forQueues("step_queue", stepQueue, "request_queue", queue.TaskRequestsQueue)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	correlation := req.CorrelationID
+	if correlation == uuid.Nil {
+		correlation = req.RequestID
+	}
+	taskContext := req.Context
+	if taskContext == "" {
+		taskContext = "{}"
+	}
+	n := len(p.Steps)
+	var (
+		ids                                [][16]byte
+		names, handlers, configs, states   = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		positions, maxAttempts, waiting    = make([]int32, n), make([]int32, n), make([]int32, n)
+		retryable                          = make([]bool, n)
+		timeouts, backoffBase, backoffMax  = make([]int64, n), make([]int64, n), make([]int64, n)
+		edgeFrom, edgeTo                   [][16]byte
+		rootMsgs                           [][]byte
+		moveSteps                          [][16]byte
+		moveFrom, moveTo, moveWhy          []string
+		taskFrom, taskTo, taskWhy          []string
+	)
+	ids = make([][16]byte, n)
+	for i, st := range p.Steps {
+		ids[i] = st.ID
+		names[i], handlers[i], positions[i], states[i] = st.Name, st.Handler, int32(i), string(st.State)
+		configs[i] = string(st.Config)
+		if configs[i] == "" {
+			configs[i] = "{}"
+		}
+		maxAttempts[i], retryable[i], waiting[i] = int32(st.Retry.MaxAttempts), st.Retry.Retryable, int32(len(st.DependsOn))
+		timeouts[i] = st.Timeout.Milliseconds()
+		backoffBase[i], backoffMax[i] = st.Retry.BackoffBase.Milliseconds(), st.Retry.BackoffMax.Milliseconds()
+		if st.Root() {
+			msg, err := queue.StepMessage{TaskUUID: p.Task, StepUUID: st.ID, CorrelationID: correlation}.Encode()
+			if err != nil {
+				return uuid.Nil, fmt.Errorf("encoding step message: %w", err)
+			}
+			rootMsgs = append(rootMsgs, msg)
+		}
+	}
+	for _, e := range p.Edges {
+		edgeFrom, edgeTo = append(edgeFrom, ids[e.From]), append(edgeTo, ids[e.To])
+	}
+	for _, m := range p.StepMoves {
+		moveSteps = append(moveSteps, ids[m.Step])
+		moveFrom, moveTo, moveWhy = append(moveFrom, string(m.From)), append(moveTo, string(m.To)), append(moveWhy, m.Reason)
+	}
+	for _, m := range p.TaskMoves {
+		taskFrom, taskTo, taskWhy = append(taskFrom, string(m.From)), append(taskTo, string(m.To)), append(taskWhy, m.Reason)
+	}
+	id := pgUUID(p.Task)
+	stmt("task_insert").queue(b, args{
+		"task": id, "request_id": pgUUID(req.RequestID), "correlation_id": pgUUID(correlation), "template_id": tmpl.ID,
+		"namespace": req.Namespace, "name": req.Name, "version": tmpl.Version, "state": string(p.State),
+		"context": taskContext, "priority": req.Priority, "requested_by": req.RequestedBy,
+	})
+	stmt("task_steps_insert").queue(b, args{
+		"task": id, "namespace": req.Namespace, "enqueued": string(enqueueTo), "steps": ids, "names": names,
+		"positions": positions, "handlers": handlers, "configs": configs, "states": states,
+		"max_attempts": maxAttempts, "retryable": retryable, "timeouts_ms": timeouts,
+		"backoff_base_ms": backoffBase, "backoff_max_ms": backoffMax, "waiting": waiting,
+	})
+	if len(edgeFrom) > 0 {
+		stmt("task_edges_insert").queue(b, args{"task": id, "from_steps": edgeFrom, "to_steps": edgeTo})
+	}
+	stmt("task_transitions_insert").queue(b, args{
+		"task": id, "from_states": taskFrom, "to_states": taskTo, "reasons": taskWhy, "node_id": s.nodeID,
+	})
+	stmt("task_step_transitions_insert").queue(b, args{
+		"task": id, "steps": moveSteps, "from_states": moveFrom, "to_states": moveTo, "reasons": moveWhy, "node_id": s.nodeID,
+	})
+	var woke, acked int64
+	roots.queue(b, args{
+		"messages": rootMsgs, "task": id, "wake_channel": WakeChannel, "wake_queue": stepQueue,
+		"msg_id": c.msgID, "request_id": pgUUID(req.RequestID),
+	}).QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(task), sent, &woke, &acked) })
+	return p.Task, nil
+}

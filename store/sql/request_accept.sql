@@ -1,0 +1,65 @@
+-- Creating a task from a request, in one implicit transaction: the task row
+-- first, then every other row only if that row is the one this transaction
+-- inserted (a repeated request inserts nothing, and so creates nothing).
+
+-- name: task_insert
+INSERT INTO tasker.tasks (task_uuid, request_id, correlation_id, template_id, namespace, name,
+    version, state, context, priority, requested_by)
+VALUES (@task, @request_id, @correlation_id, @template_id, @namespace, @name, @version, @state,
+    @context::jsonb, @priority, @requested_by)
+ON CONFLICT (request_id) DO NOTHING;
+
+-- name: task_steps_insert
+INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
+    max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at)
+SELECT u, @task, nm, p, @namespace, h, c::jsonb, st, m, r, t, bb, bm, w,
+    CASE WHEN st = @enqueued THEN now() END
+FROM unnest(@steps::uuid[], @names::text[], @positions::int[], @handlers::text[], @configs::text[],
+    @states::text[], @max_attempts::int[], @retryable::bool[], @timeouts_ms::bigint[],
+    @backoff_base_ms::bigint[], @backoff_max_ms::bigint[], @waiting::int[])
+    AS x(u, nm, p, h, c, st, m, r, t, bb, bm, w)
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task);
+
+-- name: task_edges_insert
+INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
+SELECT @task, f, t FROM unnest(@from_steps::uuid[], @to_steps::uuid[]) AS x(f, t)
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task);
+
+-- name: task_transitions_insert
+INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, reason, node_id)
+SELECT @task, NULLIF(f, ''), o, r, @node_id
+FROM unnest(@from_states::text[], @to_states::text[], @reasons::text[]) WITH ORDINALITY AS x(f, o, r, n)
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
+ORDER BY n;
+
+-- name: task_step_transitions_insert
+INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
+SELECT s, @task, NULLIF(f, ''), o, r, 0, @node_id
+FROM unnest(@steps::uuid[], @from_states::text[], @to_states::text[], @reasons::text[])
+    WITH ORDINALITY AS x(s, f, o, r, n)
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
+ORDER BY n;
+
+-- name: task_roots_send
+-- Sends the roots' messages to {{step_queue}} and wakes its poller, if the
+-- task is new; deletes the request @msg_id from {{request_queue}} either way
+-- (none for a task created without a message); returns the task of the
+-- request.
+WITH sent AS (
+    INSERT INTO {{step_queue}} (vt, message)
+    SELECT clock_timestamp(), m.msg FROM unnest(@messages::jsonb[]) WITH ORDINALITY AS m(msg, n)
+    WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
+    ORDER BY m.n
+    RETURNING msg_id
+), woke AS (
+    SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
+), acked AS (
+    DELETE FROM {{request_queue}} WHERE msg_id = @msg_id::bigint RETURNING msg_id
+)
+SELECT t.task_uuid, (SELECT count(*) FROM sent), (SELECT count(*) FROM woke), (SELECT count(*) FROM acked)
+FROM tasker.tasks t WHERE t.request_id = @request_id;
+
+-- name: request_reject
+-- Keeps a request that cannot be honoured where an operator can list it.
+INSERT INTO tasker.rejected_requests (request_id, msg_id, payload, reason, node_id)
+VALUES (@request_id, @msg_id, @payload, @reason, @node_id);

@@ -1,0 +1,38 @@
+-- Recording what workers report of their attempts.
+
+-- name: step_outcome_record
+-- Records outcomes on steps (compare-and-set: the step in a state that takes
+-- an outcome, on the attempt reported, no outcome waiting) and, for those
+-- recorded, sends the result messages to {{result_queue}}, deletes the step
+-- messages from {{step_queue}} (moving those marked archive to its archive)
+-- and wakes the results' consumer at commit. Returns the steps recorded.
+WITH o AS (
+    SELECT * FROM unnest(@steps::uuid[], @attempts::int[], @oks::bool[], @results::jsonb[], @errors::jsonb[],
+        @retry_after_ms::bigint[], @durations_ms::bigint[], @bodies::jsonb[], @msg_ids::bigint[], @archive::bool[])
+        AS o(step_uuid, attempt, ok, result, error, retry_after_ms, duration_ms, body, msg_id, archive)
+    ORDER BY step_uuid
+), recorded AS (
+    UPDATE tasker.steps s
+    SET outcome_attempt = o.attempt, outcome_ok = o.ok,
+        result = CASE WHEN o.ok THEN o.result ELSE s.result END,
+        error = CASE WHEN o.ok THEN NULL ELSE o.error END,
+        retry_after_ms = o.retry_after_ms, duration_ms = o.duration_ms
+    FROM o
+    WHERE s.step_uuid = o.step_uuid AND s.state = ANY(@outcome_states::text[]) AND s.attempts = o.attempt
+        AND s.outcome_attempt IS NULL
+    RETURNING s.step_uuid, o.body, o.msg_id, o.archive
+), sent AS (
+    INSERT INTO {{result_queue}} (vt, message) SELECT clock_timestamp(), body FROM recorded
+    RETURNING msg_id
+), acked AS (
+    DELETE FROM {{step_queue}} WHERE msg_id IN (SELECT msg_id FROM recorded)
+    RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers
+), archived AS (
+    INSERT INTO {{step_queue_archive}} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
+    SELECT a.msg_id, a.read_ct, a.enqueued_at, a.last_read_at, a.vt, a.message, a.headers
+    FROM acked a JOIN recorded r ON r.msg_id = a.msg_id WHERE r.archive
+    RETURNING msg_id
+), woke AS (
+    SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM recorded)
+)
+SELECT r.step_uuid FROM recorded r, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM archived) a;

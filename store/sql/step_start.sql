@@ -1,0 +1,33 @@
+-- Starting attempts: a worker took the messages of these steps.
+
+-- name: step_start
+-- Moves the steps to the start event's state (attempts + 1) from a state the
+-- event allows while no outcome waits, locking them in the order of their
+-- ids; records the transitions; returns the work with each task's name,
+-- correlation and context.
+WITH old AS (
+    SELECT step_uuid, state FROM tasker.steps
+    WHERE step_uuid = ANY(@steps::uuid[]) AND state = ANY(@from_states::text[]) AND outcome_attempt IS NULL
+    ORDER BY step_uuid
+    FOR UPDATE
+), moved AS (
+    UPDATE tasker.steps s
+    SET state = @to_state, attempts = s.attempts + 1, last_attempted_at = now(), next_attempt_at = NULL
+    FROM old WHERE s.step_uuid = old.step_uuid
+    RETURNING s.step_uuid, old.state AS from_state, s.task_uuid, s.namespace, s.name, s.handler, s.attempts,
+        s.attempts_base + s.max_attempts AS max_attempts, s.timeout_ms, s.config
+), recorded AS (
+    INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
+    SELECT step_uuid, task_uuid, from_state, @to_state,
+        CASE WHEN from_state = @to_state THEN @reason_redelivered ELSE @reason_taken END, attempts, @node_id
+    FROM moved
+)
+SELECT m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts, m.max_attempts,
+    m.timeout_ms, m.config, t.name, t.correlation_id, t.context
+FROM moved m JOIN tasker.tasks t ON t.task_uuid = m.task_uuid;
+
+-- name: step_parents
+-- The results of the parents of the steps.
+SELECT e.to_step, p.name, COALESCE(p.result, 'null'::jsonb)
+FROM tasker.step_edges e JOIN tasker.steps p ON p.step_uuid = e.from_step
+WHERE e.to_step = ANY(@steps::uuid[]);
