@@ -209,16 +209,16 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 	}
 	n := len(p.Steps)
 	var (
-		ids                                [][16]byte
-		names, handlers, configs, states   = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		positions, maxAttempts, waiting    = make([]int32, n), make([]int32, n), make([]int32, n)
-		retryable                          = make([]bool, n)
-		timeouts, backoffBase, backoffMax  = make([]int64, n), make([]int64, n), make([]int64, n)
-		edgeFrom, edgeTo                   [][16]byte
-		rootMsgs                           [][]byte
-		moveSteps                          [][16]byte
-		moveFrom, moveTo, moveWhy          []string
-		taskFrom, taskTo, taskWhy          []string
+		ids                               [][16]byte
+		names, handlers, configs, states  = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		positions, maxAttempts, waiting   = make([]int32, n), make([]int32, n), make([]int32, n)
+		retryable                         = make([]bool, n)
+		timeouts, backoffBase, backoffMax = make([]int64, n), make([]int64, n), make([]int64, n)
+		edgeFrom, edgeTo                  [][16]byte
+		rootMsgs                          [][]byte
+		moveSteps                         [][16]byte
+		moveFrom, moveTo, moveWhy         []string
+		taskFrom, taskTo, taskWhy         []string
 	)
 	ids = make([][16]byte, n)
 	for i, st := range p.Steps {

@@ -217,14 +217,14 @@ func (s *Store) resultsDecide(ctx context.Context, calls []resultCall, pending [
 // resultRow is what result_read returns of one result; a missing task or
 // step reads as nil.
 type resultRow struct {
-	taskState, state, name, namespace          *string
-	attempts, attemptsBase, maxAttempts        *int
-	retryable                                  *bool
-	outcomeAttempt                             *int
-	outcomeOK                                  *bool
-	errJSON                                    []byte
+	taskState, state, name, namespace         *string
+	attempts, attemptsBase, maxAttempts       *int
+	retryable                                 *bool
+	outcomeAttempt                            *int
+	outcomeOK                                 *bool
+	errJSON                                   []byte
 	retryAfterMS, backoffBaseMS, backoffMaxMS *int64
-	children                                   [][16]byte
+	children                                  [][16]byte
 }
 
 // resultDecide decides one result: the plan that applies it, or why it is
