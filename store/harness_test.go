@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -47,10 +48,30 @@ type injections struct {
 
 func newHarness(t testing.TB, opts store.Options) *harness {
 	t.Helper()
+	return newHarnessOn(t, opts, os.Getenv(envPgmq) == "other")
+}
+
+// envPgmq set to "other" runs every store test on a pgmq that Tasker did
+// not install (see newHarnessOn); CI runs the suite both ways.
+const envPgmq = "TASKER_TEST_PGMQ"
+
+// newHarnessOn is newHarness; with otherPgmq the database's pgmq reads as
+// one Tasker did not install (as the real pgmq does), so the queue clients
+// go through pgmq's functions, while the store's statements write the
+// queue tables as on any pgmq.
+func newHarnessOn(t testing.TB, opts store.Options, otherPgmq bool) *harness {
+	t.Helper()
 	if opts.NodeID == "" {
 		opts.NodeID = "test-node"
 	}
 	st, pool := testsupport.NewStore(t, opts)
+	if otherPgmq {
+		_, err := pool.Exec(t.Context(), "DROP TABLE pgmq.tasker_install")
+		require.NoError(t, err)
+		direct, err := st.Queue().Direct(t.Context())
+		require.NoError(t, err)
+		require.False(t, direct, "the store's queue client still sees Tasker's own pgmq")
+	}
 	return &harness{
 		t:        t,
 		ctx:      t.Context(),

@@ -37,24 +37,29 @@ func TestReferenceWorkflows(t *testing.T) {
 			"dag_finalize": 16777216,
 		}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.namespace, func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, store.Options{})
-			ctxJSON, err := json.Marshal(map[string]int{"even_number": tc.n})
-			require.NoError(t, err)
-			task := h.submit(tc.namespace, tc.name, string(ctxJSON))
+	for _, install := range []struct {
+		name      string
+		otherPgmq bool
+	}{{"tasker_pgmq", false}, {"other_pgmq", true}} {
+		for _, tc := range cases {
+			t.Run(install.name+"/"+tc.namespace, func(t *testing.T) {
+				t.Parallel()
+				h := newHarnessOn(t, store.Options{}, install.otherPgmq)
+				ctxJSON, err := json.Marshal(map[string]int{"even_number": tc.n})
+				require.NoError(t, err)
+				task := h.submit(tc.namespace, tc.name, string(ctxJSON))
 
-			d := h.runToEnd(task)
-			requireCleanRun(t, d)
-			require.Len(t, d.Steps, len(tc.want))
-			for _, s := range d.Steps {
-				require.Equal(t, tc.want[s.Name], number(t, s.Result), s.Name)
-			}
-			require.JSONEq(t, string(ctxJSON), string(d.Context))
-			require.Zero(t, h.queueLen(tc.namespace+"_queue"), "step messages left behind")
-			require.Zero(t, h.queueLen("orchestration_step_results"), "result messages left behind")
-		})
+				d := h.runToEnd(task)
+				requireCleanRun(t, d)
+				require.Len(t, d.Steps, len(tc.want))
+				for _, s := range d.Steps {
+					require.Equal(t, tc.want[s.Name], number(t, s.Result), s.Name)
+				}
+				require.JSONEq(t, string(ctxJSON), string(d.Context))
+				require.Zero(t, h.queueLen(tc.namespace+"_queue"), "step messages left behind")
+				require.Zero(t, h.queueLen("orchestration_step_results"), "result messages left behind")
+			})
+		}
 	}
 }
 

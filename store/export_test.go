@@ -1,0 +1,33 @@
+package store
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// StatementTexts returns every statement's SQL by name, for the tests that
+// read them.
+func StatementTexts() map[string]string {
+	out := make(map[string]string, len(statements))
+	for name, st := range statements {
+		out[name] = st.sql
+	}
+	return out
+}
+
+// TaskFinalizeInTx runs the finalization of a task in progress in tx and
+// returns the task's state afterwards.
+func (s *Store) TaskFinalizeInTx(ctx context.Context, tx pgx.Tx, task uuid.UUID) (workflow.TaskState, error) {
+	b := &pgx.Batch{}
+	state := resultTaskState
+	s.queueTaskFinalize(b, task, resultTaskState, &state)
+	err := tx.SendBatch(ctx, b).Close()
+	return state, err
+}
+
+// Positional is positional, for its test.
+var Positional = positional
