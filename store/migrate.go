@@ -86,18 +86,14 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 func applyMigration(ctx context.Context, pool *pgxpool.Pool, m Migration) (bool, error) {
 	var did bool
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrateLockKey)); err != nil {
+		if _, err := stmt("migrate_lock").exec(ctx, tx, args{"key": int64(migrateLockKey)}); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS tasker;
-			CREATE TABLE IF NOT EXISTS tasker.schema_migrations (
-				version    int PRIMARY KEY,
-				name       text NOT NULL,
-				applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		if _, err := stmt("migrate_prepare").exec(ctx, tx, nil); err != nil {
 			return err
 		}
 		var exists bool
-		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM tasker.schema_migrations WHERE version = $1)", m.Version).Scan(&exists); err != nil {
+		if err := stmt("migrate_applied").queryRow(ctx, tx, args{"version": m.Version}).Scan(&exists); err != nil {
 			return err
 		}
 		if exists {
@@ -106,7 +102,7 @@ func applyMigration(ctx context.Context, pool *pgxpool.Pool, m Migration) (bool,
 		if _, err := tx.Exec(ctx, m.SQL); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO tasker.schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+		if _, err := stmt("migrate_record").exec(ctx, tx, args{"version": m.Version, "name": m.Name}); err != nil {
 			return err
 		}
 		did = true
@@ -119,10 +115,10 @@ func applyMigration(ctx context.Context, pool *pgxpool.Pool, m Migration) (bool,
 // is not installed.
 func CurrentVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	var v int
-	err := pool.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM tasker.schema_migrations`).Scan(&v)
+	err := stmt("migrate_current").queryRow(ctx, pool, nil).Scan(&v)
 	if err != nil {
 		var present bool
-		if err2 := pool.QueryRow(ctx, "SELECT to_regclass('tasker.schema_migrations') IS NOT NULL").Scan(&present); err2 == nil && !present {
+		if err2 := stmt("migrate_installed").queryRow(ctx, pool, nil).Scan(&present); err2 == nil && !present {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("reading schema version: %w", err)

@@ -30,8 +30,7 @@ type lockedTask struct {
 func (s *Store) taskLock(ctx context.Context, tx pgx.Tx, task uuid.UUID) (lockedTask, error) {
 	lt := lockedTask{id: task}
 	var state string
-	st := stmt("task_lock")
-	err := tx.QueryRow(ctx, st.sql, st.bind(args{"task": pgUUID(task)})...).Scan(&state, scanUUID(&lt.correlation), &lt.namespace)
+	err := stmt("task_lock").queryRow(ctx, tx, args{"task": pgUUID(task)}).Scan(&state, scanUUID(&lt.correlation), &lt.namespace)
 	if err != nil {
 		if err = translate(err); errors.Is(err, ErrNotFound) {
 			return lt, fmt.Errorf("task %s: %w", task, ErrNotFound)
@@ -57,12 +56,11 @@ func (s *Store) taskMove(ctx context.Context, tx pgx.Tx, t *lockedTask, ev workf
 	if err != nil {
 		return refuse(action, err)
 	}
-	st := stmt("task_move")
 	var n int64
-	if err := tx.QueryRow(ctx, st.sql, st.bind(args{
+	if err := stmt("task_move").queryRow(ctx, tx, args{
 		"task": pgUUID(t.id), "from_state": string(t.state), "to_state": string(to), "terminal": to.Terminal(),
 		"reason": reason, "node_id": s.nodeID,
-	})...).Scan(&n); err != nil {
+	}).Scan(&n); err != nil {
 		return fmt.Errorf("moving task %s to %s: %w", t.id, to, err)
 	}
 	if n == 0 {
@@ -87,11 +85,10 @@ func (s *Store) stepsMove(ctx context.Context, tx pgx.Tx, task uuid.UUID, evs []
 		f, t := workflow.StepEventEdges(ev)
 		from, to = append(from, f...), append(to, t...)
 	}
-	st := stmt("steps_move")
-	rows, err := tx.Query(ctx, st.sql, st.bind(args{
+	rows, err := stmt("steps_move").query(ctx, tx, args{
 		"task": pgUUID(task), "from_states": states(from), "to_states": states(to),
 		"terminal_states": terminalStates, "reset": reset, "reason": reason, "node_id": s.nodeID,
-	})...)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("moving steps of %s: %w", task, err)
 	}
@@ -128,11 +125,11 @@ func (s *Store) stepsEnqueue(ctx context.Context, tx pgx.Tx, t lockedTask, ids [
 		return 0, err
 	}
 	var moved, sent, woke int64
-	if err := tx.QueryRow(ctx, st.sql, st.bind(args{
+	if err := st.queryRow(ctx, tx, args{
 		"steps": pgUUIDs(ids), "messages": msgs, "from_state": string(workflow.StepStatePending),
 		"to_state": string(enqueueTo), "reason": reason, "node_id": s.nodeID,
 		"wake_channel": WakeChannel, "wake_queue": stepQueue,
-	})...).Scan(&moved, &sent, &woke); err != nil {
+	}).Scan(&moved, &sent, &woke); err != nil {
 		return 0, fmt.Errorf("enqueueing steps of %s: %w", t.id, translate(err))
 	}
 	return int(moved), nil
@@ -231,9 +228,8 @@ func (s *Store) StepResolve(ctx context.Context, task uuid.UUID, stepName string
 			state    string
 			attempts int
 		)
-		st := stmt("step_lock")
-		err = tx.QueryRow(ctx, st.sql, st.bind(args{"task": pgUUID(task), "name": stepName})...).Scan(scanUUID(&id), &state, &attempts)
-		if errors.Is(err, pgx.ErrNoRows) {
+		err = stmt("step_lock").queryRow(ctx, tx, args{"task": pgUUID(task), "name": stepName}).Scan(scanUUID(&id), &state, &attempts)
+		if errors.Is(translate(err), ErrNotFound) {
 			return &RefusedError{Action: "resolve", Reason: fmt.Sprintf("task %s has no step %q", task, stepName)}
 		}
 		if err != nil {
@@ -291,8 +287,7 @@ func stepResolvable(state workflow.TaskState) bool {
 
 // stepChildren returns the children of a step and their messages.
 func (s *Store) stepChildren(ctx context.Context, tx pgx.Tx, t lockedTask, step uuid.UUID) ([][16]byte, [][]byte, error) {
-	st := stmt("step_children")
-	rows, err := tx.Query(ctx, st.sql, st.bind(args{"step": pgUUID(step)})...)
+	rows, err := stmt("step_children").query(ctx, tx, args{"step": pgUUID(step)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading children of %s: %w", step, err)
 	}

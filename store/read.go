@@ -67,9 +67,6 @@ type TaskDetail struct {
 	StepTransitions []Transition `json:"step_transitions"`
 }
 
-const taskColumns = `task_uuid, request_id, correlation_id, namespace, name, version, state, context,
-	priority, requested_by, created_at, updated_at, finished_at`
-
 func scanTask(row pgx.Row) (Task, error) {
 	var t Task
 	var state string
@@ -81,9 +78,8 @@ func scanTask(row pgx.Row) (Task, error) {
 
 // TaskGet returns a task by its uuid or by the request id that created it.
 func (s *Store) TaskGet(ctx context.Context, id uuid.UUID) (Task, error) {
-	t, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+taskColumns+` FROM tasker.tasks WHERE task_uuid = $1
-		UNION ALL SELECT `+taskColumns+` FROM tasker.tasks WHERE request_id = $1 LIMIT 1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
+	t, err := scanTask(stmt("task_get").queryRow(ctx, s.pool, args{"id": id}))
+	if errors.Is(translate(err), ErrNotFound) {
 		return t, fmt.Errorf("task %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
@@ -101,12 +97,7 @@ func (s *Store) TaskShow(ctx context.Context, id uuid.UUID) (TaskDetail, error) 
 		return d, err
 	}
 	d.Task = t
-	rows, err := s.pool.Query(ctx, `
-		SELECT s.step_uuid, s.name, s.handler, s.state, s.attempts, s.attempts_base + s.max_attempts,
-			COALESCE((SELECT array_agg(p.name ORDER BY p.position) FROM tasker.step_edges e
-				JOIN tasker.steps p ON p.step_uuid = e.from_step WHERE e.to_step = s.step_uuid), '{}'),
-			s.result, s.error, s.enqueued_at, s.last_attempted_at, s.next_attempt_at, s.finished_at, s.duration_ms
-		FROM tasker.steps s WHERE s.task_uuid = $1 ORDER BY s.position`, t.TaskUUID)
+	rows, err := stmt("task_steps").query(ctx, s.pool, args{"task": t.TaskUUID})
 	if err != nil {
 		return d, fmt.Errorf("reading steps of %s: %w", t.TaskUUID, err)
 	}
@@ -121,22 +112,17 @@ func (s *Store) TaskShow(ctx context.Context, id uuid.UUID) (TaskDetail, error) 
 	if err != nil {
 		return d, fmt.Errorf("reading steps of %s: %w", t.TaskUUID, err)
 	}
-	if d.TaskTransitions, err = s.transitions(ctx, `
-		SELECT '', COALESCE(from_state, ''), to_state, reason, 0, node_id, created_at
-		FROM tasker.task_transitions WHERE task_uuid = $1 ORDER BY id`, t.TaskUUID); err != nil {
+	if d.TaskTransitions, err = s.transitions(ctx, stmt("task_transitions"), t.TaskUUID); err != nil {
 		return d, err
 	}
-	if d.StepTransitions, err = s.transitions(ctx, `
-		SELECT s.name, COALESCE(x.from_state, ''), x.to_state, x.reason, x.attempt, x.node_id, x.created_at
-		FROM tasker.step_transitions x JOIN tasker.steps s ON s.step_uuid = x.step_uuid
-		WHERE x.task_uuid = $1 ORDER BY x.id`, t.TaskUUID); err != nil {
+	if d.StepTransitions, err = s.transitions(ctx, stmt("task_step_transitions"), t.TaskUUID); err != nil {
 		return d, err
 	}
 	return d, nil
 }
 
-func (s *Store) transitions(ctx context.Context, sql string, task uuid.UUID) ([]Transition, error) {
-	rows, err := s.pool.Query(ctx, sql, task)
+func (s *Store) transitions(ctx context.Context, st *statement, task uuid.UUID) ([]Transition, error) {
+	rows, err := st.query(ctx, s.pool, args{"task": task})
 	if err != nil {
 		return nil, fmt.Errorf("reading transitions of %s: %w", task, err)
 	}
@@ -171,10 +157,9 @@ func (s *Store) TaskList(ctx context.Context, p TaskListParams) ([]Task, error) 
 	if !p.CreatedAfter.IsZero() {
 		after = &p.CreatedAfter
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasker.tasks
-		WHERE ($1 = '' OR state = $1) AND ($2 = '' OR namespace = $2) AND ($3 = '' OR name = $3)
-			AND ($4::timestamptz IS NULL OR created_at > $4)
-		ORDER BY created_at DESC LIMIT $5`, string(p.State), p.Namespace, p.Name, after, p.Limit)
+	rows, err := stmt("task_list").query(ctx, s.pool, args{
+		"state": string(p.State), "namespace": p.Namespace, "name": p.Name, "created_after": after, "limit": p.Limit,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing tasks: %w", err)
 	}
@@ -201,9 +186,7 @@ func (s *Store) RejectedList(ctx context.Context, limit int) ([]RejectedRequest,
 	if limit <= 0 {
 		limit = 50
 	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at
-		FROM tasker.rejected_requests ORDER BY id DESC LIMIT $1`, limit)
+	rows, err := stmt("rejected_list").query(ctx, s.pool, args{"limit": limit})
 	if err != nil {
 		return nil, fmt.Errorf("listing rejected requests: %w", err)
 	}

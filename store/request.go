@@ -83,9 +83,9 @@ func (s *Store) requestReject(ctx context.Context, msg queue.Message, requestID 
 		payload = payload[:cut] + "…"
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, stmt("request_reject").sql, stmt("request_reject").bind(args{
+		if _, err := stmt("request_reject").exec(ctx, tx, args{
 			"request_id": rid, "msg_id": msg.ID, "payload": payload, "reason": reason, "node_id": s.nodeID,
-		})...); err != nil {
+		}); err != nil {
 			return fmt.Errorf("storing rejected request: %w", err)
 		}
 		if _, err := s.queue.WithDB(tx).Archive(ctx, queue.TaskRequestsQueue, msg.ID); err != nil {

@@ -406,7 +406,7 @@ func (s *Store) queueTaskFinalize(b *pgx.Batch, task uuid.UUID, from workflow.Ta
 	}).QueryRow(func(row pgx.Row) error {
 		var to string
 		err := row.Scan(&to)
-		if errors.Is(err, pgx.ErrNoRows) {
+		if errors.Is(translate(err), ErrNotFound) {
 			return nil
 		}
 		*state = workflow.TaskState(to)

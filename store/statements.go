@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasker-run/tasker/queue"
 )
@@ -214,3 +216,22 @@ func positional(sql string) (string, []string) {
 
 func isNameStart(c byte) bool { return c >= 'a' && c <= 'z' || c == '_' }
 func isNameChar(c byte) bool  { return isNameStart(c) || c >= '0' && c <= '9' }
+
+// db runs statements: the pool, or a transaction.
+type db interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func (st *statement) exec(ctx context.Context, d db, a args) (pgconn.CommandTag, error) {
+	return d.Exec(ctx, st.sql, st.bind(a)...)
+}
+
+func (st *statement) query(ctx context.Context, d db, a args) (pgx.Rows, error) {
+	return d.Query(ctx, st.sql, st.bind(a)...)
+}
+
+func (st *statement) queryRow(ctx context.Context, d db, a args) pgx.Row {
+	return d.QueryRow(ctx, st.sql, st.bind(a)...)
+}

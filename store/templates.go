@@ -97,15 +97,10 @@ func (s *Store) TemplateRegister(ctx context.Context, t *workflow.Template) (boo
 	if err != nil {
 		return false, fmt.Errorf("encoding template %s/%s: %w", t.Namespace, t.Name, err)
 	}
-	tag, err := s.pool.Exec(ctx, `
-		INSERT INTO tasker.templates AS t (namespace, name, version, version_major, version_minor,
-			version_patch, version_pre, description, hash, definition, source)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (namespace, name, version) DO UPDATE
-		SET description = EXCLUDED.description, hash = EXCLUDED.hash,
-			definition = EXCLUDED.definition, source = EXCLUDED.source, updated_at = now()
-		WHERE t.hash <> EXCLUDED.hash`,
-		t.Namespace, t.Name, t.Version, major, minor, patch, pre, t.Description, t.Hash, def, t.Source)
+	tag, err := stmt("template_register").exec(ctx, s.pool, args{
+		"namespace": t.Namespace, "name": t.Name, "version": t.Version, "major": major, "minor": minor,
+		"patch": patch, "pre": pre, "description": t.Description, "hash": t.Hash, "definition": def, "source": t.Source,
+	})
 	if err != nil {
 		return false, fmt.Errorf("registering template %s/%s %s: %w", t.Namespace, t.Name, t.Version, translate(err))
 	}
@@ -115,11 +110,7 @@ func (s *Store) TemplateRegister(ctx context.Context, t *workflow.Template) (boo
 // TemplateList returns the registered templates, by namespace, name and
 // newest version first.
 func (s *Store) TemplateList(ctx context.Context) ([]TemplateInfo, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT template_id, namespace, name, version, description, hash,
-			jsonb_array_length(definition->'steps'), source, registered_at, updated_at
-		FROM tasker.templates
-		ORDER BY namespace, name, version_major DESC, version_minor DESC, version_patch DESC, version_pre`)
+	rows, err := stmt("template_list").query(ctx, s.pool, nil)
 	if err != nil {
 		return nil, fmt.Errorf("listing templates: %w", err)
 	}
@@ -132,11 +123,6 @@ func (s *Store) TemplateList(ctx context.Context) ([]TemplateInfo, error) {
 		return nil, fmt.Errorf("listing templates: %w", err)
 	}
 	return out, nil
-}
-
-// rowQuerier runs a query of one row: a transaction, or the pool.
-type rowQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // resolvedTemplate is what task creation needs of a template.
@@ -163,23 +149,17 @@ func newTemplateCache() *templateCache { return &templateCache{defs: map[int64]c
 // templateResolve finds the template a request names: an exact version, or
 // the newest when version is empty. A miss returns a *RefusedError saying
 // whether the namespace, the name or the version is unknown.
-func (s *Store) templateResolve(ctx context.Context, tx rowQuerier, namespace, name, version string) (resolvedTemplate, error) {
+func (s *Store) templateResolve(ctx context.Context, tx db, namespace, name, version string) (resolvedTemplate, error) {
 	var (
 		rt   resolvedTemplate
 		hash string
 	)
 	var err error
 	if version == "" {
-		err = tx.QueryRow(ctx, `
-			SELECT template_id, version, hash FROM tasker.templates
-			WHERE namespace = $1 AND name = $2
-			ORDER BY version_major DESC, version_minor DESC, version_patch DESC,
-				version_pre = '' DESC, version_pre DESC
-			LIMIT 1`, namespace, name).Scan(&rt.ID, &rt.Version, &hash)
+		err = stmt("template_newest").queryRow(ctx, tx, args{"namespace": namespace, "name": name}).Scan(&rt.ID, &rt.Version, &hash)
 	} else {
-		err = tx.QueryRow(ctx, `
-			SELECT template_id, version, hash FROM tasker.templates
-			WHERE namespace = $1 AND name = $2 AND version = $3`, namespace, name, version).Scan(&rt.ID, &rt.Version, &hash)
+		err = stmt("template_version").queryRow(ctx, tx, args{"namespace": namespace, "name": name, "version": version}).
+			Scan(&rt.ID, &rt.Version, &hash)
 	}
 	if err != nil {
 		if translate(err) == ErrNotFound {
@@ -196,7 +176,7 @@ func (s *Store) templateResolve(ctx context.Context, tx rowQuerier, namespace, n
 		return rt, nil
 	}
 	var raw []byte
-	if err := tx.QueryRow(ctx, `SELECT definition, hash FROM tasker.templates WHERE template_id = $1`, rt.ID).Scan(&raw, &hash); err != nil {
+	if err := stmt("template_definition").queryRow(ctx, tx, args{"id": rt.ID}).Scan(&raw, &hash); err != nil {
 		return rt, fmt.Errorf("reading template %d: %w", rt.ID, err)
 	}
 	var def templateDef
@@ -211,12 +191,9 @@ func (s *Store) templateResolve(ctx context.Context, tx rowQuerier, namespace, n
 }
 
 // templateMiss explains which part of a template reference is unknown.
-func (s *Store) templateMiss(ctx context.Context, tx rowQuerier, namespace, name, version string) error {
+func (s *Store) templateMiss(ctx context.Context, tx db, namespace, name, version string) error {
 	var nsKnown, nameKnown bool
-	err := tx.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM tasker.templates WHERE namespace = $1),
-		       EXISTS (SELECT 1 FROM tasker.templates WHERE namespace = $1 AND name = $2)`,
-		namespace, name).Scan(&nsKnown, &nameKnown)
+	err := stmt("template_known").queryRow(ctx, tx, args{"namespace": namespace, "name": name}).Scan(&nsKnown, &nameKnown)
 	if err != nil {
 		return fmt.Errorf("looking up template %s/%s: %w", namespace, name, err)
 	}

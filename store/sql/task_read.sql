@@ -1,0 +1,42 @@
+-- Reading tasks for operators, the API and the CLI.
+
+-- name: task_get
+-- A task by its uuid or by the request id that created it.
+SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, context,
+    priority, requested_by, created_at, updated_at, finished_at
+FROM tasker.tasks WHERE task_uuid = @id
+UNION ALL
+SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, context,
+    priority, requested_by, created_at, updated_at, finished_at
+FROM tasker.tasks WHERE request_id = @id
+LIMIT 1;
+
+-- name: task_steps
+-- A task's steps in template order, with the names of their parents.
+SELECT s.step_uuid, s.name, s.handler, s.state, s.attempts, s.attempts_base + s.max_attempts,
+    COALESCE((SELECT array_agg(p.name ORDER BY p.position) FROM tasker.step_edges e
+        JOIN tasker.steps p ON p.step_uuid = e.from_step WHERE e.to_step = s.step_uuid), '{}'),
+    s.result, s.error, s.enqueued_at, s.last_attempted_at, s.next_attempt_at, s.finished_at, s.duration_ms
+FROM tasker.steps s WHERE s.task_uuid = @task ORDER BY s.position;
+
+-- name: task_transitions
+SELECT '', COALESCE(from_state, ''), to_state, reason, 0, node_id, created_at
+FROM tasker.task_transitions WHERE task_uuid = @task ORDER BY id;
+
+-- name: task_step_transitions
+SELECT s.name, COALESCE(x.from_state, ''), x.to_state, x.reason, x.attempt, x.node_id, x.created_at
+FROM tasker.step_transitions x JOIN tasker.steps s ON s.step_uuid = x.step_uuid
+WHERE x.task_uuid = @task ORDER BY x.id;
+
+-- name: task_list
+-- Tasks newest first; an empty filter does not filter.
+SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, context,
+    priority, requested_by, created_at, updated_at, finished_at
+FROM tasker.tasks
+WHERE (@state = '' OR state = @state) AND (@namespace = '' OR namespace = @namespace)
+    AND (@name = '' OR name = @name) AND (@created_after::timestamptz IS NULL OR created_at > @created_after)
+ORDER BY created_at DESC LIMIT @limit;
+
+-- name: rejected_list
+SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at
+FROM tasker.rejected_requests ORDER BY id DESC LIMIT @limit;
