@@ -29,6 +29,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/bootstrap/bench"
 	"github.com/tasker-run/tasker/config"
@@ -269,7 +270,7 @@ func cmdSubmit(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if d.TaskUUID != uuid.Nil {
-		bootstrap.PrintTask(stdout, d)
+		printTask(stdout, d)
 	}
 	return err
 }
@@ -334,12 +335,12 @@ func connect(path string, stderr io.Writer) (context.Context, *bootstrap.Client,
 }
 
 // operator is connect for the operator commands.
-func operator(path string, stderr io.Writer) (context.Context, bootstrap.Operator, func(), error) {
+func operator(path string, stderr io.Writer) (context.Context, api.Operator, func(), error) {
 	ctx, c, release, err := connect(path, stderr)
 	if err != nil {
-		return nil, bootstrap.Operator{}, nil, err
+		return nil, api.Operator{}, nil, err
 	}
-	return ctx, bootstrap.Operator{Store: c.Store}, release, nil
+	return ctx, api.Operator{Store: c.Store}, release, nil
 }
 
 // parseWithArg parses flags placed before or after one positional argument
@@ -364,7 +365,7 @@ func parseWithArg(fs *flag.FlagSet, args []string, what string) (string, error) 
 // usageError turns the operator's refusal of malformed input into a usage
 // error (exit code 2); refusals by the state machine stay failures (1).
 func usageError(err error) error {
-	var invalid *bootstrap.InvalidError
+	var invalid *api.InvalidError
 	if errors.As(err, &invalid) {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -374,7 +375,7 @@ func usageError(err error) error {
 // output writes v as JSON when asJSON, else calls text.
 func output(stdout io.Writer, asJSON bool, v any, text func() error) error {
 	if asJSON {
-		return bootstrap.WriteJSON(stdout, v)
+		return writeJSON(stdout, v)
 	}
 	return text()
 }
@@ -388,12 +389,12 @@ func cmdTask(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON (the HTTP API's body)")
 	switch sub {
 	case "list":
-		var f bootstrap.TaskFilter
+		var f api.TaskFilter
 		fs.StringVar(&f.State, "state", "", "keep tasks in this state")
 		fs.StringVar(&f.Namespace, "namespace", "", "keep tasks of this namespace")
 		fs.StringVar(&f.Name, "name", "", "keep tasks of this template name")
 		fs.StringVar(&f.Since, "since", "", `keep tasks created within this age ("90m", "24h", "7d")`)
-		fs.IntVar(&f.Limit, "limit", bootstrap.ListLimitDefault, "at most this many tasks")
+		fs.IntVar(&f.Limit, "limit", api.ListLimitDefault, "at most this many tasks")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
@@ -409,7 +410,7 @@ func cmdTask(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return usageError(err)
 		}
-		return output(stdout, *asJSON, page, func() error { return bootstrap.WriteTaskList(stdout, page.Tasks, time.Now()) })
+		return output(stdout, *asJSON, page, func() error { return writeTaskList(stdout, page.Tasks, time.Now()) })
 	case "show", "retry", "cancel", "resolve":
 	default:
 		return fmt.Errorf("%w: unknown command tasker task %s (list, show, retry, cancel, resolve)", errUsage, sub)
@@ -433,7 +434,7 @@ func cmdTask(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	id, err := bootstrap.ParseTaskID(arg)
+	id, err := api.ParseTaskID(arg)
 	if err != nil {
 		return usageError(err)
 	}
@@ -442,7 +443,7 @@ func cmdTask(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer done()
-	var res bootstrap.ActionResult
+	var res api.ActionResult
 	switch sub {
 	case "show":
 		d, err := op.Task(ctx, id)
@@ -450,7 +451,7 @@ func cmdTask(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return output(stdout, *asJSON, d, func() error {
-			return bootstrap.WriteTaskDetail(stdout, d, bootstrap.DetailOptions{StepHistory: history})
+			return writeTaskDetail(stdout, d, detailOptions{StepHistory: history})
 		})
 	case "retry":
 		res, err = op.Retry(ctx, id)
@@ -462,7 +463,7 @@ func cmdTask(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError(err)
 	}
-	return output(stdout, *asJSON, res, func() error { return bootstrap.WriteAction(stdout, res) })
+	return output(stdout, *asJSON, res, func() error { return writeAction(stdout, res) })
 }
 
 func cmdTemplates(args []string, stdout, stderr io.Writer) error {
@@ -480,13 +481,13 @@ func cmdTemplates(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return output(stdout, *asJSON, page, func() error { return bootstrap.WriteTemplates(stdout, page.Templates) })
+	return output(stdout, *asJSON, page, func() error { return writeTemplates(stdout, page.Templates) })
 }
 
 func cmdRejected(args []string, stdout, stderr io.Writer) error {
 	fs, path := flags("requests rejected", stderr)
 	asJSON := fs.Bool("json", false, "print JSON (the HTTP API's body)")
-	limit := fs.Int("limit", bootstrap.ListLimitDefault, "at most this many requests")
+	limit := fs.Int("limit", api.ListLimitDefault, "at most this many requests")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -499,7 +500,7 @@ func cmdRejected(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError(err)
 	}
-	return output(stdout, *asJSON, page, func() error { return bootstrap.WriteRejected(stdout, page.Rejected) })
+	return output(stdout, *asJSON, page, func() error { return writeRejected(stdout, page.Rejected) })
 }
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
