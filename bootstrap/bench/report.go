@@ -369,29 +369,32 @@ func (rep *Report) WriteText(w io.Writer) error {
 	return err
 }
 
-// Write writes the report as text to text, and as JSON to jsonPath when it
-// is set ("-" is stdout, in which case the text goes to stderr instead).
-func (rep *Report) Write(stdout, stderr io.Writer, jsonPath string) error {
+// Write writes the report as text to stdout, or with asJSON as JSON to
+// stdout and the text to stderr; and as JSON to the file outPath when it is
+// set.
+func (rep *Report) Write(stdout, stderr io.Writer, asJSON bool, outPath string) error {
 	text := stdout
-	if jsonPath == "-" {
+	if asJSON {
 		text = stderr
 	}
 	if err := rep.WriteText(text); err != nil {
 		return err
 	}
-	switch jsonPath {
-	case "":
-		return nil
-	case "-":
-		return rep.WriteJSON(stdout)
+	if asJSON {
+		if err := rep.WriteJSON(stdout); err != nil {
+			return err
+		}
 	}
-	f, err := os.Create(jsonPath)
+	if outPath == "" {
+		return nil
+	}
+	f, err := os.Create(outPath)
 	if err != nil {
-		return fmt.Errorf("--json: %w", err)
+		return fmt.Errorf("--out: %w", err)
 	}
 	if err := rep.WriteJSON(f); err != nil {
 		f.Close()
-		return fmt.Errorf("--json: %w", err)
+		return fmt.Errorf("--out: %w", err)
 	}
 	return f.Close()
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 // Text output of the CLI: what a person reads. The --json output is the
 // HTTP API's body instead.

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -49,7 +49,7 @@ func startCLIEnv(t *testing.T) *cliEnv {
 func (e *cliEnv) run(args ...string) (int, string, string) {
 	e.t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := run(append(args, "--config", e.config), &stdout, &stderr)
+	code := Run("dev", append(args, "--config", e.config), &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
 
@@ -325,13 +325,53 @@ func TestCLIUsage(t *testing.T) {
 		{"requests", "accepted"},
 	} {
 		var stdout, stderr bytes.Buffer
-		code := run(args, &stdout, &stderr)
+		code := Run("dev", args, &stdout, &stderr)
 		require.Equal(t, exitUsage, code, "tasker %v: %s", args, stderr.String())
 		require.NotEmpty(t, stderr.String())
 	}
 	var stdout, stderr bytes.Buffer
-	require.Equal(t, exitOK, run([]string{"help"}, &stdout, &stderr))
+	require.Equal(t, exitOK, Run("dev", []string{"help"}, &stdout, &stderr))
 	for _, cmd := range []string{"task list", "task show", "task retry", "task cancel", "task resolve", "templates", "requests rejected"} {
 		require.Contains(t, stdout.String(), cmd)
 	}
+}
+
+// TestCLIHelp checks that every command and group answers --help on
+// stdout with exit code 0, and that a usage error is printed once.
+func TestCLIHelp(t *testing.T) {
+	t.Parallel()
+	for _, c := range commands {
+		var stdout, stderr bytes.Buffer
+		args := append(strings.Fields(c.name), "--help")
+		require.Equal(t, exitOK, Run("dev", args, &stdout, &stderr), "tasker %s: %s", strings.Join(args, " "), stderr.String())
+		require.Contains(t, stdout.String(), "usage: tasker "+c.name, c.name)
+		require.Contains(t, stdout.String(), "example:\n  tasker ", c.name)
+		require.Contains(t, stdout.String(), "-config", c.name)
+		if c.data {
+			require.Contains(t, stdout.String(), "-json", c.name)
+		}
+		require.Empty(t, stderr.String(), c.name)
+	}
+	for _, g := range []string{"task", "requests", "config"} {
+		var stdout, stderr bytes.Buffer
+		require.Equal(t, exitOK, Run("dev", []string{g, "--help"}, &stdout, &stderr), g)
+		require.Contains(t, stdout.String(), "usage: tasker "+g+" <command>")
+	}
+
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, exitUsage, Run("dev", []string{"task", "list", "--bogus"}, &stdout, &stderr))
+	require.Equal(t, 1, strings.Count(stderr.String(), "-bogus"), "printed once: %s", stderr.String())
+	require.True(t, strings.HasPrefix(stderr.String(), "tasker: "), stderr.String())
+	require.Empty(t, stdout.String())
+}
+
+func TestCLIVersionJSON(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, exitOK, Run("1.2.3", []string{"version", "--json"}, &stdout, &stderr), stderr.String())
+	var v struct {
+		Version string `json:"version"`
+	}
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &v))
+	require.Equal(t, "1.2.3", v.Version)
 }
