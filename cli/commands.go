@@ -17,7 +17,7 @@ import (
 
 	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
-	"github.com/tasker-run/tasker/bootstrap/bench"
+	"github.com/tasker-run/tasker/cli/bench"
 	"github.com/tasker-run/tasker/store"
 )
 
