@@ -27,7 +27,6 @@ import (
 	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/config"
-	"github.com/tasker-run/tasker/examples"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
 	"github.com/tasker-run/tasker/workflow/handlers"
@@ -45,6 +44,10 @@ type Options struct {
 	// Templates are extra template folders (as file systems) beside those
 	// named in the config. Optional.
 	Templates []fs.FS
+	// Bundled are the example handlers and templates, loaded first when
+	// templates.bundled is set. Optional: without them the setting loads
+	// nothing. The CLI passes examples.Bundle().
+	Bundled Bundle
 	// Logger replaces the logger built from the config. Optional.
 	Logger *slog.Logger
 	// LogOutput is where the built logger writes. Defaults to os.Stderr.
@@ -53,6 +56,14 @@ type Options struct {
 	// store and the queue: the seam for fault injection in tests.
 	WrapStore func(actors.Store) actors.Store
 	WrapQueue func(actors.Queue) actors.Queue
+}
+
+// Bundle is a set of handlers and the templates that run on them.
+type Bundle struct {
+	// Register adds the handlers to a registry.
+	Register func(reg *workflow.Registry) error
+	// Templates is the template folder.
+	Templates fs.FS
 }
 
 // Node is a running Tasker node.
@@ -172,9 +183,9 @@ func (n *Node) buildRegistry() (*workflow.Registry, error) {
 	if err := handlers.Register(reg, handlers.HTTPOptions{Guard: &n.guard}); err != nil {
 		return nil, fmt.Errorf("registering built-in handlers: %w", err)
 	}
-	if n.cfg.Templates.Bundled {
-		if err := examples.Register(reg); err != nil {
-			return nil, fmt.Errorf("registering demo handlers: %w", err)
+	if n.cfg.Templates.Bundled && n.opts.Bundled.Register != nil {
+		if err := n.opts.Bundled.Register(reg); err != nil {
+			return nil, fmt.Errorf("registering bundled handlers: %w", err)
 		}
 	}
 	if n.opts.Handlers != nil {
@@ -188,8 +199,8 @@ func (n *Node) buildRegistry() (*workflow.Registry, error) {
 // loadTemplates loads, validates and registers every template.
 func (n *Node) loadTemplates(ctx context.Context) ([]*workflow.Template, error) {
 	var sources []fs.FS
-	if n.cfg.Templates.Bundled {
-		sources = append(sources, examples.Templates())
+	if n.cfg.Templates.Bundled && n.opts.Bundled.Templates != nil {
+		sources = append(sources, n.opts.Bundled.Templates)
 	}
 	for _, dir := range n.cfg.Templates.Dirs {
 		sources = append(sources, os.DirFS(dir))

@@ -18,6 +18,7 @@ import (
 	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/cli/bench"
+	"github.com/tasker-run/tasker/examples"
 	"github.com/tasker-run/tasker/store"
 )
 
@@ -68,7 +69,7 @@ func runNode(in *invocation, args []string) error {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	node, err := bootstrap.Start(ctx, bootstrap.Options{Config: cfg, ConfigPath: *in.configPath, LogOutput: in.stderr})
+	node, err := bootstrap.Start(ctx, bootstrap.Options{Config: cfg, ConfigPath: *in.configPath, LogOutput: in.stderr, Bundled: examples.Bundle()})
 	if err != nil {
 		return err
 	}

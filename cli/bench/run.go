@@ -16,6 +16,7 @@ import (
 	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/examples"
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
@@ -145,6 +146,7 @@ func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
 		Config:    cfg,
 		LogOutput: r.o.LogOutput,
 		Templates: []fs.FS{Templates(handlerFor(r.o))},
+		Bundled:   examples.Bundle(),
 		Handlers: func(reg *workflow.Registry) error {
 			return reg.Register(HandlerName, Handler(r.o.HandlerDuration, r.o.FailureRate))
 		},
