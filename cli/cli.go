@@ -194,6 +194,14 @@ func (in *invocation) config() (*config.Config, error) {
 	return config.Load(config.LoadOptions{Path: *in.configPath, Getenv: os.Getenv})
 }
 
+// parseConfig parses args (flags only) and loads the configuration.
+func (in *invocation) parseConfig(args []string) (*config.Config, error) {
+	if _, err := in.parse(args); err != nil {
+		return nil, err
+	}
+	return in.config()
+}
+
 // output writes v as JSON with --json, else calls text.
 func (in *invocation) output(v any, text func() error) error {
 	if in.json != nil && *in.json {

@@ -60,10 +60,7 @@ var commands = []command{
 }
 
 func runNode(in *invocation, args []string) error {
-	if _, err := in.parse(args); err != nil {
-		return err
-	}
-	cfg, err := in.config()
+	cfg, err := in.parseConfig(args)
 	if err != nil {
 		return err
 	}
@@ -95,26 +92,20 @@ func runMigrate(in *invocation, args []string) error {
 	if _, err := in.parse(args); err != nil {
 		return err
 	}
-	ctx, c, release, err := in.connect()
-	if err != nil {
-		return err
-	}
-	defer release()
-	v, err := store.CurrentVersion(ctx, c.Pool)
-	if err != nil {
-		return err
-	}
-	return in.output(map[string]int{"schema_version": v}, func() error {
-		_, err := fmt.Fprintf(in.stdout, "schema at version %d (queue schema installed)\n", v)
-		return err
+	return in.withClient(func(ctx context.Context, c *bootstrap.Client) error {
+		v, err := store.CurrentVersion(ctx, c.Pool)
+		if err != nil {
+			return err
+		}
+		return in.output(map[string]int{"schema_version": v}, func() error {
+			_, err := fmt.Fprintf(in.stdout, "schema at version %d (queue schema installed)\n", v)
+			return err
+		})
 	})
 }
 
 func runConfigCheck(in *invocation, args []string) error {
-	if _, err := in.parse(args); err != nil {
-		return err
-	}
-	cfg, err := in.config()
+	cfg, err := in.parseConfig(args)
 	if err != nil {
 		return err
 	}
@@ -166,36 +157,33 @@ func runSubmit(in *invocation, args []string) error {
 		}
 		p.RequestID = id
 	}
-	ctx, c, release, err := in.connect()
-	if err != nil {
-		return err
-	}
-	defer release()
-	id, err := c.Submit(ctx, p)
-	if err != nil {
-		return err
-	}
-	if !*wait {
-		return in.output(map[string]uuid.UUID{"request_id": id}, func() error {
-			_, err := fmt.Fprintln(in.stdout, id)
+	return in.withClient(func(ctx context.Context, c *bootstrap.Client) error {
+		id, err := c.Submit(ctx, p)
+		if err != nil {
 			return err
-		})
-	}
-	if in.json == nil || !*in.json {
-		fmt.Fprintln(in.stdout, id)
-	}
-	wctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	d, err := c.Wait(wctx, id, 50*time.Millisecond)
-	if errors.Is(err, bootstrap.ErrRejected) {
-		return err
-	}
-	if d.TaskUUID != uuid.Nil {
-		if werr := in.output(d, func() error { printTask(in.stdout, d); return nil }); werr != nil {
-			return errors.Join(err, werr)
 		}
-	}
-	return err
+		if !*wait {
+			return in.output(map[string]uuid.UUID{"request_id": id}, func() error {
+				_, err := fmt.Fprintln(in.stdout, id)
+				return err
+			})
+		}
+		if in.json == nil || !*in.json {
+			fmt.Fprintln(in.stdout, id)
+		}
+		wctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		d, err := c.Wait(wctx, id, 50*time.Millisecond)
+		if errors.Is(err, bootstrap.ErrRejected) {
+			return err
+		}
+		if d.TaskUUID != uuid.Nil {
+			if werr := in.output(d, func() error { printTask(in.stdout, d); return nil }); werr != nil {
+				return errors.Join(err, werr)
+			}
+		}
+		return err
+	})
 }
 
 func runTree(in *invocation, args []string) error {
@@ -246,10 +234,7 @@ func runBench(in *invocation, args []string) error {
 	var o bench.Options
 	o.RegisterFlags(in.fs)
 	out := in.fs.String("out", "", "also write the report as JSON to this file")
-	if _, err := in.parse(args); err != nil {
-		return err
-	}
-	cfg, err := in.config()
+	cfg, err := in.parseConfig(args)
 	if err != nil {
 		return err
 	}
@@ -268,29 +253,28 @@ func runBench(in *invocation, args []string) error {
 	return err
 }
 
-// connect opens a client on the database of the configuration (config,
-// env, or the embedded data folder, as a node finds it) and returns it with
-// a context cancelled on SIGINT/SIGTERM and a function that releases both.
-func (in *invocation) connect() (context.Context, *bootstrap.Client, func(), error) {
+// withClient opens a client on the database of the configuration
+// (config, env, or the embedded data folder, as a node finds it) and runs fn
+// with it and a context cancelled on SIGINT/SIGTERM.
+func (in *invocation) withClient(fn func(ctx context.Context, c *bootstrap.Client) error) error {
 	cfg, err := in.config()
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
 	ctx, stop := signalContext()
+	defer stop()
 	log := slog.New(slog.NewTextHandler(in.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c, err := bootstrap.Connect(ctx, cfg, log)
 	if err != nil {
-		stop()
-		return nil, nil, nil, err
+		return err
 	}
-	return ctx, c, func() { c.Close(); stop() }, nil
+	defer c.Close()
+	return fn(ctx, c)
 }
 
-// operator is connect for the operator commands.
-func (in *invocation) operator() (context.Context, api.Operator, func(), error) {
-	ctx, c, release, err := in.connect()
-	if err != nil {
-		return nil, api.Operator{}, nil, err
-	}
-	return ctx, api.Operator{Store: c.Store}, release, nil
+// withOperator is withClient for the operator commands.
+func (in *invocation) withOperator(fn func(ctx context.Context, op api.Operator) error) error {
+	return in.withClient(func(ctx context.Context, c *bootstrap.Client) error {
+		return fn(ctx, api.Operator{Store: c.Store})
+	})
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
@@ -20,16 +21,13 @@ func runTaskList(in *invocation, args []string) error {
 	if _, err := in.parse(args); err != nil {
 		return err
 	}
-	ctx, op, done, err := in.operator()
-	if err != nil {
-		return err
-	}
-	defer done()
-	page, err := op.Tasks(ctx, f)
-	if err != nil {
-		return usageError(err)
-	}
-	return in.output(page, func() error { return writeTaskList(in.stdout, page.Tasks, time.Now()) })
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		page, err := op.Tasks(ctx, f)
+		if err != nil {
+			return usageError(err)
+		}
+		return in.output(page, func() error { return writeTaskList(in.stdout, page.Tasks, time.Now()) })
+	})
 }
 
 // runTaskAction runs task show, retry, cancel and resolve; each declares
@@ -56,48 +54,45 @@ func runTaskAction(in *invocation, args []string) error {
 	if err != nil {
 		return usageError(err)
 	}
-	ctx, op, done, err := in.operator()
-	if err != nil {
-		return err
-	}
-	defer done()
-	var res api.ActionResult
-	switch in.cmd.name {
-	case "task show":
-		d, err := op.Task(ctx, id)
-		if err != nil {
-			return err
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		var (
+			res api.ActionResult
+			err error
+		)
+		switch in.cmd.name {
+		case "task show":
+			d, err := op.Task(ctx, id)
+			if err != nil {
+				return err
+			}
+			return in.output(d, func() error {
+				return writeTaskDetail(in.stdout, d, detailOptions{StepHistory: history})
+			})
+		case "task retry":
+			res, err = op.Retry(ctx, id)
+		case "task cancel":
+			res, err = op.Cancel(ctx, id, reason)
+		case "task resolve":
+			res, err = op.Resolve(ctx, id, step, json.RawMessage(result))
 		}
-		return in.output(d, func() error {
-			return writeTaskDetail(in.stdout, d, detailOptions{StepHistory: history})
-		})
-	case "task retry":
-		res, err = op.Retry(ctx, id)
-	case "task cancel":
-		res, err = op.Cancel(ctx, id, reason)
-	case "task resolve":
-		res, err = op.Resolve(ctx, id, step, json.RawMessage(result))
-	}
-	if err != nil {
-		return usageError(err)
-	}
-	return in.output(res, func() error { return writeAction(in.stdout, res) })
+		if err != nil {
+			return usageError(err)
+		}
+		return in.output(res, func() error { return writeAction(in.stdout, res) })
+	})
 }
 
 func runTemplates(in *invocation, args []string) error {
 	if _, err := in.parse(args); err != nil {
 		return err
 	}
-	ctx, op, done, err := in.operator()
-	if err != nil {
-		return err
-	}
-	defer done()
-	page, err := op.Templates(ctx)
-	if err != nil {
-		return err
-	}
-	return in.output(page, func() error { return writeTemplates(in.stdout, page.Templates) })
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		page, err := op.Templates(ctx)
+		if err != nil {
+			return err
+		}
+		return in.output(page, func() error { return writeTemplates(in.stdout, page.Templates) })
+	})
 }
 
 func runRejected(in *invocation, args []string) error {
@@ -105,14 +100,11 @@ func runRejected(in *invocation, args []string) error {
 	if _, err := in.parse(args); err != nil {
 		return err
 	}
-	ctx, op, done, err := in.operator()
-	if err != nil {
-		return err
-	}
-	defer done()
-	page, err := op.Rejected(ctx, *limit)
-	if err != nil {
-		return usageError(err)
-	}
-	return in.output(page, func() error { return writeRejected(in.stdout, page.Rejected) })
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		page, err := op.Rejected(ctx, *limit)
+		if err != nil {
+			return usageError(err)
+		}
+		return in.output(page, func() error { return writeRejected(in.stdout, page.Rejected) })
+	})
 }

@@ -164,7 +164,8 @@ func (s *Store) RequestsRejectedCount(ctx context.Context, ids [][16]byte) (int6
 	return n, nil
 }
 
-// RequestTask is the task of a request, with its times.
+// RequestTask is the task of a request, with its times. Its fields are in
+// the order of sqlRequestTasks's columns.
 type RequestTask struct {
 	RequestID  [16]byte
 	State      workflow.TaskState
@@ -178,24 +179,17 @@ func (s *Store) RequestTasks(ctx context.Context, ids [][16]byte) ([]RequestTask
 	if err != nil {
 		return nil, fmt.Errorf("reading the tasks of requests: %w", translate(err))
 	}
-	defer rows.Close()
-	var out []RequestTask
-	for rows.Next() {
-		var t RequestTask
-		if err := rows.Scan(&t.RequestID, &t.State, &t.CreatedAt, &t.FinishedAt); err != nil {
-			return nil, fmt.Errorf("reading the tasks of requests: %w", translate(err))
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
+	tasks, err := pgx.CollectRows(rows, pgx.RowToStructByPos[RequestTask])
+	if err != nil {
 		return nil, fmt.Errorf("reading the tasks of requests: %w", translate(err))
 	}
-	return out, nil
+	return tasks, nil
 }
 
 // RequestStep is a step of a request's task with the moment it became
 // ready (a root: its task's creation; any other step: its last parent's
-// completion), first started and completed.
+// completion), first started and completed. Its fields are in the order
+// of sqlRequestSteps's columns.
 type RequestStep struct {
 	Name      string
 	Position  int
@@ -213,19 +207,11 @@ func (s *Store) RequestSteps(ctx context.Context, ids [][16]byte) ([]RequestStep
 	if err != nil {
 		return nil, fmt.Errorf("reading the steps of requests: %w", translate(err))
 	}
-	defer rows.Close()
-	var out []RequestStep
-	for rows.Next() {
-		var st RequestStep
-		if err := rows.Scan(&st.Name, &st.Position, &st.State, &st.Attempts, &st.Root, &st.ReadyAt, &st.StartedAt, &st.DoneAt); err != nil {
-			return nil, fmt.Errorf("reading the steps of requests: %w", translate(err))
-		}
-		out = append(out, st)
-	}
-	if err := rows.Err(); err != nil {
+	steps, err := pgx.CollectRows(rows, pgx.RowToStructByPos[RequestStep])
+	if err != nil {
 		return nil, fmt.Errorf("reading the steps of requests: %w", translate(err))
 	}
-	return out, nil
+	return steps, nil
 }
 
 // RequestsDelete deletes, in one transaction, the requests ids still in
