@@ -2,79 +2,42 @@ package bootstrap
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/tasker-run/tasker/bootstrap/pgserver"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
 )
 
-// Client is a connection to a node's database for the CLI: it finds the
-// database the way a node does (database.url, TASKER_DATABASE_URL, or the
-// embedded PostgreSQL's data folder).
+// Client is a connection to a node's database for the CLI and the bench:
+// it finds the database the way a node does (database.url,
+// TASKER_DATABASE_URL, or the embedded PostgreSQL's data folder).
 type Client struct {
-	Pool  *pgxpool.Pool
+	*DB
 	Store *store.Store
 	Queue *queue.Client
-	// embedded is set when the client started the embedded server itself
-	// (no node was running); Close stops it again.
-	embedded *pgserver.Server
 }
 
-// Connect opens a client on cfg's database. When the embedded server is not
-// running it is started, with the schema installed, and stopped on Close.
+// Connect opens a client on cfg's database (see Open). An embedded server
+// it had to start is stopped again on Close.
 func Connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Client, error) {
-	c := &Client{}
-	url := cfg.Database.URL
-	if url == "" {
-		srv, err := StartEmbedded(ctx, cfg.Database, log)
-		if err != nil {
-			return nil, err
-		}
-		if !srv.Attached() {
-			c.embedded = srv
-		}
-		url = srv.URL()
-	}
-	pool, err := openPool(ctx, url, cfg.Database)
+	db, err := Open(ctx, cfg.Database, log)
 	if err != nil {
-		c.Close()
 		return nil, err
 	}
-	c.Pool = pool
-	if _, err := queue.Install(ctx, pool); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("installing the queue schema: %w", err)
-	}
-	if _, err := store.Migrate(ctx, pool); err != nil {
-		c.Close()
-		return nil, err
-	}
-	c.Queue = queue.NewClient(pool)
-	c.Store = store.New(pool, store.Options{NodeID: "cli", Logger: log})
-	return c, nil
+	return &Client{DB: db, Queue: queue.NewClient(db.Pool), Store: store.New(db.Pool, storeOptions(cfg, "cli", log))}, nil
 }
 
 // Close releases the client (and stops an embedded server it started).
 func (c *Client) Close() {
-	if c.Pool != nil {
-		c.Pool.Close()
-	}
-	if c.embedded != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = c.embedded.Stop(ctx)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = c.DB.Close(ctx)
 }
 
 // SubmitParams describe one task request.
@@ -160,25 +123,5 @@ func (c *Client) Wait(ctx context.Context, requestID uuid.UUID, every time.Durat
 			return d, fmt.Errorf("waiting for request %s: %w", requestID, ctx.Err())
 		case <-t.C:
 		}
-	}
-}
-
-// PrintTask writes a task's final state and each step's result or error.
-func PrintTask(w io.Writer, d store.TaskDetail) {
-	fmt.Fprintf(w, "task %s %s/%s@%s: %s\n", d.TaskUUID, d.Namespace, d.Name, d.Version, d.State)
-	for _, st := range d.Steps {
-		line := fmt.Sprintf("  %-28s %-18s attempts=%d", st.Name, st.State, st.Attempts)
-		switch {
-		case len(st.Error) > 0 && st.State != workflow.StepStateComplete:
-			var e struct {
-				Kind    string `json:"kind"`
-				Message string `json:"message"`
-			}
-			_ = json.Unmarshal(st.Error, &e)
-			line += fmt.Sprintf(" error=%s: %s", e.Kind, e.Message)
-		case len(st.Result) > 0:
-			line += " result=" + string(st.Result)
-		}
-		fmt.Fprintln(w, line)
 	}
 }

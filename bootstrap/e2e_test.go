@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/examples"
@@ -583,7 +584,7 @@ func TestBadRequests(t *testing.T) {
 	require.Zero(t, tasks, "no task was created")
 
 	h := e.node.Health(ctx, false)
-	require.Equal(t, bootstrap.HealthOK, h.Status, "reasons: %v", h.Reasons)
+	require.Equal(t, api.HealthOK, h.Status, "reasons: %v", h.Reasons)
 	linearCase(6).verify(t, e.waitTask(e.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`), taskTimeout))
 }
 

@@ -7,62 +7,18 @@ import (
 	"time"
 
 	"github.com/tasker-run/tasker/actors"
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
 )
 
-// Health statuses.
-const (
-	HealthOK        = "ok"
-	HealthDegraded  = "degraded"
-	HealthUnhealthy = "unhealthy"
-)
-
-// Health is the node's health, computed once by (*Node).Health; the HTTP
-// handlers only encode it.
-type Health struct {
-	Status   string            `json:"status"`
-	NodeID   string            `json:"node_id"`
-	Reasons  []string          `json:"reasons,omitempty"`
-	Uptime   string            `json:"uptime"`
-	Database DatabaseHealth    `json:"database"`
-	Breakers map[string]string `json:"breakers"`
-	GaveUp   []string          `json:"gave_up,omitempty"`
-	Queues   []QueueDepth      `json:"queues,omitempty"`
-	Pool     *PoolStats        `json:"pool,omitempty"`
-}
-
-// DatabaseHealth says whether the database answers and its schema is
-// current.
-type DatabaseHealth struct {
-	Reachable     bool   `json:"reachable"`
-	Error         string `json:"error,omitempty"`
-	SchemaVersion int    `json:"schema_version"`
-	SchemaWanted  int    `json:"schema_wanted"`
-}
-
-// QueueDepth is one queue's depth.
-type QueueDepth struct {
-	Queue         string  `json:"queue"`
-	Length        int64   `json:"length"`
-	Visible       int64   `json:"visible"`
-	OldestAgeSecs float64 `json:"oldest_age_seconds"`
-}
-
-// PoolStats describe the connection pool.
-type PoolStats struct {
-	Total    int32 `json:"total"`
-	Idle     int32 `json:"idle"`
-	Acquired int32 `json:"acquired"`
-	Max      int32 `json:"max"`
-}
-
-// Health computes the node's health. With detail it also reads queue depths
+// Health computes the node's health, once per call; the HTTP handlers
+// only encode it. With detail it also reads queue depths
 // and pool statistics.
-func (n *Node) Health(ctx context.Context, detail bool) Health {
-	h := Health{Status: HealthOK, NodeID: n.nodeID, Uptime: time.Since(n.started).Round(time.Second).String(), Breakers: map[string]string{}}
+func (n *Node) Health(ctx context.Context, detail bool) api.Health {
+	h := api.Health{Status: api.HealthOK, NodeID: n.nodeID, Uptime: time.Since(n.started).Round(time.Second).String(), Breakers: map[string]string{}}
 	unhealthy := func(format string, args ...any) {
-		h.Status = HealthUnhealthy
+		h.Status = api.HealthUnhealthy
 		h.Reasons = append(h.Reasons, fmt.Sprintf(format, args...))
 	}
 
@@ -99,8 +55,8 @@ func (n *Node) Health(ctx context.Context, detail bool) Health {
 			case "open":
 				unhealthy("circuit breaker %s is open", name)
 			case "half-open":
-				if h.Status == HealthOK {
-					h.Status = HealthDegraded
+				if h.Status == api.HealthOK {
+					h.Status = api.HealthDegraded
 				}
 				h.Reasons = append(h.Reasons, fmt.Sprintf("circuit breaker %s is half-open", name))
 			}
@@ -114,24 +70,24 @@ func (n *Node) Health(ctx context.Context, detail bool) Health {
 	if detail && h.Database.Reachable {
 		h.Queues = n.queueDepths(dctx)
 		st := n.pool.Stat()
-		h.Pool = &PoolStats{Total: st.TotalConns(), Idle: st.IdleConns(), Acquired: st.AcquiredConns(), Max: st.MaxConns()}
+		h.Pool = &api.PoolStats{Total: st.TotalConns(), Idle: st.IdleConns(), Acquired: st.AcquiredConns(), Max: st.MaxConns()}
 	}
 	return h
 }
 
-func (n *Node) queueDepths(ctx context.Context) []QueueDepth {
+func (n *Node) queueDepths(ctx context.Context) []api.QueueDepth {
 	names := []string{queue.TaskRequestsQueue, queue.StepResultsQueue}
 	for _, ns := range n.namespaces() {
 		names = append(names, queue.NamespaceQueue(ns))
 	}
 	qc := n.store.Queue()
-	out := make([]QueueDepth, 0, len(names))
+	out := make([]api.QueueDepth, 0, len(names))
 	for _, q := range names {
 		m, err := qc.Metrics(ctx, q)
 		if err != nil {
 			continue
 		}
-		out = append(out, QueueDepth{Queue: q, Length: m.Length, Visible: m.VisibleLength, OldestAgeSecs: m.OldestAge.Seconds()})
+		out = append(out, api.QueueDepth{Queue: q, Length: m.Length, Visible: m.VisibleLength, OldestAgeSecs: m.OldestAge.Seconds()})
 	}
 	return out
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/actors"
-	"github.com/tasker-run/tasker/bootstrap"
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/testsupport"
 )
@@ -122,9 +122,9 @@ func TestHTTPEndpoints(t *testing.T) {
 
 	code, _, body = httpGet(t, base+"/health/ready", "")
 	require.Equal(t, http.StatusOK, code, string(body))
-	var ready bootstrap.Health
+	var ready api.Health
 	require.NoError(t, json.Unmarshal(body, &ready))
-	require.Equal(t, bootstrap.HealthOK, ready.Status, "reasons: %v", ready.Reasons)
+	require.Equal(t, api.HealthOK, ready.Status, "reasons: %v", ready.Reasons)
 	require.True(t, ready.Database.Reachable)
 	require.Equal(t, ready.Database.SchemaWanted, ready.Database.SchemaVersion)
 	require.Equal(t, "closed", ready.Breakers[testsupport.LinearNamespace])
@@ -134,10 +134,10 @@ func TestHTTPEndpoints(t *testing.T) {
 
 	code, _, body = httpGet(t, base+"/health", "")
 	require.Equal(t, http.StatusOK, code, string(body))
-	var detail bootstrap.Health
+	var detail api.Health
 	require.NoError(t, json.Unmarshal(body, &detail))
 	require.NotNil(t, detail.Pool)
-	require.True(t, slices.ContainsFunc(detail.Queues, func(q bootstrap.QueueDepth) bool { return q.Queue == "linear_workflow_queue" }), "queues: %+v", detail.Queues)
+	require.True(t, slices.ContainsFunc(detail.Queues, func(q api.QueueDepth) bool { return q.Queue == "linear_workflow_queue" }), "queues: %+v", detail.Queues)
 
 	code, header, body := httpGet(t, base+"/debug/actors", "")
 	require.Equal(t, http.StatusOK, code, string(body))

@@ -1,10 +1,12 @@
 package bootstrap
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/store"
 )
 
@@ -93,5 +95,38 @@ func (m *Metrics) resultApplied(out store.ResultOutcome) {
 	m.steps.WithLabelValues(string(out.StepState)).Inc()
 	if out.TaskState.Terminal() {
 		m.tasks.WithLabelValues(out.Namespace, string(out.TaskState)).Inc()
+	}
+}
+
+// scrapeCollector reads what the database knows at scrape time: queue depth
+// per queue, and restarts per actor from the tree.
+type scrapeCollector struct{ n *Node }
+
+var (
+	queueDepthDesc = prometheus.NewDesc("tasker_queue_depth", "Messages in a queue (visible or not).", []string{"queue"}, nil)
+	queueVisDesc   = prometheus.NewDesc("tasker_queue_visible", "Messages a read could take now.", []string{"queue"}, nil)
+	restartsDesc   = prometheus.NewDesc("tasker_actor_restarts_total", "Restarts of each actor since the node started.", []string{"actor", "kind"}, nil)
+)
+
+func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDepthDesc
+	ch <- queueVisDesc
+	ch <- restartsDesc
+}
+
+func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, d := range c.n.queueDepths(ctx) {
+		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(d.Length), d.Queue)
+		ch <- prometheus.MustNewConstMetric(queueVisDesc, prometheus.GaugeValue, float64(d.Visible), d.Queue)
+	}
+	if c.n.system != nil {
+		for _, node := range c.n.system.Tree().All() {
+			if node.Kind == actors.KindBreaker {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(node.Restarts), node.PID, node.Kind)
+		}
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,11 +25,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker-run/tasker/actors"
-	"github.com/tasker-run/tasker/backoff"
-	"github.com/tasker-run/tasker/bootstrap/pgserver"
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/config"
-	"github.com/tasker-run/tasker/examples"
-	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
 	"github.com/tasker-run/tasker/workflow/handlers"
@@ -48,6 +44,10 @@ type Options struct {
 	// Templates are extra template folders (as file systems) beside those
 	// named in the config. Optional.
 	Templates []fs.FS
+	// Bundled are the example handlers and templates, loaded first when
+	// templates.bundled is set. Optional: without them the setting loads
+	// nothing. The CLI passes examples.Bundle().
+	Bundled Bundle
 	// Logger replaces the logger built from the config. Optional.
 	Logger *slog.Logger
 	// LogOutput is where the built logger writes. Defaults to os.Stderr.
@@ -56,6 +56,14 @@ type Options struct {
 	// store and the queue: the seam for fault injection in tests.
 	WrapStore func(actors.Store) actors.Store
 	WrapQueue func(actors.Queue) actors.Queue
+}
+
+// Bundle is a set of handlers and the templates that run on them.
+type Bundle struct {
+	// Register adds the handlers to a registry.
+	Register func(reg *workflow.Registry) error
+	// Templates is the template folder.
+	Templates fs.FS
 }
 
 // Node is a running Tasker node.
@@ -69,7 +77,7 @@ type Node struct {
 	level    *slog.LevelVar
 	nodeID   string
 	started  time.Time
-	embedded *pgserver.Server
+	db       *DB
 	pool     *pgxpool.Pool
 	store    *store.Store
 	registry *workflow.Registry
@@ -116,30 +124,13 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	}
 	n.log = n.log.With("node_id", n.nodeID)
 
-	url, err := n.database(ctx)
-	if err != nil {
+	if n.db, err = Open(ctx, cfg.Database, n.log); err != nil {
 		return n, err
 	}
-	if n.pool, err = openPool(ctx, url, cfg.Database); err != nil {
-		return n, err
-	}
-	installed, err := queue.Install(ctx, n.pool)
-	if err != nil {
-		return n, fmt.Errorf("installing the queue schema: %w", err)
-	}
-	applied, err := store.Migrate(ctx, n.pool)
-	if err != nil {
-		return n, err
-	}
-	n.log.Info("schema ready", "queue_provider", installed.Provider, "migrations_applied", len(applied), "schema_version", store.SchemaVersion())
+	n.pool = n.db.Pool
 
 	n.metrics = NewMetrics()
-	n.store = store.New(n.pool, store.Options{
-		NodeID:          n.nodeID,
-		Backoff:         BackoffPolicy(cfg.Backoff),
-		MaxRequestBytes: cfg.Queue.MaxRequestBytes,
-		Logger:          n.log,
-	})
+	n.store = store.New(n.pool, storeOptions(cfg, n.nodeID, n.log))
 	if n.registry, err = n.buildRegistry(); err != nil {
 		return n, err
 	}
@@ -151,7 +142,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		return n, err
 	}
 
-	settings := n.actorSettings(namespaces)
+	settings := actorSettings(cfg, n.nodeID, namespaces, n.live.Load)
 	var (
 		actorStore actors.Store = n.store
 		actorQueue actors.Queue = n.store.Queue()
@@ -187,78 +178,14 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	return n, nil
 }
 
-// database returns the URL to use, starting the embedded PostgreSQL when
-// none is configured.
-func (n *Node) database(ctx context.Context) (string, error) {
-	if n.cfg.Database.URL != "" {
-		return n.cfg.Database.URL, nil
-	}
-	srv, err := StartEmbedded(ctx, n.cfg.Database, n.log)
-	if err != nil {
-		return "", err
-	}
-	// A server that was already running (another node in the same folder,
-	// or one left by a node that was killed) is not this node's to stop.
-	if !srv.Attached() {
-		n.embedded = srv
-	}
-	return srv.URL(), nil
-}
-
-// StartEmbedded starts (or joins) the embedded PostgreSQL of cfg.DataDir.
-func StartEmbedded(ctx context.Context, cfg config.Database, log *slog.Logger) (*pgserver.Server, error) {
-	dir, err := filepath.Abs(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("database.data_dir: %w", err)
-	}
-	log.Info("no database.url configured; starting the embedded PostgreSQL", "data_dir", dir)
-	srv, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("starting the embedded PostgreSQL: %w", err)
-	}
-	log.Info("embedded PostgreSQL running", "port", srv.Port(), "joined_running_server", srv.Attached())
-	return srv, nil
-}
-
-func openPool(ctx context.Context, url string, db config.Database) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("database.url: %w", err)
-	}
-	pc.MaxConns = int32(db.MaxConns)
-	pc.ConnConfig.ConnectTimeout = db.ConnectTimeout.Duration()
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("opening the database pool: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, db.ConnectTimeout.Duration())
-	defer cancel()
-	if err := pool.Ping(pctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connecting to the database: %w", err)
-	}
-	return pool, nil
-}
-
-// BackoffPolicy is the retry policy of cfg.
-func BackoffPolicy(cfg config.Backoff) backoff.Policy {
-	return backoff.Policy{
-		Base:           cfg.Base.Duration(),
-		Max:            cfg.Max.Duration(),
-		Multiplier:     cfg.Multiplier,
-		Jitter:         cfg.Jitter,
-		MaxServerDelay: cfg.MaxServerDelay.Duration(),
-	}
-}
-
 func (n *Node) buildRegistry() (*workflow.Registry, error) {
 	reg := workflow.NewRegistry()
 	if err := handlers.Register(reg, handlers.HTTPOptions{Guard: &n.guard}); err != nil {
 		return nil, fmt.Errorf("registering built-in handlers: %w", err)
 	}
-	if n.cfg.Templates.Bundled {
-		if err := examples.Register(reg); err != nil {
-			return nil, fmt.Errorf("registering demo handlers: %w", err)
+	if n.cfg.Templates.Bundled && n.opts.Bundled.Register != nil {
+		if err := n.opts.Bundled.Register(reg); err != nil {
+			return nil, fmt.Errorf("registering bundled handlers: %w", err)
 		}
 	}
 	if n.opts.Handlers != nil {
@@ -272,8 +199,8 @@ func (n *Node) buildRegistry() (*workflow.Registry, error) {
 // loadTemplates loads, validates and registers every template.
 func (n *Node) loadTemplates(ctx context.Context) ([]*workflow.Template, error) {
 	var sources []fs.FS
-	if n.cfg.Templates.Bundled {
-		sources = append(sources, examples.Templates())
+	if n.cfg.Templates.Bundled && n.opts.Bundled.Templates != nil {
+		sources = append(sources, n.opts.Bundled.Templates)
 	}
 	for _, dir := range n.cfg.Templates.Dirs {
 		sources = append(sources, os.DirFS(dir))
@@ -311,56 +238,6 @@ func (n *Node) namespaces() []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-func (n *Node) actorSettings(namespaces []string) actors.Settings {
-	cfg := n.cfg
-	s := actors.Settings{
-		NodeID:                    n.nodeID,
-		Orchestration:             cfg.Node.RunsOrchestration(),
-		OrchestrationPollInterval: cfg.OrchestrationPollInterval(),
-		OrchestrationVisibility:   cfg.Queue.VisibilityTimeout.Duration(),
-		OrchestrationBreaker:      breakerSettings(cfg.Breaker("task_requests")),
-		BatchSize:                 cfg.Queue.BatchSize,
-		MaxDeliveries:             cfg.Queue.MaxDeliveries,
-		Supervision:               actors.Intensity{MaxRestarts: cfg.Supervision.MaxRestarts, Window: cfg.Supervision.Window.Duration()},
-		HostBreaker: func(host string) actors.BreakerSettings {
-			return breakerSettings(n.live.Load().Breaker(config.HTTPComponent(host)))
-		},
-	}
-	for _, name := range namespaces {
-		if !cfg.Node.RunsNamespace(name) {
-			continue
-		}
-		ns := cfg.Namespace(name)
-		s.Namespaces = append(s.Namespaces, actors.NamespaceSettings{
-			Name:              name,
-			Workers:           ns.Workers,
-			PollInterval:      ns.PollInterval.Duration(),
-			VisibilityTimeout: ns.VisibilityTimeout.Duration(),
-			Breaker:           breakerSettings(cfg.Breaker(name)),
-		})
-	}
-	return s
-}
-
-func breakerSettings(b config.BreakerConfig) actors.BreakerSettings {
-	return actors.BreakerSettings{
-		FailureThreshold: b.FailureThreshold,
-		FailureRatio:     b.FailureRatio,
-		MinExecutions:    b.MinExecutions,
-		Window:           b.Window.Duration(),
-		Delay:            b.Delay.Duration(),
-		SuccessThreshold: b.SuccessThreshold,
-	}
-}
-
-func workerNamespaces(s actors.Settings) []string {
-	out := make([]string, 0, len(s.Namespaces))
-	for _, ns := range s.Namespaces {
-		out = append(out, ns.Name)
-	}
-	return out
-}
-
 func generateNodeID() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -378,7 +255,17 @@ func (n *Node) serveHTTP() error {
 		return fmt.Errorf("http.listen %s: %w", n.cfg.HTTP.Listen, err)
 	}
 	n.httpAddr = ln.Addr().String()
-	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
+	n.metrics.Registry.MustRegister(&scrapeCollector{n: n})
+	handler := api.Handler(api.Deps{
+		NodeID:  n.nodeID,
+		Store:   n.store,
+		Health:  n.Health,
+		Actors:  n.treeNodes,
+		Metrics: n.metrics.Registry,
+		Token:   n.cfg.HTTP.APIToken,
+		Logger:  n.log,
+	})
+	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "error", err)
@@ -410,7 +297,8 @@ func (n *Node) Templates() []*workflow.Template { return n.tmpls }
 
 // Stop shuts the node down in order: stop taking messages and let in-flight
 // handlers finish within the shutdown timeout, stop the actors, stop the HTTP
-// endpoint, close the pool, stop the embedded PostgreSQL. It is idempotent.
+// endpoint, close the pool and stop the embedded PostgreSQL if the node
+// started it. It is idempotent.
 func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		var errs []error
@@ -428,11 +316,8 @@ func (n *Node) Stop(ctx context.Context) error {
 			errs = append(errs, n.http.Shutdown(hctx))
 			cancel()
 		}
-		if n.pool != nil {
-			n.pool.Close()
-		}
-		if n.embedded != nil {
-			errs = append(errs, n.embedded.Stop(ctx))
+		if n.db != nil {
+			errs = append(errs, n.db.Close(ctx))
 		}
 		n.stopErr = errors.Join(errs...)
 		if n.log != nil {
@@ -462,11 +347,7 @@ func (n *Node) Reload() {
 	}
 	n.level.Set(parseLevel(cfg.Log.Level))
 	for component, b := range n.system.Breakers() {
-		name := component
-		if component == actors.OrchestrationComponent {
-			name = "task_requests"
-		}
-		b.Configure(breakerSettings(cfg.Breaker(name)))
+		b.Configure(breakerSettings(cfg.Breaker(breakerComponent(component))))
 	}
 	n.store.SetBackoff(BackoffPolicy(cfg.Backoff))
 	n.live.Store(cfg)

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/actors"
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/queue"
@@ -362,7 +363,7 @@ func outageRequireStatus(t *testing.T, url string, status int) string {
 	resp, err := client.Get(url)
 	require.NoError(t, err)
 	defer resp.Body.Close()
-	var h bootstrap.Health
+	var h api.Health
 	_ = json.NewDecoder(resp.Body).Decode(&h)
 	require.Equal(t, status, resp.StatusCode, "GET %s: %s %v", url, h.Status, h.Reasons)
 	if len(h.Reasons) > 0 {

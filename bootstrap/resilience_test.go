@@ -28,6 +28,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/actors"
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/queue"
@@ -212,10 +213,10 @@ func (n *rsNode) get(path string) (int, []byte) {
 }
 
 // ready is GET /health/ready.
-func (n *rsNode) ready() (int, bootstrap.Health) {
+func (n *rsNode) ready() (int, api.Health) {
 	n.t.Helper()
 	code, body := n.get("/health/ready")
-	var h bootstrap.Health
+	var h api.Health
 	require.NoError(n.t, json.Unmarshal(body, &h), string(body))
 	return code, h
 }
@@ -373,7 +374,7 @@ func TestCrashLoopEscalatesThenGivesUpNamespace(t *testing.T) {
 	// A loop that does not end: two more escalations exceed the root's
 	// intensity (2 in a minute) and crash_a is given up.
 	n.faults.Panic(read, "injected crash loop", 0)
-	var h bootstrap.Health
+	var h api.Health
 	testsupport.WaitFor(t, rsWait, "/health/ready to report crash_a given up", func() (bool, error) {
 		var code int
 		code, h = n.ready()
@@ -820,7 +821,7 @@ func TestHandlerFaults(t *testing.T) {
 
 		code, body := n.get("/health")
 		require.Equal(t, http.StatusServiceUnavailable, code)
-		var h bootstrap.Health
+		var h api.Health
 		require.NoError(t, json.Unmarshal(body, &h))
 		require.Equal(t, "open", h.Breakers[component])
 		require.Contains(t, h.Reasons, "circuit breaker "+component+" is open")

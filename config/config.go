@@ -323,8 +323,8 @@ type Templates struct {
 	// Dirs are extra folders of template files, loaded at start-up. Defaults
 	// to [].
 	Dirs []string `toml:"dirs"`
-	// Bundled loads the example templates shipped with Tasker. Defaults to
-	// true.
+	// Bundled loads the example templates shipped with Tasker, with their
+	// demo handlers. Defaults to true (false in production).
 	Bundled bool `toml:"bundled"`
 }
 
@@ -380,6 +380,9 @@ func Default(env string) *Config {
 		c.HTTP.Listen = "127.0.0.1:0"
 	case EnvProduction:
 		c.Log.Format = LogFormatJSON
+		// The demo namespaces have no place in production: five pollers
+		// and their workers for nothing.
+		c.Templates.Bundled = false
 	}
 	return c
 }

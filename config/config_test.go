@@ -92,6 +92,7 @@ func TestParseOverlays(t *testing.T) {
 		}},
 		{EnvProduction, func(t *testing.T, c *Config) {
 			require.Equal(t, LogFormatJSON, c.Log.Format)
+			require.False(t, c.Templates.Bundled, "no demo templates in production")
 			require.Equal(t, "0.0.0.0:9000", c.HTTP.Listen)
 			require.Equal(t, 20, c.Queue.BatchSize)
 			require.Equal(t, Duration(100*time.Millisecond), c.Queue.PollInterval)

@@ -30,6 +30,7 @@ func TestExampleLoads(t *testing.T) {
 				require.Equal(t, 25, c.Database.MaxConns)
 				require.Equal(t, LogFormatJSON, c.Log.Format)
 				require.Equal(t, 0.5, c.CircuitBreakers.Default.FailureRatio)
+				require.False(t, c.Templates.Bundled)
 			}
 		})
 	}

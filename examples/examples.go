@@ -1,6 +1,7 @@
 // Package examples ships the five reference workflows as templates, with the
-// demo handlers they run on. A node with no template folders configured
-// loads these, so a fresh node has something to run.
+// demo handlers they run on. The tasker command passes them to its node
+// (Bundle), which loads them when templates.bundled is set (the default
+// outside production), so a fresh node has something to run.
 package examples
 
 import (
@@ -12,6 +13,7 @@ import (
 	"math"
 	"sort"
 
+	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/workflow"
 )
 
@@ -26,6 +28,12 @@ func Templates() fs.FS {
 		panic(err) // the folder is embedded at build time
 	}
 	return sub
+}
+
+// Bundle is the demo handlers and their templates, for
+// bootstrap.Options.Bundled.
+func Bundle() bootstrap.Bundle {
+	return bootstrap.Bundle{Register: Register, Templates: Templates()}
 }
 
 // Register adds the demo handlers to reg.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/examples"
 )
 
 // NodeOption adjusts the configuration or options of a test node.
@@ -53,7 +54,7 @@ func StartNodeOn(t testing.TB, databaseURL string, options ...NodeOption) *boots
 	t.Helper()
 	cfg := TestConfig(databaseURL)
 	logs := &testLog{t: t}
-	opts := bootstrap.Options{Config: cfg, LogOutput: logs}
+	opts := bootstrap.Options{Config: cfg, LogOutput: logs, Bundled: examples.Bundle()}
 	for _, o := range options {
 		o(cfg, &opts)
 	}

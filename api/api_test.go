@@ -1,4 +1,4 @@
-package bootstrap_test
+package api_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/store"
@@ -114,11 +115,11 @@ func (a *apiNode) get(path string, v any) {
 }
 
 // post decodes a 200 answer into an ActionResult.
-func (a *apiNode) post(path, body string) bootstrap.ActionResult {
+func (a *apiNode) post(path, body string) api.ActionResult {
 	a.t.Helper()
 	code, b := a.call(http.MethodPost, path, body)
 	require.Equal(a.t, http.StatusOK, code, "POST %s: %s", path, b)
-	var res bootstrap.ActionResult
+	var res api.ActionResult
 	require.NoError(a.t, json.Unmarshal(b, &res))
 	return res
 }
@@ -240,7 +241,7 @@ func TestAPITaskList(t *testing.T) {
 
 	list := func(query string) []uuid.UUID {
 		t.Helper()
-		var page bootstrap.TaskPage
+		var page api.TaskPage
 		a.get("/v1/tasks"+query, &page)
 		return taskUUIDs(page.Tasks)
 	}
@@ -254,21 +255,21 @@ func TestAPITaskList(t *testing.T) {
 	require.Equal(t, []uuid.UUID{dia, odd, lin2, old}, list("?since=1d"))
 	require.Empty(t, list("?namespace=nope"))
 
-	var page bootstrap.TaskPage
+	var page api.TaskPage
 	a.get("/v1/tasks?state=error", &page)
 	require.Len(t, page.Tasks, 1)
 	require.Equal(t, testsupport.LinearNamespace, page.Tasks[0].Namespace)
 	require.JSONEq(t, `{"even_number": 5}`, string(page.Tasks[0].Context))
 
-	msg := a.fail(http.MethodGet, "/v1/tasks?state=bogus", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
+	msg := a.fail(http.MethodGet, "/v1/tasks?state=bogus", "", http.StatusBadRequest, api.CodeBadRequest)
 	require.Contains(t, msg, `"bogus"`)
 	require.Contains(t, msg, "in_progress")
-	a.fail(http.MethodGet, "/v1/tasks?since=yesterday", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
-	a.fail(http.MethodGet, "/v1/tasks?since=-1h", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
-	a.fail(http.MethodGet, "/v1/tasks?limit=0", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
-	a.fail(http.MethodGet, "/v1/tasks?limit=ten", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
-	a.fail(http.MethodGet, "/v1/tasks?limit=100000", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
-	msg = a.fail(http.MethodGet, "/v1/tasks?stat=error", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
+	a.fail(http.MethodGet, "/v1/tasks?since=yesterday", "", http.StatusBadRequest, api.CodeBadRequest)
+	a.fail(http.MethodGet, "/v1/tasks?since=-1h", "", http.StatusBadRequest, api.CodeBadRequest)
+	a.fail(http.MethodGet, "/v1/tasks?limit=0", "", http.StatusBadRequest, api.CodeBadRequest)
+	a.fail(http.MethodGet, "/v1/tasks?limit=ten", "", http.StatusBadRequest, api.CodeBadRequest)
+	a.fail(http.MethodGet, "/v1/tasks?limit=100000", "", http.StatusBadRequest, api.CodeBadRequest)
+	msg = a.fail(http.MethodGet, "/v1/tasks?stat=error", "", http.StatusBadRequest, api.CodeBadRequest)
 	require.Contains(t, msg, `"stat"`)
 }
 
@@ -306,17 +307,17 @@ func TestAPITaskShow(t *testing.T) {
 	a.get("/v1/tasks/"+reqID.String(), &byRequest)
 	require.Equal(t, id, byRequest.TaskUUID)
 
-	msg := a.fail(http.MethodGet, "/v1/tasks/not-a-uuid", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
+	msg := a.fail(http.MethodGet, "/v1/tasks/not-a-uuid", "", http.StatusBadRequest, api.CodeBadRequest)
 	require.Contains(t, msg, "not-a-uuid")
-	msg = a.fail(http.MethodGet, "/v1/tasks/"+uuid.NewString(), "", http.StatusNotFound, bootstrap.CodeNotFound)
+	msg = a.fail(http.MethodGet, "/v1/tasks/"+uuid.NewString(), "", http.StatusNotFound, api.CodeNotFound)
 	require.Contains(t, msg, "not found")
-	a.fail(http.MethodGet, "/v1/nothing-here", "", http.StatusNotFound, bootstrap.CodeNotFound)
+	a.fail(http.MethodGet, "/v1/nothing-here", "", http.StatusNotFound, api.CodeNotFound)
 }
 
 func TestAPITemplates(t *testing.T) {
 	t.Parallel()
 	a := startAPINode(t)
-	var page bootstrap.TemplatePage
+	var page api.TemplatePage
 	a.get("/v1/templates", &page)
 	got := map[string]store.TemplateInfo{}
 	for _, tm := range page.Templates {
@@ -337,13 +338,13 @@ func TestAPITemplates(t *testing.T) {
 		require.Equal(t, "1.0.0", tm.Version, want.key)
 		require.Equal(t, want.steps, tm.Steps, want.key)
 	}
-	a.fail(http.MethodGet, "/v1/templates?all=1", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
+	a.fail(http.MethodGet, "/v1/templates?all=1", "", http.StatusBadRequest, api.CodeBadRequest)
 }
 
 func TestAPIRejectedRequests(t *testing.T) {
 	t.Parallel()
 	a := startAPINode(t)
-	var page bootstrap.RejectedPage
+	var page api.RejectedPage
 	a.get("/v1/requests/rejected", &page)
 	require.Empty(t, page.Rejected)
 	require.NotNil(t, page.Rejected, "an empty list is [], not null")
@@ -358,7 +359,7 @@ func TestAPIRejectedRequests(t *testing.T) {
 		_, err := a.node.Pool().Exec(t.Context(), `SELECT pgmq.send('orchestration_task_requests', $1::jsonb)`, body)
 		require.NoError(t, err)
 		testsupport.WaitFor(t, apiWait, fmt.Sprintf("%d rejected requests", i+1), func() (bool, error) {
-			page = bootstrap.RejectedPage{} // decoding into a used value keeps absent fields
+			page = api.RejectedPage{} // decoding into a used value keeps absent fields
 			a.get("/v1/requests/rejected", &page)
 			return len(page.Rejected) == i+1, nil
 		})
@@ -370,10 +371,10 @@ func TestAPIRejectedRequests(t *testing.T) {
 	require.Contains(t, page.Rejected[1].Reason, "no_such_namespace")
 	require.Contains(t, page.Rejected[1].Payload, "no_such_namespace")
 
-	page = bootstrap.RejectedPage{}
+	page = api.RejectedPage{}
 	a.get("/v1/requests/rejected?limit=1", &page)
 	require.Len(t, page.Rejected, 1)
-	a.fail(http.MethodGet, "/v1/requests/rejected?limit=x", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
+	a.fail(http.MethodGet, "/v1/requests/rejected?limit=x", "", http.StatusBadRequest, api.CodeBadRequest)
 }
 
 func TestAPIRetry(t *testing.T) {
@@ -402,15 +403,15 @@ func TestAPIRetry(t *testing.T) {
 	// that allows a retry.
 	_, done := a.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 2}`)
 	opWaitState(t, a.node, done, workflow.TaskStateComplete)
-	msg := a.fail(http.MethodPost, "/v1/tasks/"+done.String()+"/retry", "", http.StatusConflict, bootstrap.CodeRefused)
+	msg := a.fail(http.MethodPost, "/v1/tasks/"+done.String()+"/retry", "", http.StatusConflict, api.CodeRefused)
 	require.Contains(t, msg, "retry refused")
 	require.Contains(t, msg, `"complete"`)
 	require.Contains(t, msg, "only when it is error")
 
-	a.fail(http.MethodPost, "/v1/tasks/xyz/retry", "", http.StatusBadRequest, bootstrap.CodeBadRequest)
-	a.fail(http.MethodPost, "/v1/tasks/"+uuid.NewString()+"/retry", "", http.StatusNotFound, bootstrap.CodeNotFound)
-	a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/retry", `{"force": true}`, http.StatusBadRequest, bootstrap.CodeBadRequest)
-	a.fail(http.MethodGet, "/v1/tasks/"+odd.String()+"/retry", "", http.StatusNotFound, bootstrap.CodeNotFound)
+	a.fail(http.MethodPost, "/v1/tasks/xyz/retry", "", http.StatusBadRequest, api.CodeBadRequest)
+	a.fail(http.MethodPost, "/v1/tasks/"+uuid.NewString()+"/retry", "", http.StatusNotFound, api.CodeNotFound)
+	a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/retry", `{"force": true}`, http.StatusBadRequest, api.CodeBadRequest)
+	a.fail(http.MethodGet, "/v1/tasks/"+odd.String()+"/retry", "", http.StatusNotFound, api.CodeNotFound)
 }
 
 func moveList(trs []store.Transition) []string {
@@ -440,7 +441,7 @@ func TestAPICancel(t *testing.T) {
 	}
 	require.Contains(t, moveList(d.TaskTransitions), "in_progress → cancelled: too sleepy")
 
-	msg := a.fail(http.MethodPost, "/v1/tasks/"+id.String()+"/cancel", "", http.StatusConflict, bootstrap.CodeRefused)
+	msg := a.fail(http.MethodPost, "/v1/tasks/"+id.String()+"/cancel", "", http.StatusConflict, api.CodeRefused)
 	require.Contains(t, msg, `"cancelled"`)
 	require.Contains(t, msg, "pending, in_progress or error")
 
@@ -449,10 +450,10 @@ func TestAPICancel(t *testing.T) {
 	opWaitState(t, a.node, odd, workflow.TaskStateError)
 	res = a.post("/v1/tasks/"+odd.String()+"/cancel", "")
 	require.Equal(t, workflow.TaskStateCancelled, res.State)
-	a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/cancel", `{"reason": 3}`, http.StatusBadRequest, bootstrap.CodeBadRequest)
+	a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/cancel", `{"reason": 3}`, http.StatusBadRequest, api.CodeBadRequest)
 	// Its failed step stays in error, but a cancelled task is over: the
 	// step cannot be resolved any more.
-	msg = a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"step": "linear_step_1"}`, http.StatusConflict, bootstrap.CodeRefused)
+	msg = a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"step": "linear_step_1"}`, http.StatusConflict, api.CodeRefused)
 	require.Contains(t, msg, `"cancelled"`)
 }
 
@@ -462,12 +463,12 @@ func TestAPIResolve(t *testing.T) {
 	reqID, odd := a.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 5}`)
 	opWaitState(t, a.node, odd, workflow.TaskStateError)
 
-	msg := a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"step": "no_such_step"}`, http.StatusConflict, bootstrap.CodeRefused)
+	msg := a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"step": "no_such_step"}`, http.StatusConflict, api.CodeRefused)
 	require.Contains(t, msg, `"no_such_step"`)
 	require.Contains(t, msg, "linear_step_1, linear_step_2")
-	msg = a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"step": "linear_step_2"}`, http.StatusConflict, bootstrap.CodeRefused)
+	msg = a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"step": "linear_step_2"}`, http.StatusConflict, api.CodeRefused)
 	require.Contains(t, msg, "linear_step_2 is pending")
-	a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"result": 1}`, http.StatusBadRequest, bootstrap.CodeBadRequest)
+	a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"result": 1}`, http.StatusBadRequest, api.CodeBadRequest)
 
 	// The operator supplies what the failed step should have produced; it
 	// flows on: 4 + 10 = 14, × 3 = 42, ÷ 2 = 21. The request id works too.
@@ -482,7 +483,7 @@ func TestAPIResolve(t *testing.T) {
 	require.Equal(t, 21.0, mathResult(t, stepByName(t, d, "linear_step_4")))
 
 	// Resolving a step that is not in error is refused, naming its state.
-	msg = a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"step": "linear_step_1"}`, http.StatusConflict, bootstrap.CodeRefused)
+	msg = a.fail(http.MethodPost, "/v1/tasks/"+odd.String()+"/resolve", `{"step": "linear_step_1"}`, http.StatusConflict, api.CodeRefused)
 	require.Contains(t, msg, "resolved_manually")
 
 	// Without a step the whole failed task is resolved.
@@ -494,7 +495,7 @@ func TestAPIResolve(t *testing.T) {
 	a.get("/v1/tasks/"+other.String(), &od)
 	require.Equal(t, workflow.StepStateResolvedManually, stepByName(t, od, "linear_step_1").State)
 	require.Equal(t, workflow.StepStateCancelled, stepByName(t, od, "linear_step_4").State)
-	msg = a.fail(http.MethodPost, "/v1/tasks/"+other.String()+"/resolve", "", http.StatusConflict, bootstrap.CodeRefused)
+	msg = a.fail(http.MethodPost, "/v1/tasks/"+other.String()+"/resolve", "", http.StatusConflict, api.CodeRefused)
 	require.Contains(t, msg, `"resolved_manually"`)
 }
 
@@ -514,15 +515,15 @@ func TestAPIToken(t *testing.T) {
 		{http.MethodPost, "/v1/tasks/" + odd.String() + "/resolve"},
 	} {
 		a.token = ""
-		a.fail(r.method, r.path, "", http.StatusUnauthorized, bootstrap.CodeUnauthorized)
+		a.fail(r.method, r.path, "", http.StatusUnauthorized, api.CodeUnauthorized)
 		a.token = "wrong-token-0123456789"
-		a.fail(r.method, r.path, "", http.StatusUnauthorized, bootstrap.CodeUnauthorized)
+		a.fail(r.method, r.path, "", http.StatusUnauthorized, api.CodeUnauthorized)
 	}
 	// Nothing was done by the refused calls.
 	opWaitState(t, a.node, odd, workflow.TaskStateError)
 
 	a.token = apiToken
-	var page bootstrap.TaskPage
+	var page api.TaskPage
 	a.get("/v1/tasks", &page)
 	require.Equal(t, []uuid.UUID{odd}, taskUUIDs(page.Tasks))
 	res := a.post("/v1/tasks/"+odd.String()+"/cancel", `{"reason": "with the token"}`)

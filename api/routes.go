@@ -1,4 +1,4 @@
-package bootstrap
+package api
 
 import (
 	"context"
@@ -28,33 +28,33 @@ const (
 // maxBodyBytes bounds an action's JSON body.
 const maxBodyBytes = 1 << 20
 
-// apiRoutes adds the operator's read and action API under /v1. Every
+// routes adds the operator's read and action API under /v1. Every
 // handler goes through Operator, as the CLI does.
-func (n *Node) apiRoutes(mux *http.ServeMux) {
-	op := Operator{Store: n.store}
+func (s *server) routes(mux *http.ServeMux) {
+	op := s.op
 	mux.HandleFunc("GET /v1/tasks", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		if err := knownParams(q, "state", "namespace", "name", "since", "limit"); err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		f := TaskFilter{State: q.Get("state"), Namespace: q.Get("namespace"), Name: q.Get("name"), Since: q.Get("since")}
 		var err error
 		if f.Limit, err = limitParam(q); err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		page, err := op.Tasks(r.Context(), f)
-		n.apiReply(w, r, page, err)
+		s.reply(w, r, page, err)
 	})
 	mux.HandleFunc("GET /v1/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id, err := ParseTaskID(r.PathValue("id"))
 		if err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		d, err := op.Task(r.Context(), id)
-		n.apiReply(w, r, d, err)
+		s.reply(w, r, d, err)
 	})
 	mux.HandleFunc("POST /v1/tasks/{id}/retry", func(w http.ResponseWriter, r *http.Request) {
 		id, err := ParseTaskID(r.PathValue("id"))
@@ -62,11 +62,11 @@ func (n *Node) apiRoutes(mux *http.ServeMux) {
 			err = decodeBody(r, &struct{}{})
 		}
 		if err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		res, err := op.Retry(r.Context(), id)
-		n.apiReply(w, r, res, err)
+		s.reply(w, r, res, err)
 	})
 	mux.HandleFunc("POST /v1/tasks/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
@@ -77,11 +77,11 @@ func (n *Node) apiRoutes(mux *http.ServeMux) {
 			err = decodeBody(r, &body)
 		}
 		if err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		res, err := op.Cancel(r.Context(), id, body.Reason)
-		n.apiReply(w, r, res, err)
+		s.reply(w, r, res, err)
 	})
 	mux.HandleFunc("POST /v1/tasks/{id}/resolve", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
@@ -93,33 +93,33 @@ func (n *Node) apiRoutes(mux *http.ServeMux) {
 			err = decodeBody(r, &body)
 		}
 		if err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		res, err := op.Resolve(r.Context(), id, body.Step, body.Result)
-		n.apiReply(w, r, res, err)
+		s.reply(w, r, res, err)
 	})
 	mux.HandleFunc("GET /v1/templates", func(w http.ResponseWriter, r *http.Request) {
 		if err := knownParams(r.URL.Query()); err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		page, err := op.Templates(r.Context())
-		n.apiReply(w, r, page, err)
+		s.reply(w, r, page, err)
 	})
 	mux.HandleFunc("GET /v1/requests/rejected", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		if err := knownParams(q, "limit"); err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		limit, err := limitParam(q)
 		if err != nil {
-			n.apiFail(w, r, err)
+			s.fail(w, r, err)
 			return
 		}
 		page, err := op.Rejected(r.Context(), limit)
-		n.apiReply(w, r, page, err)
+		s.reply(w, r, page, err)
 	})
 	// Anything else under /v1 answers in the API's error format.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
@@ -170,9 +170,9 @@ func decodeBody(r *http.Request, v any) error {
 	return nil
 }
 
-func (n *Node) apiReply(w http.ResponseWriter, r *http.Request, v any, err error) {
+func (s *server) reply(w http.ResponseWriter, r *http.Request, v any, err error) {
 	if err != nil {
-		n.apiFail(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -180,7 +180,7 @@ func (n *Node) apiReply(w http.ResponseWriter, r *http.Request, v any, err error
 
 // apiFail answers err with its status and stable code. Only internal
 // errors are logged: the others are the client's to read.
-func (n *Node) apiFail(w http.ResponseWriter, r *http.Request, err error) {
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		invalid *InvalidError
 		refused *store.RefusedError
@@ -198,7 +198,7 @@ func (n *Node) apiFail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 	default:
-		n.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		s.d.Logger.Error("api request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		writeJSON(w, http.StatusInternalServerError, apiError{Code: CodeInternal, Message: "internal error; the node's log has the details"})
 	}
 }

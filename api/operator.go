@@ -1,19 +1,20 @@
-package bootstrap
+// Package api is the node's HTTP API and the operator service behind it:
+// the health, actor tree and metrics endpoints, and the task, template and
+// rejected request routes under /v1. The node mounts Handler; the CLI calls
+// Operator directly, so both accept the same input and refuse with the same
+// reasons.
+package api
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -260,6 +261,10 @@ func (o Operator) act(ctx context.Context, id uuid.UUID, action string, ev workf
 
 var pastTense = map[string]string{"retry": "retried", "cancel": "cancelled", "resolve": "resolved"}
 
+// PastTense is an action as messages report it done: "retry" is
+// "retried".
+func PastTense(action string) string { return cmp.Or(pastTense[action], action) }
+
 // explainTaskRefusal adds to a refusal the states the task machine allows
 // the action from, when the task's state was the reason.
 func explainTaskRefusal(err error, state workflow.TaskState, action string, ev workflow.TaskEvent) error {
@@ -277,7 +282,7 @@ func explainTaskRefusal(err error, state workflow.TaskState, action string, ev w
 		}
 	}
 	return &store.RefusedError{Action: refused.Action, Reason: fmt.Sprintf("%s; the task is %s and can be %s only when it is %s",
-		refused.Reason, state, pastTense[action], joinStates(allowed))}
+		refused.Reason, state, PastTense(action), joinStates(allowed))}
 }
 
 // explainStepRefusal adds to a step resolve refusal the task's steps (an
@@ -325,308 +330,6 @@ func joinStates[S ~string](states []S) string {
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}
-	}
-	return s
-}
-
-// ---- Text output ----
-
-// WriteJSON writes v as indented JSON.
-func WriteJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-const timeLayout = "2006-01-02 15:04:05"
-
-// WriteTaskList writes tasks as a table, ages relative to now.
-func WriteTaskList(w io.Writer, tasks []store.Task, now time.Time) error {
-	if len(tasks) == 0 {
-		_, err := fmt.Fprintln(w, "no tasks")
-		return err
-	}
-	tw := newTable(w)
-	fmt.Fprintln(tw, "TASK\tSTATE\tNAMESPACE\tNAME\tVERSION\tCREATED\tAGE\tTOOK")
-	for _, t := range tasks {
-		took := "-"
-		if t.FinishedAt != nil {
-			took = roundDuration(t.FinishedAt.Sub(t.CreatedAt))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.TaskUUID, t.State, t.Namespace, t.Name, t.Version,
-			t.CreatedAt.Local().Format(timeLayout), roundDuration(now.Sub(t.CreatedAt)), took)
-	}
-	return tw.Flush()
-}
-
-// DetailOptions choose what WriteTaskDetail shows beyond the task, its
-// steps, the DAG and the task's history.
-type DetailOptions struct {
-	// StepHistory adds every step transition.
-	StepHistory bool
-}
-
-// WriteTaskDetail writes a task for a person: the task, a table of its
-// steps (times relative to the task's creation), the DAG in dependency
-// order and the task's history.
-func WriteTaskDetail(w io.Writer, d store.TaskDetail, opts DetailOptions) error {
-	tw := newTable(w)
-	fmt.Fprintf(tw, "task\t%s\n", d.TaskUUID)
-	fmt.Fprintf(tw, "request\t%s\n", d.RequestID)
-	fmt.Fprintf(tw, "template\t%s/%s %s\n", d.Namespace, d.Name, d.Version)
-	fmt.Fprintf(tw, "state\t%s\n", d.State)
-	fmt.Fprintf(tw, "created\t%s\n", d.CreatedAt.Local().Format(timeLayout))
-	if d.FinishedAt != nil {
-		fmt.Fprintf(tw, "finished\t%s (took %s)\n", d.FinishedAt.Local().Format(timeLayout), roundDuration(d.FinishedAt.Sub(d.CreatedAt)))
-	}
-	if d.RequestedBy != "" {
-		fmt.Fprintf(tw, "requested by\t%s\n", d.RequestedBy)
-	}
-	fmt.Fprintf(tw, "correlation\t%s\n", d.CorrelationID)
-	fmt.Fprintf(tw, "context\t%s\n", oneLine(compactJSON(d.Context), 120))
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	fmt.Fprintf(w, "\nsteps (times after the task's creation):\n")
-	tw = newTable(w)
-	fmt.Fprintln(tw, "STEP\tSTATE\tATTEMPTS\tENQUEUED\tLAST ATTEMPT\tFINISHED\tDURATION\tRESULT / ERROR")
-	for _, st := range d.Steps {
-		dur := "-"
-		switch {
-		case st.DurationMS == nil:
-		case *st.DurationMS == 0:
-			dur = "<1ms"
-		default:
-			dur = (time.Duration(*st.DurationMS) * time.Millisecond).String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\n", st.Name, st.State, st.Attempts, st.MaxAttempts,
-			offset(d.CreatedAt, st.EnqueuedAt), offset(d.CreatedAt, st.LastAttemptedAt), offset(d.CreatedAt, st.FinishedAt),
-			dur, stepOutcome(d.CreatedAt, st))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	fmt.Fprintf(w, "\ndag (dependency order; ← parents):\n")
-	if err := WriteDAG(w, d.Steps); err != nil {
-		return err
-	}
-
-	fmt.Fprintf(w, "\nhistory:\n")
-	history := slices.Clone(d.TaskTransitions)
-	if opts.StepHistory {
-		// One timeline: task and step transitions by time, the task's
-		// first when they tie.
-		history = append(history, d.StepTransitions...)
-		slices.SortStableFunc(history, func(a, b store.Transition) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	}
-	tw = newTable(w)
-	for _, tr := range history {
-		subject, att := "task", ""
-		if tr.StepName != "" {
-			subject = tr.StepName
-		}
-		if tr.Attempt > 0 {
-			att = fmt.Sprintf(" (attempt %d)", tr.Attempt)
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s%s\n", offset(d.CreatedAt, &tr.CreatedAt), subject, move(tr), oneLine(tr.Reason, 100), att)
-	}
-	return tw.Flush()
-}
-
-func move(tr store.Transition) string {
-	if tr.From == "" {
-		return "→ " + tr.To
-	}
-	return tr.From + " → " + tr.To
-}
-
-// WriteDAG draws steps in dependency order, one line each: its layer (the
-// longest path from a root), name, state and parents. Steps of one layer
-// keep the template's order.
-func WriteDAG(w io.Writer, steps []store.Step) error {
-	layers := dagLayers(steps)
-	order := make([]int, len(steps))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(layers[a], layers[b]) })
-	tw := newTable(w)
-	last := -1
-	for _, i := range order {
-		st := steps[i]
-		layer := ""
-		if layers[i] != last {
-			layer = strconv.Itoa(layers[i])
-			last = layers[i]
-		}
-		// The parents are the last cell, unpadded: a root's line ends
-		// without trailing blanks.
-		line := fmt.Sprintf("  %s\t%s\t%s", layer, st.Name, st.State)
-		if len(st.DependsOn) > 0 {
-			line += "\t← " + strings.Join(st.DependsOn, ", ")
-		}
-		fmt.Fprintln(tw, line)
-	}
-	return tw.Flush()
-}
-
-// dagLayers gives each step its depth: 0 for a root, else one more than its
-// deepest parent. A parent that is not among steps (it cannot happen for a
-// stored task) counts as a root; a cycle cannot happen either, and is cut.
-func dagLayers(steps []store.Step) []int {
-	index := make(map[string]int, len(steps))
-	for i, st := range steps {
-		index[st.Name] = i
-	}
-	layers := make([]int, len(steps))
-	const (
-		unseen = iota
-		visiting
-		done
-	)
-	mark := make([]int, len(steps))
-	var depth func(i int) int
-	depth = func(i int) int {
-		switch mark[i] {
-		case done:
-			return layers[i]
-		case visiting:
-			return 0
-		}
-		mark[i] = visiting
-		d := 0
-		for _, p := range steps[i].DependsOn {
-			if j, ok := index[p]; ok {
-				d = max(d, depth(j)+1)
-			}
-		}
-		mark[i], layers[i] = done, d
-		return d
-	}
-	for i := range steps {
-		depth(i)
-	}
-	return layers
-}
-
-// stepOutcome is a step's result, error or next attempt, on one line.
-func stepOutcome(created time.Time, st store.Step) string {
-	var out string
-	switch {
-	case len(st.Error) > 0 && st.State != workflow.StepStateComplete && st.State != workflow.StepStateResolvedManually:
-		var e struct {
-			Kind    string `json:"kind"`
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(st.Error, &e) == nil && e.Message != "" {
-			out = "error " + cmp.Or(e.Kind, "unknown") + ": " + e.Message
-		} else {
-			out = "error " + compactJSON(st.Error)
-		}
-	case len(st.Result) > 0 && string(st.Result) != "null":
-		out = compactJSON(st.Result)
-	}
-	if st.State == workflow.StepStateWaitingForRetry && st.NextAttemptAt != nil {
-		out = strings.TrimSpace(out + " (next attempt " + offset(created, st.NextAttemptAt) + ")")
-	}
-	return cmp.Or(oneLine(out, 100), "-")
-}
-
-// WriteTemplates writes the registered templates as a table.
-func WriteTemplates(w io.Writer, ts []store.TemplateInfo) error {
-	if len(ts) == 0 {
-		_, err := fmt.Fprintln(w, "no templates registered")
-		return err
-	}
-	tw := newTable(w)
-	fmt.Fprintln(tw, "NAMESPACE\tNAME\tVERSION\tSTEPS\tREGISTERED\tDESCRIPTION")
-	for _, t := range ts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Namespace, t.Name, t.Version, t.Steps,
-			t.RegisteredAt.Local().Format(timeLayout), oneLine(t.Description, 80))
-	}
-	return tw.Flush()
-}
-
-// WriteRejected writes rejected task requests as a table.
-func WriteRejected(w io.Writer, rs []store.RejectedRequest) error {
-	if len(rs) == 0 {
-		_, err := fmt.Fprintln(w, "no rejected requests")
-		return err
-	}
-	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tREJECTED\tREQUEST\tREASON\tPAYLOAD")
-	for _, r := range rs {
-		req := "-"
-		if r.RequestID != nil {
-			req = r.RequestID.String()
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.ID, r.RejectedAt.Local().Format(timeLayout), req,
-			oneLine(r.Reason, 100), oneLine(compactJSON(json.RawMessage(r.Payload)), 60))
-	}
-	return tw.Flush()
-}
-
-// WriteAction writes what an action did, in a sentence.
-func WriteAction(w io.Writer, r ActionResult) error {
-	var err error
-	switch {
-	case r.Step != "":
-		_, err = fmt.Fprintf(w, "step %s of task %s resolved; the task is %s\n", r.Step, r.TaskUUID, r.State)
-	case r.Enqueued != nil:
-		_, err = fmt.Fprintf(w, "task %s %s (%d step(s) enqueued); it is %s\n", r.TaskUUID, pastTense[r.Action], *r.Enqueued, r.State)
-	default:
-		_, err = fmt.Fprintf(w, "task %s %s; it is %s\n", r.TaskUUID, cmp.Or(pastTense[r.Action], r.Action), r.State)
-	}
-	return err
-}
-
-func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
-
-// offset is t after base, for step times ("+1.25s"), or "-".
-func offset(base time.Time, t *time.Time) string {
-	if t == nil {
-		return "-"
-	}
-	return "+" + roundDuration(t.Sub(base))
-}
-
-// roundDuration keeps a duration readable: milliseconds below a minute,
-// seconds below an hour, minutes above.
-func roundDuration(d time.Duration) string {
-	switch {
-	case d < 0:
-		return "-" + roundDuration(-d)
-	case d < time.Minute:
-		return d.Round(time.Millisecond).String()
-	case d < time.Hour:
-		return d.Round(time.Second).String()
-	default:
-		return d.Round(time.Minute).String()
-	}
-}
-
-// compactJSON is raw on one line, or raw as it is when it is not JSON.
-func compactJSON(raw json.RawMessage) string {
-	var buf bytes.Buffer
-	if json.Compact(&buf, raw) != nil {
-		return string(raw)
-	}
-	return buf.String()
-}
-
-// oneLine makes s fit a table cell: its first line, tabs as spaces, at most
-// limit runes (an ellipsis marks the cut).
-func oneLine(s string, limit int) string {
-	s, _, cut := strings.Cut(s, "\n")
-	s = strings.ReplaceAll(strings.TrimSpace(s), "\t", " ")
-	if utf8.RuneCountInString(s) > limit {
-		r := []rune(s)
-		return string(r[:limit-1]) + "…"
-	}
-	if cut {
-		return s + " …"
 	}
 	return s
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker-run/tasker/bootstrap"
-	"github.com/tasker-run/tasker/bootstrap/pgserver"
 	"github.com/tasker-run/tasker/config"
 )
 
@@ -19,9 +18,6 @@ type database struct {
 	url    string
 	client *bootstrap.Client
 	pool   *pgxpool.Pool
-	// embedded is the embedded server when the bench started it; close
-	// stops it again. A server that was already running is left alone.
-	embedded *pgserver.Server
 	// kind is "embedded" or "url"; name and version describe the database.
 	kind    string
 	name    string
@@ -30,27 +26,16 @@ type database struct {
 
 // openDatabase connects to cfg's database, starting (or joining) the
 // embedded PostgreSQL of database.data_dir when no URL is configured, and
-// installs the schemas.
+// installs the schemas. An embedded server it started is stopped by close.
 func openDatabase(ctx context.Context, cfg *config.Config, log *slog.Logger) (*database, error) {
-	db := &database{url: cfg.Database.URL, kind: "url"}
-	if db.url == "" {
-		srv, err := bootstrap.StartEmbedded(ctx, cfg.Database, log)
-		if err != nil {
-			return nil, err
-		}
-		if !srv.Attached() {
-			db.embedded = srv
-		}
-		db.url, db.kind = srv.URL(), "embedded"
-	}
-	c := *cfg
-	c.Database.URL = db.url
-	client, err := bootstrap.Connect(ctx, &c, log)
+	client, err := bootstrap.Connect(ctx, cfg, log)
 	if err != nil {
-		db.close()
 		return nil, err
 	}
-	db.client, db.pool = client, client.Pool
+	db := &database{url: client.URL, client: client, pool: client.Pool, kind: "url"}
+	if client.Embedded {
+		db.kind = "embedded"
+	}
 	if err := db.pool.QueryRow(ctx, sqlDatabase).Scan(&db.name, &db.version); err != nil {
 		db.close()
 		return nil, fmt.Errorf("reading the database name: %w", err)
@@ -58,16 +43,7 @@ func openDatabase(ctx context.Context, cfg *config.Config, log *slog.Logger) (*d
 	return db, nil
 }
 
-func (db *database) close() {
-	if db.client != nil {
-		db.client.Close()
-	}
-	if db.embedded != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = db.embedded.Stop(ctx)
-	}
-}
+func (db *database) close() { db.client.Close() }
 
 // commits reads the database's committed transaction count from
 // pg_stat_database on a connection of its own, so that the bench's pooled

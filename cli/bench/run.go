@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/examples"
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
@@ -73,12 +73,12 @@ func (r *run) prepare(ctx context.Context) error {
 	if err := r.h.fill(ctx); err != nil {
 		return err
 	}
-	var left int64
-	if err := r.db.pool.QueryRow(ctx, sqlLeftovers, Namespace).Scan(&left); err != nil {
+	counts, err := r.db.client.Store.TaskCount(ctx, Namespace)
+	if err != nil {
 		return fmt.Errorf("looking for unfinished bench tasks: %w", err)
 	}
-	if left > 0 {
-		fmt.Fprintf(r.o.LogOutput, "bench: %d unfinished tasks of namespace %s from an earlier run will be worked on too\n", left, Namespace)
+	if counts.Unfinished > 0 {
+		fmt.Fprintf(r.o.LogOutput, "bench: %d unfinished tasks of namespace %s from an earlier run will be worked on too\n", counts.Unfinished, Namespace)
 	}
 	if r.o.Mode != ModeBurnDown {
 		return nil
@@ -146,6 +146,7 @@ func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
 		Config:    cfg,
 		LogOutput: r.o.LogOutput,
 		Templates: []fs.FS{Templates(handlerFor(r.o))},
+		Bundled:   examples.Bundle(),
 		Handlers: func(reg *workflow.Registry) error {
 			return reg.Register(HandlerName, Handler(r.o.HandlerDuration, r.o.FailureRate))
 		},
@@ -268,8 +269,8 @@ func (r *run) wait(ctx context.Context) error {
 			continue
 		}
 		lastConfirm = now
-		var finished int64
-		if err := r.db.pool.QueryRow(ctx, sqlFinished, r.t.requestIDs()).Scan(&finished); err != nil {
+		finished, err := r.db.client.Store.RequestsFinishedCount(ctx, r.t.requestIDs())
+		if err != nil {
 			if ctx.Err() != nil {
 				continue
 			}
@@ -342,16 +343,7 @@ func (r *run) cleanup() {
 // autovacuum's nap, so without it every run would leave its dead rows to
 // the next, which would then measure a bloated database.
 func (r *run) vacuum(ctx context.Context) error {
-	tables := []string{"tasker.tasks", "tasker.steps", "tasker.step_edges", "tasker.task_transitions", "tasker.step_transitions"}
-	for _, q := range []string{queue.TaskRequestsQueue, queue.StepResultsQueue, queue.NamespaceQueue(Namespace)} {
-		t, err := queue.Table(q)
-		if err != nil {
-			return err
-		}
-		tables = append(tables, t)
-	}
-	_, err := r.db.pool.Exec(ctx, "VACUUM (ANALYZE) "+strings.Join(tables, ", "))
-	return err
+	return r.db.client.Store.TablesVacuum(ctx, []string{queue.TaskRequestsQueue, queue.StepResultsQueue, queue.NamespaceQueue(Namespace)})
 }
 
 // deleteTasks deletes the run's tasks, rejections and queue messages.
@@ -360,31 +352,5 @@ func (r *run) deleteTasks(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	texts := make([]string, len(ids))
-	for i, id := range ids {
-		texts[i] = uuid.UUID(id).String()
-	}
-	return pgx.BeginFunc(ctx, r.db.pool, func(tx pgx.Tx) error {
-		requests, err := queue.Table(queue.TaskRequestsQueue)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf(sqlDeleteRequests, requests), texts); err != nil {
-			return err
-		}
-		for _, q := range []string{queue.NamespaceQueue(Namespace), queue.StepResultsQueue} {
-			table, err := queue.Table(q)
-			if err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, fmt.Sprintf(sqlDeleteTaskMessages, table), ids); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.Exec(ctx, sqlDeleteTasks, ids); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, sqlDeleteRejected, ids)
-		return err
-	})
+	return r.db.client.Store.RequestsDelete(ctx, ids, []string{queue.NamespaceQueue(Namespace), queue.StepResultsQueue})
 }

@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // Report is what a bench run measured. Times are in milliseconds, rates per
@@ -165,103 +166,83 @@ func (r *run) collect(ctx context.Context, rep *Report) error {
 		rep.SubmitRate = float64(len(ids)) / d
 	}
 
-	if err := r.db.pool.QueryRow(ctx, sqlRejected, ids).Scan(&rep.TasksRejected); err != nil {
-		return fmt.Errorf("counting rejected requests: %w", err)
+	var err error
+	if rep.TasksRejected, err = r.db.client.Store.RequestsRejectedCount(ctx, ids); err != nil {
+		return err
 	}
 	var (
 		first, last       time.Time
 		submit, createdTo []float64
+		sentAt            = r.t.sentAtCopy()
 	)
-	rows, err := r.db.pool.Query(ctx, sqlTasks, ids)
+	tasks, err := r.db.client.Store.RequestTasks(ctx, ids)
 	if err != nil {
-		return fmt.Errorf("reading the run's tasks: %w", err)
+		return err
 	}
-	var (
-		requestID uuid.UUID
-		state     string
-		created   time.Time
-		finished  *time.Time
-		sentAt    = r.t.sentAtCopy()
-	)
-	_, err = pgx.ForEachRow(rows, []any{(*[16]byte)(&requestID), &state, &created, &finished}, func() error {
+	for _, t := range tasks {
 		rep.TasksCreated++
-		switch state {
-		case "complete":
+		switch t.State {
+		case workflow.TaskStateComplete:
 			rep.TasksComplete++
-		case "error":
+		case workflow.TaskStateError:
 			rep.TasksError++
 		}
-		if first.IsZero() || created.Before(first) {
-			first = created
+		if first.IsZero() || t.CreatedAt.Before(first) {
+			first = t.CreatedAt
 		}
-		if finished == nil {
-			return nil
+		if t.FinishedAt == nil {
+			continue
 		}
-		if finished.After(last) {
-			last = *finished
+		if t.FinishedAt.After(last) {
+			last = *t.FinishedAt
 		}
-		createdTo = append(createdTo, ms(finished.Sub(created)))
-		if at, ok := sentAt[requestID]; ok {
-			submit = append(submit, ms(finished.Sub(at)))
+		createdTo = append(createdTo, ms(t.FinishedAt.Sub(t.CreatedAt)))
+		if at, ok := sentAt[uuid.UUID(t.RequestID)]; ok {
+			submit = append(submit, ms(t.FinishedAt.Sub(at)))
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("reading the run's tasks: %w", err)
 	}
 	rep.SubmitToComplete = percentiles(submit)
 	rep.CreatedToComplete = percentiles(createdTo)
 
 	var (
-		name             string
-		position         int
-		stepState        string
-		attempts         int
-		root             bool
-		readyAt, started *time.Time
-		completed        *time.Time
-		all, runs        []float64
-		byStep           = map[string]*stepSamples{}
+		all, runs []float64
+		byStep    = map[string]*stepSamples{}
 	)
-	rows, err = r.db.pool.Query(ctx, sqlSteps, ids)
+	steps, err := r.db.client.Store.RequestSteps(ctx, ids)
 	if err != nil {
-		return fmt.Errorf("reading the run's steps: %w", err)
+		return err
 	}
-	_, err = pgx.ForEachRow(rows, []any{&name, &position, &stepState, &attempts, &root, &readyAt, &started, &completed}, func() error {
+	for _, st := range steps {
 		rep.Steps++
-		rep.Attempts += int64(attempts)
-		if stepState == "complete" {
+		rep.Attempts += int64(st.Attempts)
+		if st.State == workflow.StepStateComplete {
 			rep.StepsComplete++
 		}
-		if started != nil && completed != nil {
-			runs = append(runs, max(0, ms(completed.Sub(*started))))
+		if st.StartedAt != nil && st.DoneAt != nil {
+			runs = append(runs, max(0, ms(st.DoneAt.Sub(*st.StartedAt))))
 		}
-		if readyAt == nil || started == nil {
-			return nil
+		if st.ReadyAt == nil || st.StartedAt == nil {
+			continue
 		}
 		// Clocks of different statements: a start cannot precede readiness
 		// by more than rounding, but keep the sample non-negative.
-		d := max(0, ms(started.Sub(*readyAt)))
+		d := max(0, ms(st.StartedAt.Sub(*st.ReadyAt)))
 		all = append(all, d)
-		s := byStep[name]
+		s := byStep[st.Name]
 		if s == nil {
-			s = &stepSamples{name: name, position: position, root: root}
-			byStep[name] = s
+			s = &stepSamples{name: st.Name, position: st.Position, root: st.Root}
+			byStep[st.Name] = s
 		}
 		s.samples = append(s.samples, d)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("reading the run's steps: %w", err)
 	}
 	rep.Dispatch = percentiles(all)
 	rep.StartToComplete = percentiles(runs)
-	steps := make([]*stepSamples, 0, len(byStep))
+	samples := make([]*stepSamples, 0, len(byStep))
 	for _, s := range byStep {
-		steps = append(steps, s)
+		samples = append(samples, s)
 	}
-	slices.SortFunc(steps, func(a, b *stepSamples) int { return cmp.Compare(a.position, b.position) })
-	for _, s := range steps {
+	slices.SortFunc(samples, func(a, b *stepSamples) int { return cmp.Compare(a.position, b.position) })
+	for _, s := range samples {
 		rep.DispatchByStep = append(rep.DispatchByStep, StepLatencies{Step: s.name, Root: s.root, Percentiles: percentiles(s.samples)})
 	}
 
@@ -369,29 +350,32 @@ func (rep *Report) WriteText(w io.Writer) error {
 	return err
 }
 
-// Write writes the report as text to text, and as JSON to jsonPath when it
-// is set ("-" is stdout, in which case the text goes to stderr instead).
-func (rep *Report) Write(stdout, stderr io.Writer, jsonPath string) error {
+// Write writes the report as text to stdout, or with asJSON as JSON to
+// stdout and the text to stderr; and as JSON to the file outPath when it is
+// set.
+func (rep *Report) Write(stdout, stderr io.Writer, asJSON bool, outPath string) error {
 	text := stdout
-	if jsonPath == "-" {
+	if asJSON {
 		text = stderr
 	}
 	if err := rep.WriteText(text); err != nil {
 		return err
 	}
-	switch jsonPath {
-	case "":
-		return nil
-	case "-":
-		return rep.WriteJSON(stdout)
+	if asJSON {
+		if err := rep.WriteJSON(stdout); err != nil {
+			return err
+		}
 	}
-	f, err := os.Create(jsonPath)
+	if outPath == "" {
+		return nil
+	}
+	f, err := os.Create(outPath)
 	if err != nil {
-		return fmt.Errorf("--json: %w", err)
+		return fmt.Errorf("--out: %w", err)
 	}
 	if err := rep.WriteJSON(f); err != nil {
 		f.Close()
-		return fmt.Errorf("--json: %w", err)
+		return fmt.Errorf("--out: %w", err)
 	}
 	return f.Close()
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/testsupport"
@@ -48,7 +49,7 @@ func startCLIEnv(t *testing.T) *cliEnv {
 func (e *cliEnv) run(args ...string) (int, string, string) {
 	e.t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := run(append(args, "--config", e.config), &stdout, &stderr)
+	code := Run("dev", append(args, "--config", e.config), &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
 
@@ -126,18 +127,18 @@ func TestCLITaskList(t *testing.T) {
 	require.Regexp(t, `^`+odd.TaskUUID.String()+`\s+error\s+linear_workflow\s+mathematical_sequence\s`, lines[2])
 	require.Regexp(t, `^`+even.TaskUUID.String()+`\s+complete\s`, lines[3])
 
-	var page bootstrap.TaskPage
+	var page api.TaskPage
 	e.okJSON(&page, "task", "list", "--state", "error")
 	require.Len(t, page.Tasks, 1)
 	require.Equal(t, odd.TaskUUID, page.Tasks[0].TaskUUID)
 
-	page = bootstrap.TaskPage{}
+	page = api.TaskPage{}
 	e.okJSON(&page, "task", "list", "--namespace", "linear_workflow", "--name", "mathematical_sequence", "--since", "1h", "--limit", "1")
 	require.Len(t, page.Tasks, 1)
 	require.Equal(t, odd.TaskUUID, page.Tasks[0].TaskUUID)
 
 	require.Equal(t, "no tasks\n", e.ok("task", "list", "--namespace", "nope"))
-	page = bootstrap.TaskPage{}
+	page = api.TaskPage{}
 	e.okJSON(&page, "task", "list", "--state", "cancelled")
 	require.NotNil(t, page.Tasks)
 	require.Empty(t, page.Tasks)
@@ -205,7 +206,7 @@ func TestCLITaskRetry(t *testing.T) {
 	d := e.wait(odd.TaskUUID, workflow.TaskStateError)
 	require.Equal(t, 2, cliStep(t, d, "linear_step_1").Attempts, "the retried step ran again and, still odd, failed again")
 
-	var res bootstrap.ActionResult
+	var res api.ActionResult
 	e.okJSON(&res, "task", "retry", odd.TaskUUID.String())
 	require.Equal(t, "retry", res.Action)
 	require.Equal(t, odd.TaskUUID, res.TaskUUID)
@@ -235,7 +236,7 @@ func TestCLITaskCancel(t *testing.T) {
 	require.Contains(t, msg, "can be cancelled only when it is pending, in_progress or error")
 
 	_, other := e.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 7}`, workflow.TaskStateError)
-	var res bootstrap.ActionResult
+	var res api.ActionResult
 	e.okJSON(&res, "task", "cancel", "--reason", "json", other.TaskUUID.String())
 	require.Equal(t, "cancel", res.Action)
 	require.Equal(t, workflow.TaskStateCancelled, res.State)
@@ -256,9 +257,9 @@ func TestCLITaskResolve(t *testing.T) {
 	e.fails(exitUsage, "task", "resolve", odd.TaskUUID.String(), "--step", "linear_step_1", "--result", `{"result":`)
 
 	// The resolved value flows on: 4 + 10 = 14, × 3 = 42, ÷ 2 = 21.
-	var res bootstrap.ActionResult
+	var res api.ActionResult
 	e.okJSON(&res, "task", "resolve", reqID.String(), "--step", "linear_step_1", "--result", `{"result": 4}`)
-	require.Equal(t, bootstrap.ActionResult{Action: "resolve", TaskUUID: odd.TaskUUID, Step: "linear_step_1", State: res.State}, res)
+	require.Equal(t, api.ActionResult{Action: "resolve", TaskUUID: odd.TaskUUID, Step: "linear_step_1", State: res.State}, res)
 	d := e.wait(odd.TaskUUID, workflow.TaskStateComplete)
 	require.Equal(t, workflow.StepStateResolvedManually, cliStep(t, d, "linear_step_1").State)
 	require.JSONEq(t, `{"result": 14}`, string(cliStep(t, d, "linear_step_2").Result))
@@ -283,7 +284,7 @@ func TestCLITemplates(t *testing.T) {
 	require.Regexp(t, `(?m)^linear_workflow\s+mathematical_sequence\s+1\.0\.0\s+4\s`, out)
 	require.Regexp(t, `(?m)^tree_workflow\s+hierarchical_computation\s+1\.0\.0\s+8\s`, out)
 
-	var page bootstrap.TemplatePage
+	var page api.TemplatePage
 	e.okJSON(&page, "templates")
 	require.Len(t, page.Templates, 5)
 	for _, tm := range page.Templates {
@@ -300,9 +301,9 @@ func TestCLIRequestsRejected(t *testing.T) {
 	_, err := e.node.Pool().Exec(t.Context(), `SELECT pgmq.send('orchestration_task_requests', $1::jsonb)`,
 		fmt.Sprintf(`{"request_id": %q, "namespace": "linear_workflow", "name": "no_such_template", "context": {}}`, bad))
 	require.NoError(t, err)
-	var page bootstrap.RejectedPage
+	var page api.RejectedPage
 	testsupport.WaitFor(t, cliWait, "the request to be rejected", func() (bool, error) {
-		page = bootstrap.RejectedPage{}
+		page = api.RejectedPage{}
 		e.okJSON(&page, "requests", "rejected")
 		return len(page.Rejected) == 1, nil
 	})
@@ -324,13 +325,53 @@ func TestCLIUsage(t *testing.T) {
 		{"requests", "accepted"},
 	} {
 		var stdout, stderr bytes.Buffer
-		code := run(args, &stdout, &stderr)
+		code := Run("dev", args, &stdout, &stderr)
 		require.Equal(t, exitUsage, code, "tasker %v: %s", args, stderr.String())
 		require.NotEmpty(t, stderr.String())
 	}
 	var stdout, stderr bytes.Buffer
-	require.Equal(t, exitOK, run([]string{"help"}, &stdout, &stderr))
+	require.Equal(t, exitOK, Run("dev", []string{"help"}, &stdout, &stderr))
 	for _, cmd := range []string{"task list", "task show", "task retry", "task cancel", "task resolve", "templates", "requests rejected"} {
 		require.Contains(t, stdout.String(), cmd)
 	}
+}
+
+// TestCLIHelp checks that every command and group answers --help on
+// stdout with exit code 0, and that a usage error is printed once.
+func TestCLIHelp(t *testing.T) {
+	t.Parallel()
+	for _, c := range commands {
+		var stdout, stderr bytes.Buffer
+		args := append(strings.Fields(c.name), "--help")
+		require.Equal(t, exitOK, Run("dev", args, &stdout, &stderr), "tasker %s: %s", strings.Join(args, " "), stderr.String())
+		require.Contains(t, stdout.String(), "usage: tasker "+c.name, c.name)
+		require.Contains(t, stdout.String(), "example:\n  tasker ", c.name)
+		require.Contains(t, stdout.String(), "-config", c.name)
+		if c.data {
+			require.Contains(t, stdout.String(), "-json", c.name)
+		}
+		require.Empty(t, stderr.String(), c.name)
+	}
+	for _, g := range []string{"task", "requests", "config"} {
+		var stdout, stderr bytes.Buffer
+		require.Equal(t, exitOK, Run("dev", []string{g, "--help"}, &stdout, &stderr), g)
+		require.Contains(t, stdout.String(), "usage: tasker "+g+" <command>")
+	}
+
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, exitUsage, Run("dev", []string{"task", "list", "--bogus"}, &stdout, &stderr))
+	require.Equal(t, 1, strings.Count(stderr.String(), "-bogus"), "printed once: %s", stderr.String())
+	require.True(t, strings.HasPrefix(stderr.String(), "tasker: "), stderr.String())
+	require.Empty(t, stdout.String())
+}
+
+func TestCLIVersionJSON(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, exitOK, Run("1.2.3", []string{"version", "--json"}, &stdout, &stderr), stderr.String())
+	var v struct {
+		Version string `json:"version"`
+	}
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &v))
+	require.Equal(t, "1.2.3", v.Version)
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tasker-run/tasker/bootstrap/bench"
+	"github.com/tasker-run/tasker/cli/bench"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/testsupport"
 )

@@ -1,9 +1,8 @@
-package bootstrap_test
+package cli
 
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,81 +10,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tasker-run/tasker/bootstrap"
+	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
 )
-
-func TestOperatorParseSince(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		in   string
-		want time.Duration
-	}{
-		{"90m", 90 * time.Minute},
-		{"1h30m", 90 * time.Minute},
-		{"24h", 24 * time.Hour},
-		{"7d", 7 * 24 * time.Hour},
-		{"0.5d", 12 * time.Hour},
-		{"", 0},
-		{"0s", 0},
-		{"-1h", 0},
-		{"-2d", 0},
-		{"d", 0},
-		{"yesterday", 0},
-	} {
-		got, err := bootstrap.ParseSince(c.in)
-		if c.want == 0 {
-			var invalid *bootstrap.InvalidError
-			require.True(t, errors.As(err, &invalid), "ParseSince(%q) = %v, %v; want an InvalidError", c.in, got, err)
-			require.Contains(t, err.Error(), `"7d"`, "the message shows what is accepted")
-			continue
-		}
-		require.NoError(t, err, c.in)
-		require.Equal(t, c.want, got, c.in)
-	}
-}
-
-func TestOperatorParseTaskID(t *testing.T) {
-	t.Parallel()
-	id := uuid.Must(uuid.NewV7())
-	got, err := bootstrap.ParseTaskID(" " + id.String() + " ")
-	require.NoError(t, err)
-	require.Equal(t, id, got)
-	_, err = bootstrap.ParseTaskID("42")
-	var invalid *bootstrap.InvalidError
-	require.ErrorAs(t, err, &invalid)
-	require.Contains(t, err.Error(), `"42"`)
-}
-
-// TestOperatorRefusesBadFilters checks the filters before any database
-// access: the operator has no store here.
-func TestOperatorRefusesBadFilters(t *testing.T) {
-	t.Parallel()
-	op := bootstrap.Operator{}
-	for _, c := range []struct {
-		f    bootstrap.TaskFilter
-		want string
-	}{
-		{bootstrap.TaskFilter{State: "running"}, `state "running" is not a task state (one of pending, in_progress, complete, error, cancelled or resolved_manually)`},
-		{bootstrap.TaskFilter{Since: "soon"}, `since "soon"`},
-		{bootstrap.TaskFilter{Limit: -1}, "limit -1 is out of range (1 to 1000)"},
-		{bootstrap.TaskFilter{Limit: bootstrap.ListLimitMax + 1}, "out of range"},
-	} {
-		_, err := op.Tasks(t.Context(), c.f)
-		var invalid *bootstrap.InvalidError
-		require.ErrorAs(t, err, &invalid, "%+v", c.f)
-		require.Contains(t, err.Error(), c.want)
-	}
-	_, err := op.Rejected(t.Context(), -5)
-	var invalid *bootstrap.InvalidError
-	require.ErrorAs(t, err, &invalid)
-	_, err = op.Resolve(t.Context(), uuid.New(), "", json.RawMessage(`{"result": 1}`))
-	require.ErrorAs(t, err, &invalid)
-	require.Contains(t, err.Error(), "needs a step")
-	_, err = op.Resolve(t.Context(), uuid.New(), "some_step", json.RawMessage(`{not json`))
-	require.ErrorAs(t, err, &invalid)
-}
 
 var opCreated = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
@@ -128,10 +56,10 @@ func opMixedDetail() store.TaskDetail {
 	}
 }
 
-func TestOperatorWriteDAG(t *testing.T) {
+func TestRenderWriteDAG(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	require.NoError(t, bootstrap.WriteDAG(&buf, opMixedDetail().Steps))
+	require.NoError(t, writeDAG(&buf, opMixedDetail().Steps))
 	want := `  0  dag_init           complete
   1  dag_process_left   error              ← dag_init
      dag_process_right  waiting_for_retry  ← dag_init
@@ -143,9 +71,9 @@ func TestOperatorWriteDAG(t *testing.T) {
 	require.Equal(t, want, buf.String())
 }
 
-// TestOperatorWriteDAGOrder puts a step before its parent in the list: the
+// TestRenderWriteDAGOrder puts a step before its parent in the list: the
 // drawing still lists parents first.
-func TestOperatorWriteDAGOrder(t *testing.T) {
+func TestRenderWriteDAGOrder(t *testing.T) {
 	t.Parallel()
 	steps := []store.Step{
 		{Name: "last", State: workflow.StepStatePending, DependsOn: []string{"middle"}},
@@ -153,7 +81,7 @@ func TestOperatorWriteDAGOrder(t *testing.T) {
 		{Name: "first", State: workflow.StepStateEnqueued},
 	}
 	var buf bytes.Buffer
-	require.NoError(t, bootstrap.WriteDAG(&buf, steps))
+	require.NoError(t, writeDAG(&buf, steps))
 	want := `  0  first   enqueued
   1  middle  pending  ← first
   2  last    pending  ← middle
@@ -161,11 +89,11 @@ func TestOperatorWriteDAGOrder(t *testing.T) {
 	require.Equal(t, want, buf.String())
 }
 
-func TestOperatorWriteTaskDetail(t *testing.T) {
+func TestRenderWriteTaskDetail(t *testing.T) {
 	t.Parallel()
 	d := opMixedDetail()
 	var buf bytes.Buffer
-	require.NoError(t, bootstrap.WriteTaskDetail(&buf, d, bootstrap.DetailOptions{}))
+	require.NoError(t, writeTaskDetail(&buf, d, detailOptions{}))
 	out := buf.String()
 	for _, want := range []string{
 		"task          0193e7a0-0000-7000-8000-0000000000aa\n",
@@ -191,14 +119,14 @@ func TestOperatorWriteTaskDetail(t *testing.T) {
 	}
 
 	buf.Reset()
-	require.NoError(t, bootstrap.WriteTaskDetail(&buf, d, bootstrap.DetailOptions{StepHistory: true}))
+	require.NoError(t, writeTaskDetail(&buf, d, detailOptions{StepHistory: true}))
 	require.Contains(t, buf.String(), "dag_init  enqueued → in_progress  worker took it (attempt 1)")
 }
 
-func TestOperatorWriteTaskList(t *testing.T) {
+func TestRenderWriteTaskList(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	require.NoError(t, bootstrap.WriteTaskList(&buf, nil, opCreated))
+	require.NoError(t, writeTaskList(&buf, nil, opCreated))
 	require.Equal(t, "no tasks\n", buf.String())
 
 	d := opMixedDetail()
@@ -207,7 +135,7 @@ func TestOperatorWriteTaskList(t *testing.T) {
 	done.State = workflow.TaskStateComplete
 	done.FinishedAt = opAt(1250)
 	buf.Reset()
-	require.NoError(t, bootstrap.WriteTaskList(&buf, []store.Task{d.Task, done}, opCreated.Add(2*time.Hour)))
+	require.NoError(t, writeTaskList(&buf, []store.Task{d.Task, done}, opCreated.Add(2*time.Hour)))
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	require.Len(t, lines, 3)
 	require.Regexp(t, `^TASK\s+STATE\s+NAMESPACE\s+NAME\s+VERSION\s+CREATED\s+AGE\s+TOOK$`, lines[0])
@@ -215,10 +143,10 @@ func TestOperatorWriteTaskList(t *testing.T) {
 	require.Regexp(t, `^0193e7a0-0000-7000-8000-0000000000cc\s+complete\s+.*\s+2h0m0s\s+1\.25s$`, lines[2])
 }
 
-func TestOperatorWriteTemplatesAndRejected(t *testing.T) {
+func TestRenderWriteTemplatesAndRejected(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	require.NoError(t, bootstrap.WriteTemplates(&buf, []store.TemplateInfo{
+	require.NoError(t, writeTemplates(&buf, []store.TemplateInfo{
 		{Namespace: "linear_workflow", Name: "mathematical_sequence", Version: "1.0.0", Steps: 4, Description: "Square, add.\nMore.", RegisteredAt: opCreated},
 		{Namespace: "linear_workflow", Name: "mathematical_sequence", Version: "0.9.0", Steps: 3, RegisteredAt: opCreated},
 	}))
@@ -229,11 +157,11 @@ func TestOperatorWriteTemplatesAndRejected(t *testing.T) {
 	require.Regexp(t, `^linear_workflow\s+mathematical_sequence\s+0\.9\.0\s+3\s`, lines[2])
 
 	buf.Reset()
-	require.NoError(t, bootstrap.WriteRejected(&buf, nil))
+	require.NoError(t, writeRejected(&buf, nil))
 	require.Equal(t, "no rejected requests\n", buf.String())
 	rid := uuid.MustParse("0193e7a0-0000-7000-8000-0000000000dd")
 	buf.Reset()
-	require.NoError(t, bootstrap.WriteRejected(&buf, []store.RejectedRequest{
+	require.NoError(t, writeRejected(&buf, []store.RejectedRequest{
 		{ID: 2, Payload: "not json at all", Reason: "invalid task request: payload is not JSON", RejectedAt: opCreated},
 		{ID: 1, RequestID: &rid, Payload: `{"request_id": "x",  "namespace": "nope"}`, Reason: `unknown namespace "nope"`, RejectedAt: opCreated},
 	}))
@@ -243,25 +171,25 @@ func TestOperatorWriteTemplatesAndRejected(t *testing.T) {
 	require.Regexp(t, `^1\s+\S+ \S+\s+0193e7a0-0000-7000-8000-0000000000dd\s+unknown namespace "nope"\s+\{"request_id":"x","namespace":"nope"\}$`, lines[2])
 }
 
-func TestOperatorWriteAction(t *testing.T) {
+func TestRenderWriteAction(t *testing.T) {
 	t.Parallel()
 	id := uuid.MustParse("0193e7a0-0000-7000-8000-0000000000aa")
 	one := 1
 	for _, c := range []struct {
-		r    bootstrap.ActionResult
+		r    api.ActionResult
 		want string
 	}{
-		{bootstrap.ActionResult{Action: "retry", TaskUUID: id, State: workflow.TaskStateInProgress, Enqueued: &one},
+		{api.ActionResult{Action: "retry", TaskUUID: id, State: workflow.TaskStateInProgress, Enqueued: &one},
 			"task 0193e7a0-0000-7000-8000-0000000000aa retried (1 step(s) enqueued); it is in_progress\n"},
-		{bootstrap.ActionResult{Action: "cancel", TaskUUID: id, State: workflow.TaskStateCancelled},
+		{api.ActionResult{Action: "cancel", TaskUUID: id, State: workflow.TaskStateCancelled},
 			"task 0193e7a0-0000-7000-8000-0000000000aa cancelled; it is cancelled\n"},
-		{bootstrap.ActionResult{Action: "resolve", TaskUUID: id, State: workflow.TaskStateResolvedManually},
+		{api.ActionResult{Action: "resolve", TaskUUID: id, State: workflow.TaskStateResolvedManually},
 			"task 0193e7a0-0000-7000-8000-0000000000aa resolved; it is resolved_manually\n"},
-		{bootstrap.ActionResult{Action: "resolve", TaskUUID: id, Step: "linear_step_1", State: workflow.TaskStateInProgress},
+		{api.ActionResult{Action: "resolve", TaskUUID: id, Step: "linear_step_1", State: workflow.TaskStateInProgress},
 			"step linear_step_1 of task 0193e7a0-0000-7000-8000-0000000000aa resolved; the task is in_progress\n"},
 	} {
 		var buf bytes.Buffer
-		require.NoError(t, bootstrap.WriteAction(&buf, c.r))
+		require.NoError(t, writeAction(&buf, c.r))
 		require.Equal(t, c.want, buf.String())
 	}
 }

@@ -1,0 +1,121 @@
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker-run/tasker/bootstrap/pgserver"
+	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/store"
+)
+
+// DB is an open database with Tasker's schemas installed: the one of
+// database.url, or the embedded PostgreSQL of database.data_dir. The node,
+// the CLI and the bench all open it with Open.
+type DB struct {
+	// Pool is the connection pool.
+	Pool *pgxpool.Pool
+	// URL is the connection string the pool was opened with.
+	URL string
+	// Embedded says the database is the embedded PostgreSQL.
+	Embedded bool
+
+	// server is the embedded server when Open started it; Close stops it
+	// again. A server that was already running (a node in the same folder,
+	// or one left by a node that was killed) is not this DB's to stop.
+	server    *pgserver.Server
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open connects to cfg's database, starting (or joining) the embedded
+// PostgreSQL when no URL is configured, and installs or upgrades the queue
+// and task schemas. On error, whatever it started is stopped again.
+func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (db *DB, err error) {
+	db = &DB{URL: cfg.URL}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, db.Close(context.WithoutCancel(ctx)))
+			db = nil
+		}
+	}()
+	if db.URL == "" {
+		srv, err := startEmbedded(ctx, cfg, log)
+		if err != nil {
+			return db, err
+		}
+		if !srv.Attached() {
+			db.server = srv
+		}
+		db.URL, db.Embedded = srv.URL(), true
+	}
+	if db.Pool, err = openPool(ctx, db.URL, cfg); err != nil {
+		return db, err
+	}
+	installed, err := queue.Install(ctx, db.Pool)
+	if err != nil {
+		return db, fmt.Errorf("installing the queue schema: %w", err)
+	}
+	applied, err := store.Migrate(ctx, db.Pool)
+	if err != nil {
+		return db, err
+	}
+	log.Info("schema ready", "queue_provider", installed.Provider, "migrations_applied", len(applied), "schema_version", store.SchemaVersion())
+	return db, nil
+}
+
+// Close closes the pool and stops the embedded server if Open started it.
+// It is idempotent.
+func (db *DB) Close(ctx context.Context) error {
+	db.closeOnce.Do(func() {
+		if db.Pool != nil {
+			db.Pool.Close()
+		}
+		if db.server != nil {
+			db.closeErr = db.server.Stop(ctx)
+		}
+	})
+	return db.closeErr
+}
+
+// startEmbedded starts (or joins) the embedded PostgreSQL of cfg.DataDir.
+func startEmbedded(ctx context.Context, cfg config.Database, log *slog.Logger) (*pgserver.Server, error) {
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("database.data_dir: %w", err)
+	}
+	log.Info("no database.url configured; starting the embedded PostgreSQL", "data_dir", dir)
+	srv, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded PostgreSQL: %w", err)
+	}
+	log.Info("embedded PostgreSQL running", "port", srv.Port(), "joined_running_server", srv.Attached())
+	return srv, nil
+}
+
+func openPool(ctx context.Context, url string, db config.Database) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: %w", err)
+	}
+	pc.MaxConns = int32(db.MaxConns)
+	pc.ConnConfig.ConnectTimeout = db.ConnectTimeout.Duration()
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("opening the database pool: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, db.ConnectTimeout.Duration())
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to the database: %w", err)
+	}
+	return pool, nil
+}

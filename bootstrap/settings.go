@@ -1,0 +1,95 @@
+package bootstrap
+
+import (
+	"log/slog"
+
+	"github.com/tasker-run/tasker/actors"
+	"github.com/tasker-run/tasker/backoff"
+	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/store"
+)
+
+// The translation of the configuration into the settings of the packages
+// it configures, in one place.
+
+// BackoffPolicy is the retry policy of cfg.
+func BackoffPolicy(cfg config.Backoff) backoff.Policy {
+	return backoff.Policy{
+		Base:           cfg.Base.Duration(),
+		Max:            cfg.Max.Duration(),
+		Multiplier:     cfg.Multiplier,
+		Jitter:         cfg.Jitter,
+		MaxServerDelay: cfg.MaxServerDelay.Duration(),
+	}
+}
+
+// storeOptions are the store's options for a node (or a client) nodeID.
+func storeOptions(cfg *config.Config, nodeID string, log *slog.Logger) store.Options {
+	return store.Options{
+		NodeID:          nodeID,
+		Backoff:         BackoffPolicy(cfg.Backoff),
+		MaxRequestBytes: cfg.Queue.MaxRequestBytes,
+		Logger:          log,
+	}
+}
+
+// actorSettings are the actor tree's settings for the node nodeID serving
+// namespaces. Host breakers are made on demand, from live: the
+// configuration in force when a host is first called.
+func actorSettings(cfg *config.Config, nodeID string, namespaces []string, live func() *config.Config) actors.Settings {
+	s := actors.Settings{
+		NodeID:                    nodeID,
+		Orchestration:             cfg.Node.RunsOrchestration(),
+		OrchestrationPollInterval: cfg.OrchestrationPollInterval(),
+		OrchestrationVisibility:   cfg.Queue.VisibilityTimeout.Duration(),
+		OrchestrationBreaker:      breakerSettings(cfg.Breaker(breakerComponent(actors.OrchestrationComponent))),
+		BatchSize:                 cfg.Queue.BatchSize,
+		MaxDeliveries:             cfg.Queue.MaxDeliveries,
+		Supervision:               actors.Intensity{MaxRestarts: cfg.Supervision.MaxRestarts, Window: cfg.Supervision.Window.Duration()},
+		HostBreaker: func(host string) actors.BreakerSettings {
+			return breakerSettings(live().Breaker(config.HTTPComponent(host)))
+		},
+	}
+	for _, name := range namespaces {
+		if !cfg.Node.RunsNamespace(name) {
+			continue
+		}
+		ns := cfg.Namespace(name)
+		s.Namespaces = append(s.Namespaces, actors.NamespaceSettings{
+			Name:              name,
+			Workers:           ns.Workers,
+			PollInterval:      ns.PollInterval.Duration(),
+			VisibilityTimeout: ns.VisibilityTimeout.Duration(),
+			Breaker:           breakerSettings(cfg.Breaker(name)),
+		})
+	}
+	return s
+}
+
+// breakerComponent is the circuit_breakers.components key of an actor
+// tree breaker: the orchestration breaker guards the task requests.
+func breakerComponent(component string) string {
+	if component == actors.OrchestrationComponent {
+		return "task_requests"
+	}
+	return component
+}
+
+func breakerSettings(b config.BreakerConfig) actors.BreakerSettings {
+	return actors.BreakerSettings{
+		FailureThreshold: b.FailureThreshold,
+		FailureRatio:     b.FailureRatio,
+		MinExecutions:    b.MinExecutions,
+		Window:           b.Window.Duration(),
+		Delay:            b.Delay.Duration(),
+		SuccessThreshold: b.SuccessThreshold,
+	}
+}
+
+func workerNamespaces(s actors.Settings) []string {
+	out := make([]string, 0, len(s.Namespaces))
+	for _, ns := range s.Namespaces {
+		out = append(out, ns.Name)
+	}
+	return out
+}

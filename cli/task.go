@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/tasker-run/tasker/api"
+)
+
+// The operator commands: they go through api.Operator, as the HTTP API
+// does, and print its bodies with --json.
+
+func runTaskList(in *invocation, args []string) error {
+	var f api.TaskFilter
+	in.fs.StringVar(&f.State, "state", "", "keep tasks in this state")
+	in.fs.StringVar(&f.Namespace, "namespace", "", "keep tasks of this namespace")
+	in.fs.StringVar(&f.Name, "name", "", "keep tasks of this template name")
+	in.fs.StringVar(&f.Since, "since", "", `keep tasks created within this age ("90m", "24h", "7d")`)
+	in.fs.IntVar(&f.Limit, "limit", api.ListLimitDefault, "at most this many tasks")
+	if _, err := in.parse(args); err != nil {
+		return err
+	}
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		page, err := op.Tasks(ctx, f)
+		if err != nil {
+			return usageError(err)
+		}
+		return in.output(page, func() error { return writeTaskList(in.stdout, page.Tasks, time.Now()) })
+	})
+}
+
+// runTaskAction runs task show, retry, cancel and resolve; each declares
+// only its own flags.
+func runTaskAction(in *invocation, args []string) error {
+	var (
+		history              bool
+		reason, step, result string
+	)
+	switch in.cmd.name {
+	case "task show":
+		in.fs.BoolVar(&history, "history", false, "add every step transition to the history")
+	case "task cancel":
+		in.fs.StringVar(&reason, "reason", "", "why, recorded with the transitions")
+	case "task resolve":
+		in.fs.StringVar(&step, "step", "", "the failed step to resolve; without it the whole task is resolved")
+		in.fs.StringVar(&result, "result", "", "with --step: the step's result (JSON), passed to the steps that depend on it")
+	}
+	arg, err := in.parse(args)
+	if err != nil {
+		return err
+	}
+	id, err := api.ParseTaskID(arg)
+	if err != nil {
+		return usageError(err)
+	}
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		var (
+			res api.ActionResult
+			err error
+		)
+		switch in.cmd.name {
+		case "task show":
+			d, err := op.Task(ctx, id)
+			if err != nil {
+				return err
+			}
+			return in.output(d, func() error {
+				return writeTaskDetail(in.stdout, d, detailOptions{StepHistory: history})
+			})
+		case "task retry":
+			res, err = op.Retry(ctx, id)
+		case "task cancel":
+			res, err = op.Cancel(ctx, id, reason)
+		case "task resolve":
+			res, err = op.Resolve(ctx, id, step, json.RawMessage(result))
+		}
+		if err != nil {
+			return usageError(err)
+		}
+		return in.output(res, func() error { return writeAction(in.stdout, res) })
+	})
+}
+
+func runTemplates(in *invocation, args []string) error {
+	if _, err := in.parse(args); err != nil {
+		return err
+	}
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		page, err := op.Templates(ctx)
+		if err != nil {
+			return err
+		}
+		return in.output(page, func() error { return writeTemplates(in.stdout, page.Templates) })
+	})
+}
+
+func runRejected(in *invocation, args []string) error {
+	limit := in.fs.Int("limit", api.ListLimitDefault, "at most this many requests")
+	if _, err := in.parse(args); err != nil {
+		return err
+	}
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		page, err := op.Rejected(ctx, *limit)
+		if err != nil {
+			return usageError(err)
+		}
+		return in.output(page, func() error { return writeRejected(in.stdout, page.Rejected) })
+	})
+}
