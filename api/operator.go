@@ -275,14 +275,8 @@ func explainTaskRefusal(err error, state workflow.TaskState, action string, ev w
 	if _, terr := workflow.TaskTransition(state, ev); terr == nil {
 		return err
 	}
-	var allowed []workflow.TaskState
-	for _, s := range workflow.AllTaskStates() {
-		if _, terr := workflow.TaskTransition(s, ev); terr == nil {
-			allowed = append(allowed, s)
-		}
-	}
 	return &store.RefusedError{Action: refused.Action, Reason: fmt.Sprintf("%s; the task is %s and can be %s only when it is %s",
-		refused.Reason, state, PastTense(action), joinStates(allowed))}
+		refused.Reason, state, PastTense(action), joinStates(workflow.TaskStatesAllowing(ev)))}
 }
 
 // explainStepRefusal adds to a step resolve refusal the task's steps (an
@@ -303,14 +297,8 @@ func explainStepRefusal(err error, d store.TaskDetail, step string) error {
 	if _, terr := workflow.StepTransition(d.Steps[i].State, workflow.StepEventResolve); terr == nil {
 		return err
 	}
-	var allowed []workflow.StepState
-	for _, s := range workflow.AllStepStates() {
-		if _, terr := workflow.StepTransition(s, workflow.StepEventResolve); terr == nil {
-			allowed = append(allowed, s)
-		}
-	}
 	return &store.RefusedError{Action: refused.Action, Reason: fmt.Sprintf("%s; step %s is %s and can be resolved only when it is %s",
-		refused.Reason, step, d.Steps[i].State, joinStates(allowed))}
+		refused.Reason, step, d.Steps[i].State, joinStates(workflow.StepStatesAllowing(workflow.StepEventResolve)))}
 }
 
 func joinStates[S ~string](states []S) string {

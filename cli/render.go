@@ -162,43 +162,13 @@ func writeDAG(w io.Writer, steps []store.Step) error {
 	return tw.Flush()
 }
 
-// dagLayers gives each step its depth: 0 for a root, else one more than its
-// deepest parent. A parent that is not among steps (it cannot happen for a
-// stored task) counts as a root; a cycle cannot happen either, and is cut.
+// dagLayers gives each step its depth in the DAG (workflow.Layers).
 func dagLayers(steps []store.Step) []int {
-	index := make(map[string]int, len(steps))
+	names, deps := make([]string, len(steps)), make([][]string, len(steps))
 	for i, st := range steps {
-		index[st.Name] = i
+		names[i], deps[i] = st.Name, st.DependsOn
 	}
-	layers := make([]int, len(steps))
-	const (
-		unseen = iota
-		visiting
-		done
-	)
-	mark := make([]int, len(steps))
-	var depth func(i int) int
-	depth = func(i int) int {
-		switch mark[i] {
-		case done:
-			return layers[i]
-		case visiting:
-			return 0
-		}
-		mark[i] = visiting
-		d := 0
-		for _, p := range steps[i].DependsOn {
-			if j, ok := index[p]; ok {
-				d = max(d, depth(j)+1)
-			}
-		}
-		mark[i], layers[i] = done, d
-		return d
-	}
-	for i := range steps {
-		depth(i)
-	}
-	return layers
+	return workflow.Layers(names, deps)
 }
 
 // stepOutcome is a step's result, error or next attempt, on one line.
