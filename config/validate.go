@@ -5,13 +5,14 @@ import (
 	"maps"
 	"net"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // ValidationError lists every problem of a configuration. Each problem names
@@ -25,18 +26,6 @@ func (e *ValidationError) Error() string {
 		return "invalid config: " + e.Problems[0]
 	}
 	return fmt.Sprintf("invalid config, %d problems:\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
-}
-
-// MaxNamespaceLen is the longest namespace name: the queue "<namespace>_queue"
-// with pgmq's "q_"/"a_" table prefixes must stay well inside PostgreSQL's
-// 63-byte identifiers (real pgmq rejects queue names of 48 characters or more).
-const MaxNamespaceLen = 40
-
-var namespacePattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-
-// ValidNamespace reports whether name can be a namespace.
-func ValidNamespace(name string) bool {
-	return len(name) <= MaxNamespaceLen && namespacePattern.MatchString(name)
 }
 
 // Validate checks every key against its allowed range and returns a
@@ -196,8 +185,8 @@ func (v *validator) oneOf(key, got string, allowed ...string) {
 }
 
 func (v *validator) namespace(key, name string) {
-	if !ValidNamespace(name) {
-		v.add("%s must be a namespace name matching %s of at most %d characters (got %q)", key, namespacePattern, MaxNamespaceLen, name)
+	if !workflow.ValidNamespace(name) {
+		v.add("%s must be a namespace name matching %s of at most %d characters (got %q)", key, workflow.IdentPattern, workflow.MaxNamespaceLen, name)
 	}
 }
 
@@ -214,7 +203,7 @@ func validComponent(name string) bool {
 	if host, ok := strings.CutPrefix(name, "http:"); ok {
 		return host != "" && !strings.ContainsAny(host, " /\t")
 	}
-	return name == ComponentTaskRequests || name == ComponentStepResults || ValidNamespace(name)
+	return name == ComponentTaskRequests || name == ComponentStepResults || workflow.ValidNamespace(name)
 }
 
 func validDatabaseURL(s string) bool {
