@@ -259,7 +259,7 @@ func (s *Store) StepResolve(ctx context.Context, task uuid.UUID, stepName string
 		if err := s.queueStepMove(b, stepMove{
 			task: task, step: id, namespace: t.namespace, from: from,
 			d:       workflow.Decision{Event: workflow.StepEventResolve, To: to, Reason: "resolved by operator"},
-			attempt: attempts, result: result, releaseReason: fmt.Sprintf("parent %s resolved", stepName),
+			attempt: attempts, result: result, releaseReason: releasePrefix + stepName + releaseResolvedSuffix,
 			children: children, childMsgs: childMsgs,
 		}, &moved); err != nil {
 			return err

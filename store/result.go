@@ -280,6 +280,13 @@ func (s *Store) resultDecide(c resultCall, r resultRow, correlation uuid.UUID) (
 	return p, "", nil
 }
 
+// The reason of a child's enqueueing: its parent satisfied.
+const (
+	releasePrefix         = "parent "
+	releaseCompleteSuffix = " complete"
+	releaseResolvedSuffix = " resolved"
+)
+
 // resultTaskState is the state a task must be in for its results to apply.
 const resultTaskState = workflow.TaskStateInProgress
 
@@ -309,7 +316,7 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 		move := stepMove{
 			task: c.res.TaskUUID, step: c.res.StepUUID, namespace: p.namespace, from: p.from, d: p.d,
 			attempt: c.res.Attempt, outcomeAttempt: &c.res.Attempt, errJSON: c.poison, retryAt: p.retryAt,
-			releaseReason: "parent " + p.stepName + " complete", children: p.children, childMsgs: p.childMsgs,
+			releaseReason: releasePrefix + p.stepName + releaseCompleteSuffix, children: p.children, childMsgs: p.childMsgs,
 			retryMsg: p.retryMsg, msgID: &c.msgID, archive: c.archive(),
 		}
 		if err := s.queueStepMove(b, move, &p.movedCounts); err != nil {

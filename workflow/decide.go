@@ -59,7 +59,7 @@ func Decide(from StepState, o Outcome, a Attempts) (Decision, error) {
 	var d Decision
 	switch {
 	case o.OK:
-		d.Event, d.Reason = StepEventSucceed, "handler succeeded"
+		d.Event, d.Reason = StepEventSucceed, ReasonHandlerSucceeded
 	case o.Retryable && a.Retryable && a.Made < a.Max:
 		d.Event, d.Reason = StepEventFailRetryable, failure(o)
 		d.Delay = a.Backoff.Next(a.Made, o.RetryAfter)
@@ -90,8 +90,13 @@ type Verdict struct {
 	Reason string
 }
 
-// ReasonEveryStepComplete is the reason of a task's completion.
-const ReasonEveryStepComplete = "every step complete"
+// Reasons of the decisions.
+const (
+	// ReasonEveryStepComplete is the reason of a task's completion.
+	ReasonEveryStepComplete = "every step complete"
+	// ReasonHandlerSucceeded is the reason of a step's completion.
+	ReasonHandlerSucceeded = "handler succeeded"
+)
 
 // TaskVerdict decides, from the states of a task's steps (in template order,
 // with their names), whether the task is done: complete when every step
@@ -146,6 +151,18 @@ func (s StepState) InFlight() bool {
 func StepStatesWhere(keep func(StepState) bool) []StepState {
 	var out []StepState
 	for _, s := range AllStepStates() {
+		if keep(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TaskStatesWhere returns the task states for which keep is true, in
+// lifecycle order.
+func TaskStatesWhere(keep func(TaskState) bool) []TaskState {
+	var out []TaskState
+	for _, s := range AllTaskStates() {
 		if keep(s) {
 			out = append(out, s)
 		}
