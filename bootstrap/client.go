@@ -84,8 +84,8 @@ func (c *Client) Submit(ctx context.Context, p SubmitParams) (uuid.UUID, error) 
 	}
 	// Wake the task-request pollers now rather than at their next poll; a
 	// lost notification only costs that poll interval.
-	if _, err := c.Pool.Exec(ctx, "SELECT pg_notify($1, $2)", store.WakeChannel, queue.TaskRequestsQueue); err != nil {
-		return uuid.Nil, fmt.Errorf("notifying the task request: %w", err)
+	if err := c.Store.QueueWake(ctx, queue.TaskRequestsQueue); err != nil {
+		return uuid.Nil, err
 	}
 	return p.RequestID, nil
 }
@@ -112,10 +112,12 @@ func (c *Client) Wait(ctx context.Context, requestID uuid.UUID, every time.Durat
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return d, err
 		case errors.Is(err, store.ErrNotFound):
-			var reason string
-			qerr := c.Pool.QueryRow(ctx, `SELECT reason FROM tasker.rejected_requests WHERE request_id = $1 ORDER BY id DESC LIMIT 1`, requestID).Scan(&reason)
-			if qerr == nil {
-				return d, fmt.Errorf("%w: %s", ErrRejected, reason)
+			rr, err := c.Store.RequestRejection(ctx, requestID)
+			if err == nil {
+				return d, fmt.Errorf("%w: %s", ErrRejected, rr.Reason)
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return d, err
 			}
 		}
 		select {

@@ -190,13 +190,34 @@ func (s *Store) RejectedList(ctx context.Context, limit int) ([]RejectedRequest,
 	if err != nil {
 		return nil, fmt.Errorf("listing rejected requests: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RejectedRequest, error) {
-		var rr RejectedRequest
-		err := r.Scan(&rr.ID, &rr.RequestID, &rr.MsgID, &rr.Payload, &rr.Reason, &rr.NodeID, &rr.RejectedAt)
-		return rr, err
-	})
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RejectedRequest, error) { return scanRejected(r) })
 	if err != nil {
 		return nil, fmt.Errorf("listing rejected requests: %w", err)
 	}
 	return out, nil
+}
+
+func scanRejected(row pgx.Row) (RejectedRequest, error) {
+	var rr RejectedRequest
+	err := row.Scan(&rr.ID, &rr.RequestID, &rr.MsgID, &rr.Payload, &rr.Reason, &rr.NodeID, &rr.RejectedAt)
+	return rr, err
+}
+
+// RequestRejection returns the latest rejection of the request id, or
+// ErrNotFound when it was not rejected.
+func (s *Store) RequestRejection(ctx context.Context, requestID uuid.UUID) (RejectedRequest, error) {
+	rr, err := scanRejected(stmt("request_rejection").queryRow(ctx, s.pool, args{"request_id": requestID}))
+	if err != nil {
+		return rr, fmt.Errorf("reading the rejection of request %s: %w", requestID, translate(err))
+	}
+	return rr, nil
+}
+
+// QueueWake wakes the pollers of a queue now rather than at their next
+// poll; a lost notification costs only that poll interval.
+func (s *Store) QueueWake(ctx context.Context, queueName string) error {
+	if _, err := stmt("queue_wake").exec(ctx, s.pool, args{"channel": WakeChannel, "queue": queueName}); err != nil {
+		return fmt.Errorf("waking queue %s: %w", queueName, translate(err))
+	}
+	return nil
 }

@@ -40,3 +40,12 @@ ORDER BY created_at DESC LIMIT @limit;
 -- name: rejected_list
 SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at
 FROM tasker.rejected_requests ORDER BY id DESC LIMIT @limit;
+
+-- name: request_rejection
+-- The latest rejection of a request.
+SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at
+FROM tasker.rejected_requests WHERE request_id = @request_id ORDER BY id DESC LIMIT 1;
+
+-- name: queue_wake
+-- Announces a send to a queue at commit (see WakeChannel).
+SELECT pg_notify(@channel, @queue);
