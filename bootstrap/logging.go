@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/lmittmann/tint"
 
 	"github.com/tasker-run/tasker/config"
@@ -25,14 +24,6 @@ func NewLogger(cfg config.Log, env string, w io.Writer) (*slog.Logger, *slog.Lev
 		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, NoColor: !tty})), level
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), level
-}
-
-// ActorLoggerFactory adapts l for protoactor-go's actor.WithLoggerFactory, so
-// the actor system logs through the node's handler and level, tagged
-// component=actor.
-func ActorLoggerFactory(l *slog.Logger) func(*actor.ActorSystem) *slog.Logger {
-	al := l.With("component", "actor")
-	return func(*actor.ActorSystem) *slog.Logger { return al }
 }
 
 func useText(format, env string, tty bool) bool {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -107,13 +106,4 @@ func TestParseLevel(t *testing.T) {
 	require.Equal(t, slog.LevelWarn, parseLevel(config.LogLevelWarn))
 	require.Equal(t, slog.LevelError, parseLevel(config.LogLevelError))
 	require.Equal(t, slog.LevelInfo, parseLevel("nonsense"))
-}
-
-func TestActorLoggerFactory(t *testing.T) {
-	t.Parallel()
-	var buf bytes.Buffer
-	log, _ := NewLogger(config.Log{Level: config.LogLevelInfo, Format: config.LogFormatJSON}, config.EnvProduction, &buf)
-	factory := ActorLoggerFactory(log)
-	factory(nil).Info("actor system started")
-	require.True(t, strings.Contains(buf.String(), `"component":"actor"`), buf.String())
 }
