@@ -149,20 +149,18 @@ func (s StepState) InFlight() bool {
 // lifecycle order: the sets that statements on the steps table take as
 // arguments, so that the database applies the machine's own sets.
 func StepStatesWhere(keep func(StepState) bool) []StepState {
-	var out []StepState
-	for _, s := range AllStepStates() {
-		if keep(s) {
-			out = append(out, s)
-		}
-	}
-	return out
+	return where(AllStepStates(), keep)
 }
 
 // TaskStatesWhere returns the task states for which keep is true, in
 // lifecycle order.
 func TaskStatesWhere(keep func(TaskState) bool) []TaskState {
-	var out []TaskState
-	for _, s := range AllTaskStates() {
+	return where(AllTaskStates(), keep)
+}
+
+func where[S any](all []S, keep func(S) bool) []S {
+	var out []S
+	for _, s := range all {
 		if keep(s) {
 			out = append(out, s)
 		}
@@ -184,13 +182,7 @@ func StepEventEdges(ev StepEvent) (from, to []StepState) {
 // TaskStatesAllowing returns the task states from which ev is allowed, in
 // lifecycle order.
 func TaskStatesAllowing(ev TaskEvent) []TaskState {
-	var out []TaskState
-	for _, s := range AllTaskStates() {
-		if _, ok := taskTransitions[s][ev]; ok {
-			out = append(out, s)
-		}
-	}
-	return out
+	return where(AllTaskStates(), func(s TaskState) bool { _, ok := taskTransitions[s][ev]; return ok })
 }
 
 // StepStatesAllowing returns the step states from which ev is allowed, in
