@@ -126,18 +126,6 @@ func (t *Tree) setBusy(path string, busy bool) {
 	t.update(path, func(n *Node) { n.Busy = busy })
 }
 
-// remove drops a subtree (a namespace supervisor that was stopped for good
-// keeps its node; this is for actors that no longer exist at all).
-func (t *Tree) remove(prefix string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k := range t.nodes {
-		if k == prefix || strings.HasPrefix(k, prefix+"/") {
-			delete(t.nodes, k)
-		}
-	}
-}
-
 // Snapshot returns the tree as nested nodes, children sorted by name.
 func (t *Tree) Snapshot() []Node {
 	t.mu.Lock()

@@ -21,7 +21,7 @@ func NewLogger(cfg config.Log, env string, w io.Writer) (*slog.Logger, *slog.Lev
 	level.Set(parseLevel(cfg.Level))
 	tty := isTerminal(w)
 	if useText(cfg.Format, env, tty) {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, NoColor: !tty})), level
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, NoColor: !tty})), level
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), level
 }

@@ -72,7 +72,7 @@ func sharedEmbeddedServer(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer control.Close() // closing releases the lock
+	defer func() { _ = control.Close() }() // closing releases the lock
 
 	users, err := os.OpenFile(filepath.Join(dir, usersLockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -118,12 +118,12 @@ func releaseShared(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer control.Close()
+	defer func() { _ = control.Close() }() // closing releases the lock
 	users, err := os.OpenFile(filepath.Join(use.dir, usersLockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", usersLockName, err)
 	}
-	defer users.Close()
+	defer func() { _ = users.Close() }() // closing releases the lock
 	if syscall.Flock(int(users.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 		return nil // another binary still uses it and will stop it
 	}

@@ -264,7 +264,7 @@ func profile(path string) (func() error, error) {
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
+		_ = f.Close() // nothing was written; the start's error is the one to report
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
 	return func() error {

@@ -26,7 +26,7 @@ func cpuTime() time.Duration {
 // /proc/self/status where there is one, else getrusage's maxrss.
 func peakRSS() int64 {
 	if f, err := os.Open("/proc/self/status"); err == nil {
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read only
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {

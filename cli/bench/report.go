@@ -374,7 +374,7 @@ func (rep *Report) Write(stdout, stderr io.Writer, asJSON bool, outPath string) 
 		return fmt.Errorf("--out: %w", err)
 	}
 	if err := rep.WriteJSON(f); err != nil {
-		f.Close()
+		_ = f.Close() // the write's error is the one to report
 		return fmt.Errorf("--out: %w", err)
 	}
 	return f.Close()

@@ -265,7 +265,7 @@ func (r *run) wait(ctx context.Context) error {
 		}
 		submitted := r.t.submitted()
 		hint := r.t.done() >= submitted
-		if !(hint && now.Sub(lastConfirm) >= confirmMinGap) && now.Sub(lastConfirm) < confirmFallback {
+		if (!hint || now.Sub(lastConfirm) < confirmMinGap) && now.Sub(lastConfirm) < confirmFallback {
 			continue
 		}
 		lastConfirm = now

@@ -212,7 +212,7 @@ func TestHTTPDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := NewHTTP(HTTPOptions{}).Handle(ctx, stepInput(configJSON(t, map[string]any{"url": srv.URL})))
-	requireStepError(t, err, workflow.KindTimeout, true)
+	_ = requireStepError(t, err, workflow.KindTimeout, true)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
 
@@ -225,7 +225,7 @@ func TestHTTPCancelled(t *testing.T) {
 		cancel()
 	}()
 	_, err := NewHTTP(HTTPOptions{}).Handle(ctx, stepInput(configJSON(t, map[string]any{"url": srv.URL})))
-	requireStepError(t, err, KindCanceled, true)
+	_ = requireStepError(t, err, KindCanceled, true)
 	require.ErrorIs(t, err, context.Canceled)
 }
 
