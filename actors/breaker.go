@@ -112,7 +112,7 @@ func (b *Breaker) current() circuitbreaker.CircuitBreaker[any] {
 	return b.cb
 }
 
-// Component is the breaker's name: "task_requests", a namespace, or
+// Component is the breaker's name: "orchestration", a namespace, or
 // "http:<host>".
 func (b *Breaker) Component() string { return b.component }
 

@@ -347,7 +347,7 @@ func (n *Node) Reload() {
 	}
 	n.level.Set(parseLevel(cfg.Log.Level))
 	for component, b := range n.system.Breakers() {
-		b.Configure(breakerSettings(cfg.Breaker(breakerComponent(component))))
+		b.Configure(breakerSettings(cfg.Breaker(component)))
 	}
 	n.store.SetBackoff(BackoffPolicy(cfg.Backoff))
 	n.live.Store(cfg)

@@ -42,7 +42,7 @@ func actorSettings(cfg *config.Config, nodeID string, namespaces []string, live 
 		Orchestration:             cfg.Node.RunsOrchestration(),
 		OrchestrationPollInterval: cfg.OrchestrationPollInterval(),
 		OrchestrationVisibility:   cfg.Queue.VisibilityTimeout.Duration(),
-		OrchestrationBreaker:      breakerSettings(cfg.Breaker(breakerComponent(actors.OrchestrationComponent))),
+		OrchestrationBreaker:      breakerSettings(cfg.Breaker(config.ComponentOrchestration)),
 		BatchSize:                 cfg.Queue.BatchSize,
 		MaxDeliveries:             cfg.Queue.MaxDeliveries,
 		Supervision:               actors.Intensity{MaxRestarts: cfg.Supervision.MaxRestarts, Window: cfg.Supervision.Window.Duration()},
@@ -64,15 +64,6 @@ func actorSettings(cfg *config.Config, nodeID string, namespaces []string, live 
 		})
 	}
 	return s
-}
-
-// breakerComponent is the circuit_breakers.components key of an actor
-// tree breaker: the orchestration breaker guards the task requests.
-func breakerComponent(component string) string {
-	if component == actors.OrchestrationComponent {
-		return "task_requests"
-	}
-	return component
 }
 
 func breakerSettings(b config.BreakerConfig) actors.BreakerSettings {

@@ -47,12 +47,10 @@ const (
 	LogFormatJSON = "json"
 )
 
-// Circuit breaker components besides namespaces (which use the namespace name)
-// and downstream hosts (see [HTTPComponent]).
-const (
-	ComponentTaskRequests = "task_requests"
-	ComponentStepResults  = "step_results"
-)
+// ComponentOrchestration is the circuit breaker component of the shared
+// orchestration queues (task requests and step results), beside namespaces
+// (which use the namespace name) and downstream hosts (see [HTTPComponent]).
+const ComponentOrchestration = "orchestration"
 
 // HTTPComponent is the circuit breaker component name of a downstream host
 // called by the HTTP handler: "http:<host>".
@@ -189,8 +187,9 @@ type Namespace struct {
 type CircuitBreakers struct {
 	// Default applies to every component without an override.
 	Default BreakerConfig `toml:"default"`
-	// Components overrides the default per component: "task_requests",
-	// "step_results", a namespace name, or "http:<host>". Keys left out inherit
+	// Components overrides the default per component: "orchestration" (the
+	// breaker of the orchestration queues), a namespace name, or
+	// "http:<host>". Keys left out inherit
 	// from Default. Defaults to no entries.
 	Components map[string]BreakerOverride `toml:"components"`
 }

@@ -205,8 +205,8 @@ func TestParseUnknownKeys(t *testing.T) {
 		{"case differs", "[queue]\nPoll_Interval = \"1s\"\n", []string{`unknown config key "queue.Poll_Interval"`}},
 		{"not a key", "env = \"test\"\n", []string{`unknown config key "env"`}},
 		{"namespace entry", "[namespaces.payments]\nworker = 2\n", []string{`unknown config key "namespaces.payments.worker"`}},
-		{"breaker component", "[circuit_breakers.components.step_results]\ndelays = \"1s\"\n", []string{
-			`unknown config key "circuit_breakers.components.step_results.delays"`,
+		{"breaker component", "[circuit_breakers.components.orchestration]\ndelays = \"1s\"\n", []string{
+			`unknown config key "circuit_breakers.components.orchestration.delays"`,
 		}},
 		{"chosen overlay", "[environments.development.queue]\npol_interval = \"1s\"\n", []string{
 			`unknown config key "environments.development.queue.pol_interval"`,
@@ -326,7 +326,7 @@ func TestBreaker(t *testing.T) {
 	c, err := Parse([]byte(`
 [circuit_breakers.default]
 failure_ratio = 0.5
-[circuit_breakers.components.step_results]
+[circuit_breakers.components.orchestration]
 failure_ratio = 0.0
 window = "1m"
 [circuit_breakers.components."http:api.example.com"]
@@ -338,13 +338,12 @@ delay = "30s"
 		FailureThreshold: 5, FailureRatio: 0.5, Window: Duration(30 * time.Second),
 		Delay: Duration(5 * time.Second), SuccessThreshold: 2, MinExecutions: 10,
 	}
-	require.Equal(t, def, c.Breaker(ComponentTaskRequests))
 	require.Equal(t, def, c.Breaker("payments"))
 
 	steps := def
 	steps.FailureRatio = 0 // an explicit zero overrides
 	steps.Window = Duration(time.Minute)
-	require.Equal(t, steps, c.Breaker(ComponentStepResults))
+	require.Equal(t, steps, c.Breaker(ComponentOrchestration))
 
 	host := def
 	host.Delay = Duration(30 * time.Second)

@@ -71,7 +71,7 @@ func (c *Config) Validate() error {
 	for _, name := range slices.Sorted(maps.Keys(c.CircuitBreakers.Components)) {
 		key := toml.Key{"circuit_breakers", "components", name}.String()
 		if !validComponent(name) {
-			v.add("%s must name task_requests, step_results, a namespace or http:<host> (got %q)", key, name)
+			v.add("%s must name orchestration, a namespace or http:<host> (got %q)", key, name)
 		}
 		// Check only what the override sets: inherited values were checked above.
 		o := c.CircuitBreakers.Components[name]
@@ -203,7 +203,7 @@ func validComponent(name string) bool {
 	if host, ok := strings.CutPrefix(name, "http:"); ok {
 		return host != "" && !strings.ContainsAny(host, " /\t")
 	}
-	return name == ComponentTaskRequests || name == ComponentStepResults || workflow.ValidNamespace(name)
+	return name == ComponentOrchestration || workflow.ValidNamespace(name)
 }
 
 func validDatabaseURL(s string) bool {

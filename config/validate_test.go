@@ -83,13 +83,13 @@ func TestValidateRules(t *testing.T) {
 			`circuit_breakers.default.min_executions must be between 1 and 100000 (got 0)`},
 		{"circuit_breakers.components name", func(c *Config) {
 			c.CircuitBreakers.Components = map[string]BreakerOverride{"http:": {}}
-		}, `circuit_breakers.components."http:" must name task_requests, step_results, a namespace or http:<host> (got "http:")`},
+		}, `circuit_breakers.components."http:" must name orchestration, a namespace or http:<host> (got "http:")`},
 		{"circuit_breakers.components.failure_threshold", func(c *Config) {
-			c.CircuitBreakers.Components = map[string]BreakerOverride{"step_results": {FailureThreshold: ptr(0)}}
-		}, `circuit_breakers.components.step_results.failure_threshold must be between 1 and 1000 (got 0)`},
+			c.CircuitBreakers.Components = map[string]BreakerOverride{"orchestration": {FailureThreshold: ptr(0)}}
+		}, `circuit_breakers.components.orchestration.failure_threshold must be between 1 and 1000 (got 0)`},
 		{"circuit_breakers.components.failure_ratio", func(c *Config) {
-			c.CircuitBreakers.Components = map[string]BreakerOverride{"task_requests": {FailureRatio: ptr(-0.1)}}
-		}, `circuit_breakers.components.task_requests.failure_ratio must be between 0 and 1 (got -0.1)`},
+			c.CircuitBreakers.Components = map[string]BreakerOverride{"orchestration": {FailureRatio: ptr(-0.1)}}
+		}, `circuit_breakers.components.orchestration.failure_ratio must be between 0 and 1 (got -0.1)`},
 		{"circuit_breakers.components.window", func(c *Config) {
 			c.CircuitBreakers.Components = map[string]BreakerOverride{"payments": {Window: ptr(Duration(48 * time.Hour))}}
 		}, `circuit_breakers.components.payments.window must be between 1s and 24h (got 48h)`},
@@ -159,7 +159,7 @@ func TestValidateAllowed(t *testing.T) {
 		{"namespace of 40 characters", func(c *Config) { c.Namespaces = map[string]Namespace{strings.Repeat("n", 40): defaultNamespace()} }},
 		{"components", func(c *Config) {
 			c.CircuitBreakers.Components = map[string]BreakerOverride{
-				"task_requests": {}, "step_results": {}, "payments": {}, "http:api.example.com:8443": {},
+				"orchestration": {}, "payments": {}, "http:api.example.com:8443": {},
 			}
 		}},
 		{"backoff max equals base", func(c *Config) { c.Backoff.Max = c.Backoff.Base }},
