@@ -1,9 +1,12 @@
 // Package actors is the node's actor tree (protoactor-go): who polls which
 // queue, who runs handlers, and who restarts whom when something fails.
 //
-// The tree, declared in tree.go as data:
+// The tree, spawned by the root supervisor (root.go) and each namespace
+// supervisor (namespace.go), and recorded node by node in a Tree (tree.go)
+// that /debug/actors shows:
 //
 //	root (supervisor, one-for-one)
+//	├── (orchestration-breaker) the breaker of the orchestration queues
 //	├── task_requests     reads orchestration_task_requests, creates tasks
 //	├── step_results      reads orchestration_step_results, applies results
 //	└── ns-<namespace>    one supervisor per namespace (one-for-one)

@@ -375,3 +375,23 @@ func TestCLIVersionJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal(stdout.Bytes(), &v))
 	require.Equal(t, "1.2.3", v.Version)
 }
+
+func TestCLIConfigCheckJSON(t *testing.T) {
+	t.Setenv("TASKER_DATABASE_URL", "postgres://tasker:s3cret@db.example:5432/tasker")
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, exitOK, Run("dev", []string{"config", "check", "--json"}, &stdout, &stderr), stderr.String())
+	var v struct {
+		Env    string `json:"env"`
+		Config struct {
+			Database struct {
+				URL string `json:"url"`
+			} `json:"database"`
+			Queue map[string]any `json:"queue"`
+		} `json:"config"`
+	}
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &v), stdout.String())
+	require.NotEmpty(t, v.Env)
+	require.NotContains(t, v.Config.Database.URL, "s3cret", "secrets are redacted")
+	require.Contains(t, v.Config.Database.URL, "db.example")
+	require.NotEmpty(t, v.Config.Queue, "the keys are the file's")
+}

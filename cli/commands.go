@@ -50,7 +50,7 @@ var commands = []command{
 		example: "tasker requests rejected --limit 10", run: runRejected},
 	{name: "migrate", summary: "install or upgrade the queue and task schemas", data: true,
 		example: "tasker migrate --config tasker.toml", run: runMigrate},
-	{name: "config check", summary: "print the effective configuration (TOML, secrets redacted), or its errors",
+	{name: "config check", summary: "print the effective configuration (TOML, secrets redacted), or its errors", data: true,
 		about:   "TASKER_ENV picks the environment whose overlay and defaults apply.",
 		example: "tasker config check --config tasker.toml", run: runConfigCheck},
 	{name: "bench", summary: "measure an in-process node (burn-down or steady load): throughput, latency, commits per step", data: true,
@@ -109,8 +109,15 @@ func runConfigCheck(in *invocation, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(in.stdout, "# effective configuration (environment %q), secrets redacted\n", cfg.Env)
-	return cfg.Redacted().WriteTOML(in.stdout)
+	redacted := cfg.Redacted()
+	tree, err := redacted.Tree()
+	if err != nil {
+		return err
+	}
+	return in.output(map[string]any{"env": cfg.Env, "config": tree}, func() error {
+		fmt.Fprintf(in.stdout, "# effective configuration (environment %q), secrets redacted\n", cfg.Env)
+		return redacted.WriteTOML(in.stdout)
+	})
 }
 
 func runVersion(in *invocation, args []string) error {

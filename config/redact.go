@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"maps"
@@ -88,4 +89,19 @@ func (c *Config) WriteTOML(w io.Writer) error {
 		return fmt.Errorf("writing config: %w", err)
 	}
 	return nil
+}
+
+// Tree returns the configuration as nested tables keyed by the TOML keys,
+// with values as the TOML file writes them (durations as strings): for a
+// JSON rendering that uses the same names as the file.
+func (c *Config) Tree() (map[string]any, error) {
+	var b bytes.Buffer
+	if err := c.WriteTOML(&b); err != nil {
+		return nil, err
+	}
+	out := map[string]any{}
+	if _, err := toml.NewDecoder(&b).Decode(&out); err != nil {
+		return nil, fmt.Errorf("reading config back: %w", err)
+	}
+	return out, nil
 }

@@ -94,6 +94,21 @@ func migrations() ([]migration, error) {
 	return out, nil
 }
 
+// SubsetSQL returns the SQL of Tasker's pgmq subset, file by file in version order:
+// what Install runs on a database without pgmq (for a test that builds its databases
+// from a template and must know when the subset changed).
+func SubsetSQL() ([]string, error) {
+	ms, err := migrations()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.sql
+	}
+	return out, nil
+}
+
 // LatestVersion is the newest version of Tasker's pgmq subset this build carries.
 func LatestVersion() int {
 	ms, err := migrations()

@@ -12,8 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/tasker-run/tasker/queue"
 )
 
 // EnvDatabaseURL names the variable that points the tests at a server of the
@@ -97,15 +95,26 @@ func ServerKind(t testing.TB) string {
 // test ends.
 func NewDatabaseURL(t testing.TB) string {
 	t.Helper()
+	return newDatabase(t, templateQueue)
+}
+
+// newDatabase creates a fresh database for this test as a copy of the
+// template of kind, and returns its URL. The database is dropped when the
+// test ends.
+func newDatabase(t testing.TB, kind templateKind) string {
+	t.Helper()
 	base, admin, err := server()
 	if err != nil {
 		t.Fatalf("test PostgreSQL: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-
+	template, err := templateDatabase(ctx, base, admin, kind)
+	if err != nil {
+		t.Fatalf("test database template: %v", err)
+	}
 	name := testDatabasePrefix + randomSuffix()
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	if err := createFrom(ctx, admin, name, template); err != nil {
 		t.Fatalf("creating test database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
@@ -115,21 +124,11 @@ func NewDatabaseURL(t testing.TB) string {
 			t.Errorf("dropping test database %s: %v", name, err)
 		}
 	})
-
 	cfg, err := pgx.ParseConfig(base)
 	if err != nil {
 		t.Fatalf("parsing test server URL: %v", err)
 	}
-	url := databaseURL(cfg, name)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("connecting to test database %s: %v", name, err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := queue.Install(ctx, conn); err != nil {
-		t.Fatalf("installing queue schema in %s: %v", name, err)
-	}
-	return url
+	return databaseURL(cfg, name)
 }
 
 // NewDB is NewDatabaseURL with a pool on the new database, closed when the

@@ -15,12 +15,11 @@ import (
 // NewMigratedDB is NewDB with Tasker's own schema migrated as well.
 func NewMigratedDB(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	pool := NewDB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := store.Migrate(ctx, pool); err != nil {
-		t.Fatalf("migrating test database: %v", err)
+	pool, err := pgxpool.New(context.Background(), newDatabase(t, templateMigrated))
+	if err != nil {
+		t.Fatalf("opening pool: %v", err)
 	}
+	t.Cleanup(pool.Close)
 	return pool
 }
 
