@@ -70,8 +70,14 @@ func (c *Config) Validate() error {
 	v.breaker("circuit_breakers.default", c.CircuitBreakers.Default)
 	for _, name := range slices.Sorted(maps.Keys(c.CircuitBreakers.Components)) {
 		key := toml.Key{"circuit_breakers", "components", name}.String()
-		if !validComponent(name) {
+		_, declared := c.Namespaces[name]
+		switch {
+		case !validComponent(name):
 			v.add("%s must name orchestration, a namespace or http:<host> (got %q)", key, name)
+		case (name == "task_requests" || name == "step_results") && !declared:
+			// The keys of earlier versions: one breaker guards both
+			// orchestration queues.
+			v.add("%s is no longer a component: the breaker of the orchestration queues is circuit_breakers.components.orchestration", key)
 		}
 		// Check only what the override sets: inherited values were checked above.
 		o := c.CircuitBreakers.Components[name]

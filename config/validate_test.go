@@ -84,6 +84,9 @@ func TestValidateRules(t *testing.T) {
 		{"circuit_breakers.components name", func(c *Config) {
 			c.CircuitBreakers.Components = map[string]BreakerOverride{"http:": {}}
 		}, `circuit_breakers.components."http:" must name orchestration, a namespace or http:<host> (got "http:")`},
+		{"the old orchestration key", func(c *Config) {
+			c.CircuitBreakers.Components = map[string]BreakerOverride{"step_results": {}}
+		}, `circuit_breakers.components.step_results is no longer a component: the breaker of the orchestration queues is circuit_breakers.components.orchestration`},
 		{"circuit_breakers.components.failure_threshold", func(c *Config) {
 			c.CircuitBreakers.Components = map[string]BreakerOverride{"orchestration": {FailureThreshold: ptr(0)}}
 		}, `circuit_breakers.components.orchestration.failure_threshold must be between 1 and 1000 (got 0)`},
