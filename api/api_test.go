@@ -98,6 +98,9 @@ func (a *apiNode) callAs(token, method, path, body string) (int, []byte) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(a.t, err)
 	defer resp.Body.Close()
@@ -552,6 +555,7 @@ func TestAPIConcurrentActions(t *testing.T) {
 				codes <- 0
 				return
 			}
+			req.Header.Set("Content-Type", "application/json")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				codes <- 0

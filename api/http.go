@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"mime"
+	"net"
 	"net/http"
 	"strings"
 
@@ -48,15 +51,15 @@ func Handler(d Deps) http.Handler {
 	s := &server{d: d, op: Operator{Store: d.Store}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": HealthOK, "node_id": d.NodeID})
+		writeJSON(w, r, http.StatusOK, map[string]string{"status": HealthOK, "node_id": d.NodeID})
 	})
 	mux.HandleFunc("GET /health/ready", func(w http.ResponseWriter, r *http.Request) {
 		h := d.Health(r.Context(), false)
-		writeJSON(w, healthCode(h), h)
+		writeJSON(w, r, healthCode(h), h)
 	})
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		h := d.Health(r.Context(), true)
-		writeJSON(w, healthCode(h), h)
+		writeJSON(w, r, healthCode(h), h)
 	})
 	mux.HandleFunc("GET /debug/actors", func(w http.ResponseWriter, r *http.Request) {
 		nodes := d.Actors()
@@ -67,32 +70,68 @@ func Handler(d Deps) http.Handler {
 			_, _ = w.Write(buf.Bytes())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"node_id": d.NodeID, "actors": nodes})
+		writeJSON(w, r, http.StatusOK, map[string]any{"node_id": d.NodeID, "actors": nodes})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{}))
 	s.routes(mux)
-	return authorize(d.Token, mux)
+	return guard(d.Token, mux)
 }
 
-// authorize requires the API token, when one is configured, on every route
-// but /health/*.
-func authorize(token string, next http.Handler) http.Handler {
-	if token == "" {
-		return next
-	}
-	want := []byte("Bearer " + token)
+// guard is what every request passes before its route. With a token
+// configured, every route but /health/* requires it (the Bearer scheme in
+// any case, as HTTP says). Without one, the node serves, /health/* aside,
+// only requests addressed to a loopback name: a page on another site that a browser was
+// made to resolve to 127.0.0.1 (DNS rebinding) carries that site's name in
+// Host and is refused. Every POST must say its body is JSON: a browser
+// sends that type across sites only after asking, so a page elsewhere
+// cannot post an action.
+func guard(token string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/health/") || r.URL.Path == "/health" {
-			next.ServeHTTP(w, r)
+		health := strings.HasPrefix(r.URL.Path, "/health/") || r.URL.Path == "/health"
+		switch {
+		case token == "" && !health && !loopbackHost(r.Host):
+			writeJSON(w, r, http.StatusForbidden, apiError{Code: CodeForbidden,
+				Message: fmt.Sprintf("host %q is not a loopback name; without http.api_token the node answers only requests to localhost", r.Host)})
 			return
-		}
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			writeJSON(w, http.StatusUnauthorized, apiError{Code: CodeUnauthorized, Message: "a valid Authorization: Bearer token is required"})
+		case token != "" && !health && !bearer(r.Header.Get("Authorization"), token):
+			writeJSON(w, r, http.StatusUnauthorized, apiError{Code: CodeUnauthorized, Message: "a valid Authorization: Bearer token is required"})
+			return
+		case r.Method == http.MethodPost && !jsonContent(r.Header.Get("Content-Type")):
+			writeJSON(w, r, http.StatusUnsupportedMediaType, apiError{Code: CodeUnsupportedMediaType,
+				Message: fmt.Sprintf("a POST must have Content-Type: application/json (got %q)", r.Header.Get("Content-Type"))})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearer reports whether an Authorization header carries token under the
+// Bearer scheme, whose name is case-insensitive.
+func bearer(header, token string) bool {
+	scheme, got, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1
+}
+
+// loopbackHost reports whether a Host header names this machine's loopback:
+// localhost, or a loopback address.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func jsonContent(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 type apiError struct {
@@ -107,10 +146,17 @@ func healthCode(h Health) int {
 	return http.StatusOK
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// writeJSON answers v as compact JSON, indented with ?pretty=1: indenting
+// costs bytes in proportion to nesting, which a hostile context controls.
+func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	if r.URL.Query().Get(prettyParam) == "1" {
+		enc.SetIndent("", "  ")
+	}
 	_ = enc.Encode(v)
 }
+
+// prettyParam asks any route for indented JSON.
+const prettyParam = "pretty"

@@ -18,11 +18,14 @@ import (
 
 // API error codes: stable strings a client can switch on.
 const (
-	CodeBadRequest   = "bad_request"  // 400: a malformed id, filter or body
-	CodeUnauthorized = "unauthorized" // 401: the API token is missing or wrong
-	CodeNotFound     = "not_found"    // 404: no such task or route
-	CodeRefused      = "refused"      // 409: the state machine refused the action
-	CodeInternal     = "internal"     // 500: see the node's log
+	CodeBadRequest           = "bad_request"            // 400: a malformed id, filter or body
+	CodeUnauthorized         = "unauthorized"           // 401: the API token is missing or wrong
+	CodeForbidden            = "forbidden"              // 403: a non-loopback Host without an API token
+	CodeNotFound             = "not_found"              // 404: no such task or route
+	CodeRefused              = "refused"                // 409: the state machine refused the action
+	CodeTooLarge             = "too_large"              // 413: the body is over the limit
+	CodeUnsupportedMediaType = "unsupported_media_type" // 415: a POST whose body is not declared JSON
+	CodeInternal             = "internal"               // 500: see the node's log
 )
 
 // maxBodyBytes bounds an action's JSON body.
@@ -59,7 +62,7 @@ func (s *server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/tasks/{id}/retry", func(w http.ResponseWriter, r *http.Request) {
 		id, err := ParseTaskID(r.PathValue("id"))
 		if err == nil {
-			err = decodeBody(r, &struct{}{})
+			err = decodeBody(w, r, &struct{}{})
 		}
 		if err != nil {
 			s.fail(w, r, err)
@@ -74,7 +77,7 @@ func (s *server) routes(mux *http.ServeMux) {
 		}
 		id, err := ParseTaskID(r.PathValue("id"))
 		if err == nil {
-			err = decodeBody(r, &body)
+			err = decodeBody(w, r, &body)
 		}
 		if err != nil {
 			s.fail(w, r, err)
@@ -90,7 +93,7 @@ func (s *server) routes(mux *http.ServeMux) {
 		}
 		id, err := ParseTaskID(r.PathValue("id"))
 		if err == nil {
-			err = decodeBody(r, &body)
+			err = decodeBody(w, r, &body)
 		}
 		if err != nil {
 			s.fail(w, r, err)
@@ -123,7 +126,7 @@ func (s *server) routes(mux *http.ServeMux) {
 	})
 	// Anything else under /v1 answers in the API's error format.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, apiError{Code: CodeNotFound, Message: fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path)})
+		writeJSON(w, r, http.StatusNotFound, apiError{Code: CodeNotFound, Message: fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path)})
 	})
 }
 
@@ -131,7 +134,7 @@ func (s *server) routes(mux *http.ServeMux) {
 // is an error instead of a silently unfiltered list.
 func knownParams(q url.Values, known ...string) error {
 	for k := range q {
-		if !slices.Contains(known, k) {
+		if k != prettyParam && !slices.Contains(known, k) {
 			if len(known) == 0 {
 				return invalidf("unknown query parameter %q (this route takes none)", k)
 			}
@@ -155,13 +158,16 @@ func limitParam(q url.Values) (int, error) {
 
 // decodeBody reads an optional JSON object body into v; an empty body
 // leaves v as it is. Unknown fields are refused.
-func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBodyBytes+1))
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
+	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.Is(err, io.EOF):
 		return nil
+	case errors.As(err, &tooLarge):
+		return &tooLargeError{limit: tooLarge.Limit}
 	case err != nil:
 		return invalidf("request body: %v", err)
 	case dec.More():
@@ -175,7 +181,7 @@ func (s *server) reply(w http.ResponseWriter, r *http.Request, v any, err error)
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeJSON(w, r, http.StatusOK, v)
 }
 
 // apiFail answers err with its status and stable code. Only internal
@@ -186,19 +192,29 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		refused *store.RefusedError
 		trans   *workflow.TransitionError
 	)
+	var tooLarge *tooLargeError
 	switch {
+	case errors.As(err, &tooLarge):
+		writeJSON(w, r, http.StatusRequestEntityTooLarge, apiError{Code: CodeTooLarge, Message: err.Error()})
 	case errors.As(err, &invalid):
-		writeJSON(w, http.StatusBadRequest, apiError{Code: CodeBadRequest, Message: err.Error()})
+		writeJSON(w, r, http.StatusBadRequest, apiError{Code: CodeBadRequest, Message: err.Error()})
 	case errors.Is(err, store.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, apiError{Code: CodeNotFound, Message: err.Error()})
+		writeJSON(w, r, http.StatusNotFound, apiError{Code: CodeNotFound, Message: err.Error()})
 	case errors.As(err, &refused), errors.As(err, &trans):
-		writeJSON(w, http.StatusConflict, apiError{Code: CodeRefused, Message: err.Error()})
+		writeJSON(w, r, http.StatusConflict, apiError{Code: CodeRefused, Message: err.Error()})
 	case errors.Is(err, store.ErrStale):
-		writeJSON(w, http.StatusConflict, apiError{Code: CodeRefused, Message: "the task changed meanwhile; read it again: " + err.Error()})
+		writeJSON(w, r, http.StatusConflict, apiError{Code: CodeRefused, Message: "the task changed meanwhile; read it again: " + err.Error()})
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 	default:
 		s.d.Logger.Error("api request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		writeJSON(w, http.StatusInternalServerError, apiError{Code: CodeInternal, Message: "internal error; the node's log has the details"})
+		writeJSON(w, r, http.StatusInternalServerError, apiError{Code: CodeInternal, Message: "internal error; the node's log has the details"})
 	}
+}
+
+// tooLargeError is a body over the limit.
+type tooLargeError struct{ limit int64 }
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("request body: larger than %d bytes", e.limit)
 }

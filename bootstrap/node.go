@@ -265,7 +265,7 @@ func (n *Node) serveHTTP() error {
 		Token:   n.cfg.HTTP.APIToken,
 		Logger:  n.log,
 	})
-	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	n.http = newHTTPServer(handler)
 	go func() {
 		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "error", err)
@@ -352,4 +352,25 @@ func (n *Node) Reload() {
 	n.store.SetBackoff(BackoffPolicy(cfg.Backoff))
 	n.live.Store(cfg)
 	n.log.Info("configuration reloaded", "log_level", cfg.Log.Level)
+}
+
+// HTTP server limits: a client that trickles its request, or holds an idle
+// connection, is cut off; headers are bounded.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = 30 * time.Second
+	httpWriteTimeout      = time.Minute
+	httpIdleTimeout       = 30 * time.Second
+	httpMaxHeaderBytes    = 64 << 10
+)
+
+func newHTTPServer(handler http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+	}
 }

@@ -1,0 +1,83 @@
+package api
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestGuard covers what every request passes before its route: the token
+// (Bearer in any case), loopback Host without a token (DNS rebinding), and
+// a JSON content type on every POST (cross-site posts).
+func TestGuard(t *testing.T) {
+	t.Parallel()
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	for _, tc := range []struct {
+		name, token, method, host, path, auth, contentType string
+		want                                               int
+	}{
+		{"loopback name", "", "GET", "localhost:8080", "/v1/tasks", "", "", http.StatusTeapot},
+		{"loopback address", "", "GET", "127.0.0.1:8080", "/v1/tasks", "", "", http.StatusTeapot},
+		{"loopback v6", "", "GET", "[::1]:8080", "/v1/tasks", "", "", http.StatusTeapot},
+		{"rebound name without a token", "", "GET", "evil.example:8080", "/v1/tasks", "", "", http.StatusForbidden},
+		{"health for any host", "", "GET", "10.0.0.5:8080", "/health/ready", "", "", http.StatusTeapot},
+		{"any host with the token", "s3cret", "GET", "tasker.internal:8080", "/v1/tasks", "Bearer s3cret", "", http.StatusTeapot},
+		{"lower-case scheme", "s3cret", "GET", "localhost", "/v1/tasks", "bearer s3cret", "", http.StatusTeapot},
+		{"wrong token", "s3cret", "GET", "localhost", "/v1/tasks", "Bearer nope", "", http.StatusUnauthorized},
+		{"no token", "s3cret", "GET", "localhost", "/v1/tasks", "", "", http.StatusUnauthorized},
+		{"other scheme", "s3cret", "GET", "localhost", "/v1/tasks", "Basic s3cret", "", http.StatusUnauthorized},
+		{"post as JSON", "", "POST", "localhost", "/v1/tasks/x/retry", "", "application/json; charset=utf-8", http.StatusTeapot},
+		{"post as a form", "", "POST", "localhost", "/v1/tasks/x/retry", "", "application/x-www-form-urlencoded", http.StatusUnsupportedMediaType},
+		{"post as text", "", "POST", "localhost", "/v1/tasks/x/retry", "", "text/plain", http.StatusUnsupportedMediaType},
+		{"post without a type", "", "POST", "localhost", "/v1/tasks/x/retry", "", "", http.StatusUnsupportedMediaType},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, "http://"+tc.host+tc.path, nil)
+			req.Host = tc.host
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			if tc.contentType != "" {
+				req.Header.Set("Content-Type", tc.contentType)
+			}
+			rec := httptest.NewRecorder()
+			guard(tc.token, ok).ServeHTTP(rec, req)
+			require.Equal(t, tc.want, rec.Code, rec.Body.String())
+		})
+	}
+}
+
+// TestBodyTooLarge: a body over the limit is a 413 that says so, not a
+// parse error.
+func TestBodyTooLarge(t *testing.T) {
+	t.Parallel()
+	s := &server{}
+	body := `{"reason": "` + strings.Repeat("x", maxBodyBytes) + `"}`
+	req := httptest.NewRequest("POST", "http://localhost/v1/tasks/x/cancel", strings.NewReader(body))
+	rec := httptest.NewRecorder()
+	var v struct {
+		Reason string `json:"reason"`
+	}
+	err := decodeBody(rec, req, &v)
+	require.Error(t, err)
+	s.fail(rec, req, err)
+	require.Equal(t, http.StatusRequestEntityTooLarge, rec.Code)
+	require.Contains(t, rec.Body.String(), CodeTooLarge)
+}
+
+// TestCompactJSON: answers are compact unless ?pretty=1 asks; indenting
+// grows with nesting, which a hostile context controls.
+func TestCompactJSON(t *testing.T) {
+	t.Parallel()
+	v := map[string]any{"a": map[string]any{"b": []int{1, 2}}}
+	rec := httptest.NewRecorder()
+	writeJSON(rec, httptest.NewRequest("GET", "http://localhost/v1/tasks", nil), http.StatusOK, v)
+	require.Equal(t, `{"a":{"b":[1,2]}}`+"\n", rec.Body.String())
+	rec = httptest.NewRecorder()
+	writeJSON(rec, httptest.NewRequest("GET", "http://localhost/v1/tasks?pretty=1", nil), http.StatusOK, v)
+	require.Contains(t, rec.Body.String(), "\n  \"a\": {")
+	require.NoError(t, knownParams(map[string][]string{"pretty": {"1"}}), "pretty is known to every route")
+}
