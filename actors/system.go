@@ -62,6 +62,9 @@ type Settings struct {
 	BatchSize int
 	// MaxDeliveries marks a message read more often than this as poison.
 	MaxDeliveries int
+	// MaxResultBytes is the largest result a handler may return; 0 means
+	// workflow.MaxResultBytesDefault.
+	MaxResultBytes int
 	// Supervision is the restart intensity of every supervisor.
 	Supervision Intensity
 	// HostBreaker gives the breaker settings of a downstream host.

@@ -202,6 +202,9 @@ func (w *worker) execute(base context.Context, work store.StepWork, msgID int64)
 		if len(a.result) == 0 {
 			a.result = []byte("null")
 		}
+		if se := workflow.CheckResult(work.Handler, a.result, w.sys.settings.MaxResultBytes); se != nil {
+			return nil, se
+		}
 		return a.result, nil
 	case <-ctx.Done():
 		return nil, workflow.Retryable(workflow.KindTimeout, 0, "handler %s did not finish within %s", work.Handler, timeout)

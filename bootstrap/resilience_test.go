@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -898,4 +899,41 @@ failure_threshold = 2
 	})
 	opened() // the running threshold of 2 is kept
 	n.waitTask(n.submit("rl", "job"), workflow.TaskStateComplete)
+}
+
+// TestResultsAreChecked: a handler's result that is not JSON, or is over
+// queue.max_result_bytes, fails the step for good with the cause, after one
+// run: the handler's side effects are not repeated by redelivery.
+func TestResultsAreChecked(t *testing.T) {
+	t.Parallel()
+	var notJSON, huge atomic.Int64
+	n := rsStart(t, rsSetup{
+		templates: map[string]string{
+			"results/garbage.toml": rsOneStep("results", "garbage", "test.not_json", ""),
+			"results/huge.toml":    rsOneStep("results", "huge", "test.huge", ""),
+		},
+		handlers: map[string]workflow.Handler{
+			"test.not_json": workflow.HandlerFunc(func(context.Context, workflow.StepInput) (json.RawMessage, error) {
+				notJSON.Add(1)
+				return json.RawMessage("not json at all"), nil
+			}),
+			"test.huge": workflow.HandlerFunc(func(context.Context, workflow.StepInput) (json.RawMessage, error) {
+				huge.Add(1)
+				return json.RawMessage(`"` + strings.Repeat("x", 4096) + `"`), nil
+			}),
+		},
+		configure: func(cfg *config.Config) { cfg.Queue.MaxResultBytes = 2048 },
+	})
+	d := n.waitTask(n.submit("results", "garbage"), workflow.TaskStateError)
+	e := rsErrorOf(t, d.Steps[0])
+	require.Equal(t, workflow.KindInvalidResult, e.Kind)
+	require.False(t, e.Retryable)
+	require.Contains(t, e.Message, "not JSON")
+	require.EqualValues(t, 1, notJSON.Load(), "the handler ran once")
+
+	d = n.waitTask(n.submit("results", "huge"), workflow.TaskStateError)
+	e = rsErrorOf(t, d.Steps[0])
+	require.Equal(t, workflow.KindResultTooLarge, e.Kind)
+	require.Contains(t, e.Message, "queue.max_result_bytes")
+	require.EqualValues(t, 1, huge.Load(), "the handler ran once")
 }

@@ -45,6 +45,7 @@ func actorSettings(cfg *config.Config, nodeID string, namespaces []string, live 
 		OrchestrationBreaker:      breakerSettings(cfg.Breaker(config.ComponentOrchestration)),
 		BatchSize:                 cfg.Queue.BatchSize,
 		MaxDeliveries:             cfg.Queue.MaxDeliveries,
+		MaxResultBytes:            cfg.Queue.MaxResultBytes,
 		Supervision:               actors.Intensity{MaxRestarts: cfg.Supervision.MaxRestarts, Window: cfg.Supervision.Window.Duration()},
 		HostBreaker: func(host string) actors.BreakerSettings {
 			return breakerSettings(live().Breaker(config.HTTPComponent(host)))

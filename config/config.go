@@ -154,6 +154,10 @@ type Queue struct {
 	// MaxRequestBytes is the largest task request accepted; a larger one is
 	// archived as rejected. Defaults to 262144 (256 KiB).
 	MaxRequestBytes int `toml:"max_request_bytes"`
+	// MaxResultBytes is the largest result a handler may return; a larger
+	// one, or one that is not JSON, fails the step for good. Defaults to
+	// 1048576 (1 MiB).
+	MaxResultBytes int `toml:"max_result_bytes"`
 	// ListenNotify wakes pollers through PostgreSQL LISTEN/NOTIFY when a message
 	// is sent, so PollInterval only bounds the delay when a notification is
 	// missed. Defaults to true.
@@ -344,6 +348,7 @@ func Default(env string) *Config {
 			BatchSize:         50,
 			MaxDeliveries:     5,
 			MaxRequestBytes:   256 << 10,
+			MaxResultBytes:    1 << 20,
 			ListenNotify:      true,
 		},
 		CircuitBreakers: CircuitBreakers{Default: BreakerConfig{

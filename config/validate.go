@@ -55,6 +55,7 @@ func (c *Config) Validate() error {
 	v.intRange("queue.batch_size", c.Queue.BatchSize, 1, 1000)
 	v.intRange("queue.max_deliveries", c.Queue.MaxDeliveries, 1, 1000)
 	v.intRange("queue.max_request_bytes", c.Queue.MaxRequestBytes, 1<<10, 64<<20)
+	v.intRange("queue.max_result_bytes", c.Queue.MaxResultBytes, 1<<10, 64<<20)
 
 	v.optDurRange("orchestration.poll_interval", c.Orchestration.PollInterval, time.Millisecond, time.Hour)
 

@@ -53,6 +53,10 @@ const (
 	KindTimeout = "timeout"
 	// KindPanic is a handler that panicked.
 	KindPanic = "panic"
+	// KindResultTooLarge is a result above the node's limit (permanent).
+	KindResultTooLarge = "result_too_large"
+	// KindInvalidResult is a result that is not JSON (permanent).
+	KindInvalidResult = "invalid_result"
 )
 
 // StepError is a failed attempt as the engine records it on the step.
@@ -126,4 +130,34 @@ func AsStepError(err error) *StepError {
 		kind = KindTimeout
 	}
 	return &StepError{Kind: kind, Message: err.Error(), Retryable: true, cause: err}
+}
+
+// MaxResultBytesDefault is the default limit on a step's result.
+const MaxResultBytesDefault = 1 << 20
+
+// CheckResult is the rule for what a handler may return as a step's result:
+// one JSON value of at most maxBytes bytes (0: MaxResultBytesDefault). A
+// result that breaks it fails the step for good, naming the cause: running
+// the handler again would only repeat its side effects to the same end.
+func CheckResult(handler string, result []byte, maxBytes int) *StepError {
+	if maxBytes <= 0 {
+		maxBytes = MaxResultBytesDefault
+	}
+	if len(result) > maxBytes {
+		return Permanent(KindResultTooLarge, "handler %s returned %d bytes, more than the limit of %d (queue.max_result_bytes)",
+			handler, len(result), maxBytes)
+	}
+	if !json.Valid(result) {
+		return Permanent(KindInvalidResult, "handler %s returned a result that is not JSON: %s", handler, snippet(result))
+	}
+	return nil
+}
+
+// snippet shows the start of a refused result.
+func snippet(b []byte) string {
+	const n = 64
+	if len(b) > n {
+		return fmt.Sprintf("%q…", b[:n])
+	}
+	return fmt.Sprintf("%q", b)
 }

@@ -120,3 +120,17 @@ func TestRegistryConcurrent(t *testing.T) {
 		require.Equal(t, 1, n, "%s registered once", name)
 	}
 }
+
+func TestCheckResult(t *testing.T) {
+	require.Nil(t, CheckResult("h", []byte(`{"a": 1}`), 0))
+	require.Nil(t, CheckResult("h", []byte(`null`), 4))
+	se := CheckResult("h", []byte(`"abcdef"`), 4)
+	require.NotNil(t, se)
+	require.Equal(t, KindResultTooLarge, se.Kind)
+	require.False(t, se.Retryable)
+	se = CheckResult("h", []byte(`{"a": `), 0)
+	require.NotNil(t, se)
+	require.Equal(t, KindInvalidResult, se.Kind)
+	require.False(t, se.Retryable)
+	require.Contains(t, se.Message, `{\"a\": `)
+}
