@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -138,9 +140,11 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 	}
 	templates := map[templateKey]resolved{}
 	type created struct {
-		i    int
-		id   uuid.UUID
-		sent int64
+		i      int
+		id     uuid.UUID
+		sent   int64
+		digest []byte // this request's
+		stored []byte // the request's that made the task
 	}
 	var batched []*created
 	b := newBatch()
@@ -160,7 +164,11 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 		}
 		cr := &created{i: i}
 		var err error
-		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, &a.res.TaskUUID, &cr.sent); err != nil {
+		if cr.digest, err = requestDigest(req); err != nil {
+			a.err = err
+			continue
+		}
+		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent); err != nil {
 			a.err = err
 			continue
 		}
@@ -174,8 +182,15 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 	}
 	for _, cr := range batched {
 		out := &answers[cr.i].res
-		if out.TaskUUID == cr.id {
+		switch {
+		case out.TaskUUID == cr.id:
 			out.Created, out.Enqueued = true, int(cr.sent)
+		case cr.stored != nil && !bytes.Equal(cr.stored, cr.digest):
+			// The request id made a task of another request: this one is
+			// not a repeat, and is refused rather than taken for one.
+			answers[cr.i].err = &RefusedError{Action: "task request", Reason: fmt.Sprintf(
+				"request_id %s was already used by task %s for a different request (namespace, name, version, context, priority, requested_by or correlation_id differ)",
+				out.RequestID, out.TaskUUID)}
 		}
 	}
 	return answers, nil
@@ -187,7 +202,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 // of the request (this one, or the one an earlier request with its id
 // created) is scanned into task, the roots sent into sent. It returns the
 // new task's id.
-func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, task *uuid.UUID, sent *int64) (uuid.UUID, error) {
+func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64) (uuid.UUID, error) {
 	req := c.req
 	p, err := workflow.PlanTask(tmpl.Steps, uuid.NewV7)
 	if err != nil {
@@ -253,7 +268,7 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 	stmt("task_insert").queue(b, args{
 		"task": id, "request_id": pgUUID(req.RequestID), "correlation_id": pgUUID(correlation), "template_id": tmpl.ID,
 		"namespace": req.Namespace, "name": req.Name, "version": tmpl.Version, "state": string(p.State),
-		"context": taskContext, "priority": req.Priority, "requested_by": req.RequestedBy,
+		"context": taskContext, "priority": req.Priority, "requested_by": req.RequestedBy, "digest": digest,
 	})
 	stmt("task_steps_insert").queue(b, args{
 		"task": id, "namespace": req.Namespace, "enqueued": string(enqueueTo), "steps": ids, "names": names,
@@ -273,7 +288,18 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 	var woke, acked int64
 	roots.queue(b, args{
 		"messages": rootMsgs, "task": id, "wake_channel": WakeChannel, "wake_queue": stepQueue,
-		"msg_id": c.msgID, "request_id": pgUUID(req.RequestID),
-	}).QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(task), sent, &woke, &acked) })
+		"msg_id": c.msgID, "request_id": pgUUID(req.RequestID), "digest": digest,
+	}).QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(task), stored, sent, &woke, &acked) })
 	return p.Task, nil
+}
+
+// requestDigest is the SHA-256 of a request's canonical form, kept on its
+// task so a request id used again can be told a repeat or another request.
+func requestDigest(req queue.TaskRequest) ([]byte, error) {
+	body, err := req.Encode()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(body)
+	return sum[:], nil
 }

@@ -200,3 +200,29 @@ func requireRejected(t *testing.T, h *harness, body, raw string, reqID uuid.UUID
 	}
 	return out
 }
+
+// TestReusedRequestIDWithAnotherRequest: a request id used again for a
+// different request is rejected with the reason, archived and listed; the
+// same request sent again is still a repeat, acknowledged without effect.
+func TestReusedRequestIDWithAnotherRequest(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	req := request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+	first := h.accept(req)
+	require.True(t, first.Created)
+
+	again := h.accept(req)
+	require.False(t, again.Created)
+	require.False(t, again.Rejected, again.Reason)
+	require.Equal(t, first.TaskUUID, again.TaskUUID)
+
+	other := req
+	other.Context = `{"even_number": 8}`
+	body, err := other.Encode()
+	require.NoError(t, err)
+	requireRejected(t, h, string(body), "", req.RequestID, "already used by task "+first.TaskUUID.String(), "different request")
+
+	d, err := h.st.TaskShow(h.ctx, first.TaskUUID)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"even_number": 6}`, string(d.Context), "the first request's task is untouched")
+}

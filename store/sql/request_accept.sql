@@ -4,9 +4,9 @@
 
 -- name: task_insert
 INSERT INTO tasker.tasks (task_uuid, request_id, correlation_id, template_id, namespace, name,
-    version, state, context, priority, requested_by)
+    version, state, context, priority, requested_by, request_digest)
 VALUES (@task, @request_id, @correlation_id, @template_id, @namespace, @name, @version, @state,
-    @context::jsonb, @priority, @requested_by)
+    @context::jsonb, @priority, @requested_by, @digest)
 ON CONFLICT (request_id) DO NOTHING;
 
 -- name: task_steps_insert
@@ -42,9 +42,10 @@ ORDER BY n;
 
 -- name: task_roots_send
 -- Sends the roots' messages to {{step_queue}} and wakes its poller, if the
--- task is new; deletes the request @msg_id from {{request_queue}} either way
--- (none for a task created without a message); returns the task of the
--- request.
+-- task is new; deletes the request @msg_id from {{request_queue}} (none for
+-- a task created without a message) if it created the task or repeats the
+-- request that did (same digest; a task from before digests were kept
+-- counts as the same); returns the task of the request and its digest.
 WITH sent AS (
     INSERT INTO {{step_queue}} (vt, message)
     SELECT clock_timestamp(), m.msg FROM unnest(@messages::jsonb[]) WITH ORDINALITY AS m(msg, n)
@@ -54,9 +55,13 @@ WITH sent AS (
 ), woke AS (
     SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
 ), acked AS (
-    DELETE FROM {{request_queue}} WHERE msg_id = @msg_id::bigint RETURNING msg_id
+    DELETE FROM {{request_queue}} WHERE msg_id = @msg_id::bigint
+        AND EXISTS (SELECT FROM tasker.tasks WHERE request_id = @request_id
+            AND (task_uuid = @task OR request_digest IS NULL OR request_digest = @digest::bytea))
+    RETURNING msg_id
 )
-SELECT t.task_uuid, (SELECT count(*) FROM sent), (SELECT count(*) FROM woke), (SELECT count(*) FROM acked)
+SELECT t.task_uuid, t.request_digest, (SELECT count(*) FROM sent), (SELECT count(*) FROM woke),
+    (SELECT count(*) FROM acked)
 FROM tasker.tasks t WHERE t.request_id = @request_id;
 
 -- name: request_reject
