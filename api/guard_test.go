@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -80,4 +81,19 @@ func TestCompactJSON(t *testing.T) {
 	writeJSON(rec, httptest.NewRequest("GET", "http://localhost/v1/tasks?pretty=1", nil), http.StatusOK, v)
 	require.Contains(t, rec.Body.String(), "\n  \"a\": {")
 	require.NoError(t, knownParams(map[string][]string{"pretty": {"1"}}), "pretty is known to every route")
+}
+
+// TestBodyTooDeep: an operator's body nests at most the domain's limit.
+func TestBodyTooDeep(t *testing.T) {
+	t.Parallel()
+	deep := strings.Repeat("[", 5000) + strings.Repeat("]", 5000)
+	req := httptest.NewRequest("POST", "http://localhost/v1/tasks/x/resolve", strings.NewReader(`{"step": "a", "result": `+deep+`}`))
+	var v struct {
+		Step   string          `json:"step"`
+		Result json.RawMessage `json:"result"`
+	}
+	err := decodeBody(httptest.NewRecorder(), req, &v)
+	var invalid *InvalidError
+	require.ErrorAs(t, err, &invalid)
+	require.Contains(t, err.Error(), "nested 5001 levels deep")
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -159,15 +160,24 @@ func limitParam(q url.Values) (int, error) {
 // decodeBody reads an optional JSON object body into v; an empty body
 // leaves v as it is. Unknown fields are refused.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return &tooLargeError{limit: tooLarge.Limit}
+	case err != nil:
+		return invalidf("request body: %v", err)
+	}
+	// The body's object is one level; a result in it may nest the limit.
+	if depth := workflow.JSONDepth(body); depth > workflow.MaxJSONDepth+1 {
+		return invalidf("request body: nested %d levels deep, more than the limit of %d within a field", depth, workflow.MaxJSONDepth)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
 	switch {
 	case errors.Is(err, io.EOF):
 		return nil
-	case errors.As(err, &tooLarge):
-		return &tooLargeError{limit: tooLarge.Limit}
 	case err != nil:
 		return invalidf("request body: %v", err)
 	case dec.More():

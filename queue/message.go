@@ -230,6 +230,12 @@ type decoder struct {
 
 func newDecoder(kind string, data []byte) *decoder {
 	d := &decoder{kind: kind}
+	if depth := workflow.JSONDepth(data); depth > workflow.MaxJSONDepth+1 {
+		// The message's own object is one level; its fields may nest
+		// workflow.MaxJSONDepth more.
+		d.problem("$", fmt.Sprintf("nested %d levels deep, more than the limit of %d within a field", depth, workflow.MaxJSONDepth))
+		return d
+	}
 	if !json.Valid(data) {
 		d.problem("$", "malformed JSON")
 		return d

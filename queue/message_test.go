@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -229,4 +230,18 @@ func FuzzDecodeTaskRequest(f *testing.F) {
 			t.Fatalf("round trip changed the request:\n%+v\n%+v", r, r2)
 		}
 	})
+}
+
+func TestDecodeTaskRequestTooDeep(t *testing.T) {
+	t.Parallel()
+	ok := `{"request_id": "` + reqID + `", "namespace": "ns", "name": "t", "context": {"a": ` +
+		strings.Repeat("[", workflow.MaxJSONDepth-1) + strings.Repeat("]", workflow.MaxJSONDepth-1) + `}}`
+	_, err := queue.DecodeTaskRequest([]byte(ok))
+	require.NoError(t, err, "a context of the limit's depth is accepted")
+	deep := `{"request_id": "` + reqID + `", "namespace": "ns", "name": "t", "context": ` +
+		strings.Repeat(`{"a":`, 5000) + "1" + strings.Repeat("}", 5000) + `}`
+	_, err = queue.DecodeTaskRequest([]byte(deep))
+	var verr *queue.ValidationError
+	require.ErrorAs(t, err, &verr)
+	require.Contains(t, err.Error(), "nested 5001 levels deep, more than the limit of 64")
 }

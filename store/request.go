@@ -38,7 +38,7 @@ type RequestOutcome struct {
 // trip and one commit for the batch.
 func (s *Store) RequestAccept(ctx context.Context, msg queue.Message) (RequestOutcome, error) {
 	if len(msg.Body) > s.maxReq {
-		return s.requestReject(ctx, msg, uuid.Nil,
+		return s.requestReject(ctx, msg, requestIDOf(msg.Body),
 			fmt.Sprintf("payload of %d bytes exceeds the limit of %d bytes", len(msg.Body), s.maxReq))
 	}
 	req, err := queue.DecodeTaskRequest(msg.Body)
@@ -101,20 +101,53 @@ func (s *Store) requestReject(ctx context.Context, msg queue.Message, requestID 
 // maxRejectedPayload is how much of a rejected request is kept, in bytes.
 const maxRejectedPayload = 4096
 
-// requestIDOf digs the request id out of a payload that failed validation,
-// so the rejection can still be found by it.
+// requestIDOf digs the request id out of a payload that failed validation
+// (too large, too deep, a field wrong), so the rejection can still be found
+// by it: it reads the top-level object token by token, never decoding a
+// nested value whole, and stops at the first request_id.
 func requestIDOf(body []byte) uuid.UUID {
-	var probe struct {
-		RequestID string `json:"request_id"`
-	}
-	if json.Unmarshal(body, &probe) != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return uuid.Nil
 	}
-	id, err := uuid.Parse(probe.RequestID)
-	if err != nil {
-		return uuid.Nil
+	depth, expectKey := 1, true
+	for {
+		t, err := dec.Token()
+		if err != nil {
+			return uuid.Nil
+		}
+		if depth == 1 && expectKey {
+			key, ok := t.(string)
+			if !ok {
+				return uuid.Nil // the end of the object
+			}
+			if key == "request_id" {
+				t, err := dec.Token()
+				if err != nil {
+					return uuid.Nil
+				}
+				s, _ := t.(string)
+				id, err := uuid.Parse(s)
+				if err != nil {
+					return uuid.Nil
+				}
+				return id
+			}
+			expectKey = false
+			continue
+		}
+		switch v := t.(type) {
+		case json.Delim:
+			if v == '{' || v == '[' {
+				depth++
+				continue
+			}
+			depth--
+		}
+		if depth == 1 {
+			expectKey = true // a value of the top level has ended
+		}
 	}
-	return id
 }
 
 // acceptCall is one task request to accept in a batch; msgID is the

@@ -11,6 +11,7 @@ import (
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/testsupport"
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // TestRequestIdempotent accepts the same request twice: one task, and the
@@ -104,7 +105,10 @@ func TestRequestRejected(t *testing.T) {
 	add("context a string", r, reqBody(r, "linear_workflow", "mathematical_sequence", "1.0.0", `"even_number=6"`), "",
 		"context: must be a JSON object")
 	add("not an object", uuid.Nil, `[1, 2, 3]`, "", "$: must be a JSON object")
-	add("malformed JSON", uuid.Nil, `{"placeholder": true}`, `{"request_id": "`+id().String()+`", "namespace": `, "$: malformed JSON")
+	// The request id is read before the document breaks off.
+	r = id()
+	add("malformed JSON", r, `{"placeholder": true}`, `{"request_id": "`+r.String()+`", "namespace": `, "$: malformed JSON")
+	add("malformed before the id", uuid.Nil, `{"placeholder": true}`, `{"namespace": [, "request_id": "`+id().String()+`"}`, "$: malformed JSON")
 	add("missing request_id", uuid.Nil, `{"namespace": "linear_workflow", "name": "mathematical_sequence", "context": {}}`, "",
 		"request_id: missing")
 	r = id()
@@ -123,7 +127,23 @@ func TestRequestRejected(t *testing.T) {
 		h := newHarness(t, store.Options{MaxRequestBytes: 100})
 		rid := id()
 		body := reqBody(rid, "linear_workflow", "mathematical_sequence", "1.0.0", `{"even_number": 6, "note": "`+strings.Repeat("x", 50)+`"}`)
-		requireRejected(t, h, body, "", uuid.Nil, "bytes exceeds the limit of 100 bytes")
+		// The request id is read first, so the rejection can be found by it.
+		requireRejected(t, h, body, "", rid, "bytes exceeds the limit of 100 bytes")
+	})
+
+	t.Run("nested too deep", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, store.Options{})
+		for _, depth := range []int{workflow.MaxJSONDepth + 1, 5000, 20000} {
+			rid := id()
+			deep := strings.Repeat(`{"a":`, depth) + "1" + strings.Repeat("}", depth)
+			body := fmt.Sprintf(`{"name": "request_id", "context": %s, "request_id": %q, "namespace": "linear_workflow"}`, deep, rid)
+			// The queue client refuses to send what is not JSON to
+			// encoding/json (deeper than 10,000 levels): the payload is
+			// put in place of a placeholder, as a client without that check
+			// would send it.
+			requireRejected(t, h, `{"placeholder": true}`, body, rid, "levels deep, more than the limit of 64")
+		}
 	})
 
 	t.Run("oversized multibyte payload", func(t *testing.T) {
@@ -132,9 +152,10 @@ func TestRequestRejected(t *testing.T) {
 		// character, or the rejection itself fails and the message loops.
 		h := newHarness(t, store.Options{MaxRequestBytes: 1000})
 		for pad := range 2 {
-			body := fmt.Sprintf(`{"request_id": %q, "pad": %q, "context": {"note": %q}}`,
-				id(), strings.Repeat("p", pad), strings.Repeat("é", 3000))
-			requireRejected(t, h, body, "", uuid.Nil, "exceeds the limit of 1000 bytes")
+			rid := id()
+			body := fmt.Sprintf(`{"pad": %q, "context": {"note": %q}, "request_id": %q}`,
+				strings.Repeat("p", pad), strings.Repeat("é", 3000), rid)
+			requireRejected(t, h, body, "", rid, "exceeds the limit of 1000 bytes")
 		}
 		list, err := h.st.RejectedList(h.ctx, 10)
 		require.NoError(t, err)

@@ -147,6 +147,9 @@ func CheckResult(handler string, result []byte, maxBytes int) *StepError {
 		return Permanent(KindResultTooLarge, "handler %s returned %d bytes, more than the limit of %d (queue.max_result_bytes)",
 			handler, len(result), maxBytes)
 	}
+	if d := JSONDepth(result); d > MaxJSONDepth {
+		return Permanent(KindInvalidResult, "handler %s returned a result nested %d levels deep, more than the limit of %d", handler, d, MaxJSONDepth)
+	}
 	if !json.Valid(result) {
 		return Permanent(KindInvalidResult, "handler %s returned a result that is not JSON: %s", handler, snippet(result))
 	}

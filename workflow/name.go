@@ -39,3 +39,37 @@ func ValidName(s string) bool { return len(s) <= MaxNameLen && identRe.MatchStri
 // ValidVersion reports whether s is a semantic version (1.2.3,
 // 1.0.0-rc.1).
 func ValidVersion(s string) bool { return semverRe.MatchString(s) }
+
+// MaxJSONDepth is how deeply a task context, a step result or an operator's
+// result may nest: enough for any document a person writes, and far from
+// what makes a reader's work (and an indented answer) grow without bound.
+const MaxJSONDepth = 64
+
+// JSONDepth returns how deeply the arrays and objects of a JSON text nest
+// (0 for a scalar), reading it once and without recursion, so that it is
+// safe on hostile input of any depth. Brackets inside strings do not count.
+func JSONDepth(b []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
+}

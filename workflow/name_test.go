@@ -33,3 +33,17 @@ func TestNames(t *testing.T) {
 		require.Equal(t, ok, ValidVersion(v), v)
 	}
 }
+
+func TestJSONDepth(t *testing.T) {
+	for text, want := range map[string]int{
+		`1`: 0, `"[{"`: 0, `[]`: 1, `{"a": [1, {"b": "]]]"}]}`: 3, `"\"[" `: 0, `[["\\"], [[]]]`: 3,
+		strings.Repeat("[", 20000) + strings.Repeat("]", 20000): 20000,
+	} {
+		require.Equal(t, want, JSONDepth([]byte(text)), text[:min(len(text), 20)])
+	}
+	se := CheckResult("h", []byte(strings.Repeat("[", MaxJSONDepth+1)+strings.Repeat("]", MaxJSONDepth+1)), 0)
+	require.NotNil(t, se)
+	require.Equal(t, KindInvalidResult, se.Kind)
+	require.Contains(t, se.Message, "levels deep")
+	require.Nil(t, CheckResult("h", []byte(strings.Repeat("[", MaxJSONDepth)+strings.Repeat("]", MaxJSONDepth)), 0))
+}
