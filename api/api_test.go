@@ -262,7 +262,23 @@ func TestAPITaskList(t *testing.T) {
 	a.get("/v1/tasks?state=error", &page)
 	require.Len(t, page.Tasks, 1)
 	require.Equal(t, testsupport.LinearNamespace, page.Tasks[0].Namespace)
-	require.JSONEq(t, `{"even_number": 5}`, string(page.Tasks[0].Context))
+	require.Empty(t, page.Tasks[0].Context, "a list row carries no context")
+	require.Empty(t, page.NextCursor, "one page holds them all")
+
+	// Pages follow one another through next_cursor.
+	var walked []uuid.UUID
+	query := "/v1/tasks?limit=1"
+	for range 10 {
+		var p api.TaskPage
+		a.get(query, &p)
+		walked = append(walked, taskUUIDs(p.Tasks)...)
+		if p.NextCursor == "" {
+			break
+		}
+		query = "/v1/tasks?limit=1&before=" + p.NextCursor
+	}
+	require.Equal(t, []uuid.UUID{dia, odd, lin2, old}, walked)
+	a.fail(http.MethodGet, "/v1/tasks?before=yesterday", "", http.StatusBadRequest, api.CodeBadRequest)
 
 	msg := a.fail(http.MethodGet, "/v1/tasks?state=bogus", "", http.StatusBadRequest, api.CodeBadRequest)
 	require.Contains(t, msg, `"bogus"`)

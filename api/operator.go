@@ -94,6 +94,8 @@ type TaskFilter struct {
 	Since string
 	// Limit is the number of tasks returned. Defaults to ListLimitDefault.
 	Limit int
+	// Before is a cursor: the next_cursor of the previous page.
+	Before string
 }
 
 // params validates f and turns it into the store's filter.
@@ -112,6 +114,13 @@ func (f TaskFilter) params(now time.Time) (store.TaskListParams, error) {
 			return p, err
 		}
 		p.CreatedAfter = now.Add(-d)
+	}
+	if f.Before != "" {
+		id, err := uuid.Parse(f.Before)
+		if err != nil {
+			return p, invalidf("before %q is not a cursor (a task uuid)", f.Before)
+		}
+		p.Before = id
 	}
 	limit, err := checkLimit(f.Limit)
 	p.Limit = limit
@@ -133,6 +142,8 @@ func checkLimit(n int) (int, error) {
 type (
 	TaskPage struct {
 		Tasks []store.Task `json:"tasks"`
+		// NextCursor, when set, is the before of the next page.
+		NextCursor string `json:"next_cursor,omitempty"`
 	}
 	TemplatePage struct {
 		Templates []store.TemplateInfo `json:"templates"`
@@ -168,8 +179,16 @@ func (o Operator) Tasks(ctx context.Context, f TaskFilter) (TaskPage, error) {
 	if err != nil {
 		return TaskPage{}, err
 	}
+	// One more than asked tells whether a next page exists.
+	want := p.Limit
+	p.Limit++
 	tasks, err := o.Store.TaskList(ctx, p)
-	return TaskPage{Tasks: nonNil(tasks)}, err
+	page := TaskPage{Tasks: nonNil(tasks)}
+	if len(page.Tasks) > want {
+		page.Tasks = page.Tasks[:want]
+		page.NextCursor = page.Tasks[want-1].TaskUUID.String()
+	}
+	return page, err
 }
 
 // Task returns a task, by task uuid or request id, with its steps and

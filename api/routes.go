@@ -38,11 +38,12 @@ func (s *server) routes(mux *http.ServeMux) {
 	op := s.op
 	mux.HandleFunc("GET /v1/tasks", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if err := knownParams(q, "state", "namespace", "name", "since", "limit"); err != nil {
+		if err := knownParams(q, "state", "namespace", "name", "since", "limit", "before"); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		f := TaskFilter{State: q.Get("state"), Namespace: q.Get("namespace"), Name: q.Get("name"), Since: q.Get("since")}
+		f := TaskFilter{State: q.Get("state"), Namespace: q.Get("namespace"), Name: q.Get("name"), Since: q.Get("since"),
+			Before: q.Get("before")}
 		var err error
 		if f.Limit, err = limitParam(q); err != nil {
 			s.fail(w, r, err)

@@ -33,7 +33,7 @@ var commands = []command{
 	{name: "tree", summary: "print the live actor tree of a running node", data: true,
 		about:   "It reads GET /debug/actors of the node (TASKER_API_TOKEN is sent as the bearer token).",
 		example: "tasker tree --addr 127.0.0.1:8080", run: runTree},
-	{name: "task list", summary: "list tasks, newest first (--state, --namespace, --name, --since, --limit)", data: true,
+	{name: "task list", summary: "list tasks, newest first (--state, --namespace, --name, --since, --limit, --before)", data: true,
 		example: "tasker task list --state error --since 24h", run: runTaskList},
 	{name: "task show", args: "TASK", summary: "show a task (uuid or request id): steps, timing, results, DAG, history", data: true,
 		example: "tasker task show 0193e7a0-0000-7000-8000-0000000000aa --history", run: runTaskAction},

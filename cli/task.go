@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/tasker-run/tasker/api"
@@ -18,6 +19,7 @@ func runTaskList(in *invocation, args []string) error {
 	in.fs.StringVar(&f.Name, "name", "", "keep tasks of this template name")
 	in.fs.StringVar(&f.Since, "since", "", `keep tasks created within this age ("90m", "24h", "7d")`)
 	in.fs.IntVar(&f.Limit, "limit", api.ListLimitDefault, "at most this many tasks")
+	in.fs.StringVar(&f.Before, "before", "", "tasks older than this cursor (the next_cursor of the previous page)")
 	if _, err := in.parse(args); err != nil {
 		return err
 	}
@@ -26,7 +28,15 @@ func runTaskList(in *invocation, args []string) error {
 		if err != nil {
 			return usageError(err)
 		}
-		return in.output(page, func() error { return writeTaskList(in.stdout, page.Tasks, time.Now()) })
+		return in.output(page, func() error {
+			if err := writeTaskList(in.stdout, page.Tasks, time.Now()); err != nil {
+				return err
+			}
+			if page.NextCursor != "" {
+				fmt.Fprintf(in.stdout, "more: tasker task list --before %s\n", page.NextCursor)
+			}
+			return nil
+		})
 	})
 }
 

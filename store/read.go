@@ -22,12 +22,13 @@ type Task struct {
 	Name          string             `json:"name"`
 	Version       string             `json:"version"`
 	State         workflow.TaskState `json:"state"`
-	Context       json.RawMessage    `json:"context"`
-	Priority      int                `json:"priority"`
-	RequestedBy   string             `json:"requested_by,omitempty"`
-	CreatedAt     time.Time          `json:"created_at"`
-	UpdatedAt     time.Time          `json:"updated_at"`
-	FinishedAt    *time.Time         `json:"finished_at,omitempty"`
+	// Context is the task's input; lists leave it out (TaskShow has it).
+	Context     json.RawMessage `json:"context,omitempty"`
+	Priority    int             `json:"priority"`
+	RequestedBy string          `json:"requested_by,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 }
 
 // Step is a step row with the names of its parents.
@@ -144,6 +145,9 @@ type TaskListParams struct {
 	Name      string
 	// CreatedAfter keeps tasks newer than this.
 	CreatedAfter time.Time
+	// Before keeps tasks older than this task (a cursor: the last task of
+	// the previous page).
+	Before uuid.UUID
 	// Limit defaults to 50.
 	Limit int
 }
@@ -157,8 +161,14 @@ func (s *Store) TaskList(ctx context.Context, p TaskListParams) ([]Task, error) 
 	if !p.CreatedAfter.IsZero() {
 		after = &p.CreatedAfter
 	}
+	var before *[16]byte
+	if p.Before != uuid.Nil {
+		b := pgUUID(p.Before)
+		before = &b
+	}
 	rows, err := stmt("task_list").query(ctx, s.pool, args{
 		"state": string(p.State), "namespace": p.Namespace, "name": p.Name, "created_after": after, "limit": p.Limit,
+		"before": before,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing tasks: %w", err)

@@ -29,13 +29,18 @@ FROM tasker.step_transitions x JOIN tasker.steps s ON s.step_uuid = x.step_uuid
 WHERE x.task_uuid = @task ORDER BY x.id;
 
 -- name: task_list
--- Tasks newest first; an empty filter does not filter.
-SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, context,
+-- Tasks newest first (ties in the order of their uuids), after the task
+-- @before when given (a cursor: the last task of the previous page); an
+-- empty filter does not filter. A list row carries no context: that is the
+-- task's detail.
+SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, NULL::jsonb,
     priority, requested_by, created_at, updated_at, finished_at
 FROM tasker.tasks
 WHERE (@state = '' OR state = @state) AND (@namespace = '' OR namespace = @namespace)
     AND (@name = '' OR name = @name) AND (@created_after::timestamptz IS NULL OR created_at > @created_after)
-ORDER BY created_at DESC LIMIT @limit;
+    AND (@before::uuid IS NULL
+        OR (created_at, task_uuid) < (SELECT created_at, task_uuid FROM tasker.tasks WHERE task_uuid = @before))
+ORDER BY created_at DESC, task_uuid DESC LIMIT @limit;
 
 -- name: rejected_list
 SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at
