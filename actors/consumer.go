@@ -11,6 +11,7 @@ import (
 
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
 )
 
 const (
@@ -176,8 +177,13 @@ func applyResult(ctx context.Context, s *System, m queue.Message) error {
 	if err != nil {
 		return err
 	}
-	if out.Ignored {
+	switch {
+	case out.Archived:
+		s.log.Warn("step result archived", "msg_id", m.ID, "task_uuid", out.TaskUUID, "step_uuid", out.StepUUID, "reason", out.Reason)
+	case out.Ignored:
 		s.log.Debug("step result ignored", "task_uuid", out.TaskUUID, "step_uuid", out.StepUUID, "reason", out.Reason)
+	case out.TaskState == workflow.TaskStateError:
+		s.log.Warn("task failed", "task_uuid", out.TaskUUID, "step_uuid", out.StepUUID, "step_state", out.StepState)
 	}
 	if s.deps.ResultApplied != nil {
 		s.deps.ResultApplied(out)

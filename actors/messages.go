@@ -15,6 +15,9 @@ type stepJob struct {
 	ReadCount int
 	TaskUUID  uuid.UUID
 	StepUUID  uuid.UUID
+	// Undecodable says why the message is no step message (StepUUID is
+	// then nil); empty for a good one.
+	Undecodable string
 }
 
 // workerFree tells the poller that worker Index can take a job. Announce

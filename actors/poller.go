@@ -113,6 +113,8 @@ func (p *poller) dispatch(ctx actor.Context, m queue.Message) {
 	job := stepJob{MsgID: m.ID, ReadCount: m.ReadCount}
 	if step, err := queue.DecodeStepMessage(m.Body); err == nil {
 		job.TaskUUID, job.StepUUID = step.TaskUUID, step.StepUUID
+	} else {
+		job.Undecodable = err.Error()
 	}
 	for i, ok := range p.idle {
 		if ok {

@@ -64,7 +64,7 @@ func (w *worker) run(job stepJob) {
 	q := w.queueName()
 
 	if job.StepUUID == uuid.Nil {
-		log.Error("archiving a step message that does not decode")
+		log.Warn("archiving a step message that does not decode", "reason", job.Undecodable)
 		_ = breaker.Run(func() error {
 			ctx, cancel := context.WithTimeout(base, dbTimeout)
 			defer cancel()

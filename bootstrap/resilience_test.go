@@ -293,6 +293,12 @@ func (b *rsLogBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+func (b *rsLogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func (b *rsLogBuffer) contains(s string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -936,4 +942,45 @@ func TestResultsAreChecked(t *testing.T) {
 	require.Equal(t, workflow.KindResultTooLarge, e.Kind)
 	require.Contains(t, e.Message, "queue.max_result_bytes")
 	require.EqualValues(t, 1, huge.Load(), "the handler ran once")
+}
+
+// TestArchivedMessagesSayWhy: what is archived from an internal queue, and
+// a task that fails, is logged at WARN with the message id and the reason.
+func TestArchivedMessagesSayWhy(t *testing.T) {
+	t.Parallel()
+	n := rsStart(t, rsSetup{
+		templates: map[string]string{"why/fails.toml": rsOneStep("why", "fails", "test.fail", "")},
+		handlers: map[string]workflow.Handler{"test.fail": workflow.HandlerFunc(func(context.Context, workflow.StepInput) (json.RawMessage, error) {
+			return nil, workflow.Permanent("validation", "no such order")
+		})},
+	})
+	ctx, cancel := rsCtx()
+	defer cancel()
+	q := n.node.Store().Queue()
+	stepMsg, err := q.Send(ctx, queue.NamespaceQueue("why"), []byte(`{"hello": "world"}`), 0)
+	require.NoError(t, err)
+	resultMsg, err := q.Send(ctx, queue.StepResultsQueue, []byte(`{"task_uuid": "nope"}`), 0)
+	require.NoError(t, err)
+	d := n.waitTask(n.submit("why", "fails"), workflow.TaskStateError)
+
+	warned := func(msg string, parts ...string) bool {
+		for _, line := range strings.Split(n.logs.String(), "\n") {
+			if !strings.Contains(line, `"level":"WARN"`) || !strings.Contains(line, msg) {
+				continue
+			}
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(line, p)
+			}
+			if ok {
+				return true
+			}
+		}
+		return false
+	}
+	testsupport.WaitFor(t, rsWait, "the WARN lines", func() (bool, error) {
+		return warned("archiving a step message that does not decode", fmt.Sprintf(`"msg_id":%d`, stepMsg), "task_uuid: missing") &&
+			warned("step result archived", fmt.Sprintf(`"msg_id":%d`, resultMsg), "task_uuid") &&
+			warned("task failed", d.TaskUUID.String()), nil
+	})
 }

@@ -27,6 +27,9 @@ type ResultOutcome struct {
 	// acknowledged without effect; Reason says why.
 	Ignored bool
 	Reason  string
+	// Archived results (undecodable, or quarantined) were moved to the
+	// result queue's archive.
+	Archived bool
 	// Enqueued counts the steps that became ready and were sent.
 	Enqueued int
 	// RetryAt is set when the step was scheduled for another attempt.
@@ -63,6 +66,7 @@ func (s *Store) ResultQuarantine(ctx context.Context, msg queue.Message, reason 
 		return ResultOutcome{}, err
 	}
 	out, err := s.results.do(ctx, resultCall{msgID: msg.ID, res: res, poison: poison, reason: reason})
+	out.Archived = err == nil
 	if out.Ignored {
 		out.Reason = reason + " (" + out.Reason + ")"
 	}
@@ -71,7 +75,7 @@ func (s *Store) ResultQuarantine(ctx context.Context, msg queue.Message, reason 
 
 // resultArchive archives a result message that cannot be applied.
 func (s *Store) resultArchive(ctx context.Context, msg queue.Message, reason string) (ResultOutcome, error) {
-	out := ResultOutcome{Ignored: true, Reason: reason}
+	out := ResultOutcome{Ignored: true, Reason: reason, Archived: true}
 	if _, err := s.queue.Archive(ctx, queue.StepResultsQueue, msg.ID); err != nil {
 		return out, fmt.Errorf("archiving result %d: %w", msg.ID, err)
 	}
