@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,6 +125,9 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	}
 	n.log = n.log.With("node_id", n.nodeID)
 
+	if problems := cfg.ProductionProblems(); len(problems) > 0 {
+		return n, fmt.Errorf("refusing to start in production: %s", strings.Join(problems, "; "))
+	}
 	if n.db, err = Open(ctx, cfg.Database, n.log); err != nil {
 		return n, err
 	}

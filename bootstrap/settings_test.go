@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -30,4 +31,20 @@ func TestHTTPServerLimits(t *testing.T) {
 	require.Positive(t, srv.IdleTimeout)
 	require.Positive(t, srv.MaxHeaderBytes)
 	require.Less(t, srv.IdleTimeout, 40*time.Second, "an idle connection is closed well before 40s")
+}
+
+// TestProductionRefusesUnsafeSettings: a production node does not start on
+// the embedded server, nor listen beyond loopback without a token; the
+// error names the key to set.
+func TestProductionRefusesUnsafeSettings(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default(config.EnvProduction)
+	cfg.Env = config.EnvProduction
+	_, err := Start(t.Context(), Options{Config: cfg, LogOutput: io.Discard})
+	require.ErrorContains(t, err, "database.url")
+
+	cfg.Database.URL = "postgres://127.0.0.1:1/none?sslmode=disable"
+	cfg.HTTP.Listen = "0.0.0.0:0"
+	_, err = Start(t.Context(), Options{Config: cfg, LogOutput: io.Discard})
+	require.ErrorContains(t, err, "http.api_token")
 }

@@ -109,6 +109,9 @@ func runConfigCheck(in *invocation, args []string) error {
 	if err != nil {
 		return err
 	}
+	if problems := cfg.ProductionProblems(); len(problems) > 0 {
+		return fmt.Errorf("unsafe in production:\n  %s", strings.Join(problems, "\n  "))
+	}
 	redacted := cfg.Redacted()
 	tree, err := redacted.Tree()
 	if err != nil {

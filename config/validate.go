@@ -229,3 +229,35 @@ func validListen(s string) bool {
 	n, err := strconv.Atoi(port)
 	return err == nil && n >= 0 && n <= 65535
 }
+
+// ProductionProblems lists what makes the configuration unsafe to run in
+// production, each naming the key to set: the embedded PostgreSQL (a
+// private, local server meant for development), and an HTTP listener other
+// machines can reach with no API token. Empty outside production.
+func (c *Config) ProductionProblems() []string {
+	if c.Env != EnvProduction {
+		return nil
+	}
+	var out []string
+	if c.Database.URL == "" {
+		out = append(out, "database.url (or TASKER_DATABASE_URL) must be set in production: the embedded PostgreSQL is for development")
+	}
+	if c.HTTP.Listen != "" && c.HTTP.APIToken == "" && !loopbackListen(c.HTTP.Listen) {
+		out = append(out, fmt.Sprintf("http.api_token (or TASKER_API_TOKEN) must be set in production when http.listen is not a loopback address (got %q)", c.HTTP.Listen))
+	}
+	return out
+}
+
+// loopbackListen reports whether a listen address accepts only this
+// machine's connections.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

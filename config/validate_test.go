@@ -200,3 +200,28 @@ func TestValidateDoesNotEchoSecrets(t *testing.T) {
 	require.NotContains(t, err.Error(), "s3cr3t")
 	require.NotContains(t, err.Error(), "tiny-secret")
 }
+
+func TestProductionProblems(t *testing.T) {
+	t.Parallel()
+	c := Default(EnvProduction)
+	c.Env = EnvProduction
+	problems := c.ProductionProblems()
+	require.Len(t, problems, 1)
+	require.Contains(t, problems[0], "database.url")
+
+	c.Database.URL = "postgres://db/tasker"
+	c.HTTP.Listen = "0.0.0.0:8080"
+	problems = c.ProductionProblems()
+	require.Len(t, problems, 1)
+	require.Contains(t, problems[0], "http.api_token")
+	require.Contains(t, problems[0], `"0.0.0.0:8080"`)
+
+	c.HTTP.APIToken = "s3cret"
+	require.Empty(t, c.ProductionProblems())
+	c.HTTP.APIToken, c.HTTP.Listen = "", "127.0.0.1:8080"
+	require.Empty(t, c.ProductionProblems(), "a loopback listener needs no token")
+
+	d := Default(EnvDevelopment)
+	d.Env = EnvDevelopment
+	require.Empty(t, d.ProductionProblems(), "development may use the embedded server")
+}
