@@ -18,6 +18,7 @@ import (
 
 	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
+	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/testsupport"
 	"github.com/tasker-run/tasker/workflow"
@@ -394,4 +395,18 @@ func TestCLIConfigCheckJSON(t *testing.T) {
 	require.NotContains(t, v.Config.Database.URL, "s3cret", "secrets are redacted")
 	require.Contains(t, v.Config.Database.URL, "db.example")
 	require.NotEmpty(t, v.Config.Queue, "the keys are the file's")
+}
+
+// TestCLITreeUsesConfigToken: tree sends the API token of the configuration
+// file, not only the one of the environment.
+func TestCLITreeUsesConfigToken(t *testing.T) {
+	t.Parallel()
+	url := testsupport.NewDatabaseURL(t)
+	node := testsupport.StartNodeOn(t, url, testsupport.WithConfig(func(c *config.Config) { c.HTTP.APIToken = "s3cret-s3cret-s3cret" }))
+	path := filepath.Join(t.TempDir(), "tasker.toml")
+	require.NoError(t, os.WriteFile(path, fmt.Appendf(nil, "[database]\nurl = %q\n[http]\nlisten = %q\napi_token = \"s3cret-s3cret-s3cret\"\n",
+		url, node.HTTPAddr()), 0o600))
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, exitOK, Run("dev", []string{"tree", "--config", path}, &stdout, &stderr), stderr.String())
+	require.Contains(t, stdout.String(), "root")
 }

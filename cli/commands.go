@@ -201,11 +201,13 @@ func runTree(in *invocation, args []string) error {
 	if _, err := in.parse(args); err != nil {
 		return err
 	}
+	// The configuration gives the address unless --addr does, and the API
+	// token either way (http.api_token, or TASKER_API_TOKEN over it).
+	cfg, err := in.config()
+	if err != nil {
+		return err
+	}
 	if *addr == "" {
-		cfg, err := in.config()
-		if err != nil {
-			return err
-		}
 		*addr = cfg.HTTP.Listen
 	}
 	if *addr == "" {
@@ -223,7 +225,7 @@ func runTree(in *invocation, args []string) error {
 	if err != nil {
 		return err
 	}
-	if tok := os.Getenv("TASKER_API_TOKEN"); tok != "" {
+	if tok := cfg.HTTP.APIToken; tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
