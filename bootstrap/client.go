@@ -21,6 +21,9 @@ type Client struct {
 	*DB
 	Store *store.Store
 	Queue *queue.Client
+	// maxRequest is the node's queue.max_request_bytes, checked before a
+	// request is sent.
+	maxRequest int
 }
 
 // Connect opens a client on cfg's database (see Open). An embedded server
@@ -30,7 +33,8 @@ func Connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Client
 	if err != nil {
 		return nil, err
 	}
-	return &Client{DB: db, Queue: queue.NewClient(db.Pool), Store: store.New(db.Pool, storeOptions(cfg, "cli", log))}, nil
+	return &Client{DB: db, Queue: queue.NewClient(db.Pool), Store: store.New(db.Pool, storeOptions(cfg, "cli", log)),
+		maxRequest: cfg.Queue.MaxRequestBytes}, nil
 }
 
 // Close releases the client (and stops an embedded server it started).
@@ -72,6 +76,9 @@ func (c *Client) Submit(ctx context.Context, p SubmitParams) (uuid.UUID, error) 
 	body, err := req.Encode()
 	if err != nil {
 		return uuid.Nil, err
+	}
+	if c.maxRequest > 0 && len(body) > c.maxRequest {
+		return uuid.Nil, fmt.Errorf("the task request is %d bytes, more than queue.max_request_bytes (%d): the node would reject it", len(body), c.maxRequest)
 	}
 	if _, err := queue.DecodeTaskRequest(body); err != nil {
 		return uuid.Nil, err

@@ -410,3 +410,19 @@ func TestCLITreeUsesConfigToken(t *testing.T) {
 	require.Equal(t, exitOK, Run("dev", []string{"tree", "--config", path}, &stdout, &stderr), stderr.String())
 	require.Contains(t, stdout.String(), "root")
 }
+
+// TestCLISubmitTooLarge: submit refuses a request over the node's size limit
+// before sending it, instead of leaving it to be rejected.
+func TestCLISubmitTooLarge(t *testing.T) {
+	t.Parallel()
+	url := testsupport.NewDatabaseURL(t)
+	testsupport.StartNodeOn(t, url)
+	path := filepath.Join(t.TempDir(), "tasker.toml")
+	require.NoError(t, os.WriteFile(path, fmt.Appendf(nil, "[database]\nurl = %q\n[queue]\nmax_request_bytes = 1024\n", url), 0o600))
+	var stdout, stderr bytes.Buffer
+	code := Run("dev", []string{"submit", "--config", path, "--namespace", testsupport.LinearNamespace, "--name", testsupport.LinearName,
+		"--context", `{"even_number": 6, "note": "` + strings.Repeat("x", 2000) + `"}`}, &stdout, &stderr)
+	require.NotEqual(t, exitOK, code)
+	require.Contains(t, stderr.String(), "more than queue.max_request_bytes (1024)")
+	require.Equal(t, 1, strings.Count(stderr.String(), "max_request_bytes"), "printed once")
+}
