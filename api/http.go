@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"strings"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tasker-run/tasker/actors"
+	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/store"
 )
 
@@ -89,7 +89,7 @@ func guard(token string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		health := strings.HasPrefix(r.URL.Path, "/health/") || r.URL.Path == "/health"
 		switch {
-		case token == "" && !health && !loopbackHost(r.Host):
+		case token == "" && !health && !config.LoopbackHost(r.Host):
 			writeJSON(w, r, http.StatusForbidden, apiError{Code: CodeForbidden,
 				Message: fmt.Sprintf("host %q is not a loopback name; without http.api_token the node answers only requests to localhost", r.Host)})
 			return
@@ -113,20 +113,6 @@ func bearer(header, token string) bool {
 		return false
 	}
 	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1
-}
-
-// loopbackHost reports whether a Host header names this machine's loopback:
-// localhost, or a loopback address.
-func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func jsonContent(contentType string) bool {

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
+
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -62,47 +64,26 @@ func (s *server) routes(mux *http.ServeMux) {
 		s.reply(w, r, d, err)
 	})
 	mux.HandleFunc("POST /v1/tasks/{id}/retry", func(w http.ResponseWriter, r *http.Request) {
-		id, err := ParseTaskID(r.PathValue("id"))
-		if err == nil {
-			err = decodeBody(w, r, &struct{}{})
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		res, err := op.Retry(r.Context(), id)
-		s.reply(w, r, res, err)
+		s.action(w, r, &struct{}{}, func(ctx context.Context, id uuid.UUID) (ActionResult, error) {
+			return op.Retry(ctx, id)
+		})
 	})
 	mux.HandleFunc("POST /v1/tasks/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Reason string `json:"reason"`
 		}
-		id, err := ParseTaskID(r.PathValue("id"))
-		if err == nil {
-			err = decodeBody(w, r, &body)
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		res, err := op.Cancel(r.Context(), id, body.Reason)
-		s.reply(w, r, res, err)
+		s.action(w, r, &body, func(ctx context.Context, id uuid.UUID) (ActionResult, error) {
+			return op.Cancel(ctx, id, body.Reason)
+		})
 	})
 	mux.HandleFunc("POST /v1/tasks/{id}/resolve", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Step   string          `json:"step"`
 			Result json.RawMessage `json:"result"`
 		}
-		id, err := ParseTaskID(r.PathValue("id"))
-		if err == nil {
-			err = decodeBody(w, r, &body)
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		res, err := op.Resolve(r.Context(), id, body.Step, body.Result)
-		s.reply(w, r, res, err)
+		s.action(w, r, &body, func(ctx context.Context, id uuid.UUID) (ActionResult, error) {
+			return op.Resolve(ctx, id, body.Step, body.Result)
+		})
 	})
 	mux.HandleFunc("GET /v1/templates", func(w http.ResponseWriter, r *http.Request) {
 		if err := knownParams(r.URL.Query()); err != nil {
@@ -185,6 +166,21 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 		return invalidf("request body: more than one JSON value")
 	}
 	return nil
+}
+
+// action serves an operator action on the task of the path: its optional
+// JSON body is decoded into body, then do runs.
+func (s *server) action(w http.ResponseWriter, r *http.Request, body any, do func(context.Context, uuid.UUID) (ActionResult, error)) {
+	id, err := ParseTaskID(r.PathValue("id"))
+	if err == nil {
+		err = decodeBody(w, r, body)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := do(r.Context(), id)
+	s.reply(w, r, res, err)
 }
 
 func (s *server) reply(w http.ResponseWriter, r *http.Request, v any, err error) {

@@ -242,20 +242,21 @@ func (c *Config) ProductionProblems() []string {
 	if c.Database.URL == "" {
 		out = append(out, "database.url (or TASKER_DATABASE_URL) must be set in production: the embedded PostgreSQL is for development")
 	}
-	if c.HTTP.Listen != "" && c.HTTP.APIToken == "" && !loopbackListen(c.HTTP.Listen) {
+	if c.HTTP.Listen != "" && c.HTTP.APIToken == "" && !LoopbackHost(c.HTTP.Listen) {
 		out = append(out, fmt.Sprintf("http.api_token (or TASKER_API_TOKEN) must be set in production when http.listen is not a loopback address (got %q)", c.HTTP.Listen))
 	}
 	return out
 }
 
-// loopbackListen reports whether a listen address accepts only this
-// machine's connections.
-func loopbackListen(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
+// LoopbackHost reports whether host (a name or address, with or without a
+// port) is this machine's loopback: localhost, or a loopback address. An
+// empty host (":8080", every interface) is not.
+func LoopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
 	}
-	if host == "localhost" {
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

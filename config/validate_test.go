@@ -225,3 +225,14 @@ func TestProductionProblems(t *testing.T) {
 	d.Env = EnvDevelopment
 	require.Empty(t, d.ProductionProblems(), "development may use the embedded server")
 }
+
+func TestLoopbackHost(t *testing.T) {
+	t.Parallel()
+	for host, want := range map[string]bool{
+		"localhost": true, "localhost:8080": true, "LOCALHOST.": true, "127.0.0.1:8080": true, "127.5.5.5": true,
+		"[::1]:8080": true, "::1": true, "0.0.0.0:8080": false, ":8080": false, "": false, "10.0.0.5:80": false,
+		"evil.example:8080": false, "localhost.evil.example": false,
+	} {
+		require.Equal(t, want, LoopbackHost(host), host)
+	}
+}

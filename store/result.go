@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -294,14 +295,7 @@ const (
 // resultTaskState is the state a task must be in for its results to apply.
 const resultTaskState = workflow.TaskStateInProgress
 
-func takesOutcome(st workflow.StepState) bool {
-	for _, s := range outcomeStates {
-		if string(st) == s {
-			return true
-		}
-	}
-	return false
-}
+func takesOutcome(st workflow.StepState) bool { return slices.Contains(outcomeStates, string(st)) }
 
 // resultsApply sends, in one implicit transaction, the tasks' locks, each
 // plan's step move and finalization, and the acknowledgement of the results
@@ -371,11 +365,8 @@ type stepMove struct {
 	archive        bool
 }
 
-// moveCounts receives what a step move did.
-type moveCounts interface{ counts() []any }
-
 // queueStepMove adds a step's move to b; into receives its counts.
-func (s *Store) queueStepMove(b *pgx.Batch, m stepMove, into moveCounts) error {
+func (s *Store) queueStepMove(b *pgx.Batch, m stepMove, into *movedCounts) error {
 	stepQueue := queue.NamespaceQueue(m.namespace)
 	st, err := stmt("step_move").forQueues("step_queue", stepQueue, "result_queue", queue.StepResultsQueue)
 	if err != nil {
