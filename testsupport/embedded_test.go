@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,7 +93,7 @@ func TestEmbeddedServer(t *testing.T) {
 		began := time.Now()
 		url := startHelper(t, dir).wait(t)
 		t.Logf("helper with a fresh server took %s", time.Since(began))
-		require.Contains(t, url, "@127.0.0.1:")
+		require.Contains(t, url, "host="+neturl.QueryEscape(dataDir), "the private server is reached on its socket")
 		requireStopped(t, dataDir, url)
 	})
 

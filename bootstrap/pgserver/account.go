@@ -2,6 +2,8 @@ package pgserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -136,11 +138,60 @@ func (a *account) checkTraversable(dir string) error {
 			return fmt.Errorf("checking %s: %w", p, err)
 		}
 		if !a.canSearch(fi) {
-			return fmt.Errorf("running as root, so PostgreSQL runs as system user %s, which cannot enter %s (mode %s): choose a data folder outside it, or allow it with chmod o+x %s",
-				a.name, p, fi.Mode(), p)
+			return fmt.Errorf("running as root, so PostgreSQL runs as system user %s, which cannot enter %s (mode %s)",
+				a.name, p, fi.Mode())
 		}
 	}
 	return nil
+}
+
+// placeDataDir returns where the data folder configured as dir lives: dir
+// itself when the account can reach it (always, for the current user), else
+// a folder under root named after dir, which the account can reach. A
+// cluster already in the fallback folder is used there even once dir
+// becomes reachable, so a chmod does not silently switch to an empty
+// database. create says whether root may be created.
+func (a *account) placeDataDir(dir, root string, create bool) (string, error) {
+	if a == nil {
+		return dir, nil
+	}
+	fallback := filepath.Join(root, fallbackName(dir))
+	if _, err := os.Stat(filepath.Join(fallback, "PG_VERSION")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err != nil {
+			return fallback, nil
+		}
+	}
+	closed := a.checkTraversable(dir)
+	if closed == nil {
+		return dir, nil
+	}
+	if create {
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return "", fmt.Errorf("%w; and creating %s for the data folder instead failed: %w", closed, root, err)
+		}
+	}
+	if err := a.checkTraversable(fallback); err != nil {
+		return "", fmt.Errorf("%w; and the folder used instead, %s, cannot be reached either: %w", closed, fallback, err)
+	}
+	return fallback, nil
+}
+
+// fallbackName names the fallback data folder of dir: its last two path
+// elements, for people, and a digest of the whole path, so that two
+// projects never share one.
+func fallbackName(dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	label := filepath.Base(filepath.Dir(dir)) + "-" + filepath.Base(dir)
+	label = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, label)
+	if len(label) > 48 {
+		label = label[:48]
+	}
+	return label + "-" + hex.EncodeToString(sum[:6])
 }
 
 // canSearch reports whether the account may traverse the folder fi.

@@ -3,23 +3,30 @@
 // and the tests use it when there is no server to connect to.
 //
 // The data folder is created with initdb on the first start (user postgres,
-// trust authentication, UTF8, C locale) and reused on the next ones. The
-// server listens on 127.0.0.1 only, on the port asked for or on a free one,
-// and keeps its unix socket in a folder of its own (the data folder, or a
-// short temporary folder when the data folder's path is too long for a
-// socket name), so it never collides with a system server.
+// UTF8, C locale) and reused on the next ones.
+//
+// The server is closed to other local users: it listens on no TCP address,
+// only on a unix socket in a folder of its own that only its account can
+// enter (the data folder, mode 0700, or a temporary folder of mode 0700 when
+// the data folder's path is too long for a socket name). Its pg_hba.conf
+// trusts that socket and rejects every TCP connection; a cluster made by an
+// earlier version, which trusted TCP on 127.0.0.1, is rewritten to those
+// rules on its next start or join (the old file is kept beside it).
 //
 // When a live server already owns the data folder (its postmaster.pid names a
 // running postgres), Start does not fail: it joins that server, reading its
-// port from postmaster.pid, and Server.Attached reports it. Stop stops the
-// server on the data folder either way.
+// socket from postmaster.pid, and Server.Attached reports it. Join does only
+// that, and returns ErrNotRunning when there is none. Stop stops the server
+// on the data folder either way.
 //
 // PostgreSQL refuses to run as root. When the caller is root, initdb, pg_ctl
 // and so the server run as the postgres system user: the data folder (and a
-// temporary socket folder) are given to that user, and every folder above the
-// data folder must be searchable by it. Start does not loosen permissions of
-// existing folders; when one is closed (such as /root, mode 0700) it returns
-// an error naming the folder and the two ways out.
+// temporary socket folder) are given to that user. Every folder above the
+// data folder must be searchable by it; folders are never opened up on the
+// caller's behalf. When one is closed (such as /root, mode 0700), the data
+// folder is placed under Options.FallbackRoot instead (/var/lib/tasker by
+// default), at a name derived from the configured path, so every command run
+// with the same configuration finds the same server; the log says where.
 //
 // Start is not safe to call concurrently for one data folder from several
 // processes; callers that share a folder serialise Start and Stop themselves
@@ -32,7 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,20 +64,27 @@ const (
 	maxConnections = 200
 	// socketPathMax is the longest unix socket path (sun_path less its NUL).
 	socketPathMax = 107
-	// portAttempts is how often a start on a picked free port is retried when
-	// the port was taken in between.
-	portAttempts = 3
+	// PortDefault is the port number of the server's socket when none is
+	// asked for. With no TCP listener it only names the socket file
+	// (.s.PGSQL.5432), which lives in a folder of the server's own.
+	PortDefault = 5432
+	// FallbackRootDefault is where data folders go that the server's account
+	// cannot reach where they were configured.
+	FallbackRootDefault = "/var/lib/tasker"
 	// LogFileName is the server log, kept in the data folder.
 	LogFileName = "postgresql.log"
 )
 
-// Options configure Start.
+// ErrNotRunning is returned by Join when no server runs on the data folder.
+var ErrNotRunning = errors.New("no PostgreSQL server is running on the data folder")
+
+// Options configure Start and Join.
 type Options struct {
 	// DataDir is the PostgreSQL data folder; it is created when missing and
 	// reused when it holds a cluster. Required; made absolute.
 	DataDir string
-	// Port is the TCP port on 127.0.0.1. Ignored when joining a running
-	// server. Defaults to 0: a free port picked at each start.
+	// Port numbers the server's unix socket (.s.PGSQL.<port>). Ignored when
+	// joining a running server. Defaults to PortDefault.
 	Port int
 	// Logger receives progress messages. Defaults to discarding them.
 	Logger *slog.Logger
@@ -84,6 +98,10 @@ type Options struct {
 	NoSync bool
 	// StartTimeout bounds the whole start. Defaults to StartTimeoutDefault.
 	StartTimeout time.Duration
+	// FallbackRoot holds the data folder when the caller is root and the
+	// postgres account cannot enter a folder above DataDir. Defaults to
+	// FallbackRootDefault.
+	FallbackRoot string
 }
 
 // Server is a PostgreSQL server on a data folder, started or joined by Start.
@@ -94,8 +112,8 @@ type Server struct {
 	acct      *account
 	logger    *slog.Logger
 	attached  bool
-	socketDir string // empty when joined
-	tempSock  bool   // socketDir is a temporary folder to remove on Stop
+	socketDir string
+	tempSock  bool // socketDir is a temporary folder to remove on Stop
 
 	mu      sync.Mutex
 	stopped bool
@@ -105,37 +123,12 @@ type Server struct {
 // needed, or joins the server already running on it, and returns once the
 // server accepts connections.
 func Start(ctx context.Context, opts Options) (*Server, error) {
-	if opts.DataDir == "" {
-		return nil, errors.New("starting PostgreSQL: a data folder is required")
-	}
-	dataDir, err := filepath.Abs(opts.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("resolving data folder %s: %w", opts.DataDir, err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(opts.StartTimeout, StartTimeoutDefault))
 	defer cancel()
-
-	bins, err := findBinaries(opts.BinDir, exec.LookPath, defaultSearchGlobs)
+	s, err := prepare(opts, true)
 	if err != nil {
 		return nil, err
 	}
-	acct, err := serverAccount()
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
-		return nil, fmt.Errorf("creating the folder of %s: %w", dataDir, err)
-	}
-	if err := acct.checkTraversable(dataDir); err != nil {
-		return nil, err
-	}
-	s := &Server{
-		dataDir: dataDir,
-		bins:    bins,
-		acct:    acct,
-		logger:  cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
-	}
-
 	joined, err := s.join(ctx)
 	if err != nil {
 		return nil, err
@@ -146,14 +139,88 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.initialize(ctx, opts.NoSync); err != nil {
 		return nil, err
 	}
+	if err := s.secureHBA(); err != nil {
+		return nil, err
+	}
 	if err := s.prepareSocketDir(); err != nil {
 		return nil, err
 	}
-	if err := s.launch(ctx, opts.Port, opts.NoSync); err != nil {
+	if err := s.launch(ctx, cmp.Or(opts.Port, PortDefault), opts.NoSync); err != nil {
 		s.removeTempSocketDir()
 		return nil, err
 	}
 	return s, nil
+}
+
+// Join joins the server running on opts.DataDir, found where Start would
+// put it, and returns ErrNotRunning (wrapped, naming the folder) when there
+// is none. It creates nothing and starts nothing.
+func Join(ctx context.Context, opts Options) (*Server, error) {
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(opts.StartTimeout, StartTimeoutDefault))
+	defer cancel()
+	s, err := prepare(opts, false)
+	if err != nil {
+		return nil, err
+	}
+	joined, err := s.join(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !joined {
+		return nil, fmt.Errorf("%w %s", ErrNotRunning, s.dataDir)
+	}
+	return s, nil
+}
+
+// DataDirFor is where Start and Join keep the data folder of opts: DataDir
+// made absolute, or its place under FallbackRoot when the caller is root and
+// the postgres account cannot reach DataDir. It creates nothing.
+func DataDirFor(opts Options) (string, error) {
+	dataDir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return "", fmt.Errorf("resolving data folder %s: %w", opts.DataDir, err)
+	}
+	acct, err := serverAccount()
+	if err != nil {
+		return "", err
+	}
+	return acct.placeDataDir(dataDir, cmp.Or(opts.FallbackRoot, FallbackRootDefault), false)
+}
+
+// prepare finds the binaries and the account and places the data folder;
+// create says whether folders may be made on the way.
+func prepare(opts Options, create bool) (*Server, error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("starting PostgreSQL: a data folder is required")
+	}
+	dataDir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("resolving data folder %s: %w", opts.DataDir, err)
+	}
+	bins, err := findBinaries(opts.BinDir, exec.LookPath, defaultSearchGlobs)
+	if err != nil {
+		return nil, err
+	}
+	acct, err := serverAccount()
+	if err != nil {
+		return nil, err
+	}
+	logger := cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
+	placed, err := acct.placeDataDir(dataDir, cmp.Or(opts.FallbackRoot, FallbackRootDefault), create)
+	if err != nil {
+		return nil, err
+	}
+	if placed != dataDir {
+		logger.Info("the configured data folder cannot be reached by the server's account; using another",
+			"configured", dataDir, "data_dir", placed, "account", acct.name)
+		dataDir = placed
+	}
+	if create {
+		if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
+			return nil, fmt.Errorf("creating the folder of %s: %w", dataDir, err)
+		}
+	}
+	return &Server{dataDir: dataDir, bins: bins, acct: acct, logger: logger}, nil
 }
 
 // join attaches to a live server owning the data folder. It reports false
@@ -187,23 +254,23 @@ func (s *Server) join(ctx context.Context) (bool, error) {
 			// It was stopping: start a fresh one instead.
 			return false, nil
 		}
-		if pm.port > 0 {
-			s.port = pm.port
+		if pm.port > 0 && pm.socketDir != "" {
+			s.port, s.socketDir = pm.port, pm.socketDir
 			err := ping(ctx, s.URL())
 			if err == nil {
 				s.attached = true
-				s.logger.Info("joined running PostgreSQL", "data_dir", s.dataDir, "port", s.port, "pid", pm.pid,
+				s.logger.Info("joined running PostgreSQL", "data_dir", s.dataDir, "socket_dir", s.socketDir, "pid", pm.pid,
 					"duration", time.Since(began))
-				return true, nil
+				return true, s.closeJoined(ctx, pm)
 			}
 			// A server that says it is ready yet refuses us was started with
-			// other settings (no TCP, another address): waiting will not help.
+			// other settings: waiting will not help.
 			if pm.status == "ready" {
 				if readySince.IsZero() {
 					readySince = time.Now()
 				} else if time.Since(readySince) > 5*time.Second {
-					return false, fmt.Errorf("a PostgreSQL server (pid %d) runs on data folder %s but does not answer on 127.0.0.1:%d (%w): stop it (pg_ctl stop -D %s) or use another data folder",
-						pm.pid, s.dataDir, pm.port, err, s.dataDir)
+					return false, fmt.Errorf("a PostgreSQL server (pid %d) runs on data folder %s but does not answer on its socket in %s (%w): stop it (pg_ctl stop -D %s) or use another data folder",
+						pm.pid, s.dataDir, pm.socketDir, err, s.dataDir)
 				}
 			}
 		}
@@ -213,6 +280,32 @@ func (s *Server) join(ctx context.Context) (bool, error) {
 		case <-ticker.C:
 		}
 	}
+}
+
+// closeJoined applies the socket-only rules to a server started by an
+// earlier version that still trusts TCP: the rewritten pg_hba.conf is
+// reloaded at once, so TCP connections are refused from now on even though
+// the listener stays until the server restarts.
+func (s *Server) closeJoined(ctx context.Context, pm postmaster) error {
+	rewritten, err := s.secureHBAFile()
+	if err != nil {
+		return err
+	}
+	if rewritten {
+		conn, err := pgx.Connect(ctx, s.URL())
+		if err != nil {
+			return fmt.Errorf("reloading pg_hba.conf of %s: %w", s.dataDir, err)
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+			return fmt.Errorf("reloading pg_hba.conf of %s: %w", s.dataDir, err)
+		}
+	}
+	if pm.listen != "" {
+		s.logger.Warn("the running PostgreSQL still listens on TCP (it refuses every TCP connection); it listens on its socket only after a restart",
+			"data_dir", s.dataDir, "listen", pm.listen, "port", pm.port)
+	}
+	return nil
 }
 
 // initialize runs initdb unless the data folder already holds a cluster.
@@ -227,7 +320,7 @@ func (s *Server) initialize(ctx context.Context, noSync bool) error {
 	if err := s.acct.chown(s.dataDir); err != nil {
 		return err
 	}
-	args := []string{"-D", s.dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"}
+	args := []string{"-D", s.dataDir, "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--locale=C"}
 	if noSync {
 		args = append(args, "--no-sync")
 	}
@@ -240,7 +333,16 @@ func (s *Server) initialize(ctx context.Context, noSync bool) error {
 	return nil
 }
 
-// prepareSocketDir picks the folder of the server's unix socket.
+// secureHBA is secureHBAFile before a start, when there is nothing to
+// reload.
+func (s *Server) secureHBA() error {
+	_, err := s.secureHBAFile()
+	return err
+}
+
+// prepareSocketDir picks the folder of the server's unix socket: the data
+// folder (0700, the server account's) when the socket's path fits, else a
+// new temporary folder, also 0700 and the server account's.
 func (s *Server) prepareSocketDir() error {
 	if len(s.dataDir)+len("/.s.PGSQL.65535") <= socketPathMax {
 		s.socketDir = s.dataDir
@@ -264,31 +366,13 @@ func (s *Server) removeTempSocketDir() {
 	}
 }
 
-// launch runs pg_ctl start and waits for the first connection. With no port
-// asked for, a free one is picked; should another process take it before the
-// server binds it, the start is retried on a new one.
+// launch runs pg_ctl start and waits for the first connection.
 func (s *Server) launch(ctx context.Context, port int, noSync bool) error {
 	began := time.Now()
-	for attempt := 1; ; attempt++ {
-		p := port
-		if p == 0 {
-			var err error
-			if p, err = freePort(); err != nil {
-				return err
-			}
-		}
-		logStart := fileSize(s.LogFile())
-		err := s.pgCtlStart(ctx, p, noSync, logStart)
-		if err == nil {
-			s.port = p
-			break
-		}
-		if port != 0 || attempt == portAttempts || !strings.Contains(logTail(s.LogFile(), logStart), "could not bind") {
-			return err
-		}
-		s.logger.Warn("PostgreSQL port taken, trying another", "port", p)
+	s.port = port
+	if err := s.pgCtlStart(ctx, noSync, fileSize(s.LogFile())); err != nil {
+		return err
 	}
-
 	ticker := time.NewTicker(pollInterval)
 	defer ticker.Stop()
 	for {
@@ -298,21 +382,22 @@ func (s *Server) launch(ctx context.Context, port int, noSync bool) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for PostgreSQL on 127.0.0.1:%d: %w (last error: %v)", s.port, ctx.Err(), err)
+			return fmt.Errorf("waiting for PostgreSQL on its socket in %s: %w (last error: %v)", s.socketDir, ctx.Err(), err)
 		case <-ticker.C:
 		}
 	}
-	s.logger.Info("started PostgreSQL", "data_dir", s.dataDir, "port", s.port, "duration", time.Since(began))
+	s.logger.Info("started PostgreSQL", "data_dir", s.dataDir, "socket_dir", s.socketDir, "duration", time.Since(began))
 	return nil
 }
 
 // pgCtlStart runs pg_ctl start; logStart is the size of the server log
 // before, so that an error quotes only what this start wrote.
-func (s *Server) pgCtlStart(ctx context.Context, port int, noSync bool, logStart int64) error {
+func (s *Server) pgCtlStart(ctx context.Context, noSync bool, logStart int64) error {
 	settings := []string{
-		"-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1",
+		"-p", strconv.Itoa(s.port),
+		"-c", "listen_addresses=",
 		"-c", "unix_socket_directories=" + s.socketDir,
+		"-c", "unix_socket_permissions=0700",
 		"-c", "max_connections=" + strconv.Itoa(maxConnections),
 	}
 	if noSync {
@@ -326,8 +411,8 @@ func (s *Server) pgCtlStart(ctx context.Context, port int, noSync bool, logStart
 		"-o", strings.Join(quoted, " ")}
 	out, err := s.acct.command(ctx, s.dataDir, s.bins.path("pg_ctl"), args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("starting PostgreSQL on %s (port %d): %w\n%s\nserver log %s:\n%s",
-			s.dataDir, port, err, strings.TrimSpace(string(out)), s.LogFile(), logTail(s.LogFile(), logStart))
+		return fmt.Errorf("starting PostgreSQL on %s: %w\n%s\nserver log %s:\n%s",
+			s.dataDir, err, strings.TrimSpace(string(out)), s.LogFile(), logTail(s.LogFile(), logStart))
 	}
 	return nil
 }
@@ -357,13 +442,17 @@ func (s *Server) Stop(ctx context.Context) error {
 }
 
 // URL is the connection URL of the server: user postgres, database postgres,
-// over TCP on 127.0.0.1.
+// over its unix socket.
 func (s *Server) URL() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.port)
+	q := url.Values{"host": {s.socketDir}, "port": {strconv.Itoa(s.port)}, "sslmode": {"disable"}}
+	return "postgres://postgres@/postgres?" + q.Encode()
 }
 
-// Port is the server's TCP port on 127.0.0.1.
+// Port is the port number of the server's socket.
 func (s *Server) Port() int { return s.port }
+
+// SocketDir is the folder of the server's unix socket.
+func (s *Server) SocketDir() string { return s.socketDir }
 
 // DataDir is the absolute path of the data folder.
 func (s *Server) DataDir() string { return s.dataDir }
@@ -388,16 +477,6 @@ func ping(ctx context.Context, url string) error {
 	}
 	defer conn.Close(context.Background())
 	return conn.Ping(ctx)
-}
-
-// freePort asks the kernel for a port free on 127.0.0.1 right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // secondsLeft is the time left before ctx's deadline in whole seconds, at

@@ -2,6 +2,7 @@ package pgserver
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,7 +59,7 @@ func TestStartStopRestart(t *testing.T) {
 	s := start(t, Options{DataDir: dir})
 	require.False(t, s.Attached())
 	require.Equal(t, dir, s.DataDir())
-	require.Contains(t, s.URL(), "@127.0.0.1:")
+	require.Contains(t, s.URL(), "host="+url.QueryEscape(dir))
 	conn := connect(t, s.URL())
 	_, err := conn.Exec(t.Context(), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before stop')")
 	require.NoError(t, err)
@@ -99,13 +100,16 @@ func TestStartOnFixedPortAndLongPath(t *testing.T) {
 	// used instead.
 	dir := filepath.Join(dataDir(t), strings.Repeat("deep/", 20), "data")
 	require.Greater(t, len(dir), socketPathMax)
-	port, err := freePort()
-	require.NoError(t, err)
+	const port = 54329
 
 	s := start(t, Options{DataDir: dir, Port: port})
 	require.Equal(t, port, s.Port())
 	require.True(t, s.tempSock)
 	require.DirExists(t, s.socketDir)
+	fi, err := os.Stat(s.socketDir)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm(), "only the server's account enters the socket folder")
+	require.FileExists(t, filepath.Join(s.socketDir, ".s.PGSQL."+strconv.Itoa(port)))
 	_, err = connect(t, s.URL()).Exec(t.Context(), "SELECT 1")
 	require.NoError(t, err)
 
@@ -172,6 +176,9 @@ func TestFindBinariesPicksNewestVersion(t *testing.T) {
 	require.Equal(t, filepath.Join(root, "15", "bin"), b.dir)
 }
 
+// TestDataFolderUnreachableByPostgresUser: as root in a folder the postgres
+// account cannot enter (like /root), the data folder is placed under the
+// fallback root, and Start and Join with the same configuration find it.
 func TestDataFolderUnreachableByPostgresUser(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
@@ -180,13 +187,103 @@ func TestDataFolderUnreachableByPostgresUser(t *testing.T) {
 	closed := t.TempDir()
 	require.NoError(t, os.Chmod(filepath.Dir(closed), 0o755))
 	require.NoError(t, os.Chmod(closed, 0o700)) // like /root
-	s, err := Start(t.Context(), Options{DataDir: filepath.Join(closed, "data")})
-	if err == nil {
-		require.NoError(t, s.Stop(t.Context()))
-	}
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "cannot enter "+closed)
-	require.Contains(t, err.Error(), "chmod o+x")
+	root := filepath.Join(dataDir(t), "fallback")
+	configured := filepath.Join(closed, "project", ".tasker", "pgdata")
+	opts := Options{DataDir: configured, FallbackRoot: root}
+
+	s := start(t, opts)
+	require.False(t, s.Attached())
+	require.Equal(t, filepath.Join(root, fallbackName(configured)), s.DataDir())
+	require.Contains(t, s.DataDir(), "tasker-pgdata-", "the folder's name says whose it is")
+	require.NoDirExists(t, configured, "nothing is created where the server cannot go")
+	_, err := connect(t, s.URL()).Exec(t.Context(), "SELECT 1")
+	require.NoError(t, err)
+
+	joined, err := Join(t.Context(), opts)
+	require.NoError(t, err)
+	require.True(t, joined.Attached())
+	require.Equal(t, s.DataDir(), joined.DataDir())
+
+	require.NoError(t, s.Stop(t.Context()))
+	_, err = Join(t.Context(), opts)
+	require.ErrorIs(t, err, ErrNotRunning)
+	require.ErrorContains(t, err, s.DataDir())
+}
+
+// TestJoinStartsNothing: Join on a folder with no server creates nothing.
+func TestJoinStartsNothing(t *testing.T) {
+	t.Parallel()
+	dir := dataDir(t)
+	_, err := Join(t.Context(), Options{DataDir: dir})
+	require.ErrorIs(t, err, ErrNotRunning)
+	require.NoDirExists(t, dir)
+}
+
+// TestServerClosedToTCP: the server has no TCP listener and its rules
+// refuse TCP, so another local user cannot reach it through 127.0.0.1.
+func TestServerClosedToTCP(t *testing.T) {
+	t.Parallel()
+	dir := dataDir(t)
+	start(t, Options{DataDir: dir, Port: 54330})
+	pm, ok, err := readPostmaster(dir)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Empty(t, pm.listen, "no TCP listen address")
+	require.Equal(t, dir, pm.socketDir)
+
+	_, err = pgx.Connect(t.Context(), "postgres://postgres@127.0.0.1:54330/postgres?sslmode=disable&connect_timeout=2")
+	require.Error(t, err, "no TCP listener")
+	hba, err := os.ReadFile(filepath.Join(dir, hbaFileName))
+	require.NoError(t, err)
+	require.False(t, trustsTCP(string(hba)), "pg_hba.conf:\n%s", hba)
+	fi, err := os.Stat(dir)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+}
+
+// TestTrustingClusterClosedOnJoin: a server started the way earlier
+// versions did (listening on 127.0.0.1 and trusting TCP) is closed when
+// joined: its pg_hba.conf is rewritten and reloaded, so a TCP connection,
+// as any local user could open, is refused at once.
+func TestTrustingClusterClosedOnJoin(t *testing.T) {
+	t.Parallel()
+	dir := dataDir(t)
+	s := start(t, Options{DataDir: dir})
+	require.NoError(t, s.Stop(t.Context()))
+	oldRules := "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, hbaFileName), []byte(oldRules), 0o600))
+	require.NoError(t, s.acct.chown(filepath.Join(dir, hbaFileName)))
+
+	// Start it as an earlier version did: TCP on 127.0.0.1.
+	const port = 54331
+	out, err := s.acct.command(t.Context(), dir, s.bins.path("pg_ctl"), "start", "-w", "-D", dir, "-l", s.LogFile(),
+		"-o", "-p "+strconv.Itoa(port)+" -c listen_addresses=127.0.0.1 -c unix_socket_directories="+shellQuote(dir)).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	tcp := "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/postgres?sslmode=disable&connect_timeout=5"
+	conn, err := pgx.Connect(t.Context(), tcp)
+	require.NoError(t, err, "the old rules let any local user in over TCP")
+	require.NoError(t, conn.Close(t.Context()))
+
+	joined, err := Start(t.Context(), Options{DataDir: dir})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = joined.Stop(context.Background()) })
+	require.True(t, joined.Attached())
+
+	_, err = pgx.Connect(t.Context(), tcp)
+	require.Error(t, err, "TCP is refused once joined")
+	require.Contains(t, err.Error(), "pg_hba.conf rejects connection")
+	kept, err := os.ReadFile(filepath.Join(dir, hbaFileName+".trusted-tcp"))
+	require.NoError(t, err)
+	require.Equal(t, oldRules, string(kept))
+	_, err = connect(t, joined.URL()).Exec(t.Context(), "SELECT 1")
+	require.NoError(t, err, "the socket still works")
+
+	// The next start listens on the socket only.
+	require.NoError(t, joined.Stop(t.Context()))
+	start(t, Options{DataDir: dir, Port: port})
+	pm, _, err := readPostmaster(dir)
+	require.NoError(t, err)
+	require.Empty(t, pm.listen)
 }
 
 func TestStartRequiresDataDir(t *testing.T) {

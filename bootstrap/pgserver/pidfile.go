@@ -17,9 +17,11 @@ const pidFileName = "postmaster.pid"
 // folder. The file's lines are: pid, data folder, start time, port, first
 // socket folder, first listen address, shared memory key, status.
 type postmaster struct {
-	pid    int
-	port   int
-	status string // "starting", "ready", "stopping", "standby"; may be empty early on
+	pid       int
+	port      int
+	socketDir string // empty when the server has no unix socket
+	listen    string // the first TCP listen address; empty when none
+	status    string // "starting", "ready", "stopping", "standby"; may be empty early on
 }
 
 // readPostmaster reads dataDir's postmaster.pid; ok is false when there is
@@ -45,6 +47,7 @@ func readPostmaster(dataDir string) (pm postmaster, ok bool, err error) {
 	}
 	// The port line may be missing while the server is still starting.
 	pm.port, _ = strconv.Atoi(line(3))
+	pm.socketDir, pm.listen = line(4), line(5)
 	pm.status = line(7)
 	return pm, true, nil
 }
