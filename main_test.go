@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/actors"
+	"github.com/tasker-run/tasker/bootstrap/pgserver"
 	"github.com/tasker-run/tasker/testsupport"
 )
 
@@ -120,10 +121,6 @@ func processAlive(pid int) bool {
 // stops the node with SIGTERM.
 func TestNodeCommand(t *testing.T) {
 	t.Parallel()
-	began := time.Now()
-	bin := testsupport.BuildBinary(t)
-	built := time.Now()
-
 	// The embedded server runs as the postgres system user when we are root:
 	// every folder above its data folder must be searchable by it, which
 	// t.TempDir (0700) is not.
@@ -132,6 +129,43 @@ func TestNodeCommand(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o755))
 	dataDir := filepath.Join(dir, ".tasker", "pgdata")
+	runNodeCommand(t, dir, dataDir)
+	_, err = os.Stat(filepath.Join(dataDir, "PG_VERSION"))
+	require.NoError(t, err, "the embedded cluster lives under the working folder")
+}
+
+// TestNodeCommandAsRootInClosedFolder is the README's first command as root
+// in a folder the postgres account cannot enter, like a clone in /root: the
+// embedded cluster goes under /var/lib/tasker, where the CLI commands find
+// it too.
+func TestNodeCommandAsRootInClosedFolder(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("only root hands the server to the postgres account")
+	}
+	home, err := os.MkdirTemp("", "tasker-home-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(home) })
+	require.NoError(t, os.Chmod(home, 0o700)) // as /root is
+	dir := filepath.Join(home, "tasker")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	dataDir, err := pgserver.DataDirFor(pgserver.Options{DataDir: filepath.Join(dir, ".tasker", "pgdata")})
+	require.NoError(t, err)
+	require.Equal(t, pgserver.FallbackRootDefault, filepath.Dir(dataDir))
+	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
+	runNodeCommand(t, dir, dataDir)
+	_, err = os.Stat(filepath.Join(dataDir, "PG_VERSION"))
+	require.NoError(t, err, "the embedded cluster lives under %s", pgserver.FallbackRootDefault)
+	require.NoDirExists(t, filepath.Join(dir, ".tasker", "pgdata"), "nothing is left where the server cannot go")
+}
+
+// runNodeCommand runs `tasker node` from dir on the embedded PostgreSQL of
+// dataDir (no database configured), submits through `tasker submit`, reads
+// the actor tree, and stops the node with SIGTERM.
+func runNodeCommand(t *testing.T, dir, dataDir string) {
+	began := time.Now()
+	bin := testsupport.BuildBinary(t)
+	built := time.Now()
 
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -196,8 +230,6 @@ func TestNodeCommand(t *testing.T) {
 		return err == nil && code == http.StatusOK, nil
 	})
 	ready := time.Since(built)
-	_, err = os.Stat(filepath.Join(dataDir, "PG_VERSION"))
-	require.NoError(t, err, "the embedded cluster lives under the working folder")
 
 	submitted := time.Now()
 	out, code := tasker(t, dir, env, "submit", "--namespace", "linear_workflow", "--name", "mathematical_sequence",

@@ -26,18 +26,23 @@ type Client struct {
 	maxRequest int
 }
 
-// Connect opens a client on cfg's database (see Open). An embedded server
-// it had to start is stopped again on Close.
+// Connect opens a client on cfg's database as it is (see Attach): it starts
+// no server and runs no DDL.
 func Connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Client, error) {
-	db, err := Open(ctx, cfg.Database, log)
+	db, err := Attach(ctx, cfg.Database, log)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{DB: db, Queue: queue.NewClient(db.Pool), Store: store.New(db.Pool, storeOptions(cfg, "cli", log)),
-		maxRequest: cfg.Queue.MaxRequestBytes}, nil
+	return NewClient(db, cfg, log), nil
 }
 
-// Close releases the client (and stops an embedded server it started).
+// NewClient makes a client on a database already open; Close closes it.
+func NewClient(db *DB, cfg *config.Config, log *slog.Logger) *Client {
+	return &Client{DB: db, Queue: queue.NewClient(db.Pool), Store: store.New(db.Pool, storeOptions(cfg, "cli", log)),
+		maxRequest: cfg.Queue.MaxRequestBytes}
+}
+
+// Close releases the client (and stops an embedded server Open started).
 func (c *Client) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -18,7 +18,8 @@ import (
 
 // DB is an open database with Tasker's schemas installed: the one of
 // database.url, or the embedded PostgreSQL of database.data_dir. The node,
-// the CLI and the bench all open it with Open.
+// `tasker migrate` and the bench open it with Open; the other commands with
+// Attach, which changes nothing.
 type DB struct {
 	// Pool is the connection pool.
 	Pool *pgxpool.Pool
@@ -69,6 +70,53 @@ func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (db *DB, e
 	}
 	log.Info("schema ready", "queue_provider", installed.Provider, "migrations_applied", len(applied), "schema_version", store.SchemaVersion())
 	return db, nil
+}
+
+// Attach connects to cfg's database as it is, for clients: it joins the
+// embedded PostgreSQL only when a server already runs on its data folder
+// (never starting one, never creating a folder) and runs no DDL. It checks
+// that the queue and task schemas are the ones this build needs and, when
+// they are not, says what to do.
+func Attach(ctx context.Context, cfg config.Database, log *slog.Logger) (db *DB, err error) {
+	db = &DB{URL: cfg.URL}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, db.Close(context.WithoutCancel(ctx)))
+			db = nil
+		}
+	}()
+	if db.URL == "" {
+		dir, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return db, fmt.Errorf("database.data_dir: %w", err)
+		}
+		srv, err := pgserver.Join(ctx, pgserver.Options{DataDir: dir, Logger: log})
+		if errors.Is(err, pgserver.ErrNotRunning) {
+			return db, fmt.Errorf("no database: database.url is not set and %w; start a node here first (tasker node), or set database.url or TASKER_DATABASE_URL", err)
+		}
+		if err != nil {
+			return db, fmt.Errorf("joining the embedded PostgreSQL: %w", err)
+		}
+		db.URL, db.Embedded = srv.URL(), true
+	}
+	if db.Pool, err = openPool(ctx, db.URL, cfg); err != nil {
+		return db, err
+	}
+	if _, err := queue.Check(ctx, db.Pool); err != nil {
+		return db, schemaAdvice(err, queue.ErrSchemaBehind)
+	}
+	if err := store.CheckSchema(ctx, db.Pool); err != nil {
+		return db, schemaAdvice(err, store.ErrSchemaBehind)
+	}
+	return db, nil
+}
+
+// schemaAdvice adds what to do to a schema check's error.
+func schemaAdvice(err, behind error) error {
+	if errors.Is(err, behind) {
+		return fmt.Errorf("%w: run tasker migrate (or start a node of this version), which installs or upgrades it", err)
+	}
+	return err
 }
 
 // Close closes the pool and stops the embedded server if Open started it.

@@ -92,15 +92,27 @@ func runMigrate(in *invocation, args []string) error {
 	if _, err := in.parse(args); err != nil {
 		return err
 	}
-	return in.withClient(func(ctx context.Context, c *bootstrap.Client) error {
-		v, err := store.CurrentVersion(ctx, c.Pool)
-		if err != nil {
-			return err
-		}
-		return in.output(map[string]int{"schema_version": v}, func() error {
-			_, err := fmt.Fprintf(in.stdout, "schema at version %d (queue schema installed)\n", v)
-			return err
-		})
+	cfg, err := in.config()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	log := slog.New(slog.NewTextHandler(in.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Open, unlike the other commands' Attach, installs and migrates (and
+	// starts the embedded server for it when none runs).
+	db, err := bootstrap.Open(ctx, cfg.Database, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = db.Close(context.WithoutCancel(ctx)) }()
+	v, err := store.CurrentVersion(ctx, db.Pool)
+	if err != nil {
+		return err
+	}
+	return in.output(map[string]int{"schema_version": v}, func() error {
+		_, err := fmt.Fprintf(in.stdout, "schema at version %d (queue schema installed)\n", v)
+		return err
 	})
 }
 
@@ -267,7 +279,8 @@ func runBench(in *invocation, args []string) error {
 
 // withClient opens a client on the database of the configuration
 // (config, env, or the embedded data folder, as a node finds it) and runs fn
-// with it and a context cancelled on SIGINT/SIGTERM.
+// with it and a context cancelled on SIGINT/SIGTERM. It starts no server and
+// changes no schema (see bootstrap.Attach).
 func (in *invocation) withClient(fn func(ctx context.Context, c *bootstrap.Client) error) error {
 	cfg, err := in.config()
 	if err != nil {

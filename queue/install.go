@@ -179,6 +179,34 @@ func Install(ctx context.Context, db DB) (InstallResult, error) {
 	return res, nil
 }
 
+// ErrSchemaBehind is returned by Check when the queue schema is missing or
+// older than this build's; `tasker migrate` (or starting a node) installs it.
+var ErrSchemaBehind = errors.New("the queue schema is not installed at this build's version")
+
+// Check reports which queue provider the database has, without changing
+// anything: for clients that must not run DDL. Tasker's subset must be at
+// LatestVersion; an older one (or none) is ErrSchemaBehind, a newer one is
+// an error that says to use a newer build.
+func Check(ctx context.Context, db DB) (InstallResult, error) {
+	st, err := detect(ctx, db)
+	if err != nil {
+		return InstallResult{}, err
+	}
+	switch {
+	case st.schema && !st.ours && st.functions == len(pgmqFunctions):
+		return InstallResult{Provider: ProviderPgmq}, nil
+	case st.schema && !st.ours:
+		return InstallResult{}, fmt.Errorf("%w (found %d of the functions %s)", ErrForeignSchema, st.functions, strings.Join(pgmqFunctions, ", "))
+	case !st.schema:
+		return InstallResult{}, fmt.Errorf("%w: there is no schema pgmq", ErrSchemaBehind)
+	case st.version < LatestVersion():
+		return InstallResult{}, fmt.Errorf("%w: Tasker's pgmq subset is at version %d, this build needs %d", ErrSchemaBehind, st.version, LatestVersion())
+	case st.version > LatestVersion():
+		return InstallResult{}, fmt.Errorf("the queue schema (Tasker's pgmq subset) is at version %d, newer than this build knows (%d): use a newer tasker", st.version, LatestVersion())
+	}
+	return InstallResult{Provider: ProviderTasker, Version: st.version}, nil
+}
+
 type installState struct {
 	schema    bool // schema pgmq exists
 	ours      bool // pgmq.tasker_install exists

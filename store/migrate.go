@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -109,6 +110,27 @@ func applyMigration(ctx context.Context, pool *pgxpool.Pool, m Migration) (bool,
 		return nil
 	})
 	return did, err
+}
+
+// ErrSchemaBehind is returned by CheckSchema when the task schema is missing
+// or older than this build's; `tasker migrate` (or starting a node) applies
+// the migrations.
+var ErrSchemaBehind = errors.New("the task schema is not at this build's version")
+
+// CheckSchema compares the database's task schema with SchemaVersion
+// without changing anything: for clients that must not run DDL.
+func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	v, err := CurrentVersion(ctx, pool)
+	if err != nil {
+		return err
+	}
+	switch need := SchemaVersion(); {
+	case v < need:
+		return fmt.Errorf("%w: the database is at version %d, this build needs %d", ErrSchemaBehind, v, need)
+	case v > need:
+		return fmt.Errorf("the task schema is at version %d, newer than this build knows (%d): use a newer tasker", v, need)
+	}
+	return nil
 }
 
 // CurrentVersion returns the newest applied migration, or 0 when the schema

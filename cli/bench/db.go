@@ -28,10 +28,11 @@ type database struct {
 // embedded PostgreSQL of database.data_dir when no URL is configured, and
 // installs the schemas. An embedded server it started is stopped by close.
 func openDatabase(ctx context.Context, cfg *config.Config, log *slog.Logger) (*database, error) {
-	client, err := bootstrap.Connect(ctx, cfg, log)
+	opened, err := bootstrap.Open(ctx, cfg.Database, log)
 	if err != nil {
 		return nil, err
 	}
+	client := bootstrap.NewClient(opened, cfg, log)
 	db := &database{url: client.URL, client: client, pool: client.Pool, kind: "url"}
 	if client.Embedded {
 		db.kind = "embedded"
