@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // TestGuard covers what every request passes before its route: the token
@@ -81,6 +84,39 @@ func TestCompactJSON(t *testing.T) {
 	writeJSON(rec, httptest.NewRequest("GET", "http://localhost/v1/tasks?pretty=1", nil), http.StatusOK, v)
 	require.Contains(t, rec.Body.String(), "\n  \"a\": {")
 	require.NoError(t, knownParams(map[string][]string{"pretty": {"1"}}), "pretty is known to every route")
+}
+
+// TestPrettyBounded: an answer whose indented form would be over
+// maxPrettyBytes is sent compact, with a header saying why, so ?pretty=1
+// cannot turn a 256 KiB context 64 levels deep into 11 MB.
+func TestPrettyBounded(t *testing.T) {
+	t.Parallel()
+	var deep any = make([]int, 100_000)
+	for range workflow.MaxJSONDepth - 2 {
+		deep = []any{deep}
+	}
+	compact, err := json.Marshal(deep)
+	require.NoError(t, err)
+	var want bytes.Buffer
+	require.NoError(t, json.Indent(&want, compact, "", prettyIndent))
+	require.Greater(t, want.Len(), maxPrettyBytes)
+	require.GreaterOrEqual(t, indentedSize(compact), want.Len(), "the estimate is an upper bound")
+
+	rec := httptest.NewRecorder()
+	writeJSON(rec, httptest.NewRequest("GET", "http://localhost/v1/tasks/x?pretty=1", nil), http.StatusOK, deep)
+	require.Equal(t, string(compact)+"\n", rec.Body.String())
+	require.Contains(t, rec.Header().Get("Tasker-Pretty"), "not indented")
+
+	small := map[string]any{"a": []any{map[string]any{"b": "x,y:{z}"}, 2}, "c": "\"]"}
+	b, err := json.Marshal(small)
+	require.NoError(t, err)
+	want.Reset()
+	require.NoError(t, json.Indent(&want, b, "", prettyIndent))
+	require.GreaterOrEqual(t, indentedSize(b), want.Len())
+	rec = httptest.NewRecorder()
+	writeJSON(rec, httptest.NewRequest("GET", "http://localhost/v1/tasks/x?pretty=1", nil), http.StatusOK, small)
+	require.Equal(t, want.String()+"\n", rec.Body.String())
+	require.Empty(t, rec.Header().Get("Tasker-Pretty"))
 }
 
 // TestBodyTooDeep: an operator's body nests at most the domain's limit.

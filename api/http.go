@@ -132,17 +132,73 @@ func healthCode(h Health) int {
 	return http.StatusOK
 }
 
-// writeJSON answers v as compact JSON, indented with ?pretty=1: indenting
-// costs bytes in proportion to nesting, which a hostile context controls.
+// writeJSON answers v as compact JSON, indented with ?pretty=1 unless the
+// indented answer would exceed maxPrettyBytes: indenting costs bytes in
+// proportion to nesting, which a hostile context controls (a 256 KiB context
+// 64 levels deep indents to 11 MB). Such an answer is sent compact, with a
+// Tasker-Pretty header saying why.
 func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	if r.URL.Query().Get(prettyParam) == "1" {
-		enc.SetIndent("", "  ")
+	b, err := json.Marshal(v)
+	if err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = fmt.Fprintf(w, "{\"error\":\"internal\",\"message\":%q}\n", "encoding the answer: "+err.Error())
+		return
 	}
-	_ = enc.Encode(v)
+	if r.URL.Query().Get(prettyParam) == "1" {
+		if n := indentedSize(b); n <= maxPrettyBytes {
+			var buf bytes.Buffer
+			buf.Grow(n)
+			if json.Indent(&buf, b, "", prettyIndent) == nil {
+				b = buf.Bytes()
+			}
+		} else {
+			w.Header().Set("Tasker-Pretty", fmt.Sprintf("not indented: the indented answer would be about %d bytes, over %d", n, maxPrettyBytes))
+		}
+	}
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
 }
 
-// prettyParam asks any route for indented JSON.
-const prettyParam = "pretty"
+const (
+	// prettyParam asks any route for indented JSON.
+	prettyParam = "pretty"
+	// prettyIndent is the indentation of ?pretty=1.
+	prettyIndent = "  "
+	// maxPrettyBytes bounds an indented answer.
+	maxPrettyBytes = 4 << 20
+)
+
+// indentedSize is (an upper bound of) the size of compact JSON b once
+// indented with prettyIndent: each opening, closing and comma starts a line
+// indented to its depth, and each colon gains a space.
+func indentedSize(b []byte) int {
+	n, depth := len(b), 0
+	inString, escaped := false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			n += 1 + depth*len(prettyIndent)
+		case c == '}' || c == ']':
+			depth--
+			n += 1 + max(depth, 0)*len(prettyIndent)
+		case c == ',':
+			n += 1 + depth*len(prettyIndent)
+		case c == ':':
+			n++
+		}
+	}
+	return n
+}
