@@ -184,6 +184,15 @@ type Namespace struct {
 	// for handlers that run longer than the default; 0 means inherit. Defaults
 	// to 0s.
 	VisibilityTimeout Duration `toml:"visibility_timeout"`
+	// AllowedHosts lists the destinations the http handler may call for
+	// this namespace although they are loopback, link-local (the cloud
+	// metadata address included), private, shared, unspecified, broadcast or
+	// multicast addresses, which it refuses otherwise: a host name
+	// ("internal.example", any address it resolves to), a host name and port
+	// ("internal.example:8080"), an IP ("127.0.0.1", "::1"), an IP and port
+	// ("[::1]:8080") or a CIDR ("10.0.0.0/8"). A step's config may add its
+	// own. Public addresses need no entry. Defaults to [].
+	AllowedHosts []string `toml:"allowed_hosts"`
 }
 
 // CircuitBreakers configures the breakers: one default and overrides per
@@ -393,7 +402,7 @@ func Default(env string) *Config {
 
 // defaultNamespace is the setting of a namespace without an entry, and the
 // starting point of an entry that sets only some keys.
-func defaultNamespace() Namespace { return Namespace{Workers: 4} }
+func defaultNamespace() Namespace { return Namespace{Workers: 4, AllowedHosts: []string{}} }
 
 // Namespace returns the effective worker settings of namespace: its entry (or
 // the defaults) with inherited intervals filled in from [queue].
