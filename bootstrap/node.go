@@ -163,6 +163,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		Handlers:       n.registry,
 		Logger:         n.log,
 		BreakerChanged: n.metrics.breakerChanged,
+		BreakerRemoved: n.metrics.breakerRemoved,
 		StepFinished:   n.metrics.stepFinished,
 		RequestHandled: n.metrics.requestHandled,
 		ResultApplied:  n.metrics.resultApplied,

@@ -198,6 +198,13 @@ type Namespace struct {
 // CircuitBreakers configures the breakers: one default and overrides per
 // component.
 type CircuitBreakers struct {
+	// MaxHosts caps the breakers of downstream hosts (one per host the http
+	// handler calls): past it, the least recently used closed one is
+	// dropped, with its node in the actor tree and its metric series; when
+	// none is closed, the least recently used one is dropped anyway, and its
+	// host is called again until a new breaker opens. Read at start-up.
+	// Defaults to 1024.
+	MaxHosts int `toml:"max_hosts"`
 	// Default applies to every component without an override.
 	Default BreakerConfig `toml:"default"`
 	// Components overrides the default per component: "orchestration" (the
@@ -360,7 +367,7 @@ func Default(env string) *Config {
 			MaxResultBytes:    1 << 20,
 			ListenNotify:      true,
 		},
-		CircuitBreakers: CircuitBreakers{Default: BreakerConfig{
+		CircuitBreakers: CircuitBreakers{MaxHosts: 1024, Default: BreakerConfig{
 			FailureThreshold: 5,
 			Window:           Duration(30 * time.Second),
 			Delay:            Duration(5 * time.Second),

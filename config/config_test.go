@@ -471,4 +471,5 @@ allowed_hosts = ["127.0.0.1", "internal.example:8080", "10.0.0.0/8", "[::1]:9000
 	require.NoError(t, c.Validate())
 	require.Equal(t, []string{"127.0.0.1", "internal.example:8080", "10.0.0.0/8", "[::1]:9000"}, c.Namespace("orders").AllowedHosts)
 	require.Empty(t, c.Namespace("other").AllowedHosts)
+	require.Equal(t, 1024, c.CircuitBreakers.MaxHosts)
 }

@@ -74,6 +74,8 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	v.intRange("circuit_breakers.max_hosts", c.CircuitBreakers.MaxHosts, 1, 1_000_000)
+
 	v.breaker("circuit_breakers.default", c.CircuitBreakers.Default)
 	for _, name := range slices.Sorted(maps.Keys(c.CircuitBreakers.Components)) {
 		key := toml.Key{"circuit_breakers", "components", name}.String()
