@@ -72,8 +72,8 @@ var errTooManyRedirects = errors.New("too many redirects")
 // the breaker stays open), the step is retried after that delay. Run must
 // call fn at most once, on the calling goroutine, and return after it.
 // Redirects are followed inside fn, so they count against the first host.
-// A destination the policy refuses is neither a failure nor a success: fn
-// returns nil.
+// A destination the policy refuses says nothing about the host's health: fn
+// returns nil, as for a 4xx.
 type HostGuard interface {
 	Run(host string, fn func() error) error
 }
