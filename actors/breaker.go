@@ -38,6 +38,9 @@ type Breaker struct {
 	onChange func(component string, state string)
 	// publishMu orders publish calls.
 	publishMu sync.Mutex
+	// retired, under publishMu, stops publishing once the breaker is
+	// dropped, so its tree node and metric series stay gone.
+	retired bool
 }
 
 // newBreaker builds the breaker of component, shown in the tree at path.
@@ -99,10 +102,25 @@ func changeLevel(from, to circuitbreaker.State) slog.Level {
 func (b *Breaker) publish() {
 	b.publishMu.Lock()
 	defer b.publishMu.Unlock()
+	if b.retired {
+		return
+	}
 	state := b.State()
 	b.tree.setBreaker(b.path, state)
 	if b.onChange != nil {
 		b.onChange(b.component, state)
+	}
+}
+
+// retire removes the breaker's tree node and tells removed; it publishes
+// nothing afterwards.
+func (b *Breaker) retire(removed func(component string)) {
+	b.publishMu.Lock()
+	defer b.publishMu.Unlock()
+	b.retired = true
+	b.tree.remove(b.path)
+	if removed != nil {
+		removed(b.component)
 	}
 }
 

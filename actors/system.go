@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -69,7 +70,14 @@ type Settings struct {
 	Supervision Intensity
 	// HostBreaker gives the breaker settings of a downstream host.
 	HostBreaker func(host string) BreakerSettings
+	// MaxHostBreakers caps the host breakers (see System.HostBreaker); 0
+	// means DefaultMaxHostBreakers.
+	MaxHostBreakers int
 }
+
+// DefaultMaxHostBreakers is the cap on host breakers when
+// Settings.MaxHostBreakers is 0.
+const DefaultMaxHostBreakers = 1024
 
 // Deps are the collaborators of the tree.
 type Deps struct {
@@ -82,6 +90,9 @@ type Deps struct {
 	ActorLogger *slog.Logger
 	// BreakerChanged is told of every breaker state change (metrics).
 	BreakerChanged func(component, state string)
+	// BreakerRemoved is told of a host breaker dropped from the cap
+	// (metrics); no BreakerChanged for it follows.
+	BreakerRemoved func(component string)
 	// StepFinished is told of every finished attempt (metrics).
 	StepFinished func(namespace string, ok bool, d time.Duration)
 	// RequestHandled is told what became of every task request; it may be
@@ -114,10 +125,14 @@ type System struct {
 	breakers    map[string]*Breaker
 	breakersPtr atomic.Pointer[map[string]*Breaker]
 	hostMu      sync.Mutex
-	wakeMu      sync.Mutex
-	wakers      map[string]*actor.PID // queue name → poller to wake
-	gaveUpMu    sync.Mutex
-	gaveUp      map[string]bool
+	// hostLRU orders the host breakers by last use, most recent first;
+	// hostUse finds a component's element. Both under hostMu.
+	hostLRU  *list.List
+	hostUse  map[string]*list.Element
+	wakeMu   sync.Mutex
+	wakers   map[string]*actor.PID // queue name → poller to wake
+	gaveUpMu sync.Mutex
+	gaveUp   map[string]bool
 	// pollerEpoch numbers poller incarnations (see poller.epoch).
 	pollerEpoch atomic.Uint64
 	// rootStarted is closed once the root has spawned its children.
@@ -148,6 +163,9 @@ func Start(settings Settings, deps Deps) (*System, error) {
 	if settings.BatchSize <= 0 {
 		settings.BatchSize = 50
 	}
+	if settings.MaxHostBreakers <= 0 {
+		settings.MaxHostBreakers = DefaultMaxHostBreakers
+	}
 	if settings.Supervision.MaxRestarts <= 0 {
 		settings.Supervision = Intensity{MaxRestarts: 10, Window: time.Minute}
 	}
@@ -157,6 +175,8 @@ func Start(settings Settings, deps Deps) (*System, error) {
 		tree:     NewTree(settings.NodeID),
 		log:      deps.Logger,
 		breakers: map[string]*Breaker{},
+		hostLRU:  list.New(),
+		hostUse:  map[string]*list.Element{},
 		wakers:   map[string]*actor.PID{},
 		gaveUp:   map[string]bool{},
 
@@ -300,13 +320,32 @@ func (s *System) Stop(ctx context.Context) error {
 // HostBreaker returns the circuit breaker of a downstream host called by the
 // http handler, creating it on first use with the settings of
 // Settings.HostBreaker. Its component name is "http:<host>".
+//
+// At most Settings.MaxHostBreakers exist: making one more drops the least
+// recently used closed breaker, with its tree node, and tells
+// Deps.BreakerRemoved. An open or half-open breaker is kept while a closed
+// one can go, so a failing host stays held off; when every breaker is open or
+// half-open, the least recently used one is dropped anyway (logged at WARN),
+// and its host is called again until a new breaker opens. A caller still
+// running through a dropped breaker finishes on it unseen.
 func (s *System) HostBreaker(host string) *Breaker {
 	component := "http:" + host
 	s.hostMu.Lock()
 	defer s.hostMu.Unlock()
 	current := *s.breakersPtr.Load()
 	if b, ok := current[component]; ok {
+		if e, ok := s.hostUse[component]; ok {
+			s.hostLRU.MoveToFront(e)
+		}
 		return b
+	}
+	// Copy on write: readers iterate the map without the lock.
+	next := make(map[string]*Breaker, len(current)+1)
+	for k, v := range current {
+		next[k] = v
+	}
+	for s.hostLRU.Len() >= s.settings.MaxHostBreakers {
+		s.evictHostBreaker(next)
 	}
 	var settings BreakerSettings
 	if s.settings.HostBreaker != nil {
@@ -316,12 +355,33 @@ func (s *System) HostBreaker(host string) *Breaker {
 	s.tree.declare(path, KindBreaker, "", "")
 	s.tree.setStatus(path, StatusRunning)
 	b := newBreaker(component, path, settings, s.tree, s.log, s.deps.BreakerChanged)
-	// Copy on write: readers iterate the map without the lock.
-	next := make(map[string]*Breaker, len(current)+1)
-	for k, v := range current {
-		next[k] = v
-	}
 	next[component] = b
+	s.hostUse[component] = s.hostLRU.PushFront(component)
 	s.breakersPtr.Store(&next)
 	return b
+}
+
+// evictHostBreaker drops one host breaker from breakers (see HostBreaker).
+// The caller holds hostMu.
+func (s *System) evictHostBreaker(breakers map[string]*Breaker) {
+	victim := s.hostLRU.Back()
+	for e := s.hostLRU.Back(); e != nil; e = e.Prev() {
+		if breakers[e.Value.(string)].State() == "closed" {
+			victim = e
+			break
+		}
+	}
+	component := victim.Value.(string)
+	b := breakers[component]
+	if state := b.State(); state != "closed" {
+		s.log.Warn("host breaker cap reached with every breaker open or half-open; dropping the least recently used",
+			"component", component, "state", state, "max_host_breakers", s.settings.MaxHostBreakers)
+	} else {
+		s.log.Debug("host breaker cap reached; dropping the least recently used closed breaker",
+			"component", component, "max_host_breakers", s.settings.MaxHostBreakers)
+	}
+	s.hostLRU.Remove(victim)
+	delete(s.hostUse, component)
+	delete(breakers, component)
+	b.retire(s.deps.BreakerRemoved)
 }

@@ -85,6 +85,17 @@ func (t *Tree) declare(path, kind, namespace, queue string) {
 	})
 }
 
+// remove drops the node at path and its descendants.
+func (t *Tree) remove(path string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k := range t.nodes {
+		if k == path || strings.HasPrefix(k, path+"/") {
+			delete(t.nodes, k)
+		}
+	}
+}
+
 func (t *Tree) setStatus(path, status string) {
 	t.update(path, func(n *Node) {
 		// Giving up stops the actor, whose Stopping would otherwise hide

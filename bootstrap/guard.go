@@ -12,7 +12,9 @@ import (
 	"github.com/tasker-run/tasker/workflow/handlers"
 )
 
-// hostGuard gives the http handler one circuit breaker per downstream host.
+// hostGuard gives the http handler one circuit breaker per downstream host,
+// as the handler names it (the template's literal host where it has one),
+// capped by circuit_breakers.max_hosts.
 // The handler registry is built before the actor tree, so the tree is bound
 // once it runs; no step can run before then.
 type hostGuard struct {

@@ -68,6 +68,11 @@ func (m *Metrics) breakerChanged(component, state string) {
 	m.breaker.WithLabelValues(component).Set(breakerValue[state])
 }
 
+// breakerRemoved drops the series of a breaker dropped from the host cap.
+func (m *Metrics) breakerRemoved(component string) {
+	m.breaker.DeleteLabelValues(component)
+}
+
 func (m *Metrics) stepFinished(namespace string, ok bool, d time.Duration) {
 	outcome := "success"
 	if !ok {

@@ -163,6 +163,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		Handlers:       n.registry,
 		Logger:         n.log,
 		BreakerChanged: n.metrics.breakerChanged,
+		BreakerRemoved: n.metrics.breakerRemoved,
 		StepFinished:   n.metrics.stepFinished,
 		RequestHandled: n.metrics.requestHandled,
 		ResultApplied:  n.metrics.resultApplied,
@@ -184,7 +185,12 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 
 func (n *Node) buildRegistry() (*workflow.Registry, error) {
 	reg := workflow.NewRegistry()
-	if err := handlers.Register(reg, handlers.HTTPOptions{Guard: &n.guard}); err != nil {
+	opts := handlers.HTTPOptions{
+		Guard: &n.guard,
+		// The configuration in force, so a reload applies.
+		AllowedHosts: func(namespace string) []string { return n.live.Load().Namespace(namespace).AllowedHosts },
+	}
+	if err := handlers.Register(reg, opts); err != nil {
 		return nil, fmt.Errorf("registering built-in handlers: %w", err)
 	}
 	if n.cfg.Templates.Bundled && n.opts.Bundled.Register != nil {

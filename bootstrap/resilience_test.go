@@ -719,6 +719,7 @@ func TestHandlerFaults(t *testing.T) {
 	srv429 := testsupport.NewScriptedServer(t, testsupport.Reply{Status: http.StatusTooManyRequests, RetryAfter: "2"}, testsupport.Reply{})
 	srv404 := testsupport.NewScriptedServer(t, testsupport.Reply{Status: http.StatusNotFound, Body: `{"error": "no such order"}`})
 	srv500 := testsupport.NewScriptedServer(t, testsupport.Reply{Status: http.StatusInternalServerError})
+	srvLocal := testsupport.NewScriptedServer(t)
 	httpStep := func(ns, name string, srv *testsupport.ScriptedServer, retry string) string {
 		return rsOneStep(ns, name, "http", fmt.Sprintf("config = { url = %q }\n%s", srv.URL+"/orders", retry))
 	}
@@ -730,6 +731,7 @@ func TestHandlerFaults(t *testing.T) {
 			"h_http/retry.toml":   httpStep("h_http", "retry_after", srv429, "[steps.retry]\nmax_attempts = 3"),
 			"h_http/missing.toml": httpStep("h_http", "not_found", srv404, ""),
 			"h_http/flaky.toml":   httpStep("h_http", "flaky", srv500, "[steps.retry]\nmax_attempts = 4\nbackoff_base = \"50ms\""),
+			"h_local/denied.toml": httpStep("h_local", "denied", srvLocal, "[steps.retry]\nmax_attempts = 3"),
 		},
 		handlers: map[string]workflow.Handler{
 			"test.panic_once": testsupport.ByAttempt(testsupport.PanicHandler("handler exploded"), handlers.Noop()),
@@ -737,6 +739,9 @@ func TestHandlerFaults(t *testing.T) {
 		},
 		configure: func(cfg *config.Config) {
 			cfg.Namespaces["h_hang"] = config.Namespace{Workers: 1}
+			// The scripted servers listen on loopback, which the http
+			// handler calls only when allowed_hosts lists it.
+			cfg.Namespaces["h_http"] = config.Namespace{Workers: 4, AllowedHosts: []string{"127.0.0.1"}}
 			threshold, delay := 3, config.Duration(time.Minute)
 			cfg.CircuitBreakers.Components = map[string]config.BreakerOverride{
 				config.HTTPComponent(srv500.Host()): {FailureThreshold: &threshold, Delay: &delay},
@@ -748,6 +753,7 @@ func TestHandlerFaults(t *testing.T) {
 	retryID := n.submit("h_http", "retry_after")
 	missingID := n.submit("h_http", "not_found")
 	flakyID := n.submit("h_http", "flaky")
+	deniedID := n.submit("h_local", "denied")
 
 	t.Run("panic", func(t *testing.T) {
 		n := n.with(t)
@@ -821,6 +827,19 @@ func TestHandlerFaults(t *testing.T) {
 		}
 		require.Contains(t, reason, "404 Not Found")
 		require.Equal(t, 1, srv404.Requests())
+	})
+
+	t.Run("loopback refused without allowed_hosts", func(t *testing.T) {
+		n := n.with(t)
+		d := n.waitTask(deniedID, workflow.TaskStateError)
+		step := d.Steps[0]
+		require.Equal(t, 1, step.Attempts, "a refused destination is not retried")
+		e := rsErrorOf(t, step)
+		require.Equal(t, handlers.KindDestinationRefused, e.Kind)
+		require.False(t, e.Retryable)
+		require.Contains(t, e.Message, "127.0.0.1 is a loopback address")
+		require.Contains(t, e.Message, `list "127.0.0.1" in allowed_hosts of [namespaces.h_local]`)
+		require.Zero(t, srvLocal.Requests())
 	})
 
 	t.Run("failing host opens its breaker", func(t *testing.T) {

@@ -50,6 +50,7 @@ func actorSettings(cfg *config.Config, nodeID string, namespaces []string, live 
 		HostBreaker: func(host string) actors.BreakerSettings {
 			return breakerSettings(live().Breaker(config.HTTPComponent(host)))
 		},
+		MaxHostBreakers: cfg.CircuitBreakers.MaxHosts,
 	}
 	for _, name := range namespaces {
 		if !cfg.Node.RunsNamespace(name) {

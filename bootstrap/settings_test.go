@@ -1,8 +1,11 @@
 package bootstrap
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,4 +50,52 @@ func TestProductionRefusesUnsafeSettings(t *testing.T) {
 	cfg.HTTP.Listen = "0.0.0.0:0"
 	_, err = Start(t.Context(), Options{Config: cfg, LogOutput: io.Discard})
 	require.ErrorContains(t, err, "http.api_token")
+}
+
+// TestHostBreakerEvictionRemovesMetricSeries: circuit_breakers.max_hosts
+// caps the host breakers; a dropped one leaves neither a tree node nor a
+// tasker_circuit_breaker_state series.
+func TestHostBreakerEvictionRemovesMetricSeries(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default(config.EnvTest)
+	cfg.Node.Mode = config.ModeWorkers
+	cfg.CircuitBreakers.MaxHosts = 2
+	m := NewMetrics()
+	sys, err := actors.Start(actorSettings(cfg, "test", nil, func() *config.Config { return cfg }), actors.Deps{
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		BreakerChanged: m.breakerChanged,
+		BreakerRemoved: m.breakerRemoved,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sys.Stop(context.Background())) })
+	var g hostGuard
+	g.sys.Store(sys)
+
+	series := func() []string {
+		families, err := m.Registry.Gather()
+		require.NoError(t, err)
+		var out []string
+		for _, f := range families {
+			if f.GetName() != "tasker_circuit_breaker_state" {
+				continue
+			}
+			for _, s := range f.GetMetric() {
+				for _, l := range s.GetLabel() {
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, host := range []string{"a.test", "b.test"} {
+		require.NoError(t, g.Run(host, func() error { return nil }))
+	}
+	require.Equal(t, []string{"http:a.test", "http:b.test"}, series())
+	require.NoError(t, g.Run("c.test", func() error { return nil }))
+	require.Equal(t, []string{"http:b.test", "http:c.test"}, series())
+	_, ok := sys.Tree().Find("root/http:a.test")
+	require.False(t, ok, "the dropped breaker's tree node is gone")
+	_, ok = sys.Tree().Find("root/http:c.test")
+	require.True(t, ok)
 }

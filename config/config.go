@@ -184,11 +184,27 @@ type Namespace struct {
 	// for handlers that run longer than the default; 0 means inherit. Defaults
 	// to 0s.
 	VisibilityTimeout Duration `toml:"visibility_timeout"`
+	// AllowedHosts lists the destinations the http handler may call for
+	// this namespace although they are loopback, link-local (the cloud
+	// metadata address included), private, shared, unspecified, broadcast or
+	// multicast addresses, which it refuses otherwise: a host name
+	// ("internal.example", any address it resolves to), a host name and port
+	// ("internal.example:8080"), an IP ("127.0.0.1", "::1"), an IP and port
+	// ("[::1]:8080") or a CIDR ("10.0.0.0/8"). A step's config may add its
+	// own. Public addresses need no entry. Defaults to [].
+	AllowedHosts []string `toml:"allowed_hosts"`
 }
 
 // CircuitBreakers configures the breakers: one default and overrides per
 // component.
 type CircuitBreakers struct {
+	// MaxHosts caps the breakers of downstream hosts (one per host the http
+	// handler calls): past it, the least recently used closed one is
+	// dropped, with its node in the actor tree and its metric series; when
+	// none is closed, the least recently used one is dropped anyway, and its
+	// host is called again until a new breaker opens. Read at start-up.
+	// Defaults to 1024.
+	MaxHosts int `toml:"max_hosts"`
 	// Default applies to every component without an override.
 	Default BreakerConfig `toml:"default"`
 	// Components overrides the default per component: "orchestration" (the
@@ -351,7 +367,7 @@ func Default(env string) *Config {
 			MaxResultBytes:    1 << 20,
 			ListenNotify:      true,
 		},
-		CircuitBreakers: CircuitBreakers{Default: BreakerConfig{
+		CircuitBreakers: CircuitBreakers{MaxHosts: 1024, Default: BreakerConfig{
 			FailureThreshold: 5,
 			Window:           Duration(30 * time.Second),
 			Delay:            Duration(5 * time.Second),
@@ -393,7 +409,7 @@ func Default(env string) *Config {
 
 // defaultNamespace is the setting of a namespace without an entry, and the
 // starting point of an entry that sets only some keys.
-func defaultNamespace() Namespace { return Namespace{Workers: 4} }
+func defaultNamespace() Namespace { return Namespace{Workers: 4, AllowedHosts: []string{}} }
 
 // Namespace returns the effective worker settings of namespace: its entry (or
 // the defaults) with inherited intervals filled in from [queue].

@@ -70,7 +70,7 @@ func TestParseOverlays(t *testing.T) {
 			require.Equal(t, Duration(100*time.Millisecond), c.Queue.PollInterval)
 			require.Equal(t, LogFormatAuto, c.Log.Format)
 			require.Equal(t, "127.0.0.1:8080", c.HTTP.Listen)
-			require.Equal(t, map[string]Namespace{"payments": {Workers: 8, PollInterval: Duration(time.Second)}}, c.Namespaces)
+			require.Equal(t, map[string]Namespace{"payments": {Workers: 8, PollInterval: Duration(time.Second), AllowedHosts: []string{}}}, c.Namespaces)
 			require.Equal(t, Duration(20*time.Second), c.Breaker("payments").Delay)
 			require.Equal(t, 5, c.Breaker("payments").FailureThreshold)
 		}},
@@ -84,8 +84,8 @@ func TestParseOverlays(t *testing.T) {
 			require.Equal(t, 3, c.Queue.BatchSize)
 			// A map entry in an overlay overrides only the keys it sets.
 			require.Equal(t, map[string]Namespace{
-				"payments": {Workers: 2, PollInterval: Duration(time.Second)},
-				"reports":  {Workers: 4, VisibilityTimeout: Duration(5 * time.Minute)},
+				"payments": {Workers: 2, PollInterval: Duration(time.Second), AllowedHosts: []string{}},
+				"reports":  {Workers: 4, VisibilityTimeout: Duration(5 * time.Minute), AllowedHosts: []string{}},
 			}, c.Namespaces)
 			require.Equal(t, Duration(20*time.Second), c.Breaker("payments").Delay)
 			require.Equal(t, 9, c.Breaker("payments").FailureThreshold)
@@ -362,8 +362,8 @@ poll_interval = "50ms"
 visibility_timeout = "10m"
 `), EnvDevelopment, nil)
 	require.NoError(t, err)
-	require.Equal(t, Namespace{Workers: 4, PollInterval: Duration(200 * time.Millisecond), VisibilityTimeout: Duration(10 * time.Minute)}, c.Namespace("slow"))
-	require.Equal(t, Namespace{Workers: 4, PollInterval: Duration(200 * time.Millisecond), VisibilityTimeout: Duration(40 * time.Second)}, c.Namespace("unconfigured"))
+	require.Equal(t, Namespace{Workers: 4, PollInterval: Duration(200 * time.Millisecond), VisibilityTimeout: Duration(10 * time.Minute), AllowedHosts: []string{}}, c.Namespace("slow"))
+	require.Equal(t, Namespace{Workers: 4, PollInterval: Duration(200 * time.Millisecond), VisibilityTimeout: Duration(40 * time.Second), AllowedHosts: []string{}}, c.Namespace("unconfigured"))
 	require.Equal(t, 50*time.Millisecond, c.OrchestrationPollInterval())
 
 	c.Orchestration.PollInterval = 0
@@ -459,4 +459,17 @@ func TestFieldsDocumentDefaults(t *testing.T) {
 		return true
 	})
 	require.Greater(t, checked, 40)
+}
+
+func TestNamespaceAllowedHosts(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(`
+[namespaces.orders]
+allowed_hosts = ["127.0.0.1", "internal.example:8080", "10.0.0.0/8", "[::1]:9000"]
+`), EnvDevelopment, nil)
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, []string{"127.0.0.1", "internal.example:8080", "10.0.0.0/8", "[::1]:9000"}, c.Namespace("orders").AllowedHosts)
+	require.Empty(t, c.Namespace("other").AllowedHosts)
+	require.Equal(t, 1024, c.CircuitBreakers.MaxHosts)
 }

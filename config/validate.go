@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/tasker-run/tasker/workflow"
+	"github.com/tasker-run/tasker/workflow/handlers"
 )
 
 // ValidationError lists every problem of a configuration. Each problem names
@@ -66,7 +67,14 @@ func (c *Config) Validate() error {
 		v.intRange(key+".workers", ns.Workers, 1, 1024)
 		v.optDurRange(key+".poll_interval", ns.PollInterval, time.Millisecond, time.Hour)
 		v.seconds(key+".visibility_timeout", ns.VisibilityTimeout, true)
+		for i, entry := range ns.AllowedHosts {
+			if err := handlers.ParseAllowedHost(entry); err != nil {
+				v.add("%s.allowed_hosts[%d] %v", key, i, err)
+			}
+		}
 	}
+
+	v.intRange("circuit_breakers.max_hosts", c.CircuitBreakers.MaxHosts, 1, 1_000_000)
 
 	v.breaker("circuit_breakers.default", c.CircuitBreakers.Default)
 	for _, name := range slices.Sorted(maps.Keys(c.CircuitBreakers.Components)) {

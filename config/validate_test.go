@@ -67,6 +67,14 @@ func TestValidateRules(t *testing.T) {
 		{"namespaces.visibility_timeout", func(c *Config) {
 			c.Namespaces = map[string]Namespace{"payments": {Workers: 1, VisibilityTimeout: Duration(500 * time.Millisecond)}}
 		}, `namespaces.payments.visibility_timeout must be 0s (inherit) or a whole number of seconds between 1s and 24h (got 500ms)`},
+		{"namespaces.allowed_hosts", func(c *Config) {
+			c.Namespaces = map[string]Namespace{"payments": {Workers: 1, AllowedHosts: []string{"127.0.0.1", "10.0.0.0/99"}}}
+		}, `namespaces.payments.allowed_hosts[1] "10.0.0.0/99" is not a CIDR such as "10.0.0.0/8" or "fc00::/7"`},
+		{"namespaces.allowed_hosts wildcard", func(c *Config) {
+			c.Namespaces = map[string]Namespace{"payments": {Workers: 1, AllowedHosts: []string{"*.internal"}}}
+		}, `namespaces.payments.allowed_hosts[0] "*.internal": wildcards are not supported; list host names, IPs or CIDRs such as "10.0.0.0/8"`},
+		{"circuit_breakers.max_hosts", func(c *Config) { c.CircuitBreakers.MaxHosts = 0 },
+			`circuit_breakers.max_hosts must be between 1 and 1000000 (got 0)`},
 		{"circuit_breakers.default.failure_threshold", func(c *Config) { c.CircuitBreakers.Default.FailureThreshold = 0 },
 			`circuit_breakers.default.failure_threshold must be between 1 and 1000 (got 0)`},
 		{"circuit_breakers.default.failure_ratio", func(c *Config) { c.CircuitBreakers.Default.FailureRatio = 1.5 },

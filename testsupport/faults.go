@@ -405,7 +405,9 @@ type ScriptedServer struct {
 }
 
 // NewScriptedServer starts a server answering with script (an empty script
-// answers 200 {}); it is closed when the test ends.
+// answers 200 {}); it is closed when the test ends. It listens on
+// 127.0.0.1, which the http handler calls only when the namespace's (or the
+// step's) allowed_hosts lists it.
 func NewScriptedServer(t testing.TB, script ...Reply) *ScriptedServer {
 	t.Helper()
 	s := &ScriptedServer{script: script}

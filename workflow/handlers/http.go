@@ -13,7 +13,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tasker-run/tasker/backoff"
@@ -33,6 +35,14 @@ const (
 	KindCanceled         = "canceled"           // retryable: the node is shutting down
 	KindCircuitOpen      = "circuit_open"       // retryable: the host's breaker refused the call
 	KindResponseTooLarge = "response_too_large" // permanent: a 2xx body above MaxBodyBytes
+	// KindURLRefused is permanent: a placeholder value would change the
+	// URL's scheme or authority, or the built URL's host is not the
+	// template's literal host.
+	KindURLRefused = "url_refused"
+	// KindDestinationRefused is permanent: the destination (or a redirect's)
+	// is in a denied range and not in allowed_hosts, or a redirect goes from
+	// https to http or to another scheme.
+	KindDestinationRefused = "destination_refused"
 )
 
 // MaxBodyBytesDefault is the default limit on a response body.
@@ -42,17 +52,15 @@ const MaxBodyBytesDefault int64 = 1 << 20
 // result of a 2xx that is not JSON.
 const excerptBytes = 512
 
-// maxRedirects is how many redirects the default policy follows, as
-// net/http's own default does.
-const maxRedirects = 10
+// maxRedirects is how many redirects are followed.
+const maxRedirects = 5
 
 // ErrHostOpen is what a HostGuard's refusal must match (errors.Is): the
 // host's circuit breaker is open and the call was not made.
 var ErrHostOpen = errors.New("circuit breaker open for host")
 
-// errTooManyRedirects marks a redirect chain longer than maxRedirects, which
-// net/http would report as an untyped error indistinguishable from a
-// network failure.
+// errTooManyRedirects marks a redirect chain longer than maxRedirects, told
+// apart from a network failure.
 var errTooManyRedirects = errors.New("too many redirects")
 
 // HostGuard guards calls to a downstream host, typically with one circuit
@@ -64,20 +72,28 @@ var errTooManyRedirects = errors.New("too many redirects")
 // the breaker stays open), the step is retried after that delay. Run must
 // call fn at most once, on the calling goroutine, and return after it.
 // Redirects are followed inside fn, so they count against the first host.
+// A destination the policy refuses says nothing about the host's health: fn
+// returns nil, as for a 4xx.
 type HostGuard interface {
 	Run(host string, fn func() error) error
 }
 
 // HTTPOptions configure the http handler. The zero value is usable.
 type HTTPOptions struct {
-	// Client sends the requests. Its CheckRedirect, when nil, is replaced by
-	// one following up to 10 redirects like net/http's default, but whose
-	// failure is told apart from a network error. Defaults to a client on
-	// http.DefaultTransport with no timeout: the step's timeout applies
-	// through ctx.
-	Client *http.Client
-	// Guard, when set, wraps every call; the host given is the URL's
-	// host[:port], lower-cased. Defaults to none.
+	// Transport is the base of the transports that send the requests (TLS
+	// settings, pools, timeouts): it is cloned once per allowed_hosts list,
+	// with its dialer replaced by the destination policy's and no proxy (a
+	// proxy would hide the destination from the policy). Defaults to a clone
+	// of http.DefaultTransport. There is no client timeout: the step's
+	// timeout applies through ctx.
+	Transport *http.Transport
+	// AllowedHosts gives a namespace's allowed_hosts entries (see
+	// ParseAllowedHosts); they add to the step config's own. Defaults to
+	// none.
+	AllowedHosts func(namespace string) []string
+	// Guard, when set, wraps every call; the host given is the template's
+	// host[:port] when the template names it literally, else the URL's,
+	// lower-cased. Defaults to none.
 	Guard HostGuard
 	// Now is the clock used to read Retry-After dates. Defaults to time.Now.
 	Now func() time.Time
@@ -89,16 +105,14 @@ type HTTPOptions struct {
 // NewHTTP returns the http handler; see the package documentation for its
 // config and how responses map onto step outcomes.
 func NewHTTP(opts HTTPOptions) workflow.Handler {
-	client := &http.Client{}
-	if opts.Client != nil {
-		c := *opts.Client // a shallow copy shares the transport and its connections
-		client = &c
-	}
-	if client.CheckRedirect == nil {
-		client.CheckRedirect = checkRedirect
+	base := opts.Transport
+	if base == nil {
+		base = http.DefaultTransport.(*http.Transport)
 	}
 	h := &httpHandler{
-		client:  client,
+		base:    base,
+		allowed: opts.AllowedHosts,
+		clients: map[string]*http.Client{},
 		guard:   opts.Guard,
 		now:     opts.Now,
 		maxBody: opts.MaxBodyBytes,
@@ -112,18 +126,36 @@ func NewHTTP(opts HTTPOptions) workflow.Handler {
 	return h
 }
 
-func checkRedirect(_ *http.Request, via []*http.Request) error {
-	if len(via) >= maxRedirects {
-		return fmt.Errorf("stopped after %d redirects: %w", len(via), errTooManyRedirects)
-	}
-	return nil
-}
-
 type httpHandler struct {
-	client  *http.Client
+	base    *http.Transport
+	allowed func(namespace string) []string
 	guard   HostGuard
 	now     func() time.Time
 	maxBody int64
+
+	// clients holds one client per allowed_hosts list, so a connection
+	// dialled under one list is never reused under another.
+	clientsMu sync.Mutex
+	clients   map[string]*http.Client
+}
+
+// client returns the client applying the policy of allowed.
+func (h *httpHandler) client(allowed *AllowedHosts) *http.Client {
+	key := allowed.key()
+	h.clientsMu.Lock()
+	defer h.clientsMu.Unlock()
+	if c, ok := h.clients[key]; ok {
+		return c
+	}
+	t := h.base.Clone()
+	t.Proxy = nil
+	t.Dial = nil    //nolint:staticcheck // cleared so DialContext, the policy's, is the only dialer
+	t.DialTLS = nil //nolint:staticcheck // as Dial
+	t.DialTLSContext = nil
+	t.DialContext = allowed.dialer()
+	c := &http.Client{Transport: t, CheckRedirect: allowed.checkRedirect}
+	h.clients[key] = c
+	return c
 }
 
 // call is one prepared request.
@@ -133,6 +165,10 @@ type call struct {
 	header http.Header
 	host   string // Host header override, if configured
 	body   []byte // nil: no body
+	// guardHost names the host to its guard: the template's literal
+	// host[:port], or the URL's when the template's host is a placeholder.
+	guardHost string
+	allowed   *AllowedHosts // the step config's allowed_hosts
 }
 
 // target names the call in messages without its query, fragment or user
@@ -149,8 +185,16 @@ func (h *httpHandler) Handle(ctx context.Context, in workflow.StepInput) (json.R
 	if err != nil {
 		return nil, err
 	}
+	if h.allowed != nil {
+		ns, err := ParseAllowedHosts(h.allowed(in.Namespace))
+		if err != nil {
+			return nil, workflow.Permanent(KindBadConfig, "namespaces.%s.allowed_hosts%v", in.Namespace, err)
+		}
+		c.allowed = c.allowed.union(ns)
+	}
+	client := h.client(c.allowed)
 	if h.guard == nil {
-		res, serr, _ := h.do(ctx, in, c)
+		res, serr, _ := h.do(ctx, client, in, c)
 		return res, nilIfNone(serr)
 	}
 
@@ -159,10 +203,10 @@ func (h *httpHandler) Handle(ctx context.Context, in workflow.StepInput) (json.R
 		serr   *workflow.StepError
 		called bool
 	)
-	gerr := h.guard.Run(strings.ToLower(c.url.Host), func() error {
+	gerr := h.guard.Run(c.guardHost, func() error {
 		called = true
 		var hostFailed bool
-		res, serr, hostFailed = h.do(ctx, in, c)
+		res, serr, hostFailed = h.do(ctx, client, in, c)
 		if hostFailed {
 			return serr
 		}
@@ -197,7 +241,7 @@ func nilIfNone(e *workflow.StepError) error {
 
 // do sends the request and maps the response. hostFailed says whether the
 // outcome counts against the host for its guard.
-func (h *httpHandler) do(ctx context.Context, in workflow.StepInput, c *call) (res json.RawMessage, serr *workflow.StepError, hostFailed bool) {
+func (h *httpHandler) do(ctx context.Context, client *http.Client, in workflow.StepInput, c *call) (res json.RawMessage, serr *workflow.StepError, hostFailed bool) {
 	var body io.Reader
 	if c.body != nil {
 		body = bytes.NewReader(c.body)
@@ -215,14 +259,14 @@ func (h *httpHandler) do(ctx context.Context, in workflow.StepInput, c *call) (r
 	req.Header.Set("X-Tasker-Step", in.StepUUID.String())
 	req.Header.Set("X-Tasker-Attempt", strconv.Itoa(in.Attempt))
 
-	resp, err := h.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return transportError(ctx, c, "calling", err)
+		return transportError(ctx, in, c, "calling", err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, h.maxBody+1))
 	if err != nil {
-		return transportError(ctx, c, "reading response of", err)
+		return transportError(ctx, in, c, "reading response of", err)
 	}
 	tooLarge := int64(len(data)) > h.maxBody
 	if tooLarge {
@@ -270,11 +314,20 @@ func (h *httpHandler) do(ctx context.Context, in workflow.StepInput, c *call) (r
 
 // transportError maps a failure to get or read a response. A deadline is the
 // step's timeout; a cancellation is the node stopping, which says nothing
-// about the host.
-func transportError(ctx context.Context, c *call, doing string, err error) (json.RawMessage, *workflow.StepError, bool) {
+// about the host; a refused destination or redirect is permanent and says
+// nothing about the host either.
+func transportError(ctx context.Context, in workflow.StepInput, c *call, doing string, err error) (json.RawMessage, *workflow.StepError, bool) {
 	// url.Error repeats the full URL, query included; keep only its cause.
 	if ue, ok := errors.AsType[*url.Error](err); ok {
 		err = ue.Err
+	}
+	if de, ok := errors.AsType[*DestinationError](err); ok {
+		return nil, workflow.Permanent(KindDestinationRefused,
+			"%s %s: %w; to call it, list %q in allowed_hosts of [namespaces.%s] in the configuration or of the step's config",
+			doing, c.target(), de, de.suggestion(), in.Namespace), false
+	}
+	if re, ok := errors.AsType[*RedirectError](err); ok {
+		return nil, workflow.Permanent(KindDestinationRefused, "%s %s: %w", doing, c.target(), re), false
 	}
 	switch {
 	case errors.Is(err, errTooManyRedirects):
@@ -356,7 +409,7 @@ func buildCall(in workflow.StepInput) (*call, error) {
 	if json.Unmarshal(in.Config, &probe) == nil && probe["timeout"] != nil {
 		return nil, bad("timeout is not an http config key: set the step's timeout, which applies to the call")
 	}
-	cfg, err := configKeys(in.Config, "method", "url", "headers", "body", "body_from")
+	cfg, err := configKeys(in.Config, "method", "url", "headers", "body", "body_from", "allowed_hosts")
 	if err != nil {
 		return nil, err
 	}
@@ -437,6 +490,9 @@ func buildCall(in workflow.StepInput) (*call, error) {
 	}
 	expanded, err := r.expand(tmpl, escapeURL)
 	if err != nil {
+		if ue, ok := errors.AsType[*urlValueError](err); ok {
+			return nil, workflow.Permanent(KindURLRefused, "url: %v", ue)
+		}
 		return nil, bad("url: %v", err)
 	}
 	u, err := url.Parse(expanded)
@@ -450,6 +506,24 @@ func buildCall(in workflow.StepInput) (*call, error) {
 		return nil, bad("url %q has no host", tmpl)
 	}
 	c.url = u
+	c.guardHost = strings.ToLower(u.Host)
+	if th := templateHost(tmpl); th.literal {
+		if !strings.EqualFold(u.Hostname(), th.name()) {
+			return nil, workflow.Permanent(KindURLRefused, "url: the built URL's host %q is not the template's host %q", u.Hostname(), th.name())
+		}
+		c.guardHost = strings.ToLower(th.hostport())
+	}
+
+	// allowed_hosts
+	if raw, ok := cfg["allowed_hosts"]; ok {
+		var entries []string
+		if err := json.Unmarshal(raw, &entries); err != nil {
+			return nil, bad(`allowed_hosts must be a list of strings such as ["127.0.0.1", "internal.example:8080", "10.0.0.0/8"], got %s`, raw)
+		}
+		if c.allowed, err = ParseAllowedHosts(entries); err != nil {
+			return nil, bad("allowed_hosts%v", err)
+		}
+	}
 
 	// headers
 	if c.body != nil {
@@ -486,14 +560,119 @@ func buildCall(in workflow.StepInput) (*call, error) {
 	return c, nil
 }
 
-// escapeURL escapes a placeholder value for its place in the URL: as a path
-// segment before the first "?", as a query component after it. The URL built
-// so far holds only escaped values, so a "?" in it is the template's own.
-func escapeURL(built, value string) string {
-	if strings.Contains(built, "?") {
-		return url.QueryEscape(value)
+// escapeURL escapes a placeholder value for its place in the URL: in the
+// scheme or authority it is refused if it holds a character that would
+// change their shape (see urlValueError); as a path segment before the
+// first "?" and a query component after it, it is escaped. The URL built so
+// far holds only checked or escaped values, so a "://", "/", "?" or "#" in
+// it is the template's own.
+func escapeURL(built, placeholder, value string) (string, error) {
+	if inAuthority(built) {
+		for i, r := range value {
+			if strings.ContainsRune("@:/?#[]", r) || unicode.IsSpace(r) || unicode.IsControl(r) {
+				return "", &urlValueError{placeholder: placeholder, char: r, at: i}
+			}
+		}
+		return value, nil
 	}
-	return url.PathEscape(value)
+	if strings.Contains(built, "?") {
+		return url.QueryEscape(value), nil
+	}
+	return url.PathEscape(value), nil
+}
+
+// inAuthority reports whether a value appended to built lands in the URL's
+// scheme or authority: before "://", or after it and before the path, query
+// or fragment.
+func inAuthority(built string) bool {
+	_, rest, found := strings.Cut(built, "://")
+	return !found || !strings.ContainsAny(rest, "/?#")
+}
+
+// urlValueError is a placeholder value refused in the URL's scheme or
+// authority. The value itself is not shown: it may be a credential.
+type urlValueError struct {
+	placeholder string
+	char        rune
+	at          int
+}
+
+func (e *urlValueError) Error() string {
+	return fmt.Sprintf("placeholder %s is in the scheme or authority of the URL and its value contains %q at byte %d; "+
+		"values there may not contain @ : / ? # [ ], spaces or control characters", e.placeholder, string(e.char), e.at)
+}
+
+// urlTemplateHost is where a URL template names its host.
+type urlTemplateHost struct {
+	host    string // as written, brackets of an IPv6 literal included
+	port    string // literal port, "" when absent or a placeholder
+	literal bool   // the host holds no placeholder
+}
+
+// name is the host without brackets and with escapes decoded, as
+// url.URL.Hostname returns it.
+func (t urlTemplateHost) name() string {
+	h := strings.TrimSuffix(strings.TrimPrefix(t.host, "["), "]")
+	if u, err := url.PathUnescape(h); err == nil {
+		return u
+	}
+	return h
+}
+
+func (t urlTemplateHost) hostport() string {
+	if t.port == "" {
+		return t.host
+	}
+	return t.host + ":" + t.port
+}
+
+// templateHost locates the host of a URL template the way url.Parse reads
+// an authority (after "://", up to the first "/", "?" or "#", after the last
+// "@", before the port), each placeholder an opaque block.
+func templateHost(tmpl string) urlTemplateHost {
+	mask := []byte(tmpl)
+	for i := 0; i < len(tmpl); {
+		start := strings.Index(tmpl[i:], "{{")
+		if start < 0 {
+			break
+		}
+		start += i
+		end := len(tmpl)
+		if e := strings.Index(tmpl[start:], "}}"); e >= 0 {
+			end = start + e + 2
+		}
+		for j := start; j < end; j++ {
+			mask[j] = 0
+		}
+		i = end
+	}
+	m := string(mask)
+	k := strings.Index(m, "://")
+	if k < 0 {
+		return urlTemplateHost{}
+	}
+	a := k + 3
+	end := len(m)
+	if e := strings.IndexAny(m[a:], "/?#"); e >= 0 {
+		end = a + e
+	}
+	if at := strings.LastIndexByte(m[a:end], '@'); at >= 0 {
+		a += at + 1
+	}
+	hp := m[a:end]
+	hostEnd := len(hp)
+	if strings.HasPrefix(hp, "[") {
+		if r := strings.IndexByte(hp, ']'); r >= 0 {
+			hostEnd = r + 1
+		}
+	} else if c := strings.IndexByte(hp, ':'); c >= 0 {
+		hostEnd = c
+	}
+	t := urlTemplateHost{host: tmpl[a : a+hostEnd], literal: !strings.ContainsRune(hp[:hostEnd], 0)}
+	if port, ok := strings.CutPrefix(hp[hostEnd:], ":"); ok && port != "" && !strings.ContainsRune(port, 0) {
+		t.port = tmpl[a+hostEnd+1 : end]
+	}
+	return t
 }
 
 func orEmptyObject(raw json.RawMessage) json.RawMessage {

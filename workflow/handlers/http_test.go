@@ -80,6 +80,13 @@ func respond(status int, body string, header ...string) http.HandlerFunc {
 	}
 }
 
+// loopback declares the test servers' address, 127.0.0.1, in the
+// namespace's allowed_hosts: the destination policy denies it otherwise.
+func loopback(opts HTTPOptions) HTTPOptions {
+	opts.AllowedHosts = func(string) []string { return []string{"127.0.0.1"} }
+	return opts
+}
+
 func configJSON(t *testing.T, v map[string]any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -125,7 +132,7 @@ func TestHTTPStatusMapping(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv := newServer(t, tt.handler)
-			h := NewHTTP(HTTPOptions{Now: func() time.Time { return now }})
+			h := NewHTTP(loopback(HTTPOptions{Now: func() time.Time { return now }}))
 			res, err := h.Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL + "/hook?token=secret"})))
 			require.EqualValues(t, 1, srv.hits.Load())
 			if tt.kind == "" {
@@ -152,7 +159,7 @@ func TestHTTP4xxBodyExcerpt(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("é", 300) + strings.Repeat("x", 2000) // 600 bytes of 2-byte runes first
 	srv := newServer(t, respond(422, long))
-	_, err := NewHTTP(HTTPOptions{}).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
+	_, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
 	se := requireStepError(t, err, KindHTTP4xx, false)
 	require.Equal(t, 422, se.HTTPStatus)
 	body, ok := se.Metadata["body"].(string)
@@ -165,13 +172,13 @@ func TestHTTP4xxBodyExcerpt(t *testing.T) {
 func TestHTTPResponseTooLarge(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t, respond(200, `{"data":"`+strings.Repeat("x", 100)+`"}`))
-	_, err := NewHTTP(HTTPOptions{MaxBodyBytes: 64}).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
+	_, err := NewHTTP(loopback(HTTPOptions{MaxBodyBytes: 64})).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
 	se := requireStepError(t, err, KindResponseTooLarge, false)
 	require.Contains(t, se.Message, "response body is larger than 64 bytes")
 
 	// At the limit is fine.
 	srv = newServer(t, respond(200, `{"data":"`+strings.Repeat("x", 53)+`"}`))
-	res, err := NewHTTP(HTTPOptions{MaxBodyBytes: 64}).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
+	res, err := NewHTTP(loopback(HTTPOptions{MaxBodyBytes: 64})).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
 	require.NoError(t, err)
 	require.Len(t, res, 64)
 }
@@ -180,7 +187,7 @@ func TestHTTPConnectionRefused(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.NotFoundHandler())
 	srv.Close()
-	_, err := NewHTTP(HTTPOptions{}).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL + "/x?token=secret"})))
+	_, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL + "/x?token=secret"})))
 	se := requireStepError(t, err, KindNetwork, true)
 	require.ErrorIs(t, err, syscall.ECONNREFUSED)
 	require.Zero(t, se.HTTPStatus)
@@ -211,7 +218,7 @@ func TestHTTPDeadline(t *testing.T) {
 	srv, _ := blockingServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err := NewHTTP(HTTPOptions{}).Handle(ctx, stepInput(configJSON(t, map[string]any{"url": srv.URL})))
+	_, err := NewHTTP(loopback(HTTPOptions{})).Handle(ctx, stepInput(configJSON(t, map[string]any{"url": srv.URL})))
 	_ = requireStepError(t, err, workflow.KindTimeout, true)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
@@ -224,7 +231,7 @@ func TestHTTPCancelled(t *testing.T) {
 		<-started
 		cancel()
 	}()
-	_, err := NewHTTP(HTTPOptions{}).Handle(ctx, stepInput(configJSON(t, map[string]any{"url": srv.URL})))
+	_, err := NewHTTP(loopback(HTTPOptions{})).Handle(ctx, stepInput(configJSON(t, map[string]any{"url": srv.URL})))
 	_ = requireStepError(t, err, KindCanceled, true)
 	require.ErrorIs(t, err, context.Canceled)
 }
@@ -234,6 +241,8 @@ func TestHTTPRedirects(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.Handle("/old", http.RedirectHandler("/new", http.StatusFound))
 	mux.Handle("/new", respond(200, `{"moved":true}`))
+	// 300 Multiple Choices is not followed.
+	mux.Handle("/choices", respond(http.StatusMultipleChoices, "", "Location", "/new"))
 	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/loop", http.StatusTemporaryRedirect)
 	})
@@ -244,23 +253,22 @@ func TestHTTPRedirects(t *testing.T) {
 
 	t.Run("followed", func(t *testing.T) {
 		t.Parallel()
-		res, err := NewHTTP(HTTPOptions{}).Handle(context.Background(), cfg("/old"))
+		res, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), cfg("/old"))
 		require.NoError(t, err)
 		require.JSONEq(t, `{"moved":true}`, string(res))
 	})
 	t.Run("too many", func(t *testing.T) {
 		t.Parallel()
-		_, err := NewHTTP(HTTPOptions{}).Handle(context.Background(), cfg("/loop"))
+		_, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), cfg("/loop"))
 		se := requireStepError(t, err, KindHTTP3xx, false)
-		require.Contains(t, se.Message, "stopped after 10 redirects")
+		require.Contains(t, se.Message, "stopped after 5 redirects")
 	})
 	t.Run("final 3xx", func(t *testing.T) {
 		t.Parallel()
-		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		_, err := NewHTTP(HTTPOptions{Client: client}).Handle(context.Background(), cfg("/old"))
+		_, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), cfg("/choices"))
 		se := requireStepError(t, err, KindHTTP3xx, false)
-		require.Equal(t, http.StatusFound, se.HTTPStatus)
-		require.Contains(t, se.Message, `302 Found (redirect not followed, Location "/new")`)
+		require.Equal(t, http.StatusMultipleChoices, se.HTTPStatus)
+		require.Contains(t, se.Message, `300 Multiple Choices (redirect not followed, Location "/new")`)
 	})
 }
 
@@ -290,7 +298,7 @@ func TestHTTPRequest(t *testing.T) {
 			"static":    map[string]any{"x": 1.25},
 		},
 	})
-	res, err := NewHTTP(HTTPOptions{}).Handle(context.Background(), stepInput(cfg))
+	res, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), stepInput(cfg))
 	require.NoError(t, err)
 	require.JSONEq(t, `{}`, string(res))
 
@@ -343,7 +351,7 @@ func TestHTTPMethod(t *testing.T) {
 			t.Parallel()
 			srv := newServer(t, respond(204, ""))
 			tt.config["url"] = srv.URL
-			_, err := NewHTTP(HTTPOptions{}).Handle(context.Background(), stepInput(configJSON(t, tt.config)))
+			_, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), stepInput(configJSON(t, tt.config)))
 			require.NoError(t, err)
 			r := srv.last(t)
 			require.Equal(t, tt.method, r.Method)
@@ -370,7 +378,7 @@ func TestHTTPBodyFrom(t *testing.T) {
 		t.Run(tt.from, func(t *testing.T) {
 			t.Parallel()
 			srv := newServer(t, respond(200, `{"ok":true}`))
-			_, err := NewHTTP(HTTPOptions{}).Handle(context.Background(),
+			_, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(),
 				stepInput(configJSON(t, map[string]any{"url": srv.URL, "body_from": tt.from})))
 			require.NoError(t, err)
 			r := srv.last(t)
@@ -385,7 +393,7 @@ func TestHTTPBodyFrom(t *testing.T) {
 		srv := newServer(t, respond(200, `{}`))
 		in := stepInput(configJSON(t, map[string]any{"url": srv.URL, "body_from": "both"}))
 		in.Parents = nil
-		_, err := NewHTTP(HTTPOptions{}).Handle(context.Background(), in)
+		_, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), in)
 		require.NoError(t, err)
 		require.JSONEq(t, `{"context":`+string(in.Context)+`,"parents":{}}`, srv.last(t).Body)
 	})
@@ -431,7 +439,7 @@ func TestHTTPGuardRefuses(t *testing.T) {
 	srv := newServer(t, respond(200, `{}`))
 	host := strings.TrimPrefix(srv.URL, "http://")
 	guard := &fakeGuard{open: map[string]bool{host: true}}
-	_, err := NewHTTP(HTTPOptions{Guard: guard}).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
+	_, err := NewHTTP(loopback(HTTPOptions{Guard: guard})).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
 	se := requireStepError(t, err, KindCircuitOpen, true)
 	require.ErrorIs(t, err, ErrHostOpen)
 	require.Equal(t, 12*time.Second, se.RetryAfter)
@@ -461,7 +469,7 @@ func TestHTTPGuardCountsHostFailures(t *testing.T) {
 			t.Parallel()
 			guard := &fakeGuard{}
 			u := tt.url(t)
-			_, _ = NewHTTP(HTTPOptions{Guard: guard}).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": u})))
+			_, _ = NewHTTP(loopback(HTTPOptions{Guard: guard})).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": u})))
 			require.Equal(t, []string{strings.TrimPrefix(u, "http://")}, guard.hosts)
 			if tt.failure {
 				require.Equal(t, 1, guard.failures)
@@ -476,7 +484,7 @@ func TestHTTPGuardOtherError(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t, respond(200, `{}`))
 	guard := guardFunc(func(string, func() error) error { return errors.New("guard misconfigured") })
-	_, err := NewHTTP(HTTPOptions{Guard: guard}).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
+	_, err := NewHTTP(loopback(HTTPOptions{Guard: guard})).Handle(context.Background(), stepInput(configJSON(t, map[string]any{"url": srv.URL})))
 	se := requireStepError(t, err, workflow.KindError, true)
 	require.Contains(t, se.Message, "host guard: guard misconfigured")
 	require.Zero(t, srv.hits.Load())
@@ -517,7 +525,7 @@ func TestHTTPBadConfig(t *testing.T) {
 		{`{"url":"URL","body":{"a":[1,"{{context.nope}}"]}}`, `body.a[1]: placeholder {{context.nope}}: context has no key "nope"`},
 		{`{"url":"URL","body":{"a":"x {{parents.reserve.ok.y}}"}}`, `body.a: placeholder {{parents.reserve.ok.y}}: parents.reserve.ok is a boolean, not an object or array`},
 		{`{"url":"URL","timeout":"5s"}`, `timeout is not an http config key: set the step's timeout, which applies to the call`},
-		{`{"url":"URL","retries":3,"auth":"x"}`, `unknown config key auth, retries (known: method, url, headers, body, body_from)`},
+		{`{"url":"URL","retries":3,"auth":"x"}`, `unknown config key auth, retries (known: method, url, headers, body, body_from, allowed_hosts)`},
 		{`"URL"`, `config must be a table`},
 	}
 	// Cleanups run after the parallel subtests and before srv.Close.
@@ -525,7 +533,7 @@ func TestHTTPBadConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
 			t.Parallel()
-			_, err := NewHTTP(HTTPOptions{}).Handle(context.Background(), stepInput(strings.ReplaceAll(tt.config, "URL", srv.URL)))
+			_, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), stepInput(strings.ReplaceAll(tt.config, "URL", srv.URL)))
 			se := requireStepError(t, err, KindBadConfig, false)
 			require.Equal(t, tt.want, se.Message)
 		})

@@ -107,9 +107,10 @@ func walk(v any, at string, segs []string) (any, error) {
 }
 
 // expand replaces every placeholder in s. escape, when not nil, transforms
-// each rendered value; it gets the output built so far, so the URL escaper
-// can tell path from query.
-func (r *resolver) expand(s string, escape func(built, value string) string) (string, error) {
+// or refuses each rendered value; it gets the output built so far, so the
+// URL escaper can tell the authority from the path and the query, and the
+// placeholder, to name it.
+func (r *resolver) expand(s string, escape func(built, placeholder, value string) (string, error)) (string, error) {
 	if !strings.Contains(s, "{{") {
 		return s, nil
 	}
@@ -135,7 +136,9 @@ func (r *resolver) expand(s string, escape func(built, value string) string) (st
 			return "", fmt.Errorf("placeholder %s: %w", ph, err)
 		}
 		if escape != nil {
-			text = escape(b.String(), text)
+			if text, err = escape(b.String(), ph, text); err != nil {
+				return "", err
+			}
 		}
 		b.WriteString(text)
 		s = s[start+end+2:]
