@@ -89,10 +89,15 @@ func redactDatabaseURL(s string) string {
 		changed = true
 	}
 	if !changed {
-		// Rebuilding would respell it: "postgres://" becomes "postgres:".
 		return s
 	}
-	return u.String()
+	// Without a host the rebuilt URL loses its "//": keep the prefix it was
+	// recognized by.
+	out := u.String()
+	if rest, ok := strings.CutPrefix(out, u.Scheme+":"); ok && !strings.HasPrefix(rest, "//") {
+		out = u.Scheme + "://" + rest
+	}
+	return out
 }
 
 // WriteTOML writes c as TOML: every key with its effective value. Call it on

@@ -22,6 +22,7 @@ func TestRedacted(t *testing.T) {
 		{"x:host=db password=s3cret", "x:host=db password=xxxxx"},
 		{"a:b?password=s3cret", "a:b?password=xxxxx"},
 		{"postgres://", "postgres://"},
+		{"postgres://?password=s3cret#x", "postgres://?password=xxxxx#x"},
 		{"host=db password=''s3cret dbname=tasker", "host=db password=xxxxx dbname=tasker"},
 		{"host=db password='s3 cr\\'et", "host=db password=xxxxx"},
 		{"host=db password='s3 cret", "host=db password=xxxxx"},
