@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 )
@@ -56,8 +57,10 @@ func (c *Config) Redacted() *Config {
 	return out
 }
 
-// passwordSetting matches password=... in key=value settings, quoted or not.
-var passwordSetting = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
+// passwordSetting matches password=... in key=value settings, quoted or not,
+// with whatever follows up to the next space: a quote left open runs to the
+// end.
+var passwordSetting = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)((?:'(?:[^'\\]|\\.)*(?:'|\\?$))?\S*)`)
 
 func redactDatabaseURL(s string) string {
 	if s == "" {
@@ -66,18 +69,35 @@ func redactDatabaseURL(s string) string {
 	if !validDatabaseURL(s) {
 		return redacted // cannot tell where a password would be
 	}
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme == "" {
+	// Only these prefixes make a URL, as for validation and the driver:
+	// "x:host=db password=..." is key=value settings, not a URL.
+	if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
 		return passwordSetting.ReplaceAllString(s, "${1}"+redacted)
 	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return redacted
+	}
+	changed := false
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), redacted)
+		changed = true
 	}
 	if q := u.Query(); q.Has("password") {
 		q.Set("password", redacted)
 		u.RawQuery = q.Encode()
+		changed = true
 	}
-	return u.String()
+	if !changed {
+		return s
+	}
+	// Without a host the rebuilt URL loses its "//": keep the prefix it was
+	// recognized by.
+	out := u.String()
+	if rest, ok := strings.CutPrefix(out, u.Scheme+":"); ok && !strings.HasPrefix(rest, "//") {
+		out = u.Scheme + "://" + rest
+	}
+	return out
 }
 
 // WriteTOML writes c as TOML: every key with its effective value. Call it on

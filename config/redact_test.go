@@ -19,6 +19,14 @@ func TestRedacted(t *testing.T) {
 		{"host=db password = 's3 cr\\'et' dbname=tasker", "host=db password = xxxxx dbname=tasker"},
 		{"host=db PASSWORD=s3cret", "host=db PASSWORD=xxxxx"},
 		{"not-a-connection-string-s3cret", "xxxxx"},
+		{"x:host=db password=s3cret", "x:host=db password=xxxxx"},
+		{"a:b?password=s3cret", "a:b?password=xxxxx"},
+		{"postgres://", "postgres://"},
+		{"postgres://?password=s3cret#x", "postgres://?password=xxxxx#x"},
+		{"host=db password=''s3cret dbname=tasker", "host=db password=xxxxx dbname=tasker"},
+		{"host=db password='s3 cr\\'et", "host=db password=xxxxx"},
+		{"host=db password='s3 cret", "host=db password=xxxxx"},
+		{"postgres://db//tasker?sslmode=disable", "postgres://db//tasker?sslmode=disable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {

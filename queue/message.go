@@ -152,9 +152,11 @@ type StepMessage struct {
 }
 
 type stepMessageJSON struct {
-	TaskUUID      uuid.UUID `json:"task_uuid"`
-	StepUUID      uuid.UUID `json:"step_uuid"`
-	CorrelationID uuid.UUID `json:"correlation_id"`
+	TaskUUID uuid.UUID `json:"task_uuid"`
+	StepUUID uuid.UUID `json:"step_uuid"`
+	// A message without one (it is optional) encodes without the key: the
+	// nil UUID would not decode.
+	CorrelationID uuid.UUID `json:"correlation_id,omitzero"`
 }
 
 // Encode returns the message's JSON.
@@ -193,7 +195,7 @@ type StepResult struct {
 type stepResultJSON struct {
 	TaskUUID      uuid.UUID `json:"task_uuid"`
 	StepUUID      uuid.UUID `json:"step_uuid"`
-	CorrelationID uuid.UUID `json:"correlation_id"`
+	CorrelationID uuid.UUID `json:"correlation_id,omitzero"`
 	Attempt       int       `json:"attempt"`
 }
 
