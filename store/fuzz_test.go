@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/workflow"
@@ -87,4 +88,18 @@ func topLevelRequestID(data []byte) (uuid.UUID, bool) {
 		}
 	}
 	return id, count == 1
+}
+
+// TestRequestIDOfTakesTheLastKey: with request_id given twice, the last one
+// counts, as it does for the decoder that accepts a request.
+func TestRequestIDOfTakesTheLastKey(t *testing.T) {
+	first, last := uuid.New(), uuid.New()
+	for body, want := range map[string]uuid.UUID{
+		`{"request_id":"` + first.String() + `","x":[1,{"request_id":"` + uuid.NewString() + `"}],"request_id":"` + last.String() + `"}`: last,
+		`{"request_id":"` + first.String() + `","request_id":{"a":1}}`:                                                                   uuid.Nil,
+		`{"request_id":"` + first.String() + `","context":{"deep":[[[`:                                                                   first,
+		`{"request_id":{"a":"b"},"request_id":"` + last.String() + `"}`:                                                                  last,
+	} {
+		require.Equal(t, want, requestIDOf([]byte(body)), body)
+	}
 }

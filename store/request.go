@@ -110,28 +110,35 @@ func requestIDOf(body []byte) uuid.UUID {
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return uuid.Nil
 	}
+	// The last request_id counts, as when the whole payload is decoded; the
+	// reading stops at the end of the object or at the first syntax error.
+	found := uuid.Nil
 	depth, expectKey := 1, true
 	for {
 		t, err := dec.Token()
 		if err != nil {
-			return uuid.Nil
+			return found
 		}
 		if depth == 1 && expectKey {
 			key, ok := t.(string)
 			if !ok {
-				return uuid.Nil // the end of the object
+				return found // the end of the object
 			}
 			if key == "request_id" {
 				t, err := dec.Token()
 				if err != nil {
-					return uuid.Nil
+					return found
 				}
 				s, _ := t.(string)
-				id, err := uuid.Parse(s)
-				if err != nil {
-					return uuid.Nil
+				found = uuid.Nil
+				if id, err := uuid.Parse(s); err == nil {
+					found = id
 				}
-				return id
+				if d, ok := t.(json.Delim); ok && (d == '{' || d == '[') {
+					depth++ // an object or array: read past it below
+					expectKey = false
+				}
+				continue // a scalar: the next token is a key
 			}
 			expectKey = false
 			continue
