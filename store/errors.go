@@ -24,6 +24,8 @@ var (
 type RefusedError struct {
 	Action string
 	Reason string
+	// missing marks a task request for a template not registered (yet).
+	missing bool
 }
 
 func (e *RefusedError) Error() string {
