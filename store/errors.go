@@ -47,3 +47,10 @@ func translate(err error) error {
 	}
 	return err
 }
+
+// undefinedTable reports whether err is PostgreSQL's "relation does not
+// exist": a queue whose tables are not there.
+func undefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
+}

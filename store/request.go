@@ -101,7 +101,7 @@ func (s *Store) requestReject(ctx context.Context, msg queue.Message, requestID 
 		}); err != nil {
 			return fmt.Errorf("storing rejected request: %w", err)
 		}
-		if _, err := s.queue.WithDB(tx).Archive(ctx, queue.TaskRequestsQueue, msg.ID); err != nil {
+		if err := s.messageArchive(ctx, tx, queue.TaskRequestsQueue, msg.ID, reason); err != nil {
 			return fmt.Errorf("archiving task request %d: %w", msg.ID, err)
 		}
 		return nil
@@ -402,4 +402,55 @@ func requestDigest(req queue.TaskRequest) ([]byte, error) {
 	}
 	sum := sha256.Sum256(body)
 	return sum[:], nil
+}
+
+// RequestReplay sends the rejected task request of message msgID again: its
+// archived body becomes a new message on the request queue (its headers
+// name msgID), and the rejection records that message, so the replay is
+// listed. A rejection is replayed once: a second replay is refused, naming
+// the message the first one sent (replay that message's rejection, if it
+// was rejected too). It returns the rejection as recorded afterwards.
+func (s *Store) RequestReplay(ctx context.Context, msgID int64) (RejectedRequest, error) {
+	var rr RejectedRequest
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var (
+			id         int64
+			replayedTo *int64
+			replayedAt *time.Time
+		)
+		err := stmt("rejected_lock").queryRow(ctx, tx, args{"msg_id": msgID}).Scan(&id, &replayedTo, &replayedAt)
+		if errors.Is(translate(err), ErrNotFound) {
+			return fmt.Errorf("no rejected task request has message id %d: %w", msgID, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading the rejection of message %d: %w", msgID, err)
+		}
+		if replayedTo != nil {
+			return &RefusedError{Action: "replay", Reason: fmt.Sprintf(
+				"message %d was already replayed, as message %d at %s; if that one was rejected too, replay it instead",
+				msgID, *replayedTo, replayedAt.UTC().Format(time.RFC3339))}
+		}
+		st, err := stmt("request_replay").forQueues("request_queue", queue.TaskRequestsQueue)
+		if err != nil {
+			return err
+		}
+		var (
+			sent int64
+			at   time.Time
+			woke int64
+		)
+		err = st.queryRow(ctx, tx, args{
+			"msg_id": msgID, "id": id, "wake_channel": WakeChannel, "wake_queue": queue.TaskRequestsQueue,
+		}).Scan(&sent, &at, &woke)
+		if errors.Is(translate(err), ErrNotFound) {
+			return &RefusedError{Action: "replay", Reason: fmt.Sprintf(
+				"message %d is no longer in the archive of %s; send the request again instead", msgID, queue.TaskRequestsQueue)}
+		}
+		if err != nil {
+			return fmt.Errorf("replaying message %d: %w", msgID, translate(err))
+		}
+		rr, err = scanRejected(stmt("rejected_get").queryRow(ctx, tx, args{"id": id}))
+		return err
+	})
+	return rr, err
 }
