@@ -41,9 +41,9 @@ type RequestOutcome struct {
 // transaction: create the task, enqueue its ready steps and delete the
 // message. A request that cannot be honoured is archived and its reason
 // stored (Rejected); one for a template not registered yet is put off
-// until the grace period is over (Waiting). An error means nothing was done; the message comes back
-// after its visibility timeout. Concurrent calls go together: one round
-// trip and one commit for the batch.
+// until the grace period is over (Waiting). An error means nothing was
+// done; the message comes back after its visibility timeout. Concurrent
+// calls go together: one round trip and one commit for the batch.
 func (s *Store) RequestAccept(ctx context.Context, msg queue.Message) (RequestOutcome, error) {
 	if len(msg.Body) > s.maxReq {
 		return s.requestReject(ctx, msg, requestIDOf(msg.Body),
