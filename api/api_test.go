@@ -595,3 +595,85 @@ func TestAPIConcurrentActions(t *testing.T) {
 	}
 	require.Equal(t, 1, cancels)
 }
+
+// TestAPIRequestsReplay replays a rejected request through the API: a new
+// message with the same body, rejected again here (its template is still
+// unknown) and listed with its own id; the first rejection records the
+// replay and a second replay of it is refused.
+func TestAPIRequestsReplay(t *testing.T) {
+	t.Parallel()
+	a := startAPINode(t, testsupport.WithConfig(func(c *config.Config) { c.Queue.TemplateGrace = 0 }))
+	rid := uuid.Must(uuid.NewV7())
+	body := fmt.Sprintf(`{"request_id": %q, "namespace": "linear_workflow", "name": "mathematical_sequence", "version": "2.0.0", "context": {}}`, rid)
+	_, err := a.node.Pool().Exec(t.Context(), `SELECT pgmq.send('orchestration_task_requests', $1::jsonb)`, body)
+	require.NoError(t, err)
+	var page api.RejectedPage
+	testsupport.WaitFor(t, apiWait, "the request to be rejected", func() (bool, error) {
+		page = api.RejectedPage{}
+		a.get("/v1/requests/rejected", &page)
+		return len(page.Rejected) == 1, nil
+	})
+	first := page.Rejected[0]
+
+	code, b := a.call(http.MethodPost, fmt.Sprintf("/v1/requests/rejected/%d/replay", first.MsgID), "")
+	require.Equal(t, http.StatusOK, code, string(b))
+	var rr store.RejectedRequest
+	require.NoError(t, json.Unmarshal(b, &rr))
+	require.Equal(t, first.MsgID, rr.MsgID)
+	require.NotNil(t, rr.ReplayedMsgID)
+
+	testsupport.WaitFor(t, apiWait, "the replay to be rejected too", func() (bool, error) {
+		page = api.RejectedPage{}
+		a.get("/v1/requests/rejected", &page)
+		return len(page.Rejected) == 2, nil
+	})
+	require.Equal(t, *rr.ReplayedMsgID, page.Rejected[0].MsgID, "the replay is a message of its own")
+	require.Equal(t, rid, *page.Rejected[0].RequestID)
+	require.Nil(t, page.Rejected[0].ReplayedMsgID)
+	require.Equal(t, rr.ReplayedMsgID, page.Rejected[1].ReplayedMsgID, "the first rejection records its replay")
+
+	msg := a.fail(http.MethodPost, fmt.Sprintf("/v1/requests/rejected/%d/replay", first.MsgID), "", http.StatusConflict, api.CodeRefused)
+	require.Contains(t, msg, fmt.Sprintf("already replayed, as message %d", *rr.ReplayedMsgID))
+	a.fail(http.MethodPost, "/v1/requests/rejected/999999/replay", "", http.StatusNotFound, api.CodeNotFound)
+	a.fail(http.MethodPost, "/v1/requests/rejected/abc/replay", "", http.StatusBadRequest, api.CodeBadRequest)
+}
+
+// TestAPIArchivedMessages lists a queue's archive with the reasons, a page
+// at a time, and refuses a missing or unknown queue naming the queues.
+func TestAPIArchivedMessages(t *testing.T) {
+	t.Parallel()
+	a := startAPINode(t, testsupport.WithConfig(func(c *config.Config) { c.Queue.TemplateGrace = 0 }))
+	for _, name := range []string{"first_missing", "second_missing"} {
+		_, err := a.node.Pool().Exec(t.Context(), `SELECT pgmq.send('orchestration_task_requests', $1::jsonb)`,
+			fmt.Sprintf(`{"request_id": %q, "namespace": "linear_workflow", "name": %q, "context": {}}`, uuid.Must(uuid.NewV7()), name))
+		require.NoError(t, err)
+		testsupport.WaitFor(t, apiWait, name+" to be rejected", func() (bool, error) {
+			var page api.RejectedPage
+			a.get("/v1/requests/rejected", &page)
+			return len(page.Rejected) > 0 && strings.Contains(page.Rejected[0].Reason, name), nil
+		})
+	}
+	var page api.ArchivedPage
+	a.get("/v1/messages/archived?queue=orchestration_task_requests&limit=1", &page)
+	require.Len(t, page.Messages, 1)
+	require.Equal(t, "orchestration_task_requests", page.Messages[0].Queue)
+	require.Contains(t, page.Messages[0].Reason, `unknown template "second_missing"`)
+	require.NotEmpty(t, page.NextCursor)
+
+	next := api.ArchivedPage{}
+	a.get("/v1/messages/archived?queue=orchestration_task_requests&before="+page.NextCursor, &next)
+	require.Len(t, next.Messages, 1)
+	require.Contains(t, next.Messages[0].Reason, `unknown template "first_missing"`)
+	require.Empty(t, next.NextCursor)
+
+	code, body := a.call(http.MethodGet, "/v1/messages/archived?queue=orchestration_task_requests", "")
+	require.Equal(t, http.StatusOK, code)
+	require.NotContains(t, string(body), "\n  ", "compact JSON")
+
+	msg := a.fail(http.MethodGet, "/v1/messages/archived", "", http.StatusBadRequest, api.CodeBadRequest)
+	require.Contains(t, msg, "a queue is required")
+	require.Contains(t, msg, "linear_workflow_queue")
+	msg = a.fail(http.MethodGet, "/v1/messages/archived?queue=nowhere", "", http.StatusBadRequest, api.CodeBadRequest)
+	require.Contains(t, msg, `queue "nowhere" does not exist`)
+	a.fail(http.MethodGet, "/v1/messages/archived?queue=orchestration_task_requests&before=x", "", http.StatusBadRequest, api.CodeBadRequest)
+}

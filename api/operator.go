@@ -1,6 +1,6 @@
 // Package api is the node's HTTP API and the operator service behind it:
-// the health, actor tree and metrics endpoints, and the task, template and
-// rejected request routes under /v1. The node mounts Handler; the CLI calls
+// the health, actor tree and metrics endpoints, and the task, template,
+// rejected request and archived message routes under /v1. The node mounts Handler; the CLI calls
 // Operator directly, so both accept the same input and refuse with the same
 // reasons.
 package api
@@ -23,7 +23,8 @@ import (
 )
 
 // Operator carries out what an operator asks of tasks — list, show, retry,
-// cancel, resolve — and of templates and rejected requests. The CLI and the
+// cancel, resolve — of templates, of rejected requests (list, replay) and
+// of the queues' archives. The CLI and the
 // HTTP API both go through it, so they accept the same input and refuse
 // with the same reasons.
 type Operator struct {
@@ -151,6 +152,12 @@ type (
 	RejectedPage struct {
 		Rejected []store.RejectedRequest `json:"rejected"`
 	}
+	// ArchivedPage is a page of a queue's archive.
+	ArchivedPage struct {
+		Messages []store.ArchivedMessage `json:"messages"`
+		// NextCursor, when set, is the before of the next page.
+		NextCursor string `json:"next_cursor,omitempty"`
+	}
 )
 
 // ActionResult is what an operator action did.
@@ -215,6 +222,71 @@ func (o Operator) Rejected(ctx context.Context, limit int) (RejectedPage, error)
 	}
 	rs, err := o.Store.RejectedList(ctx, limit)
 	return RejectedPage{Rejected: nonNil(rs)}, err
+}
+
+// ParseMsgID parses a queue message id.
+func ParseMsgID(s string) (int64, error) {
+	id, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, invalidf("%q is not a message id (a positive number)", s)
+	}
+	return id, nil
+}
+
+// Replay sends the rejected task request of message msgID again, as a new
+// message with the same body, and returns the rejection recording it. A
+// rejection is replayed once; a second replay is refused.
+func (o Operator) Replay(ctx context.Context, msgID int64) (store.RejectedRequest, error) {
+	return o.Store.RequestReplay(ctx, msgID)
+}
+
+// ArchivedFilter selects a page of a queue's archive as an operator types
+// it.
+type ArchivedFilter struct {
+	// Queue is the queue whose archive is listed. Required.
+	Queue string
+	// Limit is the number of messages returned. Defaults to
+	// ListLimitDefault.
+	Limit int
+	// Before is a cursor: the next_cursor of the previous page.
+	Before string
+}
+
+// Archived lists the messages archived from a queue, newest first, each
+// with the reason it was archived.
+func (o Operator) Archived(ctx context.Context, f ArchivedFilter) (ArchivedPage, error) {
+	limit, err := checkLimit(f.Limit)
+	if err != nil {
+		return ArchivedPage{}, err
+	}
+	p := store.ArchivedParams{Queue: f.Queue, Limit: limit + 1}
+	if f.Before != "" {
+		if p.Before, err = ParseMsgID(f.Before); err != nil {
+			return ArchivedPage{}, invalidf("before %q is not a cursor (a message id)", f.Before)
+		}
+	}
+	queues, err := o.Store.Queue().List(ctx)
+	if err != nil {
+		return ArchivedPage{}, err
+	}
+	names := make([]string, len(queues))
+	for i, q := range queues {
+		names[i] = q.Name
+	}
+	slices.Sort(names)
+	switch {
+	case f.Queue == "":
+		return ArchivedPage{}, invalidf("a queue is required (one of %s)", strings.Join(names, ", "))
+	case !slices.Contains(names, f.Queue):
+		return ArchivedPage{}, invalidf("queue %q does not exist (one of %s)", f.Queue, strings.Join(names, ", "))
+	}
+	msgs, err := o.Store.ArchivedList(ctx, p)
+	page := ArchivedPage{Messages: nonNil(msgs)}
+	if len(page.Messages) > limit {
+		page.Messages = page.Messages[:limit]
+		page.NextCursor = strconv.FormatInt(page.Messages[limit-1].MsgID, 10)
+	}
+	return page, err
 }
 
 // Retry puts a task in error back to work.

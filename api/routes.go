@@ -107,6 +107,33 @@ func (s *server) routes(mux *http.ServeMux) {
 		page, err := op.Rejected(r.Context(), limit)
 		s.reply(w, r, page, err)
 	})
+	mux.HandleFunc("POST /v1/requests/rejected/{msg_id}/replay", func(w http.ResponseWriter, r *http.Request) {
+		id, err := ParseMsgID(r.PathValue("msg_id"))
+		if err == nil {
+			err = decodeBody(w, r, &struct{}{})
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		rr, err := op.Replay(r.Context(), id)
+		s.reply(w, r, rr, err)
+	})
+	mux.HandleFunc("GET /v1/messages/archived", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := knownParams(q, "queue", "limit", "before"); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		f := ArchivedFilter{Queue: q.Get("queue"), Before: q.Get("before")}
+		var err error
+		if f.Limit, err = limitParam(q); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		page, err := op.Archived(r.Context(), f)
+		s.reply(w, r, page, err)
+	})
 	// Anything else under /v1 answers in the API's error format.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusNotFound, apiError{Code: CodeNotFound, Message: fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path)})

@@ -56,7 +56,7 @@ func NewMetrics() *Metrics {
 		}, []string{"component"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasker_task_requests_total",
-			Help: "Task requests this node handled, by outcome (created, duplicate, rejected).",
+			Help: "Task requests this node handled, by outcome (created, duplicate, rejected, waiting: put off for its template).",
 		}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(m.tasks, m.steps, m.attempts, m.stepDuration, m.breaker, m.requests,
@@ -86,6 +86,8 @@ func (m *Metrics) requestHandled(out store.RequestOutcome) {
 	switch {
 	case out.Rejected:
 		m.requests.WithLabelValues("rejected").Inc()
+	case out.Waiting:
+		m.requests.WithLabelValues("waiting").Inc()
 	case out.Created:
 		m.requests.WithLabelValues("created").Inc()
 	default:

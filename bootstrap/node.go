@@ -138,11 +138,16 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if n.registry, err = n.buildRegistry(); err != nil {
 		return n, err
 	}
-	if n.tmpls, err = n.loadTemplates(ctx); err != nil {
+	if n.tmpls, err = n.loadTemplates(); err != nil {
 		return n, err
 	}
+	// The queues come first: a request is accepted as soon as its template
+	// is visible, to any node, and its steps go to the namespace's queue.
 	namespaces := n.namespaces()
 	if err := n.store.EnsureQueues(ctx, namespaces); err != nil {
+		return n, err
+	}
+	if err := n.registerTemplates(ctx); err != nil {
 		return n, err
 	}
 
@@ -206,8 +211,8 @@ func (n *Node) buildRegistry() (*workflow.Registry, error) {
 	return reg, nil
 }
 
-// loadTemplates loads, validates and registers every template.
-func (n *Node) loadTemplates(ctx context.Context) ([]*workflow.Template, error) {
+// loadTemplates loads and validates every template.
+func (n *Node) loadTemplates() ([]*workflow.Template, error) {
 	var sources []fs.FS
 	if n.cfg.Templates.Bundled && n.opts.Bundled.Templates != nil {
 		sources = append(sources, n.opts.Bundled.Templates)
@@ -224,16 +229,22 @@ func (n *Node) loadTemplates(ctx context.Context) ([]*workflow.Template, error) 
 		}
 		all = append(all, ts...)
 	}
-	for _, t := range all {
+	return all, nil
+}
+
+// registerTemplates records the loaded templates, which makes them visible
+// to every node.
+func (n *Node) registerTemplates(ctx context.Context) error {
+	for _, t := range n.tmpls {
 		changed, err := n.store.TemplateRegister(ctx, t)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if changed {
 			n.log.Info("template registered", "namespace", t.Namespace, "name", t.Name, "version", t.Version, "source", t.Source)
 		}
 	}
-	return all, nil
+	return nil
 }
 
 // namespaces are those of the loaded templates and of the config.

@@ -29,6 +29,7 @@ func storeOptions(cfg *config.Config, nodeID string, log *slog.Logger) store.Opt
 		NodeID:          nodeID,
 		Backoff:         BackoffPolicy(cfg.Backoff),
 		MaxRequestBytes: cfg.Queue.MaxRequestBytes,
+		TemplateGrace:   cfg.Queue.TemplateGrace.Duration(),
 		Logger:          log,
 	}
 }

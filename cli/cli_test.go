@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -312,9 +313,68 @@ func TestCLIRequestsRejected(t *testing.T) {
 	require.Contains(t, page.Rejected[0].Reason, `unknown template "no_such_template"`)
 
 	out := e.ok("requests", "rejected", "--limit", "5")
-	require.Regexp(t, `(?m)^ID\s+REJECTED\s+REQUEST\s+REASON\s+PAYLOAD$`, out)
-	require.Regexp(t, `(?m)^\d+\s+\S+ \S+\s+`+bad.String()+`\s+.*unknown template "no_such_template"`, out)
+	require.Regexp(t, `(?m)^ID\s+MSG\s+REJECTED\s+REQUEST\s+REPLAYED AS\s+REASON\s+PAYLOAD$`, out)
+	require.Regexp(t, `(?m)^\d+\s+\d+\s+\S+ \S+\s+`+bad.String()+`\s+-\s+.*unknown template "no_such_template"`, out)
 	e.fails(exitUsage, "requests", "rejected", "--limit", "-1")
+}
+
+// TestCLIRequestsReplay replays a rejected request by its message id: the
+// replay is rejected again (its template is still unknown) under a message
+// of its own, the first rejection lists the replay, and a second replay of
+// it is refused.
+func TestCLIRequestsReplay(t *testing.T) {
+	t.Parallel()
+	e := startCLIEnv(t)
+	bad := uuid.Must(uuid.NewV7())
+	_, err := e.node.Pool().Exec(t.Context(), `SELECT pgmq.send('orchestration_task_requests', $1::jsonb)`,
+		fmt.Sprintf(`{"request_id": %q, "namespace": "linear_workflow", "name": "not_yet", "context": {}}`, bad))
+	require.NoError(t, err)
+	var page api.RejectedPage
+	testsupport.WaitFor(t, cliWait, "the request to be rejected", func() (bool, error) {
+		page = api.RejectedPage{}
+		e.okJSON(&page, "requests", "rejected")
+		return len(page.Rejected) == 1, nil
+	})
+	msg := page.Rejected[0].MsgID
+
+	out := e.ok("requests", "replay", strconv.FormatInt(msg, 10))
+	require.Regexp(t, fmt.Sprintf(`^message %d \(request %s\) replayed as message \d+\n$`, msg, bad), out)
+	testsupport.WaitFor(t, cliWait, "the replay to be rejected", func() (bool, error) {
+		page = api.RejectedPage{}
+		e.okJSON(&page, "requests", "rejected")
+		return len(page.Rejected) == 2, nil
+	})
+	require.NotNil(t, page.Rejected[1].ReplayedMsgID)
+	require.Equal(t, *page.Rejected[1].ReplayedMsgID, page.Rejected[0].MsgID)
+	table := e.ok("requests", "rejected")
+	require.Regexp(t, fmt.Sprintf(`(?m)^\d+\s+%d\s+\S+ \S+\s+%s\s+%d\s+unknown template "not_yet"`, msg, bad, page.Rejected[0].MsgID), table)
+
+	errOut := e.fails(exitFailed, "requests", "replay", strconv.FormatInt(msg, 10))
+	require.Contains(t, errOut, fmt.Sprintf("already replayed, as message %d", page.Rejected[0].MsgID))
+	e.fails(exitUsage, "requests", "replay", "x")
+	e.fails(exitFailed, "requests", "replay", "999999")
+}
+
+// TestCLIMessagesArchived lists a queue's archive with the reasons.
+func TestCLIMessagesArchived(t *testing.T) {
+	t.Parallel()
+	e := startCLIEnv(t)
+	require.Equal(t, "no archived messages\n", e.ok("messages", "archived", "--queue", "linear_workflow_queue"))
+	_, err := e.node.Pool().Exec(t.Context(), `SELECT pgmq.send('orchestration_step_results', '{"step_uuid": 5}'::jsonb)`)
+	require.NoError(t, err)
+	var page api.ArchivedPage
+	testsupport.WaitFor(t, cliWait, "the bad result to be archived", func() (bool, error) {
+		page = api.ArchivedPage{}
+		e.okJSON(&page, "messages", "archived", "--queue", "orchestration_step_results")
+		return len(page.Messages) == 1, nil
+	})
+	require.Contains(t, page.Messages[0].Reason, "step_uuid")
+	require.Equal(t, e.node.NodeID(), page.Messages[0].ArchivedBy)
+	out := e.ok("messages", "archived", "--queue", "orchestration_step_results")
+	require.Regexp(t, `(?m)^MSG\s+ARCHIVED\s+READS\s+REASON\s+MESSAGE$`, out)
+	require.Regexp(t, `(?m)^\d+\s+\S+ \S+\s+1\s+.*step_uuid.*\{"step_uuid":5\}$`, out)
+	errOut := e.fails(exitUsage, "messages", "archived")
+	require.Contains(t, errOut, "a queue is required")
 }
 
 func TestCLIUsage(t *testing.T) {

@@ -216,14 +216,46 @@ func writeRejected(w io.Writer, rs []store.RejectedRequest) error {
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tREJECTED\tREQUEST\tREASON\tPAYLOAD")
+	fmt.Fprintln(tw, "ID\tMSG\tREJECTED\tREQUEST\tREPLAYED AS\tREASON\tPAYLOAD")
 	for _, r := range rs {
-		req := "-"
+		req, replayed := "-", "-"
 		if r.RequestID != nil {
 			req = r.RequestID.String()
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.ID, r.RejectedAt.Local().Format(timeLayout), req,
+		if r.ReplayedMsgID != nil {
+			replayed = strconv.FormatInt(*r.ReplayedMsgID, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.MsgID, r.RejectedAt.Local().Format(timeLayout), req, replayed,
 			oneLine(r.Reason, 100), oneLine(compactJSON(json.RawMessage(r.Payload)), 60))
+	}
+	return tw.Flush()
+}
+
+// writeReplayed says what a replay sent.
+func writeReplayed(w io.Writer, r store.RejectedRequest) error {
+	req := "without a request id"
+	if r.RequestID != nil {
+		req = "request " + r.RequestID.String()
+	}
+	_, err := fmt.Fprintf(w, "message %d (%s) replayed as message %d\n", r.MsgID, req, *r.ReplayedMsgID)
+	return err
+}
+
+// writeArchived writes archived messages as a table.
+func writeArchived(w io.Writer, ms []store.ArchivedMessage) error {
+	if len(ms) == 0 {
+		_, err := fmt.Fprintln(w, "no archived messages")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "MSG\tARCHIVED\tREADS\tREASON\tMESSAGE")
+	for _, m := range ms {
+		reason := m.Reason
+		if m.Inferred {
+			reason += " (inferred)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", m.MsgID, m.ArchivedAt.Local().Format(timeLayout), m.ReadCount,
+			oneLine(reason, 100), oneLine(compactJSON(json.RawMessage(m.Message)), 60))
 	}
 	return tw.Flush()
 }

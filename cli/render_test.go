@@ -160,15 +160,18 @@ func TestRenderWriteTemplatesAndRejected(t *testing.T) {
 	require.NoError(t, writeRejected(&buf, nil))
 	require.Equal(t, "no rejected requests\n", buf.String())
 	rid := uuid.MustParse("0193e7a0-0000-7000-8000-0000000000dd")
+	replayed := int64(40)
 	buf.Reset()
 	require.NoError(t, writeRejected(&buf, []store.RejectedRequest{
-		{ID: 2, Payload: "not json at all", Reason: "invalid task request: payload is not JSON", RejectedAt: opCreated},
-		{ID: 1, RequestID: &rid, Payload: `{"request_id": "x",  "namespace": "nope"}`, Reason: `unknown namespace "nope"`, RejectedAt: opCreated},
+		{ID: 2, MsgID: 12, Payload: "not json at all", Reason: "invalid task request: payload is not JSON", RejectedAt: opCreated},
+		{ID: 1, MsgID: 11, RequestID: &rid, Payload: `{"request_id": "x",  "namespace": "nope"}`, Reason: `unknown namespace "nope"`,
+			RejectedAt: opCreated, ReplayedMsgID: &replayed},
 	}))
 	lines = strings.Split(strings.TrimSpace(buf.String()), "\n")
 	require.Len(t, lines, 3)
-	require.Regexp(t, `^2\s+\S+ \S+\s+-\s+invalid task request: payload is not JSON\s+not json at all$`, lines[1])
-	require.Regexp(t, `^1\s+\S+ \S+\s+0193e7a0-0000-7000-8000-0000000000dd\s+unknown namespace "nope"\s+\{"request_id":"x","namespace":"nope"\}$`, lines[2])
+	require.Regexp(t, `^ID\s+MSG\s+REJECTED\s+REQUEST\s+REPLAYED AS\s+REASON\s+PAYLOAD$`, lines[0])
+	require.Regexp(t, `^2\s+12\s+\S+ \S+\s+-\s+-\s+invalid task request: payload is not JSON\s+not json at all$`, lines[1])
+	require.Regexp(t, `^1\s+11\s+\S+ \S+\s+0193e7a0-0000-7000-8000-0000000000dd\s+40\s+unknown namespace "nope"\s+\{"request_id":"x","namespace":"nope"\}$`, lines[2])
 }
 
 func TestRenderWriteAction(t *testing.T) {

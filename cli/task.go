@@ -118,3 +118,46 @@ func runRejected(in *invocation, args []string) error {
 		return in.output(page, func() error { return writeRejected(in.stdout, page.Rejected) })
 	})
 }
+
+func runReplay(in *invocation, args []string) error {
+	arg, err := in.parse(args)
+	if err != nil {
+		return err
+	}
+	id, err := api.ParseMsgID(arg)
+	if err != nil {
+		return usageError(err)
+	}
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		rr, err := op.Replay(ctx, id)
+		if err != nil {
+			return err
+		}
+		return in.output(rr, func() error { return writeReplayed(in.stdout, rr) })
+	})
+}
+
+func runArchived(in *invocation, args []string) error {
+	var f api.ArchivedFilter
+	in.fs.StringVar(&f.Queue, "queue", "", "the queue whose archive to list (required)")
+	in.fs.IntVar(&f.Limit, "limit", api.ListLimitDefault, "at most this many messages")
+	in.fs.StringVar(&f.Before, "before", "", "messages older than this cursor (the next_cursor of the previous page)")
+	if _, err := in.parse(args); err != nil {
+		return err
+	}
+	return in.withOperator(func(ctx context.Context, op api.Operator) error {
+		page, err := op.Archived(ctx, f)
+		if err != nil {
+			return usageError(err)
+		}
+		return in.output(page, func() error {
+			if err := writeArchived(in.stdout, page.Messages); err != nil {
+				return err
+			}
+			if page.NextCursor != "" {
+				fmt.Fprintf(in.stdout, "more: tasker messages archived --queue %s --before %s\n", f.Queue, page.NextCursor)
+			}
+			return nil
+		})
+	})
+}

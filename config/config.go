@@ -154,6 +154,11 @@ type Queue struct {
 	// MaxRequestBytes is the largest task request accepted; a larger one is
 	// archived as rejected. Defaults to 262144 (256 KiB).
 	MaxRequestBytes int `toml:"max_request_bytes"`
+	// TemplateGrace is how long a task request for a template, version or
+	// namespace not registered is retried, with growing delays, before it is
+	// rejected: a node that registers it may be starting. 0 rejects it at
+	// once. Defaults to 5m (1s in the test environment).
+	TemplateGrace Duration `toml:"template_grace"`
 	// MaxResultBytes is the largest result a handler may return; a larger
 	// one, or one that is not JSON, fails the step for good. Defaults to
 	// 1048576 (1 MiB).
@@ -364,6 +369,7 @@ func Default(env string) *Config {
 			BatchSize:         50,
 			MaxDeliveries:     5,
 			MaxRequestBytes:   256 << 10,
+			TemplateGrace:     Duration(5 * time.Minute),
 			MaxResultBytes:    1 << 20,
 			ListenNotify:      true,
 		},
@@ -397,6 +403,7 @@ func Default(env string) *Config {
 		c.Backoff.Base = Duration(50 * time.Millisecond)
 		c.Backoff.Max = Duration(time.Second)
 		c.CircuitBreakers.Default.Delay = Duration(500 * time.Millisecond)
+		c.Queue.TemplateGrace = Duration(time.Second)
 		c.HTTP.Listen = "127.0.0.1:0"
 	case EnvProduction:
 		c.Log.Format = LogFormatJSON

@@ -57,6 +57,7 @@ func (c *Config) Validate() error {
 	v.intRange("queue.max_deliveries", c.Queue.MaxDeliveries, 1, 1000)
 	v.intRange("queue.max_request_bytes", c.Queue.MaxRequestBytes, 1<<10, 64<<20)
 	v.intRange("queue.max_result_bytes", c.Queue.MaxResultBytes, 1<<10, 64<<20)
+	v.durRange("queue.template_grace", c.Queue.TemplateGrace, 0, 24*time.Hour)
 
 	v.optDurRange("orchestration.poll_interval", c.Orchestration.PollInterval, time.Millisecond, time.Hour)
 

@@ -24,6 +24,8 @@ var (
 type RefusedError struct {
 	Action string
 	Reason string
+	// missing marks a task request for a template not registered (yet).
+	missing bool
 }
 
 func (e *RefusedError) Error() string {
@@ -44,4 +46,11 @@ func translate(err error) error {
 		return fmt.Errorf("%w: %s", ErrDuplicate, pgErr.ConstraintName)
 	}
 	return err
+}
+
+// undefinedTable reports whether err is PostgreSQL's "relation does not
+// exist": a queue whose tables are not there.
+func undefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
 }

@@ -31,3 +31,13 @@ func (s *Store) TaskFinalizeInTx(ctx context.Context, tx pgx.Tx, task uuid.UUID)
 
 // Positional is positional, for its test.
 var Positional = positional
+
+// DB is what statements run on: the pool or a transaction.
+type DB = db
+
+// TemplateResolveOn resolves a template reference as a request does, on d,
+// and returns the version found.
+func (s *Store) TemplateResolveOn(ctx context.Context, d DB, namespace, name, version string) (string, error) {
+	rt, err := s.templateResolve(ctx, d, namespace, name, version)
+	return rt.Version, err
+}

@@ -189,6 +189,10 @@ type RejectedRequest struct {
 	Reason     string     `json:"reason"`
 	NodeID     string     `json:"node_id"`
 	RejectedAt time.Time  `json:"rejected_at"`
+	// ReplayedMsgID is the message an operator's replay sent, at
+	// ReplayedAt; nil when the request was not replayed.
+	ReplayedMsgID *int64     `json:"replayed_msg_id,omitempty"`
+	ReplayedAt    *time.Time `json:"replayed_at,omitempty"`
 }
 
 // RejectedList returns the rejected task requests, newest first.
@@ -209,12 +213,13 @@ func (s *Store) RejectedList(ctx context.Context, limit int) ([]RejectedRequest,
 
 func scanRejected(row pgx.Row) (RejectedRequest, error) {
 	var rr RejectedRequest
-	err := row.Scan(&rr.ID, &rr.RequestID, &rr.MsgID, &rr.Payload, &rr.Reason, &rr.NodeID, &rr.RejectedAt)
+	err := row.Scan(&rr.ID, &rr.RequestID, &rr.MsgID, &rr.Payload, &rr.Reason, &rr.NodeID, &rr.RejectedAt,
+		&rr.ReplayedMsgID, &rr.ReplayedAt)
 	return rr, err
 }
 
-// RequestRejection returns the latest rejection of the request id, or
-// ErrNotFound when it was not rejected.
+// RequestRejection returns the latest rejection of the request id that was
+// not replayed, or ErrNotFound when there is none.
 func (s *Store) RequestRejection(ctx context.Context, requestID uuid.UUID) (RejectedRequest, error) {
 	rr, err := scanRejected(stmt("request_rejection").queryRow(ctx, s.pool, args{"request_id": requestID}))
 	if err != nil {

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasker-run/tasker/backoff"
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -28,14 +30,20 @@ type RequestOutcome struct {
 	Reason   string
 	// Enqueued counts the steps sent to their queue.
 	Enqueued int
+	// Waiting requests name a template not registered (yet): the message
+	// comes back at VisibleAt, and is rejected once the grace period is
+	// over. Reason says what is unknown.
+	Waiting   bool
+	VisibleAt time.Time
 }
 
 // RequestAccept handles one message of the task request queue in one
 // transaction: create the task, enqueue its ready steps and delete the
 // message. A request that cannot be honoured is archived and its reason
-// stored (Rejected). An error means nothing was done; the message comes back
-// after its visibility timeout. Concurrent calls go together: one round
-// trip and one commit for the batch.
+// stored (Rejected); one for a template not registered yet is put off
+// until the grace period is over (Waiting). An error means nothing was
+// done; the message comes back after its visibility timeout. Concurrent
+// calls go together: one round trip and one commit for the batch.
 func (s *Store) RequestAccept(ctx context.Context, msg queue.Message) (RequestOutcome, error) {
 	if len(msg.Body) > s.maxReq {
 		return s.requestReject(ctx, msg, requestIDOf(msg.Body),
@@ -48,6 +56,9 @@ func (s *Store) RequestAccept(ctx context.Context, msg queue.Message) (RequestOu
 	out, err := s.accepts.do(ctx, acceptCall{msgID: &msg.ID, req: req})
 	var refused *RefusedError
 	if errors.As(err, &refused) {
+		if refused.missing {
+			return s.requestWait(ctx, msg, req.RequestID, refused.Reason)
+		}
 		return s.requestReject(ctx, msg, req.RequestID, refused.Reason)
 	}
 	if err != nil {
@@ -90,12 +101,68 @@ func (s *Store) requestReject(ctx context.Context, msg queue.Message, requestID 
 		}); err != nil {
 			return fmt.Errorf("storing rejected request: %w", err)
 		}
-		if _, err := s.queue.WithDB(tx).Archive(ctx, queue.TaskRequestsQueue, msg.ID); err != nil {
+		if err := s.messageArchive(ctx, tx, queue.TaskRequestsQueue, msg.ID, reason); err != nil {
 			return fmt.Errorf("archiving task request %d: %w", msg.ID, err)
 		}
 		return nil
 	})
 	return out, err
+}
+
+// templateWait spaces the deliveries of a request waiting for its
+// template: about 1s, 2s, 4s … then every 30s, spread so that a burst of
+// requests does not come back at one moment.
+var templateWait = backoff.Policy{Base: time.Second, Max: 30 * time.Second, Multiplier: 2, Jitter: 0.1}
+
+// requestWait puts off a request whose template is not registered (reason
+// says what is unknown) for its next delivery, with a delay that grows with
+// the waits counted in its headers; past the grace period, or with none,
+// the request is rejected, the reason naming the period.
+func (s *Store) requestWait(ctx context.Context, msg queue.Message, requestID uuid.UUID, reason string) (RequestOutcome, error) {
+	if s.grace <= 0 {
+		return s.requestReject(ctx, msg, requestID, reason)
+	}
+	waits := templateWaits(msg.Headers) + 1
+	st, err := stmt("request_wait").forQueues("request_queue", queue.TaskRequestsQueue)
+	if err != nil {
+		return RequestOutcome{}, err
+	}
+	var (
+		deadline time.Time
+		visible  *time.Time
+	)
+	err = st.queryRow(ctx, s.pool, args{
+		"msg_id": msg.ID, "grace_us": s.grace.Microseconds(), "delay_us": templateWait.Delay(waits).Microseconds(), "waits": waits,
+	}).Scan(&deadline, &visible)
+	if err != nil {
+		return RequestOutcome{RequestID: requestID}, fmt.Errorf("putting off task request %d: %w", msg.ID, translate(err))
+	}
+	if visible == nil {
+		return s.requestReject(ctx, msg, requestID, fmt.Sprintf("%s; not registered within queue.template_grace (%s, %d deliveries)",
+			reason, s.grace, waits))
+	}
+	log := s.log.With("msg_id", msg.ID, "request_id", requestID, "reason", reason, "wait", waits,
+		"visible_at", *visible, "rejected_after", deadline)
+	switch {
+	case !visible.Before(deadline):
+		log.Warn("task request still waits for its template; it is rejected when queue.template_grace ends, unless the template is registered")
+	case waits == 1:
+		log.Info("task request waits for its template to be registered")
+	default:
+		log.Debug("task request waits for its template to be registered")
+	}
+	return RequestOutcome{RequestID: requestID, Waiting: true, Reason: reason, VisibleAt: *visible}, nil
+}
+
+// templateWaits reads how often a request message was put off.
+func templateWaits(headers []byte) int {
+	var h struct {
+		TemplateWaits int `json:"template_waits"`
+	}
+	if len(headers) == 0 || json.Unmarshal(headers, &h) != nil {
+		return 0
+	}
+	return max(h.TemplateWaits, 0)
 }
 
 // maxRejectedPayload is how much of a rejected request is kept, in bytes.
@@ -342,4 +409,55 @@ func requestDigest(req queue.TaskRequest) ([]byte, error) {
 	}
 	sum := sha256.Sum256(body)
 	return sum[:], nil
+}
+
+// RequestReplay sends the rejected task request of message msgID again: its
+// archived body becomes a new message on the request queue (its headers
+// name msgID), and the rejection records that message, so the replay is
+// listed. A rejection is replayed once: a second replay is refused, naming
+// the message the first one sent (replay that message's rejection, if it
+// was rejected too). It returns the rejection as recorded afterwards.
+func (s *Store) RequestReplay(ctx context.Context, msgID int64) (RejectedRequest, error) {
+	var rr RejectedRequest
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var (
+			id         int64
+			replayedTo *int64
+			replayedAt *time.Time
+		)
+		err := stmt("rejected_lock").queryRow(ctx, tx, args{"msg_id": msgID}).Scan(&id, &replayedTo, &replayedAt)
+		if errors.Is(translate(err), ErrNotFound) {
+			return fmt.Errorf("no rejected task request has message id %d: %w", msgID, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading the rejection of message %d: %w", msgID, err)
+		}
+		if replayedTo != nil {
+			return &RefusedError{Action: "replay", Reason: fmt.Sprintf(
+				"message %d was already replayed, as message %d at %s; if that one was rejected too, replay it instead",
+				msgID, *replayedTo, replayedAt.UTC().Format(time.RFC3339))}
+		}
+		st, err := stmt("request_replay").forQueues("request_queue", queue.TaskRequestsQueue)
+		if err != nil {
+			return err
+		}
+		var (
+			sent int64
+			at   time.Time
+			woke int64
+		)
+		err = st.queryRow(ctx, tx, args{
+			"msg_id": msgID, "id": id, "wake_channel": WakeChannel, "wake_queue": queue.TaskRequestsQueue,
+		}).Scan(&sent, &at, &woke)
+		if errors.Is(translate(err), ErrNotFound) {
+			return &RefusedError{Action: "replay", Reason: fmt.Sprintf(
+				"message %d is no longer in the archive of %s; send the request again instead", msgID, queue.TaskRequestsQueue)}
+		}
+		if err != nil {
+			return fmt.Errorf("replaying message %d: %w", msgID, translate(err))
+		}
+		rr, err = scanRejected(stmt("rejected_get").queryRow(ctx, tx, args{"id": id}))
+		return err
+	})
+	return rr, err
 }

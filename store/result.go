@@ -74,13 +74,28 @@ func (s *Store) ResultQuarantine(ctx context.Context, msg queue.Message, reason 
 	return out, err
 }
 
-// resultArchive archives a result message that cannot be applied.
+// resultArchive archives a result message that cannot be applied, with
+// reason in its headers.
 func (s *Store) resultArchive(ctx context.Context, msg queue.Message, reason string) (ResultOutcome, error) {
 	out := ResultOutcome{Ignored: true, Reason: reason, Archived: true}
-	if _, err := s.queue.Archive(ctx, queue.StepResultsQueue, msg.ID); err != nil {
+	if err := s.messageArchive(ctx, s.pool, queue.StepResultsQueue, msg.ID, reason); err != nil {
 		return out, fmt.Errorf("archiving result %d: %w", msg.ID, err)
 	}
 	return out, nil
+}
+
+// messageArchive moves message id of queueName to its archive, with reason
+// in its headers where ArchivedList finds it.
+func (s *Store) messageArchive(ctx context.Context, d db, queueName string, id int64, reason string) error {
+	ack, err := stmt("message_ack").forQueues("queue", queueName)
+	if err != nil {
+		return err
+	}
+	ids := []int64{id}
+	var acked, archived int64
+	return translate(ack.queryRow(ctx, d, args{
+		"msg_ids": ids, "archive_ids": ids, "archive_reasons": []string{reason}, "node_id": s.nodeID,
+	}).Scan(&acked, &archived))
 }
 
 // resultCall is one result to apply in a batch. A quarantined result
@@ -145,7 +160,7 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) ([]answer[
 		if len(plans) == 0 && len(ignored) == 0 {
 			break
 		}
-		if err := s.resultsApply(ctx, calls, plans, ignored); err != nil {
+		if err := s.resultsApply(ctx, calls, plans, ignored, answers); err != nil {
 			return nil, err
 		}
 		pending = pending[:0]
@@ -299,8 +314,9 @@ func takesOutcome(st workflow.StepState) bool { return slices.Contains(outcomeSt
 
 // resultsApply sends, in one implicit transaction, the tasks' locks, each
 // plan's step move and finalization, and the acknowledgement of the results
-// to ignore.
-func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*resultPlan, ignored []int) error {
+// to ignore (a quarantined one archived with its reason and why it was
+// ignored, from answers).
+func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*resultPlan, ignored []int, answers []answer[ResultOutcome]) error {
 	b := newBatch()
 	if len(plans) > 0 {
 		locked := make([][16]byte, len(plans))
@@ -315,7 +331,7 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 			task: c.res.TaskUUID, step: c.res.StepUUID, namespace: p.namespace, from: p.from, d: p.d,
 			attempt: c.res.Attempt, outcomeAttempt: &c.res.Attempt, errJSON: c.poison, retryAt: p.retryAt,
 			releaseReason: releasePrefix + p.stepName + releaseCompleteSuffix, children: p.children, childMsgs: p.childMsgs,
-			retryMsg: p.retryMsg, msgID: &c.msgID, archive: c.archive(),
+			retryMsg: p.retryMsg, msgID: &c.msgID, archive: c.archive(), archiveReason: c.reason,
 		}
 		if err := s.queueStepMove(b, move, &p.movedCounts); err != nil {
 			return err
@@ -330,14 +346,18 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 		if err != nil {
 			return err
 		}
-		var ids, archive []int64
+		var (
+			ids, archive []int64
+			reasons      []string
+		)
 		for _, i := range ignored {
 			ids = append(ids, calls[i].msgID)
 			if calls[i].archive() {
 				archive = append(archive, calls[i].msgID)
+				reasons = append(reasons, calls[i].reason+" ("+answers[i].res.Reason+")")
 			}
 		}
-		ack.queue(b, args{"msg_ids": ids, "archive_ids": archive})
+		ack.queue(b, args{"msg_ids": ids, "archive_ids": archive, "archive_reasons": reasons, "node_id": s.nodeID})
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("applying results: %w", translate(err))
@@ -363,6 +383,7 @@ type stepMove struct {
 	retryMsg       []byte
 	msgID          *int64
 	archive        bool
+	archiveReason  string
 }
 
 // queueStepMove adds a step's move to b; into receives its counts.
@@ -390,6 +411,7 @@ func (s *Store) queueStepMove(b *pgx.Batch, m stepMove, into *movedCounts) error
 		"children": m.children, "child_messages": m.childMsgs,
 		"retry_delay_us": m.d.Delay.Microseconds(), "retry_message": m.retryMsg, "retry": m.d.Retry(),
 		"wake_channel": WakeChannel, "wake_queue": stepQueue, "msg_id": m.msgID, "archive": m.archive,
+		"archive_reason": m.archiveReason,
 	}).QueryRow(func(row pgx.Row) error { return row.Scan(into.counts()...) })
 	return nil
 }

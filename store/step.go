@@ -225,7 +225,7 @@ func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) ([]answ
 		st.queue(b, args{
 			"steps": steps, "attempts": attempts, "oks": oks, "results": results, "errors": errs,
 			"retry_after_ms": retryAfter, "durations_ms": durations, "bodies": bodies, "msg_ids": msgIDs,
-			"archive": archive, "outcome_states": outcomeStates,
+			"archive": archive, "outcome_states": outcomeStates, "node_id": s.nodeID,
 			"wake_channel": WakeChannel, "wake_queue": queue.StepResultsQueue,
 		}).Query(func(rows pgx.Rows) error {
 			var step uuid.UUID

@@ -29,6 +29,11 @@ type Options struct {
 	// MaxRequestBytes is the largest task request accepted. Defaults to
 	// MaxRequestBytesDefault.
 	MaxRequestBytes int
+	// TemplateGrace is how long a task request for a template, version or
+	// namespace not registered is put off, with growing delays, before it
+	// is rejected: a node registering it may be starting. Zero rejects it
+	// at once.
+	TemplateGrace time.Duration
 	// Logger receives warnings about skipped messages. Defaults to
 	// slog.Default().
 	Logger *slog.Logger
@@ -43,6 +48,7 @@ type Store struct {
 	nodeID    string
 	backoff   atomic.Pointer[backoff.Policy]
 	maxReq    int
+	grace     time.Duration
 	log       *slog.Logger
 	now       func() time.Time
 	templates *templateCache
@@ -75,6 +81,7 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 		queue:     queue.NewClient(pool),
 		nodeID:    opts.NodeID,
 		maxReq:    opts.MaxRequestBytes,
+		grace:     opts.TemplateGrace,
 		log:       opts.Logger,
 		now:       opts.Now,
 		templates: newTemplateCache(),

@@ -148,35 +148,37 @@ func newTemplateCache() *templateCache { return &templateCache{defs: map[int64]c
 
 // templateResolve finds the template a request names: an exact version, or
 // the newest when version is empty. A miss returns a *RefusedError saying
-// whether the namespace, the name or the version is unknown.
+// whether the namespace, the name or the version is unknown, read in the
+// same statement as the miss, so one snapshot answers both.
 func (s *Store) templateResolve(ctx context.Context, tx db, namespace, name, version string) (resolvedTemplate, error) {
 	var (
-		rt   resolvedTemplate
-		hash string
+		rt                 resolvedTemplate
+		id                 *int64
+		found, hash        *string
+		nsKnown, nameKnown *bool
 	)
-	var err error
-	if version == "" {
-		err = stmt("template_newest").queryRow(ctx, tx, args{"namespace": namespace, "name": name}).Scan(&rt.ID, &rt.Version, &hash)
-	} else {
-		err = stmt("template_version").queryRow(ctx, tx, args{"namespace": namespace, "name": name, "version": version}).
-			Scan(&rt.ID, &rt.Version, &hash)
-	}
+	err := stmt("template_resolve").queryRow(ctx, tx, args{"namespace": namespace, "name": name, "version": version}).
+		Scan(&id, &found, &hash, &nsKnown, &nameKnown)
 	if err != nil {
-		if translate(err) == ErrNotFound {
-			return rt, s.templateMiss(ctx, tx, namespace, name, version)
-		}
 		return rt, fmt.Errorf("looking up template %s/%s: %w", namespace, name, err)
 	}
+	if id == nil {
+		return rt, templateMiss(namespace, name, version, *nsKnown, *nameKnown)
+	}
+	rt.ID, rt.Version = *id, *found
 
 	s.templates.mu.Lock()
 	c, ok := s.templates.defs[rt.ID]
 	s.templates.mu.Unlock()
-	if ok && c.hash == hash {
+	if ok && c.hash == *hash {
 		rt.Steps = c.steps
 		return rt, nil
 	}
-	var raw []byte
-	if err := stmt("template_definition").queryRow(ctx, tx, args{"id": rt.ID}).Scan(&raw, &hash); err != nil {
+	var (
+		raw     []byte
+		current string
+	)
+	if err := stmt("template_definition").queryRow(ctx, tx, args{"id": rt.ID}).Scan(&raw, &current); err != nil {
 		return rt, fmt.Errorf("reading template %d: %w", rt.ID, err)
 	}
 	var def templateDef
@@ -185,26 +187,26 @@ func (s *Store) templateResolve(ctx context.Context, tx db, namespace, name, ver
 	}
 	rt.Steps = def.stepTemplates()
 	s.templates.mu.Lock()
-	s.templates.defs[rt.ID] = cachedDef{hash: hash, steps: rt.Steps}
+	s.templates.defs[rt.ID] = cachedDef{hash: current, steps: rt.Steps}
 	s.templates.mu.Unlock()
 	return rt, nil
 }
 
-// templateMiss explains which part of a template reference is unknown.
-func (s *Store) templateMiss(ctx context.Context, tx db, namespace, name, version string) error {
-	var nsKnown, nameKnown bool
-	err := stmt("template_known").queryRow(ctx, tx, args{"namespace": namespace, "name": name}).Scan(&nsKnown, &nameKnown)
-	if err != nil {
-		return fmt.Errorf("looking up template %s/%s: %w", namespace, name, err)
-	}
+// templateMiss explains which part of a template reference is unknown. The
+// refusal is marked missing: the template may be registered a moment later
+// (by a node starting), so a request is put off for the grace period
+// before it is rejected.
+func templateMiss(namespace, name, version string, nsKnown, nameKnown bool) error {
+	var reason string
 	switch {
 	case !nsKnown:
-		return &RefusedError{Action: "task request", Reason: fmt.Sprintf("unknown namespace %q", namespace)}
+		reason = fmt.Sprintf("unknown namespace %q", namespace)
 	case !nameKnown:
-		return &RefusedError{Action: "task request", Reason: fmt.Sprintf("unknown template %q in namespace %q", name, namespace)}
+		reason = fmt.Sprintf("unknown template %q in namespace %q", name, namespace)
 	default:
-		return &RefusedError{Action: "task request", Reason: fmt.Sprintf("unknown version %q of template %s/%s", version, namespace, name)}
+		reason = fmt.Sprintf("unknown version %q of template %s/%s", version, namespace, name)
 	}
+	return &RefusedError{Action: "task request", Reason: reason, missing: true}
 }
 
 // parseVersion splits MAJOR.MINOR.PATCH[-PRE] into its parts.

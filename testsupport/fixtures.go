@@ -67,15 +67,19 @@ func NewStore(t testing.TB, opts store.Options) (*store.Store, *pgxpool.Pool) {
 	st := store.New(pool, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// Queues first, as a node does: a template is usable once visible.
+	tmpls := Templates(t)
 	var namespaces []string
-	for _, tmpl := range Templates(t) {
-		if _, err := st.TemplateRegister(ctx, tmpl); err != nil {
-			t.Fatalf("registering template: %v", err)
-		}
+	for _, tmpl := range tmpls {
 		namespaces = append(namespaces, tmpl.Namespace)
 	}
 	if err := st.EnsureQueues(ctx, namespaces); err != nil {
 		t.Fatalf("creating queues: %v", err)
+	}
+	for _, tmpl := range tmpls {
+		if _, err := st.TemplateRegister(ctx, tmpl); err != nil {
+			t.Fatalf("registering template: %v", err)
+		}
 	}
 	return st, pool
 }

@@ -68,3 +68,25 @@ FROM tasker.tasks t WHERE t.request_id = @request_id;
 -- Keeps a request that cannot be honoured where an operator can list it.
 INSERT INTO tasker.rejected_requests (request_id, msg_id, payload, reason, node_id)
 VALUES (@request_id, @msg_id, @payload, @reason, @node_id);
+
+-- name: request_wait
+-- Puts off request @msg_id of {{request_queue}} whose template is not
+-- registered: it becomes visible again after @delay_us, but not after the
+-- end of its grace period (@grace_us after it was sent). Its headers count
+-- the waits (template_waits = @waits); its read count starts again, so
+-- queue.max_deliveries counts only the deliveries that failed. No wait is
+-- set once the grace period is over (visible_at NULL); no row means the
+-- message is gone.
+WITH m AS (
+    SELECT msg_id, enqueued_at + @grace_us::bigint * interval '1 microsecond' AS deadline
+    FROM {{request_queue}} WHERE msg_id = @msg_id
+), waited AS (
+    UPDATE {{request_queue}} q
+    SET vt = least(clock_timestamp() + @delay_us::bigint * interval '1 microsecond', m.deadline),
+        read_ct = 0,
+        headers = COALESCE(CASE WHEN jsonb_typeof(q.headers) = 'object' THEN q.headers END, '{}'::jsonb)
+            || jsonb_build_object('template_waits', @waits::int)
+    FROM m WHERE q.msg_id = m.msg_id AND m.deadline > clock_timestamp()
+    RETURNING q.vt
+)
+SELECT m.deadline, (SELECT vt FROM waited) FROM m;

@@ -26,7 +26,8 @@ SELECT FROM tasker.tasks WHERE task_uuid = ANY(@tasks::uuid[]) ORDER BY task_uui
 -- left (compare-and-set on @pending) with their transitions and messages to
 -- {{step_queue}}; when @retry, its own message, delayed; the wake-up of the
 -- namespace's poller; and the acknowledgement of message @msg_id of
--- {{result_queue}} (moved to its archive when @archive).
+-- {{result_queue}} (moved to its archive when @archive, @archive_reason in
+-- its headers).
 WITH moved AS (
     UPDATE tasker.steps SET state = @to_state, outcome_attempt = NULL, outcome_ok = NULL,
         result = COALESCE(@result::jsonb, result), error = COALESCE(@error::jsonb, error),
@@ -77,7 +78,10 @@ WITH moved AS (
     RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers
 ), archived AS (
     INSERT INTO {{result_queue_archive}} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-    SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM acked WHERE @archive::bool
+    SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message,
+        COALESCE(CASE WHEN jsonb_typeof(headers) = 'object' THEN headers END, '{}'::jsonb)
+            || jsonb_build_object('archive_reason', @archive_reason::text, 'archived_by', @node_id::text)
+    FROM acked WHERE @archive::bool
     RETURNING msg_id
 )
 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM released WHERE ready),
@@ -116,14 +120,17 @@ SELECT state FROM moved;
 
 -- name: message_ack
 -- Acknowledges messages of {{queue}}: deletes @msg_ids, moving those also in
--- @archive_ids to its archive.
+-- @archive_ids to its archive with the reason at the same index of
+-- @archive_reasons in their headers (archive_reason, archived_by).
 WITH acked AS (
     DELETE FROM {{queue}} WHERE msg_id = ANY(@msg_ids::bigint[])
     RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers
 ), archived AS (
     INSERT INTO {{queue_archive}} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-    SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM acked
-    WHERE msg_id = ANY(@archive_ids::bigint[])
+    SELECT a.msg_id, a.read_ct, a.enqueued_at, a.last_read_at, a.vt, a.message,
+        COALESCE(CASE WHEN jsonb_typeof(a.headers) = 'object' THEN a.headers END, '{}'::jsonb)
+            || jsonb_build_object('archive_reason', x.reason, 'archived_by', @node_id::text)
+    FROM acked a JOIN unnest(@archive_ids::bigint[], @archive_reasons::text[]) AS x(msg_id, reason) USING (msg_id)
     RETURNING msg_id
 )
 SELECT (SELECT count(*) FROM acked), (SELECT count(*) FROM archived);

@@ -4,7 +4,8 @@
 -- Records outcomes on steps (compare-and-set: the step in a state that takes
 -- an outcome, on the attempt reported, no outcome waiting) and, for those
 -- recorded, sends the result messages to {{result_queue}}, deletes the step
--- messages from {{step_queue}} (moving those marked archive to its archive)
+-- messages from {{step_queue}} (moving those marked archive to its archive,
+-- the step's error as the reason in their headers)
 -- and wakes the results' consumer at commit. Returns the steps recorded.
 WITH o AS (
     SELECT * FROM unnest(@steps::uuid[], @attempts::int[], @oks::bool[], @results::jsonb[], @errors::jsonb[],
@@ -20,7 +21,7 @@ WITH o AS (
     FROM o
     WHERE s.step_uuid = o.step_uuid AND s.state = ANY(@outcome_states::text[]) AND s.attempts = o.attempt
         AND s.outcome_attempt IS NULL
-    RETURNING s.step_uuid, o.body, o.msg_id, o.archive
+    RETURNING s.step_uuid, o.body, o.msg_id, o.archive, o.error
 ), sent AS (
     INSERT INTO {{result_queue}} (vt, message) SELECT clock_timestamp(), body FROM recorded
     RETURNING msg_id
@@ -29,7 +30,10 @@ WITH o AS (
     RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers
 ), archived AS (
     INSERT INTO {{step_queue_archive}} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-    SELECT a.msg_id, a.read_ct, a.enqueued_at, a.last_read_at, a.vt, a.message, a.headers
+    SELECT a.msg_id, a.read_ct, a.enqueued_at, a.last_read_at, a.vt, a.message,
+        COALESCE(CASE WHEN jsonb_typeof(a.headers) = 'object' THEN a.headers END, '{}'::jsonb)
+            || jsonb_build_object('archive_reason', COALESCE((r.error->>'kind') || ': ' || (r.error->>'message'), 'archived by its worker'),
+                'archived_by', @node_id::text)
     FROM acked a JOIN recorded r ON r.msg_id = a.msg_id WHERE r.archive
     RETURNING msg_id
 ), woke AS (

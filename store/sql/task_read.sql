@@ -43,13 +43,19 @@ WHERE (@state = '' OR state = @state) AND (@namespace = '' OR namespace = @names
 ORDER BY created_at DESC, task_uuid DESC LIMIT @limit;
 
 -- name: rejected_list
-SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at
+SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at, replayed_msg_id, replayed_at
 FROM tasker.rejected_requests ORDER BY id DESC LIMIT @limit;
 
 -- name: request_rejection
--- The latest rejection of a request.
-SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at
-FROM tasker.rejected_requests WHERE request_id = @request_id ORDER BY id DESC LIMIT 1;
+-- The latest rejection of a request that was not replayed (a replayed one
+-- may yet be accepted).
+SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at, replayed_msg_id, replayed_at
+FROM tasker.rejected_requests WHERE request_id = @request_id AND replayed_at IS NULL
+ORDER BY id DESC LIMIT 1;
+
+-- name: rejected_get
+SELECT id, request_id, msg_id, payload, reason, node_id, rejected_at, replayed_msg_id, replayed_at
+FROM tasker.rejected_requests WHERE id = @id;
 
 -- name: queue_wake
 -- Announces a send to a queue at commit (see WakeChannel).
