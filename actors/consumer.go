@@ -147,6 +147,10 @@ func acceptRequest(ctx context.Context, s *System, m queue.Message) error {
 		s.log.Warn("task request rejected", "msg_id", m.ID, "request_id", out.RequestID, "reason", out.Reason)
 	case out.Created:
 		s.log.Debug("task created", "task_uuid", out.TaskUUID, "request_id", out.RequestID, "enqueued", out.Enqueued)
+	case out.Waiting:
+		// The store logs the wait (INFO on the first, WARN on the last).
+		s.log.Debug("task request put off until its template is registered", "msg_id", m.ID, "request_id", out.RequestID,
+			"visible_at", out.VisibleAt, "reason", out.Reason)
 	default:
 		s.log.Info("repeated task request ignored", "task_uuid", out.TaskUUID, "request_id", out.RequestID)
 	}

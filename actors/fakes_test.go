@@ -164,6 +164,11 @@ func (s *memStore) StepOutcomeRecord(_ context.Context, o store.Outcome) error {
 	return nil
 }
 
+func (s *memStore) MessageArchive(_ context.Context, queueName string, id int64, _ string) error {
+	s.q.remove(queueName, id)
+	return nil
+}
+
 // fakeTree is an actor tree on in-memory fakes, wrapped in fault injectors.
 type fakeTree struct {
 	sys    *actors.System

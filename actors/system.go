@@ -28,6 +28,7 @@ type Store interface {
 	ResultQuarantine(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error)
 	StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error)
 	StepOutcomeRecord(ctx context.Context, o store.Outcome) error
+	MessageArchive(ctx context.Context, queueName string, id int64, reason string) error
 }
 
 // Queue is what the actors need of the queue client.

@@ -64,13 +64,16 @@ func (w *worker) run(job stepJob) {
 	q := w.queueName()
 
 	if job.StepUUID == uuid.Nil {
-		log.Warn("archiving a step message that does not decode", "reason", job.Undecodable)
-		_ = breaker.Run(func() error {
+		reason := "undecodable step message: " + job.Undecodable
+		log.Warn("archiving a step message that does not decode", "queue", q, "reason", reason)
+		err := breaker.Run(func() error {
 			ctx, cancel := context.WithTimeout(base, dbTimeout)
 			defer cancel()
-			_, err := w.sys.deps.Queue.Archive(ctx, q, job.MsgID)
-			return err
+			return w.sys.deps.Store.MessageArchive(ctx, q, job.MsgID, reason)
 		})
+		if err != nil {
+			log.Warn("archiving the undecodable step message failed; it will be read again", "error", err)
+		}
 		return
 	}
 

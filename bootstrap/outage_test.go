@@ -312,6 +312,12 @@ func (s *outageStore) StepOutcomeRecord(ctx context.Context, o store.Outcome) er
 	return err
 }
 
+func (s *outageStore) MessageArchive(ctx context.Context, queueName string, id int64, reason string) error {
+	err := s.next.MessageArchive(ctx, queueName, id, reason)
+	s.c.record(err)
+	return err
+}
+
 // outagePool opens a pool straight on the database, past any proxy.
 func outagePool(t *testing.T, url string) *pgxpool.Pool {
 	t.Helper()

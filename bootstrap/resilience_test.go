@@ -1002,4 +1002,10 @@ func TestArchivedMessagesSayWhy(t *testing.T) {
 			warned("step result archived", fmt.Sprintf(`"msg_id":%d`, resultMsg), "task_uuid") &&
 			warned("task failed", d.TaskUUID.String()), nil
 	})
+	archived, err := n.node.Store().ArchivedList(ctx, store.ArchivedParams{Queue: queue.NamespaceQueue("why")})
+	require.NoError(t, err)
+	require.NotEmpty(t, archived)
+	require.Equal(t, stepMsg, archived[len(archived)-1].MsgID)
+	require.False(t, archived[len(archived)-1].Inferred, "the worker kept the reason")
+	require.Contains(t, archived[len(archived)-1].Reason, "undecodable step message: ")
 }

@@ -106,20 +106,29 @@ func TestArchivedStepMessagesListedWithReason(t *testing.T) {
 	}))
 	poisonID := msgs[0].ID
 
-	// A step message that does not decode, archived by the worker through
-	// the queue client (no reason kept: the listing tells it from the body).
+	// A step message that does not decode, archived by the worker with its
+	// reason.
 	garbageID, err := h.q.Send(h.ctx, stepQueue, []byte(`{"task_uuid": "not-a-uuid"}`), 0)
 	require.NoError(t, err)
-	_, err = h.q.Archive(h.ctx, stepQueue, garbageID)
+	require.NoError(t, h.st.MessageArchive(h.ctx, stepQueue, garbageID, "undecodable step message: task_uuid: invalid"))
+	// One archived by someone else through pgmq (no reason kept: the
+	// listing tells it from the body).
+	otherID, err := h.q.Send(h.ctx, stepQueue, []byte(`{"task_uuid": "not-a-uuid"}`), 0)
+	require.NoError(t, err)
+	_, err = h.q.Archive(h.ctx, stepQueue, otherID)
 	require.NoError(t, err)
 
 	page, err := h.st.ArchivedList(h.ctx, store.ArchivedParams{Queue: stepQueue})
 	require.NoError(t, err)
-	require.Len(t, page, 2)
-	require.Equal(t, garbageID, page[0].MsgID, "newest first")
+	require.Len(t, page, 3)
+	require.Equal(t, otherID, page[0].MsgID, "newest first")
 	require.True(t, page[0].Inferred)
 	require.Contains(t, page[0].Reason, "does not decode: ")
 	require.Contains(t, page[0].Reason, "task_uuid")
+	require.Equal(t, garbageID, page[1].MsgID)
+	require.False(t, page[1].Inferred)
+	require.Equal(t, "undecodable step message: task_uuid: invalid", page[1].Reason)
+	page = page[1:]
 	require.Equal(t, poisonID, page[1].MsgID)
 	require.False(t, page[1].Inferred)
 	require.Equal(t, "poison: message delivered 6 times, more than queue.max_deliveries (5)", page[1].Reason)
@@ -133,10 +142,10 @@ func TestArchivedStepMessagesListedWithReason(t *testing.T) {
 	first, err := h.st.ArchivedList(h.ctx, store.ArchivedParams{Queue: stepQueue, Limit: 1})
 	require.NoError(t, err)
 	require.Len(t, first, 1)
-	second, err := h.st.ArchivedList(h.ctx, store.ArchivedParams{Queue: stepQueue, Limit: 1, Before: first[0].MsgID})
+	second, err := h.st.ArchivedList(h.ctx, store.ArchivedParams{Queue: stepQueue, Limit: 2, Before: first[0].MsgID})
 	require.NoError(t, err)
-	require.Len(t, second, 1)
-	require.Equal(t, poisonID, second[0].MsgID)
+	require.Len(t, second, 2)
+	require.Equal(t, []int64{garbageID, poisonID}, []int64{second[0].MsgID, second[1].MsgID})
 
 	// A result that does not decode, and one quarantined after too many
 	// deliveries.

@@ -84,6 +84,13 @@ func (s *Store) resultArchive(ctx context.Context, msg queue.Message, reason str
 	return out, nil
 }
 
+// MessageArchive moves message id of queueName to its archive with reason,
+// for a message nothing else can be done with (a step message that does not
+// decode); ArchivedList lists it with the reason.
+func (s *Store) MessageArchive(ctx context.Context, queueName string, id int64, reason string) error {
+	return s.messageArchive(ctx, s.pool, queueName, id, reason)
+}
+
 // messageArchive moves message id of queueName to its archive, with reason
 // in its headers where ArchivedList finds it.
 func (s *Store) messageArchive(ctx context.Context, d db, queueName string, id int64, reason string) error {
