@@ -102,10 +102,15 @@ func restartUnderLoad(t *testing.T, mode string) restartFigures {
 	t.Cleanup(after.Close)
 	// Well within the visibility timeout: the messages read before the
 	// restart are not waiting it out.
-	testsupport.WaitFor(t, restartVisibility/2, "every task to complete after the restart", func() (bool, error) {
+	allDone := func() (bool, error) {
 		n, err := outageCount(t.Context(), after, `SELECT count(*) FROM tasker.tasks WHERE state = 'complete'`)
 		return n == restartTasks, err
-	})
+	}
+	if !restartEventually(t, restartVisibility/2, allDone) {
+		t.Fatalf("tasks still not complete %s after the restart; messages invisible for more than 5 s: %v; steps not complete: %v",
+			restartVisibility/2, restartInvisible(t, after), testsupport.TextRows(t, after,
+				`SELECT format('%s %s attempts=%s', name, state, attempts) FROM tasker.steps WHERE state <> 'complete' ORDER BY name LIMIT 20`))
+	}
 	var first, all float64
 	require.NoError(t, after.QueryRow(t.Context(), `
 		SELECT (SELECT extract(epoch FROM min(created_at) - $1) FROM tasker.step_transitions
@@ -184,6 +189,40 @@ func heldMessages(t *testing.T, addr, outcome string) int {
 		n += int(v)
 	}
 	return n
+}
+
+// restartEventually polls cond every 10 ms until it holds (true) or d
+// has passed (false).
+func restartEventually(t *testing.T, d time.Duration, cond func() (bool, error)) bool {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(d)
+	for {
+		ok, err := cond()
+		require.NoError(t, err)
+		if ok {
+			return true
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// restartInvisible lists the messages of every queue that stay invisible
+// for more than 5 s more.
+func restartInvisible(t *testing.T, db *pgxpool.Pool) []string {
+	t.Helper()
+	var out []string
+	for _, q := range testsupport.TextRows(t, db, `SELECT queue_name FROM pgmq.list_queues() ORDER BY 1`) {
+		out = append(out, testsupport.TextRows(t, db, `SELECT format('%s msg %s read %s times, visible in %s s: %s', `+
+			`'`+q+`'::text, msg_id, read_ct, round(extract(epoch FROM vt - clock_timestamp())), message) `+
+			`FROM `+pgx.Identifier{"pgmq", "q_" + q}.Sanitize()+` WHERE vt > clock_timestamp() + interval '5 seconds'`)...)
+	}
+	return out
 }
 
 // medianRange formats durations as "median (min–max)".
