@@ -255,7 +255,8 @@ func (w *worker) keepInvisible(msgID int64, lease *leaseEnd) func() {
 				if err == nil {
 					lease.set(asked.Add(vt))
 				}
-				if err != nil && ctx.Err() == nil {
+				// Not found: the outcome was just recorded, deleting it.
+				if err != nil && ctx.Err() == nil && !errors.Is(err, queue.ErrNotFound) {
 					w.sys.log.Warn("extending message visibility failed", "namespace", w.ns.Name, "msg_id", msgID, "error", err)
 				}
 			}
