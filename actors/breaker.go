@@ -41,11 +41,31 @@ type Breaker struct {
 	// retired, under publishMu, stops publishing once the breaker is
 	// dropped, so its tree node and metric series stay gone.
 	retired bool
+
+	// changed is closed and replaced on every state change, so a caller
+	// holding a message can wait for the breaker to let it try again.
+	changedMu sync.Mutex
+	changed   chan struct{}
+	// onReady, when set, is called whenever the breaker is not open after a
+	// change: the pollers it paused read again at once.
+	onReady func()
+
+	// probeMu guards the early trial of a breaker guarding the database
+	// (see probeAnswered).
+	probeMu sync.Mutex
+	// earlyOK allows the next successful probe to end the open state: set
+	// when the breaker opens from closed and whenever a probe fails (the
+	// database was seen away, so its answer is news); cleared when an early
+	// trial fails while the database answered, so a fault the database's
+	// answer says nothing about (a broken queue table) waits out Delay.
+	earlyOK bool
+	// early marks a half-open state entered on a probe's answer.
+	early bool
 }
 
 // newBreaker builds the breaker of component, shown in the tree at path.
 func newBreaker(component, path string, s BreakerSettings, tree *Tree, log *slog.Logger, onChange func(string, string)) *Breaker {
-	b := &Breaker{component: component, path: path, tree: tree, log: log, onChange: onChange}
+	b := &Breaker{component: component, path: path, tree: tree, log: log, onChange: onChange, changed: make(chan struct{})}
 	b.Configure(s)
 	return b
 }
@@ -65,6 +85,7 @@ func (b *Breaker) Configure(s BreakerSettings) {
 			b.log.Log(context.Background(), changeLevel(e.OldState, e.NewState), "circuit breaker changed state",
 				"component", b.component, "from", e.OldState.String(), "to", e.NewState.String(),
 				"failures", m.Failures(), "successes", m.Successes(), "executions", m.Executions())
+			b.noteChange(e.OldState, e.NewState)
 			b.publish()
 		})
 	if s.FailureRatio > 0 {
@@ -76,7 +97,49 @@ func (b *Breaker) Configure(s BreakerSettings) {
 	b.mu.Lock()
 	b.cb, b.settings = cb, s
 	b.mu.Unlock()
+	b.probeMu.Lock()
+	b.earlyOK, b.early = false, false
+	b.probeMu.Unlock()
 	b.publish()
+}
+
+// noteChange keeps the early-trial marks of a state change.
+func (b *Breaker) noteChange(from, to circuitbreaker.State) {
+	b.probeMu.Lock()
+	defer b.probeMu.Unlock()
+	switch {
+	case from == circuitbreaker.ClosedState && to == circuitbreaker.OpenState:
+		b.earlyOK = true
+	case from == circuitbreaker.HalfOpenState && to == circuitbreaker.OpenState:
+		if b.early {
+			b.earlyOK = false
+		}
+		b.early = false
+	case to == circuitbreaker.ClosedState:
+		b.earlyOK, b.early = false, false
+	}
+}
+
+// probeAnswered is told the outcome of a probe of the database while the
+// breaker is open. When the database answers (and the early trial is
+// allowed) the breaker goes half-open at once instead of waiting out its
+// delay: the trials start as soon as the database is back.
+func (b *Breaker) probeAnswered(ok bool) {
+	cb := b.current()
+	b.probeMu.Lock()
+	if !ok {
+		b.earlyOK = true
+		b.probeMu.Unlock()
+		return
+	}
+	if !b.earlyOK || !cb.IsOpen() {
+		b.probeMu.Unlock()
+		return
+	}
+	b.early = true
+	b.probeMu.Unlock()
+	b.log.Debug("database answers; trying the circuit breaker early", "component", b.component)
+	cb.HalfOpen()
 }
 
 // changeLevel is the log level of a state change. Opening from closed and
@@ -110,6 +173,20 @@ func (b *Breaker) publish() {
 	if b.onChange != nil {
 		b.onChange(b.component, state)
 	}
+	b.changedMu.Lock()
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.changedMu.Unlock()
+	if b.onReady != nil && state != circuitbreaker.OpenState.String() {
+		b.onReady()
+	}
+}
+
+// changes returns a channel closed at the breaker's next state change.
+func (b *Breaker) changes() <-chan struct{} {
+	b.changedMu.Lock()
+	defer b.changedMu.Unlock()
+	return b.changed
 }
 
 // retire removes the breaker's tree node and tells removed; it publishes

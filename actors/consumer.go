@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -65,7 +66,7 @@ func (c *consumer) Receive(ctx actor.Context) {
 
 func (c *consumer) poll(ctx actor.Context) {
 	batch := c.loop.sys.settings.BatchSize
-	msgs, wait := c.loop.read(batch)
+	msgs, lease, wait := c.loop.read(batch)
 	if c.loop.sys.stopping.Load() {
 		return
 	}
@@ -73,7 +74,7 @@ func (c *consumer) poll(ctx actor.Context) {
 		c.loop.schedule(ctx, wait)
 		return
 	}
-	c.handleAll(msgs)
+	c.handleAll(msgs, lease)
 	if len(msgs) == batch {
 		c.loop.schedule(ctx, 0)
 		return
@@ -87,7 +88,9 @@ func (c *consumer) poll(ctx actor.Context) {
 // n; two messages of one task are still applied one after the other.
 // A panic in one of them is raised again in the actor once all are done,
 // so the supervisor restarts the actor as if it had handled them itself.
-func (c *consumer) handleAll(msgs []queue.Message) {
+// A message the database fails on is held and tried again once it answers
+// (System.runHeld), until its lease ends.
+func (c *consumer) handleAll(msgs []queue.Message, lease time.Time) {
 	var (
 		wg       sync.WaitGroup
 		panicked atomic.Pointer[any]
@@ -101,7 +104,7 @@ func (c *consumer) handleAll(msgs []queue.Message) {
 					panicked.CompareAndSwap(nil, &r)
 				}
 			}()
-			c.handleOne(m)
+			c.handleOne(m, lease)
 		}()
 	}
 	wg.Wait()
@@ -110,11 +113,12 @@ func (c *consumer) handleAll(msgs []queue.Message) {
 	}
 }
 
-func (c *consumer) handleOne(m queue.Message) {
+func (c *consumer) handleOne(m queue.Message, lease time.Time) {
 	if c.loop.sys.stopping.Load() {
 		return
 	}
-	err := c.loop.breaker.Run(func() error {
+	held := heldTry{breaker: c.loop.breaker, lease: func() time.Time { return lease }, queue: c.loop.queue}
+	err := c.loop.sys.runHeld(held, func() error {
 		// Bounded by the shutdown timeout too: a transaction stuck on an
 		// unreachable database must not hold the tree up past it (it
 		// rolls back, and the message is read again).
@@ -123,7 +127,7 @@ func (c *consumer) handleOne(m queue.Message) {
 		return c.handle(hctx, c.loop.sys, m)
 	})
 	if err != nil {
-		c.loop.sys.log.Warn("handling message failed; it will be redelivered", "queue", c.loop.queue, "msg_id", m.ID, "error", err)
+		c.loop.sys.log.Warn("handling message failed; it is left to redelivery", "queue", c.loop.queue, "msg_id", m.ID, "error", err)
 	}
 }
 

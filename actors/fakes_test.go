@@ -192,12 +192,18 @@ func namespace(name string, workers int) actors.NamespaceSettings {
 // actors) whose steps run handler. It stops when the test ends.
 func startFakeTree(t *testing.T, sup actors.Intensity, handler workflow.Handler, namespaces ...actors.NamespaceSettings) *fakeTree {
 	t.Helper()
+	return startFakeTreeWith(t, nil, sup, handler, namespaces...)
+}
+
+// startFakeTreeWith is startFakeTree with deps changed by with (when not nil).
+func startFakeTreeWith(t *testing.T, with func(*actors.Deps), sup actors.Intensity, handler workflow.Handler, namespaces ...actors.NamespaceSettings) *fakeTree {
+	t.Helper()
 	ft := &fakeTree{q: newMemQueue(), faults: testsupport.NewFaults()}
 	reg := workflow.NewRegistry()
 	require.NoError(t, reg.Register("step", handler))
 	logs := &testWriter{t: t}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	sys, err := actors.Start(actors.Settings{
+	settings := actors.Settings{
 		NodeID:        "test",
 		Namespaces:    namespaces,
 		BatchSize:     10,
@@ -206,7 +212,8 @@ func startFakeTree(t *testing.T, sup actors.Intensity, handler workflow.Handler,
 		HostBreaker: func(string) actors.BreakerSettings {
 			return actors.BreakerSettings{FailureThreshold: 1, Window: time.Minute, Delay: 50 * time.Millisecond, SuccessThreshold: 2}
 		},
-	}, actors.Deps{
+	}
+	deps := actors.Deps{
 		Store:    &testsupport.FaultyStore{Store: &memStore{q: ft.q}, Faults: ft.faults},
 		Queue:    &testsupport.FaultyQueue{Queue: ft.q, Faults: ft.faults},
 		Handlers: reg,
@@ -216,7 +223,11 @@ func startFakeTree(t *testing.T, sup actors.Intensity, handler workflow.Handler,
 			ft.changes = append(ft.changes, component+" "+state)
 			ft.mu.Unlock()
 		},
-	})
+	}
+	if with != nil {
+		with(&deps)
+	}
+	sys, err := actors.Start(settings, deps)
 	require.NoError(t, err)
 	ft.sys = sys
 	t.Cleanup(func() {

@@ -1,6 +1,10 @@
 package actors
 
-import "github.com/google/uuid"
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
 
 // pollTick asks a poller to read its queue. Gen tells a current tick from
 // one that was superseded by a newer schedule.
@@ -13,8 +17,11 @@ type wake struct{}
 type stepJob struct {
 	MsgID     int64
 	ReadCount int
-	TaskUUID  uuid.UUID
-	StepUUID  uuid.UUID
+	// Lease is when the message becomes visible to other readers, unless
+	// the worker extends it.
+	Lease    time.Time
+	TaskUUID uuid.UUID
+	StepUUID uuid.UUID
 	// Undecodable says why the message is no step message (StepUUID is
 	// then nil); empty for a good one.
 	Undecodable string

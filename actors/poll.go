@@ -56,12 +56,15 @@ func (p *pollLoop) stopTimer() {
 func (p *pollLoop) current(t pollTick) bool { return t.Gen == p.gen }
 
 // read takes up to qty messages through the breaker. It returns the
-// messages and, when nothing should be read right now, how long to wait.
-func (p *pollLoop) read(qty int) ([]queue.Message, time.Duration) {
+// messages, the end of their lease by this node's clock (they were made
+// invisible for vt after the read began), and, when nothing should be read
+// right now, how long to wait.
+func (p *pollLoop) read(qty int) ([]queue.Message, time.Time, time.Duration) {
 	if p.sys.stopping.Load() {
-		return nil, 0
+		return nil, time.Time{}, 0
 	}
 	var msgs []queue.Message
+	lease := time.Now().Add(p.vt)
 	err := p.breaker.Run(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 		defer cancel()
@@ -71,11 +74,11 @@ func (p *pollLoop) read(qty int) ([]queue.Message, time.Duration) {
 	})
 	p.sys.tree.polled(p.path, p.breaker.State())
 	if errors.Is(err, circuitbreaker.ErrOpen) {
-		return nil, max(p.breaker.RemainingDelay(), minPause)
+		return nil, time.Time{}, max(p.breaker.RemainingDelay(), minPause)
 	}
 	if err != nil {
 		p.sys.log.Warn("reading queue failed", "queue", p.queue, "error", err)
-		return nil, p.interval
+		return nil, time.Time{}, p.interval
 	}
-	return msgs, 0
+	return msgs, lease, 0
 }

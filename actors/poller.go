@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tasker-run/tasker/queue"
@@ -90,7 +92,7 @@ func (p *poller) poll(ctx actor.Context) {
 		return
 	}
 	qty := min(free, p.loop.sys.settings.BatchSize)
-	msgs, wait := p.loop.read(qty)
+	msgs, lease, wait := p.loop.read(qty)
 	if p.loop.sys.stopping.Load() {
 		return
 	}
@@ -99,7 +101,7 @@ func (p *poller) poll(ctx actor.Context) {
 		return
 	}
 	for _, m := range msgs {
-		p.dispatch(ctx, m)
+		p.dispatch(ctx, m, lease)
 	}
 	if len(msgs) == qty && p.idleCount() > 0 {
 		// The queue may hold more: read again at once.
@@ -109,8 +111,8 @@ func (p *poller) poll(ctx actor.Context) {
 	p.loop.schedule(ctx, p.loop.interval)
 }
 
-func (p *poller) dispatch(ctx actor.Context, m queue.Message) {
-	job := stepJob{MsgID: m.ID, ReadCount: m.ReadCount}
+func (p *poller) dispatch(ctx actor.Context, m queue.Message, lease time.Time) {
+	job := stepJob{MsgID: m.ID, ReadCount: m.ReadCount, Lease: lease}
 	if step, err := queue.DecodeStepMessage(m.Body); err == nil {
 		job.TaskUUID, job.StepUUID = step.TaskUUID, step.StepUUID
 	} else {

@@ -102,6 +102,15 @@ type Deps struct {
 	// ResultApplied is told what every applied result did; it may be called
 	// from several goroutines at once.
 	ResultApplied func(store.ResultOutcome)
+	// Ping checks that the database answers. While a breaker guarding the
+	// database is open it is called every probeInterval, and its first
+	// success lets the breaker try again at once. Optional: without it a
+	// breaker waits out its delay.
+	Ping func(ctx context.Context) error
+	// MessageHeld is told of every message kept in process through a
+	// database failure: handled once the database answered, or released
+	// to redelivery (metrics). It may be called from several goroutines.
+	MessageHeld func(queue string, handled bool)
 }
 
 // System is a running actor tree.
@@ -139,6 +148,8 @@ type System struct {
 	// rootStarted is closed once the root has spawned its children.
 	rootStarted     chan struct{}
 	rootStartedOnce sync.Once
+	// probe pings the database while a breaker guarding it is open.
+	probe *dbProbe
 
 	stopOnce sync.Once
 	stopErr  error
@@ -193,18 +204,29 @@ func Start(settings Settings, deps Deps) (*System, error) {
 	s.system = actor.NewActorSystemWithConfig(actor.Configure(opts...))
 
 	s.tree.declare(rootName, KindRoot, "", "")
+	// The breakers guarding the database: each wakes the pollers it
+	// paused when it lets calls through again, and all are probed.
+	var guarded []*Breaker
 	if settings.Orchestration {
-		s.breakers[OrchestrationComponent] = newBreaker(OrchestrationComponent, rootName+"/orchestration-breaker",
+		b := newBreaker(OrchestrationComponent, rootName+"/orchestration-breaker",
 			settings.OrchestrationBreaker, s.tree, s.log, deps.BreakerChanged)
+		b.onReady = func() { s.Wake(queueTaskRequests); s.Wake(queueStepResults) }
+		s.breakers[OrchestrationComponent] = b
+		guarded = append(guarded, b)
 		s.tree.declare(rootName+"/orchestration-breaker", KindBreaker, "", "")
 		s.tree.setStatus(rootName+"/orchestration-breaker", StatusRunning)
 	}
 	for _, ns := range settings.Namespaces {
 		path := NamespacePath(ns.Name) + "/breaker"
-		s.breakers[ns.Name] = newBreaker(ns.Name, path, ns.Breaker, s.tree, s.log, deps.BreakerChanged)
+		b := newBreaker(ns.Name, path, ns.Breaker, s.tree, s.log, deps.BreakerChanged)
+		q := queue.NamespaceQueue(ns.Name)
+		b.onReady = func() { s.Wake(q) }
+		s.breakers[ns.Name] = b
+		guarded = append(guarded, b)
 		s.tree.declare(path, KindBreaker, ns.Name, "")
 		s.tree.setStatus(path, StatusRunning)
 	}
+	s.probe = startProbe(deps.Ping, guarded)
 
 	s.breakersPtr.Store(&s.breakers)
 
@@ -212,6 +234,7 @@ func Start(settings Settings, deps Deps) (*System, error) {
 		actor.WithSupervisor(&strategy{intensity: settings.Supervision, tree: s.tree, log: s.log, escalate: false, gaveUp: s.markGaveUp}))
 	pid, err := s.system.Root.SpawnNamed(props, rootName)
 	if err != nil {
+		s.probe.close()
 		return nil, fmt.Errorf("spawning the root supervisor: %w", err)
 	}
 	s.root = pid
@@ -220,6 +243,7 @@ func Start(settings Settings, deps Deps) (*System, error) {
 	select {
 	case <-s.rootStarted:
 	case <-time.After(rootStartTimeout):
+		s.probe.close()
 		s.system.Shutdown()
 		return nil, fmt.Errorf("the root supervisor did not start within %s", rootStartTimeout)
 	}
@@ -312,6 +336,7 @@ func (s *System) Stop(ctx context.Context) error {
 			}
 		}
 		s.cancelHandler()
+		s.probe.close()
 		s.system.Shutdown()
 		s.tree.setStatus(rootName, StatusStopped)
 	})

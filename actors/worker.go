@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -62,11 +63,16 @@ func (w *worker) run(job stepJob) {
 	breaker := w.sys.Breakers()[w.ns.Name]
 	base := w.sys.handlerCtx
 	q := w.queueName()
+	// Every store call holds the message through a database failure
+	// (System.runHeld) for as long as it is this worker's.
+	lease := &leaseEnd{}
+	lease.set(job.Lease)
+	held := heldTry{breaker: breaker, lease: lease.get, queue: q}
 
 	if job.StepUUID == uuid.Nil {
 		reason := "undecodable step message: " + job.Undecodable
 		log.Warn("archiving a step message that does not decode", "queue", q, "reason", reason)
-		err := breaker.Run(func() error {
+		err := w.sys.runHeld(held, func() error {
 			ctx, cancel := context.WithTimeout(base, dbTimeout)
 			defer cancel()
 			return w.sys.deps.Store.MessageArchive(ctx, q, job.MsgID, reason)
@@ -81,7 +87,7 @@ func (w *worker) run(job stepJob) {
 		work  store.StepWork
 		stale bool
 	)
-	err := breaker.Run(func() error {
+	err := w.sys.runHeld(held, func() error {
 		ctx, cancel := context.WithTimeout(base, dbTimeout)
 		defer cancel()
 		var err error
@@ -93,13 +99,13 @@ func (w *worker) run(job stepJob) {
 		return err
 	})
 	if err != nil {
-		log.Warn("starting step failed; the message will be redelivered", "error", err)
+		log.Warn("starting step failed; the message is left to redelivery", "error", err)
 		return
 	}
 	if stale {
 		// Cancelled, finished, or already recorded: acknowledge.
 		log.Debug("step message is stale; deleting it")
-		_ = breaker.Run(func() error {
+		_ = w.sys.runHeld(held, func() error {
 			ctx, cancel := context.WithTimeout(base, dbTimeout)
 			defer cancel()
 			_, err := w.sys.deps.Queue.Delete(ctx, q, job.MsgID)
@@ -108,6 +114,10 @@ func (w *worker) run(job stepJob) {
 		return
 	}
 	log = log.With("task_uuid", work.TaskUUID, "step", work.StepName, "attempt", work.Attempt)
+	// The message stays invisible until the outcome is recorded, however
+	// long the handler and the recording (through an outage) take.
+	stopExtend := w.keepInvisible(job.MsgID, lease)
+	defer stopExtend()
 
 	started := time.Now()
 	var (
@@ -119,7 +129,7 @@ func (w *worker) run(job stepJob) {
 		stepErr = workflow.Permanent("poison", "message delivered %d times, more than queue.max_deliveries (%d)", job.ReadCount, max)
 		archive = true
 	} else {
-		result, stepErr = w.execute(base, work, job.MsgID)
+		result, stepErr = w.execute(base, work)
 		if base.Err() != nil {
 			// The node is shutting down past its timeout: leave the message
 			// for redelivery rather than record a failure it did not cause.
@@ -139,7 +149,10 @@ func (w *worker) run(job stepJob) {
 		CorrelationID: work.CorrelationID, Attempt: work.Attempt, Result: result, Err: stepErr,
 		Duration: elapsed, Archive: archive,
 	}
-	err = breaker.Run(func() error {
+	// The handler has run: its outcome is worth recording through the
+	// shutdown too, rather than running it again on redelivery.
+	held.untilShutdown = true
+	err = w.sys.runHeld(held, func() error {
 		// base ends only when the shutdown timeout has passed; then an
 		// unreachable database must not hold the worker up (the message
 		// is redelivered).
@@ -153,15 +166,21 @@ func (w *worker) run(job stepJob) {
 		return err
 	})
 	if err != nil {
-		log.Warn("recording outcome failed; the message will be redelivered", "error", err)
+		log.Warn("recording outcome failed; the message is left to redelivery", "error", err)
 	}
 }
 
-// execute runs the handler with the step's timeout, keeping the message
-// invisible meanwhile. A panic becomes a retryable failure carrying the
+// leaseEnd is when a worker's message becomes visible to other readers;
+// keepInvisible moves it on.
+type leaseEnd struct{ at atomic.Int64 }
+
+func (l *leaseEnd) set(t time.Time) { l.at.Store(t.UnixNano()) }
+func (l *leaseEnd) get() time.Time  { return time.Unix(0, l.at.Load()) }
+
+// execute runs the handler with the step's timeout. A panic becomes a retryable failure carrying the
 // stack. A handler that ignores its context past the timeout is abandoned:
 // the worker records the timeout and moves on.
-func (w *worker) execute(base context.Context, work store.StepWork, msgID int64) ([]byte, *workflow.StepError) {
+func (w *worker) execute(base context.Context, work store.StepWork) ([]byte, *workflow.StepError) {
 	h, ok := w.sys.deps.Handlers.Lookup(work.Handler)
 	if !ok {
 		return nil, workflow.Permanent("unknown_handler", "no handler %q is registered on this node", work.Handler)
@@ -172,9 +191,6 @@ func (w *worker) execute(base context.Context, work store.StepWork, msgID int64)
 	}
 	ctx, cancel := context.WithTimeout(base, timeout)
 	defer cancel()
-
-	stopExtend := w.keepInvisible(msgID)
-	defer stopExtend()
 
 	type answer struct {
 		result []byte
@@ -215,9 +231,10 @@ func (w *worker) execute(base context.Context, work store.StepWork, msgID int64)
 }
 
 // keepInvisible extends the message's visibility every half visibility
-// timeout while a handler runs, so a long handler is not taken for a lost
-// one. The returned func stops it and waits for it.
-func (w *worker) keepInvisible(msgID int64) func() {
+// timeout while a handler runs and its outcome is recorded, so a long
+// handler is not taken for a lost one, moving lease on with each success.
+// The returned func stops it and waits for it.
+func (w *worker) keepInvisible(msgID int64, lease *leaseEnd) func() {
 	vt := w.ns.VisibilityTimeout
 	if vt <= 0 {
 		return func() {}
@@ -235,9 +252,14 @@ func (w *worker) keepInvisible(msgID int64) func() {
 				return
 			case <-t.C:
 				cctx, ccancel := context.WithTimeout(ctx, vt/2)
+				asked := time.Now()
 				err := w.sys.deps.Queue.SetVisibility(cctx, w.queueName(), msgID, vt)
 				ccancel()
-				if err != nil && ctx.Err() == nil {
+				if err == nil {
+					lease.set(asked.Add(vt))
+				}
+				// Not found: the outcome was just recorded, deleting it.
+				if err != nil && ctx.Err() == nil && !errors.Is(err, queue.ErrNotFound) {
 					w.sys.log.Warn("extending message visibility failed", "namespace", w.ns.Name, "msg_id", msgID, "error", err)
 				}
 			}

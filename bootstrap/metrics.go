@@ -23,6 +23,7 @@ type Metrics struct {
 	stepDuration *prometheus.HistogramVec
 	breaker      *prometheus.GaugeVec
 	requests     *prometheus.CounterVec
+	held         *prometheus.CounterVec
 }
 
 // breakerValue maps a breaker state to the gauge value.
@@ -58,8 +59,12 @@ func NewMetrics() *Metrics {
 			Name: "tasker_task_requests_total",
 			Help: "Task requests this node handled, by outcome (created, duplicate, rejected, waiting: put off for its template).",
 		}, []string{"outcome"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_held_messages_total",
+			Help: "Messages this node held through a database failure, by queue and outcome: handled once the database answered, or released to redelivery.",
+		}, []string{"queue", "outcome"}),
 	}
-	m.Registry.MustRegister(m.tasks, m.steps, m.attempts, m.stepDuration, m.breaker, m.requests,
+	m.Registry.MustRegister(m.tasks, m.steps, m.attempts, m.stepDuration, m.breaker, m.requests, m.held,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -80,6 +85,14 @@ func (m *Metrics) stepFinished(namespace string, ok bool, d time.Duration) {
 	}
 	m.attempts.WithLabelValues(namespace, outcome).Inc()
 	m.stepDuration.WithLabelValues(namespace).Observe(d.Seconds())
+}
+
+func (m *Metrics) messageHeld(queue string, handled bool) {
+	outcome := "handled"
+	if !handled {
+		outcome = "released"
+	}
+	m.held.WithLabelValues(queue, outcome).Inc()
 }
 
 func (m *Metrics) requestHandled(out store.RequestOutcome) {

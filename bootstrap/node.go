@@ -172,6 +172,8 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		StepFinished:   n.metrics.stepFinished,
 		RequestHandled: n.metrics.requestHandled,
 		ResultApplied:  n.metrics.resultApplied,
+		MessageHeld:    n.metrics.messageHeld,
+		Ping:           pingPool(n.pool),
 	})
 	if err != nil {
 		return n, err

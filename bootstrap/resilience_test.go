@@ -602,10 +602,16 @@ func TestPoisonAndStaleMessages(t *testing.T) {
 
 	t.Run("step message past max_deliveries", func(t *testing.T) {
 		n := n.with(t)
-		// StepStart fails on the first two deliveries; the third is one
-		// more than queue.max_deliveries allows.
-		n.faults.Fail(testsupport.OpStepStart, nil, 2)
-		d := n.waitTask(n.submit("poison", "job"), workflow.TaskStateError)
+		// StepStart fails through the first two deliveries (each is held
+		// and tried again until its lease ends); the third is one more
+		// than queue.max_deliveries allows.
+		n.faults.Fail(testsupport.OpStepStart, nil, 0)
+		id := n.submit("poison", "job")
+		testsupport.WaitFor(t, rsWait, "the step message's third delivery", func() (bool, error) {
+			return n.count(`SELECT COALESCE(max(read_ct), 0) FROM pgmq.q_poison_queue`) >= 3, nil
+		})
+		n.faults.Clear(testsupport.OpStepStart)
+		d := n.waitTask(id, workflow.TaskStateError)
 		step := d.Steps[0]
 		require.Equal(t, workflow.StepStateError, step.State)
 		e := rsErrorOf(t, step)

@@ -231,7 +231,8 @@ type BreakerConfig struct {
 	// Window is the period over which failures are counted. Defaults to 30s.
 	Window Duration `toml:"window"`
 	// Delay is how long the breaker stays open before letting trial executions
-	// through (half-open). Defaults to 5s.
+	// through (half-open); a breaker guarding the database goes half-open
+	// sooner, as soon as the database answers a ping. Defaults to 5s.
 	Delay Duration `toml:"delay"`
 	// SuccessThreshold is how many successful trial executions close a
 	// half-open breaker. Defaults to 2.

@@ -170,7 +170,10 @@ func (c *Client) SendBatch(ctx context.Context, queue string, msgs [][]byte, del
 }
 
 // Read takes up to qty visible messages, oldest first, and makes them invisible to other
-// readers for vt. pgmq counts vt in whole seconds, so a fraction is rounded up.
+// readers for vt. pgmq counts vt in whole seconds, so a fraction is rounded up. Outside a
+// transaction of the caller's, the read commits only once its messages have arrived (see
+// readCommitted), so a lost connection never leaves messages invisible to no one's
+// knowledge.
 func (c *Client) Read(ctx context.Context, queue string, vt time.Duration, qty int) ([]Message, error) {
 	q, err := normalize(queue)
 	if err != nil {
@@ -187,8 +190,50 @@ func (c *Client) Read(ctx context.Context, queue string, vt time.Duration, qty i
 	if err != nil {
 		return nil, fmt.Errorf("reading queue %s: %w", q, err)
 	}
-	if _, inTx := c.db.(pgx.Tx); direct && !inTx {
-		// A batch: its own transaction, planned by key.
+	if _, inTx := c.db.(pgx.Tx); !inTx {
+		if b, ok := c.db.(beginner); ok {
+			return c.readCommitted(ctx, b, q, direct, qty, secs)
+		}
+	}
+	// In the caller's transaction: KeyAccess would outlast the read.
+	return c.readOn(ctx, c.db, q, direct, false, qty, secs)
+}
+
+// readCommitted reads in a transaction of its own, committed only once the
+// messages have arrived. A read committed in the statement's implicit
+// transaction can have its answer lost with the connection (a server
+// stopping or crashing between the commit and the reply): its messages
+// are then invisible for vt with nobody knowing their ids. Here a
+// connection lost before the rows arrived rolls the read back, and one
+// lost during the commit leaves the caller holding the messages: they are
+// returned, since a read that did commit has no other reader, and one that
+// did not only lets another reader take them too (at-least-once).
+func (c *Client) readCommitted(ctx context.Context, b beginner, q string, direct bool, qty int, secs int32) ([]Message, error) {
+	tx, err := b.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading queue %s: %w", q, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op once committed
+	msgs, err := c.readOn(ctx, tx, q, direct, true, qty, secs)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil && len(msgs) == 0 {
+		return nil, fmt.Errorf("reading queue %s: %w", q, err)
+	}
+	return msgs, nil
+}
+
+// readOn runs the read on db; keyAccess sends KeyAccess first, for a
+// transaction that ends with the read.
+func (c *Client) readOn(ctx context.Context, db DB, q string, direct, keyAccess bool, qty int, secs int32) ([]Message, error) {
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if direct && keyAccess {
+		// The statements after KeyAccess, in the same transaction, are
+		// planned by key.
 		var msgs []Message
 		b := &pgx.Batch{}
 		b.Queue(KeyAccess)
@@ -197,16 +242,15 @@ func (c *Client) Read(ctx context.Context, queue string, vt time.Duration, qty i
 			msgs, err = collectMessages(rows)
 			return err
 		})
-		if err := c.db.SendBatch(ctx, b).Close(); err != nil {
+		if err := db.SendBatch(ctx, b).Close(); err != nil {
 			return nil, fmt.Errorf("reading queue %s: %w", q, translate(err))
 		}
 		return msgs, nil
 	}
-	var rows pgx.Rows
 	if direct {
-		rows, err = c.db.Query(ctx, statementsOf(q).read, int32(qty), secs)
+		rows, err = db.Query(ctx, statementsOf(q).read, int32(qty), secs)
 	} else {
-		rows, err = c.db.Query(ctx,
+		rows, err = db.Query(ctx,
 			"SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM pgmq.read($1::text, $2::integer, $3::integer)",
 			q, secs, int32(qty))
 	}
