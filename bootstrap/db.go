@@ -155,6 +155,9 @@ func openPool(ctx context.Context, url string, db config.Database) (*pgxpool.Poo
 	}
 	pc.MaxConns = int32(db.MaxConns)
 	pc.ConnConfig.ConnectTimeout = db.ConnectTimeout.Duration()
+	for k, v := range store.SessionSettings() {
+		pc.ConnConfig.RuntimeParams[k] = v
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("opening the database pool: %w", err)

@@ -127,3 +127,18 @@ func namespaceQueues(namespaces []string) []string {
 func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return translate(pgx.BeginFunc(ctx, s.pool, fn))
 }
+
+// SessionSettings are the settings of every session that runs the store's
+// statements, given as connection parameters (bootstrap and testsupport set
+// them on their pools).
+//
+// enable_seqscan off: every hot statement reaches its rows by a key (the
+// primary key, (task_uuid, name), from_step, msg_id), and must keep doing so
+// whatever the planner believes of a table's size. A table analyzed while
+// empty, or never (autovacuum off), reads as empty; a plan made then (and
+// pgx keeps plans per connection) would scan the whole table on every call
+// once it has grown. With sequential scans discouraged the planner takes the
+// key's index; a statement with no index to use still scans.
+func SessionSettings() map[string]string {
+	return map[string]string{"enable_seqscan": "off"}
+}

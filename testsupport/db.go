@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasker-run/tasker/store"
 )
 
 // EnvDatabaseURL names the variable that points the tests at a server of the
@@ -136,7 +138,7 @@ func newDatabase(t testing.TB, kind templateKind) string {
 func NewDB(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	url := NewDatabaseURL(t)
-	pool, err := pgxpool.New(context.Background(), url)
+	pool, err := OpenPool(context.Background(), url)
 	if err != nil {
 		t.Fatalf("opening pool: %v", err)
 	}
@@ -164,4 +166,18 @@ func randomSuffix() string {
 		panic(err)
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// OpenPool opens a pool on url with the sessions a node uses
+// (store.SessionSettings), so tests plan the store's statements as
+// production does.
+func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range store.SessionSettings() {
+		pc.ConnConfig.RuntimeParams[k] = v
+	}
+	return pgxpool.NewWithConfig(ctx, pc)
 }

@@ -15,7 +15,7 @@ import (
 // NewMigratedDB is NewDB with Tasker's own schema migrated as well.
 func NewMigratedDB(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), newDatabase(t, templateMigrated))
+	pool, err := OpenPool(context.Background(), newDatabase(t, templateMigrated))
 	if err != nil {
 		t.Fatalf("opening pool: %v", err)
 	}

@@ -10,7 +10,8 @@ SELECT state, correlation_id, namespace FROM tasker.tasks WHERE task_uuid = @tas
 WITH moved AS (
     UPDATE tasker.tasks SET state = @to_state, updated_at = now(),
         finished_at = CASE WHEN @terminal::bool THEN now() END
-    WHERE task_uuid = @task AND state = @from_state
+    -- IS TRUE: by the key only, never through tasks_state_created.
+    WHERE task_uuid = @task AND (state = @from_state) IS TRUE
     RETURNING task_uuid
 ), recorded AS (
     INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, reason, node_id)

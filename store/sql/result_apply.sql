@@ -35,7 +35,9 @@ WITH moved AS (
         finished_at = CASE WHEN @finished::bool THEN now() END
     WHERE step_uuid = @step AND state = @from_state AND attempts = @attempt
         AND outcome_attempt IS NOT DISTINCT FROM @outcome_attempt::int
-        AND EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task AND state = @task_state)
+        -- The task by its key alone: a state in the same WHERE would let the
+        -- planner reach it through tasks_state_created.
+        AND (SELECT state FROM tasker.tasks WHERE task_uuid = @task) = @task_state
     RETURNING step_uuid
 ), moved_recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
@@ -110,7 +112,9 @@ WITH counts AS (
     UPDATE tasker.tasks t SET state = d.to_state, updated_at = now(),
         finished_at = CASE WHEN d.terminal THEN now() END
     FROM decided d
-    WHERE t.task_uuid = @task AND t.state = @from_state AND d.to_state IS NOT NULL
+    -- IS TRUE keeps the state test out of index conditions, so the task is
+    -- reached by its key whatever the statistics say.
+    WHERE t.task_uuid = @task AND (t.state = @from_state) IS TRUE AND d.to_state IS NOT NULL
     RETURNING t.state, d.reason
 ), recorded AS (
     INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, reason, node_id)
