@@ -177,7 +177,7 @@ func TestFindRepoWalksUpToTaskersModule(t *testing.T) {
 func TestPrintTableShowsMediansRangesAndRatios(t *testing.T) {
 	rounds := []Round{
 		{Pgbench: Measurement{Rate: 4430, CommitsPerUnit: 1, RowsPerUnit: 2, WALPerUnit: 2200},
-			River:  Measurement{Rate: 16006, Report: []byte(`{"river_version": "v0.51.2"}`)},
+			River:  Measurement{Rate: 16006, CommitsPerUnit: 0.0036, Report: []byte(`{"river_version": "v0.51.2"}`)},
 			Tasker: Measurement{Rate: 481, RowsPerUnit: 17.25}, TaskerPerRiver: 0.03, TaskerPerPgbench: 0.11},
 	}
 	res := &Result{Server: "postgres://h/db", PostgresVersion: "15", Rounds: rounds, Summary: summarize(rounds),
@@ -186,7 +186,7 @@ func TestPrintTableShowsMediansRangesAndRatios(t *testing.T) {
 	printTable(&b, res)
 	for _, want := range []string{
 		"4,430 tps (4,430–4,430)", "River v0.51.2, burn-down of 200,000 no-op jobs", "16,006 jobs/s",
-		"burn-down of 20,000 linear tasks", "481 steps/s", "17.25", "2.2 kB",
+		"burn-down of 20,000 linear tasks", "481 steps/s", "17.25", "2.2 kB", "0.0036",
 		"Tasker/River", "0.030× (0.030–0.030)", "Tasker/pgbench", "0.110×",
 	} {
 		if !strings.Contains(b.String(), want) {

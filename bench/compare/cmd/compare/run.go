@@ -132,8 +132,8 @@ func run(ctx context.Context, o options, log io.Writer) (*Result, error) {
 				return nil, fmt.Errorf("round %d, %s: %w", i, s.name, err)
 			}
 			*s.m = m
-			fmt.Fprintf(log, "compare: round %d/%d %-8s %10.1f %s  (%.2f commits, %.2f rows, %.0f B WAL per unit)\n",
-				i, o.Rounds, s.name, m.Rate, m.RateUnit, m.CommitsPerUnit, m.RowsPerUnit, m.WALPerUnit)
+			fmt.Fprintf(log, "compare: round %d/%d %-8s %10.1f %s  (%s commits, %.2f rows, %.0f B WAL per unit)\n",
+				i, o.Rounds, s.name, m.Rate, m.RateUnit, perUnit(m.CommitsPerUnit), m.RowsPerUnit, m.WALPerUnit)
 		}
 		round.TaskerPerRiver = ratio(round.Tasker.Rate, round.River.Rate)
 		round.TaskerPerPgbench = ratio(round.Tasker.Rate, round.Pgbench.Rate)

@@ -102,9 +102,9 @@ func printTable(w io.Writer, res *Result) {
 		{fmt.Sprintf("River%s, burn-down of %s no-op jobs", riverVersion, thousands(float64(o.RiverJobs))), "jobs/s", s.River},
 		{fmt.Sprintf("tasker bench, burn-down of %s %s tasks", thousands(float64(o.TaskerTasks)), o.TaskerPattern), "steps/s", s.Tasker},
 	} {
-		fmt.Fprintf(tw, "%s\t%s %s (%s–%s)\t%.2f\t%.2f\t%s\n", row.name,
+		fmt.Fprintf(tw, "%s\t%s %s (%s–%s)\t%s\t%.2f\t%s\n", row.name,
 			thousands(row.s.Rate.Median), row.unit, thousands(row.s.Rate.Min), thousands(row.s.Rate.Max),
-			row.s.CommitsPerUnit.Median, row.s.RowsPerUnit.Median, kB(row.s.WALPerUnit.Median))
+			perUnit(row.s.CommitsPerUnit.Median), row.s.RowsPerUnit.Median, kB(row.s.WALPerUnit.Median))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
@@ -118,6 +118,15 @@ func printTable(w io.Writer, res *Result) {
 
 func ratioText(s Stat) string {
 	return fmt.Sprintf("%.3f× (%.3f–%.3f)", s.Median, s.Min, s.Max)
+}
+
+// perUnit formats a figure per unit with two decimals, or four below 0.1
+// (River commits a batch of jobs at a time).
+func perUnit(v float64) string {
+	if v != 0 && v < 0.1 {
+		return fmt.Sprintf("%.4f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
 }
 
 func kB(bytes float64) string {
