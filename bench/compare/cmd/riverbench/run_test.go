@@ -39,12 +39,17 @@ func TestRunBurnsDownEveryJobAndCountsTheDatabasesWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close(context.Background())
+	// Cleanups run last in first out: the drop, then the close.
+	t.Cleanup(func() { _ = admin.Close(context.Background()) })
 	name := fmt.Sprintf("riverbench_test_%d", os.Getpid())
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	t.Cleanup(func() {
+		if _, err := admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
 	cfg, err := pgx.ParseConfig(server)
 	if err != nil {
 		t.Fatal(err)
