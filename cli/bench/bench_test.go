@@ -243,6 +243,13 @@ func TestMixedWithFailuresAndBaseline(t *testing.T) {
 	require.Positive(t, rep.Baseline.Cycles)
 	require.Positive(t, rep.Baseline.CyclesPerSec)
 	require.Positive(t, rep.Baseline.CommitsPerCycle)
+	// A cycle inserts, updates (the read) and deletes a message.
+	require.InDelta(t, 3.0, rep.Baseline.RowsWrittenPerCycle, 0.5)
+	require.Positive(t, rep.Baseline.WALBytesPerCycle)
+	require.Positive(t, rep.Baseline.PGCPUMSPerCycle, rep.Baseline.PGCPUSource)
+	var text bytes.Buffer
+	require.NoError(t, rep.WriteText(&text))
+	require.Contains(t, text.String(), "per cycle: ")
 	require.Positive(t, rep.BaselineRatio)
 }
 

@@ -388,6 +388,8 @@ func (rep *Report) WriteText(w io.Writer) error {
 		bl := rep.Baseline
 		fmt.Fprintf(&b, "baseline:   raw pgmq send+read+delete, %d clients, %.1fs: %.1f cycles/s, %.2f commits/cycle; tasker steps/s = %.2f × baseline\n",
 			bl.Clients, bl.DurationS, bl.CyclesPerSec, bl.CommitsPerCycle, rep.BaselineRatio)
+		fmt.Fprintf(&b, "            per cycle: %.2f rows written, WAL %.1f kB, PostgreSQL %s\n",
+			bl.RowsWrittenPerCycle, bl.WALBytesPerCycle/1000, pgCPUPer(bl.PGCPUSource, bl.PGCPUMSPerCycle))
 	}
 	fmt.Fprintf(&b, "postgres:   %d commits, %.2f per step; %.2f rows written per step (%.2f inserts, %.2f updates, %.2f deletes); WAL %.1f kB per step\n",
 		rep.Commits, rep.CommitsPerStep, rep.RowsWrittenPerStep, rep.InsertsPerStep, rep.UpdatesPerStep, rep.DeletesPerStep, rep.WALBytesPerStep/1000)
@@ -444,16 +446,25 @@ func (rep *Report) pgCPUText() string {
 	if strings.HasPrefix(rep.PGCPUSource, "unavailable") {
 		return rep.PGCPUSource
 	}
-	what := "CPU"
-	if rep.PGCPUSource == cpuSourceStatements {
-		what = "statement time"
-	}
-	s := fmt.Sprintf("%.3f ms %s (%s", rep.PGCPUMSPerStep, what, rep.PGCPUSource)
+	s := strings.TrimSuffix(pgCPUPer(rep.PGCPUSource, rep.PGCPUMSPerStep), ")")
 	if rep.PGCPUOtherDatabasesMS > 0 || rep.PGCPUEndedSessionsMS > 0 {
 		s += fmt.Sprintf("; not counted: %.0f ms of other databases' sessions, %.0f ms of sessions that ended during the run",
 			rep.PGCPUOtherDatabasesMS, rep.PGCPUEndedSessionsMS)
 	}
 	return s + ")"
+}
+
+// pgCPUPer is PostgreSQL's CPU (or statement time) per unit, v ms, with
+// its source.
+func pgCPUPer(source string, v float64) string {
+	if strings.HasPrefix(source, "unavailable") {
+		return source
+	}
+	what := "CPU"
+	if source == cpuSourceStatements {
+		what = "statement time"
+	}
+	return fmt.Sprintf("%.3f ms %s (%s)", v, what, source)
 }
 
 // statisticsText says what the planner knew of each table when the node

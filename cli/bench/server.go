@@ -88,12 +88,6 @@ func (db *database) counters(ctx context.Context) (counters, error) {
 	return c, nil
 }
 
-// commits reads the database's committed transaction count.
-func (db *database) commits(ctx context.Context) (int64, error) {
-	c, err := db.counters(ctx)
-	return c.commits, err
-}
-
 // Settling: backends report their counts at the end of a transaction at
 // most once a second, and when they exit; the counts of sessions that have
 // just closed arrive a moment later.
@@ -128,12 +122,6 @@ func (db *database) settledCounters(ctx context.Context) (counters, error) {
 		last = c
 	}
 	return last, nil
-}
-
-// settledCommits is the commit count of settledCounters.
-func (db *database) settledCommits(ctx context.Context) (int64, error) {
-	c, err := db.settledCounters(ctx)
-	return c.commits, err
 }
 
 // TableStatistics is what the planner knew of a table when the node
