@@ -28,6 +28,12 @@ type Baseline struct {
 	CyclesPerSec float64 `json:"cycles_per_sec"`
 	// CommitsPerCycle is the database's commits divided by Cycles.
 	CommitsPerCycle float64 `json:"commits_per_cycle"`
+	// PostgreSQL's side, per cycle, measured as the run's (see Report):
+	// rows written, WAL, and CPU or statement time of PGCPUSource.
+	RowsWrittenPerCycle float64 `json:"pg_rows_written_per_cycle"`
+	WALBytesPerCycle    float64 `json:"pg_wal_bytes_per_cycle"`
+	PGCPUSource         string  `json:"pg_cpu_source"`
+	PGCPUMSPerCycle     float64 `json:"pg_cpu_ms_per_cycle"`
 }
 
 // runBaseline measures the raw pgmq cycle with clients concurrent clients
@@ -51,10 +57,12 @@ func runBaseline(ctx context.Context, db *database, clients int, d time.Duration
 		return b, fmt.Errorf("opening the baseline pool: %w", err)
 	}
 
-	before, err := db.commits(ctx)
+	db.pool.Reset() // its unreported counts are not the baseline's
+	before, err := db.settledCounters(ctx)
 	if err != nil {
 		return b, err
 	}
+	cpuBefore := db.serverCPU(ctx)
 	var (
 		cycles atomic.Int64
 		wg     sync.WaitGroup
@@ -77,21 +85,28 @@ func runBaseline(ctx context.Context, db *database, clients int, d time.Duration
 	}
 	wg.Wait()
 	elapsed := time.Since(began)
+	cpuAfter := db.serverCPU(ctx)
 	if err := errors.Join(errs...); err != nil {
 		return b, fmt.Errorf("measuring the pgmq baseline: %w", err)
 	}
 	pool.Close()
-	after, err := db.settledCommits(ctx)
+	after, err := db.settledCounters(ctx)
 	if err != nil {
 		return b, err
 	}
+	cpu := cpuBetween(cpuBefore, cpuAfter)
+	b.PGCPUSource = cpu.source
 	b.DurationS = elapsed.Seconds()
 	b.Cycles = cycles.Load()
 	if b.DurationS > 0 {
 		b.CyclesPerSec = float64(b.Cycles) / b.DurationS
 	}
 	if b.Cycles > 0 {
-		b.CommitsPerCycle = float64(after-before) / float64(b.Cycles)
+		n := float64(b.Cycles)
+		b.CommitsPerCycle = float64(after.commits-before.commits) / n
+		b.RowsWrittenPerCycle = float64(after.rows()-before.rows()) / n
+		b.WALBytesPerCycle = float64(after.wal-before.wal) / n
+		b.PGCPUMSPerCycle = ms(cpu.counted) / n
 	}
 	return b, nil
 }

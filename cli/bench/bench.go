@@ -240,10 +240,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 	if err := run.prepare(ctx); err != nil {
 		return nil, err
 	}
+	if err := run.measureBefore(ctx); err != nil {
+		return nil, err
+	}
 
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	runErr := run.execute(rctx, nodeConfig(cfg, db.url, o))
+	runErr := run.execute(rctx, nodeConfig(cfg, db.nodeURL, o))
 	if runErr != nil && run.node == nil {
 		return nil, runErr
 	}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -85,7 +87,69 @@ func requireSane(t *testing.T, rep *bench.Report, tasks int64) {
 	require.Positive(t, rep.CommitsPerStep)
 	require.Positive(t, rep.CPUSeconds)
 	require.Positive(t, rep.CPUSecondsPer1KSteps)
+	require.InDelta(t, rep.CPUSecondsPer1KSteps, rep.NodeCPUMSPerStep, 1e-9)
 	require.Positive(t, rep.PeakRSSBytes)
+	requirePostgres(t, rep)
+}
+
+// requirePostgres checks PostgreSQL's side of a complete run: rows and WAL
+// written, a named CPU source, the tables' statistics, and no unnamed
+// session of the bench or its node on the run's database.
+func requirePostgres(t *testing.T, rep *bench.Report) {
+	t.Helper()
+	require.Positive(t, rep.RowsWritten)
+	require.Equal(t, rep.RowsWritten, rep.RowsInserted+rep.RowsUpdated+rep.RowsDeleted)
+	require.Positive(t, rep.RowsWrittenPerStep)
+	// Every step is a row inserted and updated, and a queue message sent
+	// and deleted.
+	require.GreaterOrEqual(t, rep.InsertsPerStep, 2.0)
+	require.GreaterOrEqual(t, rep.UpdatesPerStep, 1.0)
+	require.Positive(t, rep.DeletesPerStep)
+	require.InDelta(t, rep.RowsWrittenPerStep, rep.InsertsPerStep+rep.UpdatesPerStep+rep.DeletesPerStep, 1e-9)
+	var steps *bench.TableWrites
+	var sum int64
+	for i, tw := range rep.TablesWritten {
+		sum += tw.Rows()
+		if tw.Table == "tasker.steps" {
+			steps = &rep.TablesWritten[i]
+		}
+	}
+	require.Equal(t, rep.RowsWritten, sum)
+	require.NotNil(t, steps, "tasker.steps among %v", rep.TablesWritten)
+	require.Equal(t, rep.Steps, steps.Inserts)
+	require.Positive(t, rep.WALBytes)
+	require.Positive(t, rep.WALBytesPerStep)
+
+	// The test server runs on this machine (127.0.0.1 or the embedded
+	// one), so its processes can be read unless pg_stat_statements is
+	// installed; either way the source is named.
+	switch rep.PGCPUSource {
+	case "server processes", "pg_stat_statements statement time":
+		require.Positive(t, rep.PGCPUMS)
+		require.Positive(t, rep.PGCPUMSPerStep)
+	default:
+		require.Fail(t, "PostgreSQL's CPU unavailable", "%s", rep.PGCPUSource)
+	}
+
+	var tables []string
+	for _, s := range rep.Statistics {
+		tables = append(tables, s.Table)
+		require.GreaterOrEqual(t, s.Reltuples, -1.0, s.Table)
+	}
+	require.Equal(t, []string{"tasker.tasks", "tasker.steps", "pgmq.q_orchestration_task_requests",
+		"pgmq.q_bench_queue", "pgmq.q_orchestration_step_results"}, tables)
+
+	require.Positive(t, rep.ActivitySamples)
+	for _, c := range rep.OtherClients {
+		require.NotEqual(t, rep.DatabaseName, c.Database, "a session on the run's database counted as another client: %+v", c)
+	}
+
+	var text bytes.Buffer
+	require.NoError(t, rep.WriteText(&text))
+	for _, want := range []string{"rows written per step (", "WAL ", "cpu/step:   node ", "PostgreSQL " + fmt.Sprintf("%.3f ms", rep.PGCPUMSPerStep),
+		"(" + rep.PGCPUSource, "statistics: tasker.tasks ", "autovacuum ", "rows written per step, by table", "tasker.steps"} {
+		require.Contains(t, text.String(), want)
+	}
 }
 
 func requireOrdered(t *testing.T, name string, p bench.Percentiles) {
@@ -121,6 +185,42 @@ func TestBurnDown(t *testing.T) {
 	}
 }
 
+func TestBurnDownWarnsOfOtherClients(t *testing.T) {
+	t.Parallel()
+	cfg := benchConfig(t)
+	// Another client of the run's database, in a transaction for the
+	// whole run: active, for pg_stat_activity.
+	ctx := context.Background()
+	conf, err := pgx.ParseConfig(cfg.Database.URL)
+	require.NoError(t, err)
+	conf.RuntimeParams["application_name"] = "bench-test-other"
+	conn, err := pgx.ConnectConfig(ctx, conf)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "SELECT 1")
+	require.NoError(t, err)
+
+	rep := run(t, cfg, bench.Options{Mode: bench.ModeBurnDown, Tasks: 20, Workers: 2})
+	require.True(t, rep.Complete)
+	require.Equal(t, int64(20), rep.TasksComplete)
+	require.NoError(t, tx.Rollback(ctx))
+
+	require.Positive(t, rep.ActivitySamples)
+	require.NotEmpty(t, rep.OtherClients)
+	require.Equal(t, bench.OtherClients{Database: rep.DatabaseName, ApplicationName: "bench-test-other",
+		Sessions: 1, Samples: rep.ActivitySamples}, rep.OtherClients[0], "this database's first")
+	for _, c := range rep.OtherClients[1:] {
+		require.NotEqual(t, rep.DatabaseName, c.Database, "only the test's session on the run's database: %+v", c)
+	}
+	var text bytes.Buffer
+	require.NoError(t, rep.WriteText(&text))
+	require.Contains(t, text.String(), "WARNING:    other clients were active")
+	require.Contains(t, text.String(), fmt.Sprintf("bench-test-other on this database (1 session, active in %d of %d samples)",
+		rep.ActivitySamples, rep.ActivitySamples))
+}
+
 func TestSteady(t *testing.T) {
 	t.Parallel()
 	cfg := benchConfig(t)
@@ -143,6 +243,13 @@ func TestMixedWithFailuresAndBaseline(t *testing.T) {
 	require.Positive(t, rep.Baseline.Cycles)
 	require.Positive(t, rep.Baseline.CyclesPerSec)
 	require.Positive(t, rep.Baseline.CommitsPerCycle)
+	// A cycle inserts, updates (the read) and deletes a message.
+	require.InDelta(t, 3.0, rep.Baseline.RowsWrittenPerCycle, 0.5)
+	require.Positive(t, rep.Baseline.WALBytesPerCycle)
+	require.Positive(t, rep.Baseline.PGCPUMSPerCycle, rep.Baseline.PGCPUSource)
+	var text bytes.Buffer
+	require.NoError(t, rep.WriteText(&text))
+	require.Contains(t, text.String(), "per cycle: ")
 	require.Positive(t, rep.BaselineRatio)
 }
 
@@ -247,6 +354,12 @@ func TestHistory(t *testing.T) {
 	var text bytes.Buffer
 	require.NoError(t, first.WriteText(&text))
 	require.Contains(t, text.String(), "50 finished tasks in the tables")
+	// The history was analyzed after it was written: the run started
+	// with statistics of a table with rows.
+	require.Equal(t, "tasker.tasks", first.Statistics[0].Table)
+	require.True(t, first.Statistics[0].Analyzed)
+	require.GreaterOrEqual(t, first.Statistics[0].Reltuples, 50.0)
+	require.Contains(t, text.String(), "tasker.tasks analyzed (reltuples ")
 	require.Contains(t, text.String(), "allocations")
 	require.Positive(t, first.AllocsPerStep)
 	require.Positive(t, first.AllocBytesPerStep)

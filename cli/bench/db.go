@@ -4,20 +4,30 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
+	"net/url"
+	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker-run/tasker/bootstrap"
 	"github.com/tasker-run/tasker/config"
 )
 
+// Application names of the bench's sessions, by which pg_stat_activity
+// tells them from other clients of the database.
+const (
+	appBench = "tasker-bench"
+	appNode  = "tasker-bench-node"
+)
+
 // database is the bench's own connection to the database the node uses.
 type database struct {
-	url    string
-	client *bootstrap.Client
-	pool   *pgxpool.Pool
+	// url reaches the database as the bench (appBench); nodeURL as the
+	// bench's node (appNode).
+	url     string
+	nodeURL string
+	client  *bootstrap.Client
+	pool    *pgxpool.Pool
 	// kind is "embedded" or "url"; name and version describe the database.
 	kind    string
 	name    string
@@ -32,60 +42,49 @@ func openDatabase(ctx context.Context, cfg *config.Config, log *slog.Logger) (*d
 	if err != nil {
 		return nil, err
 	}
+	// The bench's sessions carry its application name: a pool of its own,
+	// configured as the one Open made.
+	pc := opened.Pool.Config().Copy()
+	pc.ConnConfig.RuntimeParams["application_name"] = appBench
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		_ = opened.Close(context.WithoutCancel(ctx)) // the pool's error is the one to report
+		return nil, fmt.Errorf("opening the bench's pool: %w", err)
+	}
+	opened.Pool.Close()
+	opened.Pool = pool
 	client := bootstrap.NewClient(opened, cfg, log)
-	db := &database{url: client.URL, client: client, pool: client.Pool, kind: "url"}
+	db := &database{client: client, pool: client.Pool, kind: "url"}
 	if client.Embedded {
 		db.kind = "embedded"
 	}
-	if err := db.pool.QueryRow(ctx, sqlDatabase).Scan(&db.name, &db.version); err != nil {
+	if db.url, err = withApplicationName(client.URL, appBench); err == nil {
+		db.nodeURL, err = withApplicationName(client.URL, appNode)
+	}
+	if err == nil {
+		err = db.pool.QueryRow(ctx, sqlDatabase).Scan(&db.name, &db.version)
+	}
+	if err != nil {
 		db.close()
 		return nil, fmt.Errorf("reading the database name: %w", err)
 	}
 	return db, nil
 }
 
-func (db *database) close() { db.client.Close() }
-
-// commits reads the database's committed transaction count from
-// pg_stat_database on a connection of its own, so that the bench's pooled
-// connections do not sit on stats they have not flushed yet.
-func (db *database) commits(ctx context.Context) (int64, error) {
-	conn, err := pgx.Connect(ctx, db.url)
-	if err != nil {
-		return 0, fmt.Errorf("reading pg_stat_database: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var n int64
-	if err := conn.QueryRow(ctx, sqlCommits).Scan(&n); err != nil {
-		return 0, fmt.Errorf("reading pg_stat_database: %w", err)
-	}
-	return n, nil
-}
-
-// settledCommits reads the commit count until it stops moving: backends
-// report their counts when they exit or at most once a second, so the
-// count of a node that has just stopped arrives a moment later.
-func (db *database) settledCommits(ctx context.Context) (int64, error) {
-	last, err := db.commits(ctx)
-	if err != nil {
-		return 0, err
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-		n, err := db.commits(ctx)
+// withApplicationName is the connection string s (a URL or keyword=value
+// pairs) with application_name set to name.
+func withApplicationName(s, name string) (string, error) {
+	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
+		u, err := url.Parse(s)
 		if err != nil {
-			return 0, err
+			return "", fmt.Errorf("database.url: %w", err)
 		}
-		// One commit is the previous read's own.
-		if n-last <= 1 {
-			return n, nil
-		}
-		last = n
+		q := u.Query()
+		q.Set("application_name", name)
+		u.RawQuery = q.Encode()
+		return u.String(), nil
 	}
-	return last, nil
+	return s + " application_name=" + name, nil
 }
+
+func (db *database) close() { db.client.Close() }

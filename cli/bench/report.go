@@ -98,6 +98,49 @@ type Report struct {
 	// the submitter.
 	AllocsPerStep     float64 `json:"allocs_per_step"`
 	AllocBytesPerStep float64 `json:"alloc_bytes_per_step"`
+	// NodeCPUMSPerStep is CPUSeconds per complete step, in milliseconds.
+	NodeCPUMSPerStep float64 `json:"node_cpu_ms_per_step"`
+
+	// PostgreSQL's side of the node's run, from before the node started
+	// to after it stopped. Rows are pg_stat_user_tables' row counts of the
+	// tables of Tasker's and pgmq's schemas (every client of the database
+	// counts): inserted, updated, deleted and their sum; TablesWritten
+	// splits them by table, the busiest first. WAL is the server's, every
+	// database's.
+	RowsInserted       int64         `json:"pg_rows_inserted"`
+	RowsUpdated        int64         `json:"pg_rows_updated"`
+	RowsDeleted        int64         `json:"pg_rows_deleted"`
+	RowsWritten        int64         `json:"pg_rows_written"`
+	InsertsPerStep     float64       `json:"pg_inserts_per_step"`
+	UpdatesPerStep     float64       `json:"pg_updates_per_step"`
+	DeletesPerStep     float64       `json:"pg_deletes_per_step"`
+	RowsWrittenPerStep float64       `json:"pg_rows_written_per_step"`
+	TablesWritten      []TableWrites `json:"pg_tables_written"`
+	WALBytes           int64         `json:"pg_wal_bytes"`
+	WALBytesPerStep    float64       `json:"pg_wal_bytes_per_step"`
+	// PGCPUSource says what PGCPUMS measures, over the same window as
+	// CPUSeconds: "pg_stat_statements statement time" (planning and
+	// execution time of this database's statements: time, not CPU), else
+	// "server processes" (the CPU of this database's sessions, of the
+	// server's background processes and of the postmaster, from /proc
+	// when the server runs on this machine), else "unavailable: <why>".
+	PGCPUSource    string  `json:"pg_cpu_source"`
+	PGCPUMS        float64 `json:"pg_cpu_ms"`
+	PGCPUMSPerStep float64 `json:"pg_cpu_ms_per_step"`
+	// With the server processes, the CPU not counted in PGCPUMS: other
+	// databases' sessions, and sessions that ended during the run (whose
+	// they were is not known).
+	PGCPUOtherDatabasesMS float64 `json:"pg_cpu_other_databases_ms,omitempty"`
+	PGCPUEndedSessionsMS  float64 `json:"pg_cpu_ended_sessions_ms,omitempty"`
+	// Statistics is what the planner knew of the tasks, steps and queue
+	// tables when the node started; Autovacuum whether autovacuum was on.
+	Statistics []TableStatistics `json:"pg_statistics"`
+	Autovacuum bool              `json:"pg_autovacuum"`
+	// OtherClients are the sessions, other than the bench's and its
+	// node's, seen active in ActivitySamples looks at pg_stat_activity
+	// while the node ran, on this database and on others of the server.
+	ActivitySamples int            `json:"pg_activity_samples"`
+	OtherClients    []OtherClients `json:"pg_other_clients"`
 
 	Baseline *Baseline `json:"baseline,omitempty"`
 	// BaselineRatio is StepsPerSec divided by the baseline's cycles per
@@ -251,13 +294,40 @@ func (r *run) collect(ctx context.Context, rep *Report) error {
 		rep.TasksPerSec = float64(rep.TasksComplete+rep.TasksError) / rep.WindowS
 		rep.StepsPerSec = float64(rep.StepsComplete) / rep.WindowS
 	}
-	rep.Commits = r.commitsEnd - r.commitsBegan
-	if rep.StepsComplete > 0 {
-		rep.CommitsPerStep = float64(rep.Commits) / float64(rep.StepsComplete)
+	perStep := func(v float64) float64 {
+		if rep.StepsComplete == 0 {
+			return 0
+		}
+		return v / float64(rep.StepsComplete)
 	}
+	rep.Commits = r.countersEnd.commits - r.countersBegan.commits
+	rep.CommitsPerStep = perStep(float64(rep.Commits))
 	rep.CPUSeconds = (r.cpuEnd - r.cpuBegan).Seconds()
-	if rep.StepsComplete > 0 {
-		rep.CPUSecondsPer1KSteps = rep.CPUSeconds / float64(rep.StepsComplete) * 1000
+	rep.CPUSecondsPer1KSteps = perStep(rep.CPUSeconds) * 1000
+	rep.NodeCPUMSPerStep = perStep(rep.CPUSeconds * 1000)
+
+	rep.TablesWritten = r.countersEnd.writesSince(r.countersBegan)
+	for _, t := range rep.TablesWritten {
+		rep.RowsInserted += t.Inserts
+		rep.RowsUpdated += t.Updates
+		rep.RowsDeleted += t.Deletes
+	}
+	rep.RowsWritten = rep.RowsInserted + rep.RowsUpdated + rep.RowsDeleted
+	rep.InsertsPerStep = perStep(float64(rep.RowsInserted))
+	rep.UpdatesPerStep = perStep(float64(rep.RowsUpdated))
+	rep.DeletesPerStep = perStep(float64(rep.RowsDeleted))
+	rep.RowsWrittenPerStep = perStep(float64(rep.RowsWritten))
+	rep.WALBytes = r.countersEnd.wal - r.countersBegan.wal
+	rep.WALBytesPerStep = perStep(float64(rep.WALBytes))
+	cpu := cpuBetween(r.serverBegan, r.serverEnd)
+	rep.PGCPUSource = cpu.source
+	rep.PGCPUMS = ms(cpu.counted)
+	rep.PGCPUMSPerStep = perStep(rep.PGCPUMS)
+	rep.PGCPUOtherDatabasesMS, rep.PGCPUEndedSessionsMS = ms(cpu.others), ms(cpu.ended)
+	rep.Statistics, rep.Autovacuum = r.statistics, r.autovacuum
+	rep.ActivitySamples, rep.OtherClients, err = r.activity.report(rep.DatabaseName)
+	if err != nil {
+		return err
 	}
 	rep.PeakRSSBytes = peakRSS()
 	if rep.StepsComplete > 0 {
@@ -318,8 +388,16 @@ func (rep *Report) WriteText(w io.Writer) error {
 		bl := rep.Baseline
 		fmt.Fprintf(&b, "baseline:   raw pgmq send+read+delete, %d clients, %.1fs: %.1f cycles/s, %.2f commits/cycle; tasker steps/s = %.2f × baseline\n",
 			bl.Clients, bl.DurationS, bl.CyclesPerSec, bl.CommitsPerCycle, rep.BaselineRatio)
+		fmt.Fprintf(&b, "            per cycle: %.2f rows written, WAL %.1f kB, PostgreSQL %s\n",
+			bl.RowsWrittenPerCycle, bl.WALBytesPerCycle/1000, pgCPUPer(bl.PGCPUSource, bl.PGCPUMSPerCycle))
 	}
-	fmt.Fprintf(&b, "postgres:   %d commits, %.2f per step\n", rep.Commits, rep.CommitsPerStep)
+	fmt.Fprintf(&b, "postgres:   %d commits, %.2f per step; %.2f rows written per step (%.2f inserts, %.2f updates, %.2f deletes); WAL %.1f kB per step\n",
+		rep.Commits, rep.CommitsPerStep, rep.RowsWrittenPerStep, rep.InsertsPerStep, rep.UpdatesPerStep, rep.DeletesPerStep, rep.WALBytesPerStep/1000)
+	fmt.Fprintf(&b, "cpu/step:   node %.3f ms, PostgreSQL %s\n", rep.NodeCPUMSPerStep, rep.pgCPUText())
+	fmt.Fprintf(&b, "statistics: %s\n", rep.statisticsText())
+	if w := rep.otherClientsText(); w != "" {
+		fmt.Fprintf(&b, "WARNING:    %s\n", w)
+	}
 	fmt.Fprintf(&b, "node:       %.2f CPU s, %.3f CPU s per 1,000 steps, peak RSS %.1f MiB\n",
 		rep.CPUSeconds, rep.CPUSecondsPer1KSteps, float64(rep.PeakRSSBytes)/(1<<20))
 	fmt.Fprintf(&b, "allocs:     %.0f allocations, %.1f KiB per step (the whole process: node and bench)\n",
@@ -346,8 +424,91 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	b.WriteString("dispatch: a step ready (parents complete; a root: task created) → its first attempt started\n")
 	b.WriteString("step start → complete: handler, outcome recorded, wait in the result queue, result applied\n")
+	if len(rep.TablesWritten) > 0 {
+		b.WriteString("\nrows written per step, by table\n")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "\tinserts\tupdates\tdeletes\ttotal\t")
+		per := func(n int64) float64 { return float64(n) / float64(max(1, rep.StepsComplete)) }
+		for _, t := range rep.TablesWritten {
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", t.Table, per(t.Inserts), per(t.Updates), per(t.Deletes), per(t.Rows()))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// pgCPUText is PostgreSQL's CPU per step with its source, and what the
+// figure leaves out.
+func (rep *Report) pgCPUText() string {
+	if strings.HasPrefix(rep.PGCPUSource, "unavailable") {
+		return rep.PGCPUSource
+	}
+	s := strings.TrimSuffix(pgCPUPer(rep.PGCPUSource, rep.PGCPUMSPerStep), ")")
+	if rep.PGCPUOtherDatabasesMS > 0 || rep.PGCPUEndedSessionsMS > 0 {
+		s += fmt.Sprintf("; not counted: %.0f ms of other databases' sessions, %.0f ms of sessions that ended during the run",
+			rep.PGCPUOtherDatabasesMS, rep.PGCPUEndedSessionsMS)
+	}
+	return s + ")"
+}
+
+// pgCPUPer is PostgreSQL's CPU (or statement time) per unit, v ms, with
+// its source.
+func pgCPUPer(source string, v float64) string {
+	if strings.HasPrefix(source, "unavailable") {
+		return source
+	}
+	what := "CPU"
+	if source == cpuSourceStatements {
+		what = "statement time"
+	}
+	return fmt.Sprintf("%.3f ms %s (%s)", v, what, source)
+}
+
+// statisticsText says what the planner knew of each table when the node
+// started, and whether autovacuum was on.
+func (rep *Report) statisticsText() string {
+	parts := make([]string, 0, len(rep.Statistics))
+	for _, s := range rep.Statistics {
+		switch {
+		case !s.Analyzed:
+			parts = append(parts, fmt.Sprintf("%s never analyzed (%d live rows)", s.Table, s.LiveRows))
+		case s.Reltuples == 0:
+			parts = append(parts, fmt.Sprintf("%s analyzed while empty (reltuples 0, %d live rows)", s.Table, s.LiveRows))
+		default:
+			parts = append(parts, fmt.Sprintf("%s analyzed (reltuples %.0f, %d live rows)", s.Table, s.Reltuples, s.LiveRows))
+		}
+	}
+	av := "autovacuum off"
+	if rep.Autovacuum {
+		av = "autovacuum on"
+	}
+	return strings.Join(append(parts, av), ", ")
+}
+
+// otherClientsText warns of other clients seen active during the run, or
+// is empty.
+func (rep *Report) otherClientsText() string {
+	if len(rep.OtherClients) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(rep.OtherClients))
+	for _, c := range rep.OtherClients {
+		name := cmp.Or(c.ApplicationName, "(no application_name)")
+		where := "this database"
+		if c.Database != rep.DatabaseName {
+			where = "database " + cmp.Or(c.Database, "(none)")
+		}
+		sessions := "1 session"
+		if c.Sessions != 1 {
+			sessions = fmt.Sprintf("%d sessions", c.Sessions)
+		}
+		parts = append(parts, fmt.Sprintf("%s on %s (%s, active in %d of %d samples)", name, where, sessions, c.Samples, rep.ActivitySamples))
+	}
+	return "other clients were active on the server during the run; the PostgreSQL figures may include their work: " +
+		strings.Join(parts, ", ")
 }
 
 // Write writes the report as text to stdout, or with asJSON as JSON to

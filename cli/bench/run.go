@@ -36,13 +36,22 @@ type run struct {
 
 	node *bootstrap.Node
 
-	// Measured while the node ran: wall time, this process's CPU time and
-	// the database's commit count, at node start and when the last task
-	// was seen finished.
+	// Measured while the node ran: wall time and this process's CPU time,
+	// at node start and when the last task was seen finished.
 	began, ended     time.Time
 	cpuBegan, cpuEnd time.Duration
-	commitsBegan     int64
-	commitsEnd       int64
+	// The server's counters (commits, rows, WAL) before the node started
+	// and once it has stopped; PostgreSQL's CPU at the same moments as
+	// cpuBegan and cpuEnd.
+	countersBegan, countersEnd counters
+	serverBegan, serverEnd     serverCPU
+	// What the planner knew of the tables when the node started, and
+	// whether autovacuum was on.
+	statistics []TableStatistics
+	autovacuum bool
+	// activity samples the other clients of the server while the node
+	// runs.
+	activity *activity
 	// The process's allocation counts (runtime.MemStats Mallocs and
 	// TotalAlloc) at the same two moments.
 	mallocsBegan, mallocsEnd uint64
@@ -61,7 +70,7 @@ func newRun(db *database, o Options) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &run{db: db, o: o, t: newTracker(), h: h}, nil
+	return &run{db: db, o: o, t: newTracker(), h: h, activity: newActivity(db)}, nil
 }
 
 // prepare makes the request queue, writes the history (Options.History)
@@ -129,12 +138,25 @@ func (r *run) send(ctx context.Context, n int) error {
 	return nil
 }
 
+// measureBefore reads the server's counters, CPU and the tables'
+// statistics before the node starts. The bench's sessions end first, so
+// that the counts they have not reported yet (the requests and the history
+// just written) are in the counters before the run, not in the run's.
+func (r *run) measureBefore(ctx context.Context) (err error) {
+	r.db.pool.Reset()
+	if r.countersBegan, err = r.db.settledCounters(ctx); err != nil {
+		return err
+	}
+	if r.statistics, r.autovacuum, err = r.db.statistics(ctx); err != nil {
+		return err
+	}
+	r.serverBegan = r.db.serverCPU(ctx)
+	return nil
+}
+
 // execute starts the node, submits (steady mode), waits until every
 // request of the run is finished with, and stops the node.
 func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
-	if r.commitsBegan, err = r.db.commits(ctx); err != nil {
-		return err
-	}
 	stopProfile, err := profile(r.o.CPUProfile)
 	if err != nil {
 		return err
@@ -159,6 +181,11 @@ func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
 
 	var wg sync.WaitGroup
 	sctx, stopSubmit := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.activity.run(sctx)
+	}()
 	if r.o.Mode == ModeSteady {
 		wg.Add(1)
 		go func() {
@@ -171,6 +198,7 @@ func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
 	waitErr := r.wait(ctx)
 	r.ended, r.cpuEnd = time.Now(), cpuTime()
 	r.mallocsEnd, r.allocEnd = allocations()
+	r.serverEnd = r.db.serverCPU(context.WithoutCancel(ctx))
 	stopSubmit()
 	wg.Wait()
 	profErr := stopProfile()
@@ -181,8 +209,9 @@ func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	stopErr := r.node.Stop(stopCtx)
-	commits, cerr := r.db.settledCommits(stopCtx)
-	r.commitsEnd = commits
+	r.db.pool.Reset() // a steady run's sends, as above
+	var cerr error
+	r.countersEnd, cerr = r.db.settledCounters(stopCtx)
 	return errors.Join(waitErr, r.steadyErr, profErr, stopErr, cerr)
 }
 
