@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker-run/tasker/bootstrap/pgserver"
@@ -133,6 +136,44 @@ func (db *DB) Close(ctx context.Context) error {
 	return db.closeErr
 }
 
+// poolConfig is the pool configuration of url: db's limits, the store's
+// session settings, and no TLS to this machine unless the URL asks for it.
+func poolConfig(url string, db config.Database) (*pgxpool.Config, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: %w", err)
+	}
+	pc.MaxConns = int32(db.MaxConns)
+	pc.ConnConfig.ConnectTimeout = db.ConnectTimeout.Duration()
+	for k, v := range store.SessionSettings() {
+		pc.ConnConfig.RuntimeParams[k] = v
+	}
+	localWithoutTLS(pc.ConnConfig, url)
+	return pc, nil
+}
+
+// localWithoutTLS drops TLS from a connection that never leaves the machine
+// (a loopback address or a unix socket) when neither the URL nor PGSSLMODE
+// chooses an sslmode. The driver's default, prefer, negotiates TLS whenever
+// the server offers it, as Debian's does on loopback, which costs a fifth of
+// the steps per second and protects nothing the kernel does not already.
+// A URL that names sslmode (anywhere, even in a password) is left alone.
+func localWithoutTLS(cc *pgx.ConnConfig, url string) {
+	if strings.Contains(url, "sslmode") || os.Getenv("PGSSLMODE") != "" || cc.TLSConfig == nil {
+		return
+	}
+	local := func(host string) bool { return strings.HasPrefix(host, "/") || config.LoopbackHost(host) }
+	if !local(cc.Host) {
+		return
+	}
+	for _, f := range cc.Fallbacks {
+		if f.Host != cc.Host || f.Port != cc.Port {
+			return // several hosts: leave the driver's choice
+		}
+	}
+	cc.TLSConfig, cc.Fallbacks = nil, nil
+}
+
 // startEmbedded starts (or joins) the embedded PostgreSQL of cfg.DataDir.
 func startEmbedded(ctx context.Context, cfg config.Database, log *slog.Logger) (*pgserver.Server, error) {
 	dir, err := filepath.Abs(cfg.DataDir)
@@ -149,14 +190,9 @@ func startEmbedded(ctx context.Context, cfg config.Database, log *slog.Logger) (
 }
 
 func openPool(ctx context.Context, url string, db config.Database) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(url)
+	pc, err := poolConfig(url, db)
 	if err != nil {
-		return nil, fmt.Errorf("database.url: %w", err)
-	}
-	pc.MaxConns = int32(db.MaxConns)
-	pc.ConnConfig.ConnectTimeout = db.ConnectTimeout.Duration()
-	for k, v := range store.SessionSettings() {
-		pc.ConnConfig.RuntimeParams[k] = v
+		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
