@@ -42,7 +42,45 @@ type DB struct {
 // Open connects to cfg's database, starting (or joining) the embedded
 // PostgreSQL when no URL is configured, and installs or upgrades the queue
 // and task schemas. On error, whatever it started is stopped again.
-func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (db *DB, err error) {
+func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (*DB, error) {
+	return connect(ctx, cfg, func() (*pgserver.Server, error) { return startEmbedded(ctx, cfg, log) },
+		func(db *DB) error {
+			installed, err := queue.Install(ctx, db.Pool)
+			if err != nil {
+				return fmt.Errorf("installing the queue schema: %w", err)
+			}
+			applied, err := store.Migrate(ctx, db.Pool)
+			if err != nil {
+				return err
+			}
+			log.Info("schema ready", "queue_provider", installed.Provider, "migrations_applied", len(applied),
+				"schema_version", store.SchemaVersion())
+			return nil
+		})
+}
+
+// Attach connects to cfg's database as it is, for clients: it joins the
+// embedded PostgreSQL only when a server already runs on its data folder
+// (never starting one, never creating a folder) and runs no DDL. It checks
+// that the queue and task schemas are the ones this build needs and, when
+// they are not, says what to do.
+func Attach(ctx context.Context, cfg config.Database, log *slog.Logger) (*DB, error) {
+	return connect(ctx, cfg, func() (*pgserver.Server, error) { return joinEmbedded(ctx, cfg, log) },
+		func(db *DB) error {
+			if _, err := queue.Check(ctx, db.Pool); err != nil {
+				return schemaAdvice(err, queue.ErrSchemaBehind)
+			}
+			if err := store.CheckSchema(ctx, db.Pool); err != nil {
+				return schemaAdvice(err, store.ErrSchemaBehind)
+			}
+			return nil
+		})
+}
+
+// connect opens the pool on cfg.URL, or on the embedded server embedded
+// returns when there is none, then runs schema on it. On error, whatever it
+// started is stopped again.
+func connect(ctx context.Context, cfg config.Database, embedded func() (*pgserver.Server, error), schema func(*DB) error) (db *DB, err error) {
 	db = &DB{URL: cfg.URL}
 	defer func() {
 		if err != nil {
@@ -51,7 +89,7 @@ func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (db *DB, e
 		}
 	}()
 	if db.URL == "" {
-		srv, err := startEmbedded(ctx, cfg, log)
+		srv, err := embedded()
 		if err != nil {
 			return db, err
 		}
@@ -63,55 +101,23 @@ func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (db *DB, e
 	if db.Pool, err = openPool(ctx, db.URL, cfg); err != nil {
 		return db, err
 	}
-	installed, err := queue.Install(ctx, db.Pool)
-	if err != nil {
-		return db, fmt.Errorf("installing the queue schema: %w", err)
-	}
-	applied, err := store.Migrate(ctx, db.Pool)
-	if err != nil {
-		return db, err
-	}
-	log.Info("schema ready", "queue_provider", installed.Provider, "migrations_applied", len(applied), "schema_version", store.SchemaVersion())
-	return db, nil
+	return db, schema(db)
 }
 
-// Attach connects to cfg's database as it is, for clients: it joins the
-// embedded PostgreSQL only when a server already runs on its data folder
-// (never starting one, never creating a folder) and runs no DDL. It checks
-// that the queue and task schemas are the ones this build needs and, when
-// they are not, says what to do.
-func Attach(ctx context.Context, cfg config.Database, log *slog.Logger) (db *DB, err error) {
-	db = &DB{URL: cfg.URL}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, db.Close(context.WithoutCancel(ctx)))
-			db = nil
-		}
-	}()
-	if db.URL == "" {
-		dir, err := filepath.Abs(cfg.DataDir)
-		if err != nil {
-			return db, fmt.Errorf("database.data_dir: %w", err)
-		}
-		srv, err := pgserver.Join(ctx, pgserver.Options{DataDir: dir, Logger: log})
-		if errors.Is(err, pgserver.ErrNotRunning) {
-			return db, fmt.Errorf("no database: database.url is not set and %w; start a node here first (tasker node), or set database.url or TASKER_DATABASE_URL", err)
-		}
-		if err != nil {
-			return db, fmt.Errorf("joining the embedded PostgreSQL: %w", err)
-		}
-		db.URL, db.Embedded = srv.URL(), true
+// joinEmbedded joins the embedded PostgreSQL of cfg.DataDir if it runs.
+func joinEmbedded(ctx context.Context, cfg config.Database, log *slog.Logger) (*pgserver.Server, error) {
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("database.data_dir: %w", err)
 	}
-	if db.Pool, err = openPool(ctx, db.URL, cfg); err != nil {
-		return db, err
+	srv, err := pgserver.Join(ctx, pgserver.Options{DataDir: dir, Logger: log})
+	if errors.Is(err, pgserver.ErrNotRunning) {
+		return nil, fmt.Errorf("no database: database.url is not set and %w; start a node here first (tasker node), or set database.url or TASKER_DATABASE_URL", err)
 	}
-	if _, err := queue.Check(ctx, db.Pool); err != nil {
-		return db, schemaAdvice(err, queue.ErrSchemaBehind)
+	if err != nil {
+		return nil, fmt.Errorf("joining the embedded PostgreSQL: %w", err)
 	}
-	if err := store.CheckSchema(ctx, db.Pool); err != nil {
-		return db, schemaAdvice(err, store.ErrSchemaBehind)
-	}
-	return db, nil
+	return srv, nil
 }
 
 // schemaAdvice adds what to do to a schema check's error.

@@ -139,7 +139,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.initialize(ctx, opts.NoSync); err != nil {
 		return nil, err
 	}
-	if err := s.secureHBA(); err != nil {
+	if _, err := s.secureHBAFile(); err != nil { // nothing runs yet: no reload
 		return nil, err
 	}
 	if err := s.prepareSocketDir(); err != nil {
@@ -331,13 +331,6 @@ func (s *Server) initialize(ctx context.Context, noSync bool) error {
 	s.logger.Info("initialized PostgreSQL data folder", "data_dir", s.dataDir, "bin_dir", s.bins.dir,
 		"duration", time.Since(began))
 	return nil
-}
-
-// secureHBA is secureHBAFile before a start, when there is nothing to
-// reload.
-func (s *Server) secureHBA() error {
-	_, err := s.secureHBAFile()
-	return err
 }
 
 // prepareSocketDir picks the folder of the server's unix socket: the data
