@@ -17,6 +17,7 @@ import (
 	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // Deps are what the API reads of the node that mounts it.
@@ -173,32 +174,13 @@ const (
 // indented with prettyIndent: each opening, closing and comma starts a line
 // indented to its depth, and each colon gains a space.
 func indentedSize(b []byte) int {
-	n, depth := len(b), 0
-	inString, escaped := false, false
-	for _, c := range b {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-			n += 1 + depth*len(prettyIndent)
-		case c == '}' || c == ']':
-			depth--
-			n += 1 + max(depth, 0)*len(prettyIndent)
-		case c == ',':
-			n += 1 + depth*len(prettyIndent)
-		case c == ':':
+	n := len(b)
+	workflow.JSONStructure(b, func(c byte, depth int) {
+		if c == ':' {
 			n++
+			return
 		}
-	}
+		n += 1 + max(depth, 0)*len(prettyIndent)
+	})
 	return n
 }

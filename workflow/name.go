@@ -49,7 +49,17 @@ const MaxJSONDepth = 64
 // (0 for a scalar), reading it once and without recursion, so that it is
 // safe on hostile input of any depth. Brackets inside strings do not count.
 func JSONDepth(b []byte) int {
-	depth, deepest := 0, 0
+	deepest := 0
+	JSONStructure(b, func(_ byte, depth int) { deepest = max(deepest, depth) })
+	return deepest
+}
+
+// JSONStructure calls visit for each structural byte of a JSON text outside
+// its strings ({ [ ] } , :) with the nesting depth after it: an opening
+// bracket counts itself, a closing one no longer does. It reads b once,
+// without recursion, and does not validate it.
+func JSONStructure(b []byte, visit func(c byte, depth int)) {
+	depth := 0
 	inString, escaped := false, false
 	for _, c := range b {
 		switch {
@@ -66,10 +76,12 @@ func JSONDepth(b []byte) int {
 			inString = true
 		case c == '[' || c == '{':
 			depth++
-			deepest = max(deepest, depth)
+			visit(c, depth)
 		case c == ']' || c == '}':
 			depth--
+			visit(c, depth)
+		case c == ',' || c == ':':
+			visit(c, depth)
 		}
 	}
-	return deepest
 }
