@@ -24,7 +24,7 @@ func StatementTexts() map[string]string {
 func (s *Store) TaskFinalizeInTx(ctx context.Context, tx pgx.Tx, task uuid.UUID) (workflow.TaskState, error) {
 	b := &pgx.Batch{}
 	state := resultTaskState
-	s.queueTaskFinalize(b, task, resultTaskState, &state)
+	s.queueTasksFinalize(b, []uuid.UUID{task}, resultTaskState, func(_ uuid.UUID, to workflow.TaskState) { state = to })
 	err := tx.SendBatch(ctx, b).Close()
 	return state, err
 }

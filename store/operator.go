@@ -254,21 +254,20 @@ func (s *Store) StepResolve(ctx context.Context, task uuid.UUID, stepName string
 		var (
 			b     = &pgx.Batch{}
 			moved movedCounts
-			final = t.state
 		)
-		if err := s.queueStepMove(b, stepMove{
-			task: task, step: id, namespace: t.namespace, from: from,
+		if err := s.queueStepsMove(b, t.namespace, []stepMove{{
+			task: task, step: id, from: from,
 			d:       workflow.Decision{Event: workflow.StepEventResolve, To: to, Reason: "resolved by operator"},
 			attempt: attempts, result: result, releaseReason: releasePrefix + stepName + releaseResolvedSuffix,
-			children: children, childMsgs: childMsgs,
-		}, &moved); err != nil {
+			children: children, childMsgs: childMsgs, into: &moved,
+		}}); err != nil {
 			return err
 		}
-		s.queueTaskFinalize(b, task, t.state, &final)
+		s.queueTasksFinalize(b, []uuid.UUID{task}, t.state, func(uuid.UUID, workflow.TaskState) {})
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("resolving step %q: %w", stepName, translate(err))
 		}
-		if moved.moved == 0 {
+		if !moved.moved {
 			return ErrStale
 		}
 		return nil
@@ -308,11 +307,4 @@ func (s *Store) stepChildren(ctx context.Context, tx pgx.Tx, t lockedTask, step 
 		return nil, nil, fmt.Errorf("reading children of %s: %w", step, err)
 	}
 	return children, msgs, nil
-}
-
-// movedCounts receives what a step move did.
-type movedCounts struct{ moved, enqueued, sent, woke, acked, archived int64 }
-
-func (m *movedCounts) counts() []any {
-	return []any{&m.moved, &m.enqueued, &m.sent, &m.woke, &m.acked, &m.archived}
 }

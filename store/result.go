@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -172,12 +171,12 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) ([]answer[
 		}
 		pending = pending[:0]
 		for _, p := range plans {
-			if p.moved == 0 {
+			if !p.moved {
 				pending = append(pending, p.i) // lost a race since the read
 				continue
 			}
 			a := &answers[p.i].res
-			a.Namespace, a.StepState, a.TaskState, a.Enqueued = p.namespace, p.d.To, p.finalState, int(p.enqueued)
+			a.Namespace, a.StepState, a.TaskState, a.Enqueued = p.namespace, p.d.To, p.finalState, p.enqueued
 			if p.retryAt != nil {
 				a.RetryAt = *p.retryAt
 			}
@@ -319,10 +318,11 @@ const resultTaskState = workflow.TaskStateInProgress
 
 func takesOutcome(st workflow.StepState) bool { return slices.Contains(outcomeStates, string(st)) }
 
-// resultsApply sends, in one implicit transaction, the tasks' locks, each
-// plan's step move and finalization, and the acknowledgement of the results
-// to ignore (a quarantined one archived with its reason and why it was
-// ignored, from answers).
+// resultsApply sends, in one implicit transaction, the tasks' locks, the
+// plans' step moves (one statement per namespace) and finalizations (one
+// statement), and the acknowledgement of the results to ignore (a
+// quarantined one archived with its reason and why it was ignored, from
+// answers).
 func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*resultPlan, ignored []int, answers []answer[ResultOutcome]) error {
 	b := newBatch()
 	if len(plans) > 0 {
@@ -332,21 +332,40 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 		}
 		stmt("tasks_lock").queue(b, args{"tasks": locked})
 	}
+	byNamespace := map[string][]stepMove{}
+	var namespaces []string
+	finalize := map[uuid.UUID]*resultPlan{}
 	for _, p := range plans {
 		c := calls[p.i]
-		move := stepMove{
-			task: c.res.TaskUUID, step: c.res.StepUUID, namespace: p.namespace, from: p.from, d: p.d,
+		if _, ok := byNamespace[p.namespace]; !ok {
+			namespaces = append(namespaces, p.namespace)
+		}
+		byNamespace[p.namespace] = append(byNamespace[p.namespace], stepMove{
+			task: c.res.TaskUUID, step: c.res.StepUUID, from: p.from, d: p.d,
 			attempt: c.res.Attempt, outcomeAttempt: &c.res.Attempt, errJSON: c.poison, retryAt: p.retryAt,
 			releaseReason: releasePrefix + p.stepName + releaseCompleteSuffix, children: p.children, childMsgs: p.childMsgs,
-			retryMsg: p.retryMsg, msgID: &c.msgID, archive: c.archive(), archiveReason: c.reason,
-		}
-		if err := s.queueStepMove(b, move, &p.movedCounts); err != nil {
-			return err
-		}
+			retryMsg: p.retryMsg, msgID: &c.msgID, archive: c.archive(), archiveReason: c.reason, into: &p.movedCounts,
+		})
 		p.finalState = resultTaskState
 		if !p.d.Retry() {
-			s.queueTaskFinalize(b, c.res.TaskUUID, resultTaskState, &p.finalState)
+			finalize[c.res.TaskUUID] = p
 		}
+	}
+	for _, ns := range namespaces {
+		if err := s.queueStepsMove(b, ns, byNamespace[ns]); err != nil {
+			return err
+		}
+	}
+	if len(finalize) > 0 {
+		tasks := make([]uuid.UUID, 0, len(finalize))
+		for t := range finalize {
+			tasks = append(tasks, t)
+		}
+		s.queueTasksFinalize(b, tasks, resultTaskState, func(task uuid.UUID, to workflow.TaskState) {
+			if p := finalize[task]; p != nil {
+				p.finalState = to
+			}
+		})
 	}
 	if len(ignored) > 0 {
 		ack, err := stmt("message_ack").forQueues("queue", queue.StepResultsQueue)
@@ -373,10 +392,9 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 }
 
 // stepMove is a decided move of one step with what follows from it (see
-// step_move in sql/result_apply.sql).
+// decisions_apply in sql/result_apply.sql); into receives what it did.
 type stepMove struct {
 	task, step     uuid.UUID
-	namespace      string
 	from           workflow.StepState
 	d              workflow.Decision
 	attempt        int
@@ -391,56 +409,106 @@ type stepMove struct {
 	msgID          *int64
 	archive        bool
 	archiveReason  string
+	into           *movedCounts
 }
 
-// queueStepMove adds a step's move to b; into receives its counts.
-func (s *Store) queueStepMove(b *pgx.Batch, m stepMove, into *movedCounts) error {
-	stepQueue := queue.NamespaceQueue(m.namespace)
-	st, err := stmt("step_move").forQueues("step_queue", stepQueue, "result_queue", queue.StepResultsQueue)
+// movedCounts receives what a step move did: whether the step moved (its
+// compare-and-set held) and how many children it enqueued.
+type movedCounts struct {
+	moved    bool
+	enqueued int
+}
+
+// queueStepsMove adds the moves of steps of namespace (of different tasks)
+// to b, in one statement.
+func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove) error {
+	stepQueue := queue.NamespaceQueue(namespace)
+	st, err := stmt("decisions_apply").forQueues("step_queue", stepQueue, "result_queue", queue.StepResultsQueue)
 	if err != nil {
 		return err
 	}
-	var result any
-	if m.result != nil {
-		result = m.result
-	}
-	var errJSON any
-	if m.errJSON != nil {
-		errJSON = m.errJSON
+	n := len(moves)
+	var (
+		steps, tasks    = make([][16]byte, n), make([][16]byte, n)
+		from, to        = make([]string, n), make([]string, n)
+		results, errs   = make([][]byte, n), make([][]byte, n)
+		nextAttempt     = make([]*time.Time, n)
+		finished        = make([]bool, n)
+		attempts        = make([]int32, n)
+		outcomeAttempts = make([]*int32, n)
+		reasons         = make([]string, n)
+		release         = make([]bool, n)
+		releaseReasons  = make([]string, n)
+		retry           = make([]bool, n)
+		retryDelays     = make([]int64, n)
+		retryMsgs       = make([][]byte, n)
+		msgIDs          = make([]*int64, n)
+		archive         = make([]bool, n)
+		archiveReasons  = make([]string, n)
+		children        [][16]byte
+		childMsgs       [][]byte
+		byStep          = make(map[uuid.UUID]*movedCounts, n)
+	)
+	for i, m := range moves {
+		steps[i], tasks[i], from[i], to[i] = m.step, m.task, string(m.from), string(m.d.To)
+		results[i], errs[i], nextAttempt[i], finished[i] = m.result, m.errJSON, m.retryAt, m.d.To.Terminal()
+		attempts[i], reasons[i], release[i], releaseReasons[i] = int32(m.attempt), m.d.Reason, m.d.To.Satisfies(), m.releaseReason
+		if m.outcomeAttempt != nil {
+			a := int32(*m.outcomeAttempt)
+			outcomeAttempts[i] = &a
+		}
+		retry[i], retryDelays[i], retryMsgs[i] = m.d.Retry(), m.d.Delay.Microseconds(), m.retryMsg
+		msgIDs[i], archive[i], archiveReasons[i] = m.msgID, m.archive, m.archiveReason
+		children, childMsgs = append(children, m.children...), append(childMsgs, m.childMsgs...)
+		byStep[m.step] = m.into
 	}
 	st.queue(b, args{
-		"step": pgUUID(m.step), "from_state": string(m.from), "to_state": string(m.d.To),
-		"result": result, "error": errJSON, "next_attempt_at": m.retryAt, "finished": m.d.To.Terminal(),
-		"attempt": m.attempt, "outcome_attempt": m.outcomeAttempt, "task": pgUUID(m.task),
-		"task_state": string(resultTaskState), "reason": m.d.Reason, "node_id": s.nodeID,
+		"steps": steps, "tasks": tasks, "from_states": from, "to_states": to, "results": results, "errors": errs,
+		"next_attempt_ats": nextAttempt, "finished": finished, "attempts": attempts, "outcome_attempts": outcomeAttempts,
+		"reasons": reasons, "release": release, "release_reasons": releaseReasons, "retry": retry,
+		"retry_delays_us": retryDelays, "retry_messages": retryMsgs, "msg_ids": msgIDs, "archive": archive,
+		"archive_reasons": archiveReasons, "task_state": string(resultTaskState), "node_id": s.nodeID,
 		"enqueued": string(enqueueTo), "pending": string(workflow.StepStatePending),
-		"release": m.d.To.Satisfies(), "release_reason": m.releaseReason,
-		"children": m.children, "child_messages": m.childMsgs,
-		"retry_delay_us": m.d.Delay.Microseconds(), "retry_message": m.retryMsg, "retry": m.d.Retry(),
-		"wake_channel": WakeChannel, "wake_queue": stepQueue, "msg_id": m.msgID, "archive": m.archive,
-		"archive_reason": m.archiveReason,
-	}).QueryRow(func(row pgx.Row) error { return row.Scan(into.counts()...) })
+		"children": children, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,
+	}).Query(func(rows pgx.Rows) error {
+		var (
+			step     uuid.UUID
+			enqueued int
+		)
+		_, err := pgx.ForEachRow(rows, []any{scanUUID(&step), &enqueued}, func() error {
+			if into := byStep[step]; into != nil {
+				into.moved, into.enqueued = true, enqueued
+			}
+			return nil
+		})
+		return err
+	})
 	return nil
 }
 
-// queueTaskFinalize adds the finalization of a task in state from to b;
-// the task's state afterwards is scanned into state (left alone when
-// nothing changed).
-func (s *Store) queueTaskFinalize(b *pgx.Batch, task uuid.UUID, from workflow.TaskState, state *workflow.TaskState) {
-	stmt("task_finalize").queue(b, args{
-		"task": pgUUID(task), "from_state": string(from),
+// queueTasksFinalize adds to b the finalization of tasks, each in state
+// from; moved is told each task that moved and its state afterwards.
+func (s *Store) queueTasksFinalize(b *pgx.Batch, tasks []uuid.UUID, from workflow.TaskState, moved func(uuid.UUID, workflow.TaskState)) {
+	froms := make([]string, len(tasks))
+	for i := range froms {
+		froms[i] = string(from)
+	}
+	stmt("tasks_finalize").queue(b, args{
+		"tasks": pgUUIDs(tasks), "from_states": froms,
 		"satisfied": satisfiedStates, "in_flight": inFlightStates, "failed_state": string(workflow.StepStateError),
 		"complete_to": string(taskCompleteTo), "fail_to": string(taskFailTo),
 		"complete_reason": workflow.ReasonEveryStepComplete, "fail_prefix": workflow.FailedReasonPrefix,
 		"fail_separator": workflow.FailedReasonSeparator, "fail_suffix": workflow.FailedReasonSuffix,
 		"complete_terminal": taskCompleteTo.Terminal(), "fail_terminal": taskFailTo.Terminal(), "node_id": s.nodeID,
-	}).QueryRow(func(row pgx.Row) error {
-		var to string
-		err := row.Scan(&to)
-		if errors.Is(translate(err), ErrNotFound) {
+	}).Query(func(rows pgx.Rows) error {
+		var (
+			task uuid.UUID
+			to   string
+		)
+		_, err := pgx.ForEachRow(rows, []any{scanUUID(&task), &to}, func() error {
+			moved(task, workflow.TaskState(to))
 			return nil
-		}
-		*state = workflow.TaskState(to)
+		})
 		return err
 	})
 }

@@ -8,21 +8,23 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// stepMoveArgs are the arguments of one step_move, the hot path's widest
-// statement.
+// stepMoveArgs are the arguments of one decisions_apply of one step, the hot
+// path's widest statement.
 func stepMoveArgs() args {
 	var id [16]byte
 	now := time.Now()
-	attempt := 1
+	attempt := int32(1)
 	msg := int64(7)
 	return args{
-		"step": id, "from_state": "in_progress", "to_state": "complete", "result": nil, "error": nil,
-		"next_attempt_at": &now, "finished": true, "attempt": attempt, "outcome_attempt": &attempt, "task": id,
-		"task_state": "in_progress", "reason": "handler succeeded", "node_id": "n", "enqueued": "enqueued",
-		"pending": "pending", "release": true, "release_reason": "parent a complete",
-		"children": [][16]byte{id}, "child_messages": [][]byte{[]byte(`{}`)}, "retry_delay_us": int64(0),
-		"retry_message": []byte(nil), "retry": false, "wake_channel": "w", "wake_queue": "q",
-		"msg_id": &msg, "archive": false,
+		"steps": [][16]byte{id}, "tasks": [][16]byte{id}, "from_states": []string{"in_progress"},
+		"to_states": []string{"complete"}, "results": [][]byte{nil}, "errors": [][]byte{nil},
+		"next_attempt_ats": []*time.Time{&now}, "finished": []bool{true}, "attempts": []int32{attempt},
+		"outcome_attempts": []*int32{&attempt}, "reasons": []string{"handler succeeded"}, "release": []bool{true},
+		"release_reasons": []string{"parent a complete"}, "retry": []bool{false}, "retry_delays_us": []int64{0},
+		"retry_messages": [][]byte{nil}, "msg_ids": []*int64{&msg}, "archive": []bool{false},
+		"archive_reasons": []string{""}, "task_state": "in_progress", "node_id": "n", "enqueued": "enqueued",
+		"pending": "pending", "children": [][16]byte{id}, "child_messages": [][]byte{[]byte(`{}`)},
+		"wake_channel": "w", "wake_queue": "q",
 	}
 }
 
@@ -30,14 +32,14 @@ func stepMoveArgs() args {
 // be bound: by name, rewritten once at start-up (bind); by name, rewritten
 // per call (pgx.NamedArgs); positionally.
 func BenchmarkStatementArgs(b *testing.B) {
-	st := stmt("step_move")
+	st := stmt("decisions_apply")
 	b.Run("bind", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			sink = st.bind(stepMoveArgs())
 		}
 	})
-	raw := statementSource(b, "step_move")
+	raw := statementSource(b, "decisions_apply")
 	b.Run("pgx.NamedArgs", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -51,11 +53,13 @@ func BenchmarkStatementArgs(b *testing.B) {
 		for b.Loop() {
 			var id [16]byte
 			now := time.Now()
-			attempt := 1
+			attempt := int32(1)
 			msg := int64(7)
-			sink = []any{id, "in_progress", "complete", nil, nil, &now, true, attempt, &attempt, id,
-				"in_progress", "handler succeeded", "n", "enqueued", "pending", true, "parent a complete",
-				[][16]byte{id}, [][]byte{[]byte(`{}`)}, int64(0), []byte(nil), false, "w", "q", &msg, false}
+			sink = []any{[][16]byte{id}, [][16]byte{id}, []string{"in_progress"}, []string{"complete"},
+				[][]byte{nil}, [][]byte{nil}, []*time.Time{&now}, []bool{true}, []int32{attempt}, []*int32{&attempt},
+				[]string{"handler succeeded"}, []bool{true}, []string{"parent a complete"}, []bool{false},
+				[]int64{0}, [][]byte{nil}, []*int64{&msg}, []bool{false}, []string{""}, "in_progress", "n",
+				"enqueued", "pending", [][16]byte{id}, [][]byte{[]byte(`{}`)}, "w", "q"}
 		}
 	})
 }

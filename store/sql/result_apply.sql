@@ -18,30 +18,43 @@ FROM unnest(@steps::uuid[], @tasks::uuid[]) AS r(step_uuid, task_uuid)
 -- in, so two batches never wait on each other in a cycle.
 SELECT FROM tasker.tasks WHERE task_uuid = ANY(@tasks::uuid[]) ORDER BY task_uuid FOR UPDATE;
 
--- name: step_move
--- Moves one step as decided, and everything that follows from it, all
--- hanging on the step's compare-and-set (its state, attempt and waiting
--- outcome as read, its task in @task_state): the step's transition; when
--- @release, the release of its children, enqueueing those with no parent
--- left (compare-and-set on @pending) with their transitions and messages to
--- {{step_queue}}; when @retry, its own message, delayed; the wake-up of the
--- namespace's poller; and the acknowledgement of message @msg_id of
--- {{result_queue}} (moved to its archive when @archive, @archive_reason in
--- its headers).
-WITH moved AS (
-    UPDATE tasker.steps SET state = @to_state, outcome_attempt = NULL, outcome_ok = NULL,
-        result = COALESCE(@result::jsonb, result), error = COALESCE(@error::jsonb, error),
-        next_attempt_at = @next_attempt_at::timestamptz,
-        finished_at = CASE WHEN @finished::bool THEN now() END
-    WHERE step_uuid = @step AND state = @from_state AND attempts = @attempt
-        AND outcome_attempt IS NOT DISTINCT FROM @outcome_attempt::int
+-- name: decisions_apply
+-- Moves steps as decided, one row of the arrays per step (of different
+-- tasks), and everything that follows from each move, all hanging on the
+-- step's compare-and-set (its state, attempt and waiting outcome as read,
+-- its task in @task_state): the step's transition; when release, the
+-- release of its children, enqueueing those with no parent left
+-- (compare-and-set on @pending) with their transitions and their messages
+-- (@children, @child_messages) to {{step_queue}}; when retry, its own
+-- message, delayed by retry_delay_us; the wake-up of the namespace's
+-- poller; and the acknowledgement of message msg_id of {{result_queue}}
+-- (moved to its archive when archive, archive_reason in its headers).
+-- Returns each step moved with the number of children it enqueued.
+WITH m AS (
+    SELECT * FROM unnest(@steps::uuid[], @tasks::uuid[], @from_states::text[], @to_states::text[],
+        @results::jsonb[], @errors::jsonb[], @next_attempt_ats::timestamptz[], @finished::bool[], @attempts::int[],
+        @outcome_attempts::int[], @reasons::text[], @release::bool[], @release_reasons::text[], @retry::bool[],
+        @retry_delays_us::bigint[], @retry_messages::jsonb[], @msg_ids::bigint[], @archive::bool[],
+        @archive_reasons::text[])
+        AS m(step_uuid, task_uuid, from_state, to_state, result, error, next_attempt_at, finished, attempt,
+            outcome_attempt, reason, release, release_reason, retry, retry_delay_us, retry_message, msg_id,
+            archive, archive_reason)
+    ORDER BY step_uuid
+), moved AS (
+    UPDATE tasker.steps s SET state = m.to_state, outcome_attempt = NULL, outcome_ok = NULL,
+        result = COALESCE(m.result, s.result), error = COALESCE(m.error, s.error),
+        next_attempt_at = m.next_attempt_at, finished_at = CASE WHEN m.finished THEN now() END
+    FROM m
+    WHERE s.step_uuid = m.step_uuid AND s.state = m.from_state AND s.attempts = m.attempt
+        AND s.outcome_attempt IS NOT DISTINCT FROM m.outcome_attempt
         -- The task by its key alone: a state in the same WHERE would let the
         -- planner reach it through tasks_state_created.
-        AND (SELECT state FROM tasker.tasks WHERE task_uuid = @task) = @task_state
-    RETURNING step_uuid
+        AND (SELECT t.state FROM tasker.tasks t WHERE t.task_uuid = m.task_uuid) = @task_state
+    RETURNING m.step_uuid, m.task_uuid, m.from_state, m.to_state, m.attempt, m.reason, m.release,
+        m.release_reason, m.retry, m.retry_delay_us, m.retry_message, m.msg_id, m.archive, m.archive_reason
 ), moved_recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-    SELECT step_uuid, @task, @from_state, @to_state, @reason, @attempt, @node_id FROM moved
+    SELECT step_uuid, task_uuid, from_state, to_state, reason, attempt, @node_id FROM moved
     RETURNING id
 ), released AS (
     UPDATE tasker.steps c
@@ -49,60 +62,70 @@ WITH moved AS (
         state = CASE WHEN old.ready THEN @enqueued ELSE c.state END,
         enqueued_at = CASE WHEN old.ready THEN now() ELSE c.enqueued_at END
     FROM (
-        SELECT c2.step_uuid, c2.waiting_parents = 1 AND c2.state = @pending AS ready
-        FROM tasker.step_edges e JOIN tasker.steps c2 ON c2.step_uuid = e.to_step
-        WHERE e.from_step = @step AND @release::bool AND EXISTS (SELECT FROM moved)
+        SELECT c2.step_uuid, mv.step_uuid AS parent, mv.task_uuid, mv.release_reason,
+            c2.waiting_parents = 1 AND c2.state = @pending AS ready
+        FROM moved mv JOIN tasker.step_edges e ON e.from_step = mv.step_uuid
+            JOIN tasker.steps c2 ON c2.step_uuid = e.to_step
+        WHERE mv.release
+        ORDER BY c2.step_uuid
         FOR UPDATE OF c2
     ) old
     WHERE c.step_uuid = old.step_uuid
-    RETURNING c.step_uuid, old.ready
+    RETURNING c.step_uuid, old.parent, old.task_uuid, old.release_reason, old.ready
 ), released_recorded AS (
     -- Reading moved_recorded first orders the children's transitions after
-    -- their parent's.
+    -- their parents'.
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-    SELECT r.step_uuid, @task, @pending, @enqueued, @release_reason, 0, @node_id
+    SELECT r.step_uuid, r.task_uuid, @pending, @enqueued, r.release_reason, 0, @node_id
     FROM (SELECT count(*) FROM moved_recorded) parent, released r WHERE r.ready
 ), sent AS (
     INSERT INTO {{step_queue}} (vt, message)
-    SELECT clock_timestamp(), m.msg
-    FROM unnest(@children::uuid[], @child_messages::jsonb[]) AS m(step_uuid, msg)
-        JOIN released r ON r.step_uuid = m.step_uuid AND r.ready
+    SELECT clock_timestamp(), c.msg
+    FROM unnest(@children::uuid[], @child_messages::jsonb[]) AS c(step_uuid, msg)
+        JOIN released r ON r.step_uuid = c.step_uuid AND r.ready
     UNION ALL
-    SELECT clock_timestamp() + @retry_delay_us::bigint * interval '1 microsecond', @retry_message::jsonb
-    FROM moved WHERE @retry::bool
+    SELECT clock_timestamp() + retry_delay_us * interval '1 microsecond', retry_message
+    FROM moved WHERE retry
     RETURNING msg_id
 ), woke AS (
     SELECT pg_notify(@wake_channel, @wake_queue)
     FROM (SELECT FROM released WHERE ready
-        UNION ALL SELECT FROM moved WHERE @retry::bool AND @retry_delay_us::bigint = 0 LIMIT 1) r
+        UNION ALL SELECT FROM moved WHERE retry AND retry_delay_us = 0 LIMIT 1) r
 ), acked AS (
-    DELETE FROM {{result_queue}} WHERE msg_id = @msg_id::bigint AND EXISTS (SELECT FROM moved)
-    RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers
+    DELETE FROM {{result_queue}} q USING moved mv WHERE q.msg_id = mv.msg_id
+    RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.last_read_at, q.vt, q.message, q.headers, mv.archive,
+        mv.archive_reason
 ), archived AS (
     INSERT INTO {{result_queue_archive}} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
     SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message,
         COALESCE(CASE WHEN jsonb_typeof(headers) = 'object' THEN headers END, '{}'::jsonb)
-            || jsonb_build_object('archive_reason', @archive_reason::text, 'archived_by', @node_id::text)
-    FROM acked WHERE @archive::bool
+            || jsonb_build_object('archive_reason', archive_reason, 'archived_by', @node_id::text)
+    FROM acked WHERE archive
     RETURNING msg_id
 )
-SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM released WHERE ready),
-    (SELECT count(*) FROM sent), (SELECT count(*) FROM woke), (SELECT count(*) FROM acked),
-    (SELECT count(*) FROM archived);
+SELECT mv.step_uuid, (SELECT count(*) FROM released r WHERE r.parent = mv.step_uuid AND r.ready)
+FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM acked) a,
+    (SELECT count(*) FROM archived) x;
 
--- name: task_finalize
--- Ends a task in @from_state when its steps say so (workflow.TaskVerdict):
--- @complete_to when every step is in a @satisfied state, @fail_to when a
--- step is in @failed_state and none is in an @in_flight state; with the
--- transition. Returns the new state, or no row.
-WITH counts AS (
-    SELECT count(*) AS total,
-        count(*) FILTER (WHERE state = ANY(@satisfied::text[])) AS satisfied,
-        count(*) FILTER (WHERE state = ANY(@in_flight::text[])) AS in_flight,
-        array_agg(name ORDER BY position) FILTER (WHERE state = @failed_state) AS failed
-    FROM tasker.steps WHERE task_uuid = @task
+-- name: tasks_finalize
+-- Ends each task of @tasks that is in the state at the same index of
+-- @from_states when its steps say so (workflow.TaskVerdict): @complete_to
+-- when every step is in a @satisfied state, @fail_to when a step is in
+-- @failed_state and none is in an @in_flight state; with the transition.
+-- Returns the tasks that moved and their new state.
+WITH f AS (
+    SELECT * FROM unnest(@tasks::uuid[], @from_states::text[]) AS f(task_uuid, from_state) ORDER BY task_uuid
+), counts AS (
+    SELECT f.task_uuid, f.from_state, c.*
+    FROM f CROSS JOIN LATERAL (
+        SELECT count(*) AS total,
+            count(*) FILTER (WHERE s.state = ANY(@satisfied::text[])) AS satisfied,
+            count(*) FILTER (WHERE s.state = ANY(@in_flight::text[])) AS in_flight,
+            array_agg(s.name ORDER BY s.position) FILTER (WHERE s.state = @failed_state) AS failed
+        FROM tasker.steps s WHERE s.task_uuid = f.task_uuid) c
 ), decided AS (
-    SELECT CASE WHEN satisfied = total THEN @complete_to
+    SELECT task_uuid, from_state,
+        CASE WHEN satisfied = total THEN @complete_to
             WHEN in_flight = 0 AND failed IS NOT NULL THEN @fail_to END AS to_state,
         CASE WHEN satisfied = total THEN @complete_reason
             ELSE @fail_prefix || array_to_string(failed, @fail_separator) || @fail_suffix END AS reason,
@@ -114,13 +137,13 @@ WITH counts AS (
     FROM decided d
     -- IS TRUE keeps the state test out of index conditions, so the task is
     -- reached by its key whatever the statistics say.
-    WHERE t.task_uuid = @task AND (t.state = @from_state) IS TRUE AND d.to_state IS NOT NULL
-    RETURNING t.state, d.reason
+    WHERE t.task_uuid = d.task_uuid AND (t.state = d.from_state) IS TRUE AND d.to_state IS NOT NULL
+    RETURNING t.task_uuid, d.from_state, t.state, d.reason
 ), recorded AS (
     INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, reason, node_id)
-    SELECT @task, @from_state, state, reason, @node_id FROM moved
+    SELECT task_uuid, from_state, state, reason, @node_id FROM moved
 )
-SELECT state FROM moved;
+SELECT task_uuid, state FROM moved;
 
 -- name: message_ack
 -- Acknowledges messages of {{queue}}: deletes @msg_ids, moving those also in
