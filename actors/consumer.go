@@ -33,7 +33,14 @@ type handleFunc func(ctx context.Context, s *System, m queue.Message) error
 type consumer struct {
 	loop   pollLoop
 	handle handleFunc
+	// due applies the outcomes that this node's workers hand over in the
+	// process (the step-result actor only); nil elsewhere.
+	due dueFunc
 }
+
+// dueFunc applies one outcome handed over in the node; like handleFunc, it
+// returns an error only for failures of the database.
+type dueFunc func(ctx context.Context, s *System, d outcomeDue) error
 
 func newConsumer(s *System, path, queueName string, h handleFunc) *consumer {
 	return &consumer{
@@ -57,6 +64,12 @@ func (c *consumer) Receive(ctx actor.Context) {
 		c.loop.sys.tree.setStatus(c.loop.path, StatusStopped)
 	case wake:
 		c.poll(ctx)
+	case outcomeDue:
+		if c.due != nil {
+			c.handleDue(ctx, msg)
+		}
+	case duePanicked:
+		panic(msg.Value)
 	case pollTick:
 		if c.loop.current(msg) {
 			c.poll(ctx)
@@ -131,6 +144,37 @@ func (c *consumer) handleOne(m queue.Message, lease time.Time) {
 	}
 }
 
+// handleDue applies an outcome handed over in the node on a goroutine of
+// its own, so that the outcomes handed over at the same moment go to the
+// store together (which groups them into batches); the actor goes on to
+// its next message. A panic is sent back to the actor, to be raised there.
+// A failure of the database holds the outcome until its step message's
+// lease ends; then the message's redelivery brings it back.
+func (c *consumer) handleDue(ctx actor.Context, d outcomeDue) {
+	s, self := c.loop.sys, ctx.Self()
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.system.Root.Send(self, duePanicked{Value: r})
+			}
+		}()
+		if s.stopping.Load() {
+			return
+		}
+		held := heldTry{breaker: c.loop.breaker, lease: func() time.Time { return d.Lease },
+			queue: queue.NamespaceQueue(d.Due.Namespace)}
+		err := s.runHeld(held, func() error {
+			hctx, cancel := context.WithTimeout(s.handlerCtx, dbTimeout)
+			defer cancel()
+			return c.due(hctx, s, d)
+		})
+		if err != nil {
+			s.log.Warn("applying outcome failed; its step message is left to redelivery", "namespace", d.Due.Namespace,
+				"msg_id", d.Due.MsgID, "step_uuid", d.Due.StepUUID, "error", err)
+		}
+	}()
+}
+
 // acceptRequest turns one task request into a task.
 func acceptRequest(ctx context.Context, s *System, m queue.Message) error {
 	var (
@@ -164,19 +208,51 @@ func acceptRequest(ctx context.Context, s *System, m queue.Message) error {
 	return nil
 }
 
-// applyResult applies one step result.
+// applyResult applies one step result message.
 func applyResult(ctx context.Context, s *System, m queue.Message) error {
 	var (
 		out store.ResultOutcome
 		err error
 	)
-	if max := s.settings.MaxDeliveries; max > 0 && m.ReadCount > max {
-		reason := fmt.Sprintf("result delivered %d times, more than queue.max_deliveries (%d)", m.ReadCount, max)
+	if reason, ok := s.overDelivered(m.ReadCount); ok {
 		s.log.Error("quarantining a step result that keeps failing", "msg_id", m.ID, "reason", reason)
 		out, err = s.deps.Store.ResultQuarantine(ctx, m, reason)
 	} else {
 		out, err = s.deps.Store.ResultApply(ctx, m)
 	}
+	return s.resultApplied(m.ID, out, err)
+}
+
+// applyDue applies one outcome handed over in the node; its step message's
+// deliveries count as the result's.
+func applyDue(ctx context.Context, s *System, d outcomeDue) error {
+	var (
+		out store.ResultOutcome
+		err error
+	)
+	if reason, ok := s.overDelivered(d.ReadCount); ok {
+		s.log.Error("quarantining a step outcome that keeps failing", "namespace", d.Due.Namespace, "msg_id", d.Due.MsgID,
+			"reason", reason)
+		out, err = s.deps.Store.OutcomeQuarantine(ctx, d.Due, reason)
+	} else {
+		out, err = s.deps.Store.OutcomeApply(ctx, d.Due)
+	}
+	return s.resultApplied(d.Due.MsgID, out, err)
+}
+
+// overDelivered says why a result delivered readCount times is quarantined,
+// when it is.
+func (s *System) overDelivered(readCount int) (string, bool) {
+	max := s.settings.MaxDeliveries
+	if max <= 0 || readCount <= max {
+		return "", false
+	}
+	return fmt.Sprintf("result delivered %d times, more than queue.max_deliveries (%d)", readCount, max), true
+}
+
+// resultApplied logs and reports what applying the result of message msgID
+// did.
+func (s *System) resultApplied(msgID int64, out store.ResultOutcome, err error) error {
 	if errors.Is(err, store.ErrStale) {
 		// Lost a compare-and-set race; the message was not deleted and will
 		// be read again, when it will be seen as stale.
@@ -187,7 +263,7 @@ func applyResult(ctx context.Context, s *System, m queue.Message) error {
 	}
 	switch {
 	case out.Archived:
-		s.log.Warn("step result archived", "msg_id", m.ID, "task_uuid", out.TaskUUID, "step_uuid", out.StepUUID, "reason", out.Reason)
+		s.log.Warn("step result archived", "msg_id", msgID, "task_uuid", out.TaskUUID, "step_uuid", out.StepUUID, "reason", out.Reason)
 	case out.Ignored:
 		s.log.Debug("step result ignored", "task_uuid", out.TaskUUID, "step_uuid", out.StepUUID, "reason", out.Reason)
 	case out.TaskState == workflow.TaskStateError:

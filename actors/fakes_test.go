@@ -152,6 +152,21 @@ func (s *memStore) ResultQuarantine(context.Context, queue.Message, string) (sto
 	return store.ResultOutcome{Ignored: true}, nil
 }
 
+func (s *memStore) OutcomeApply(_ context.Context, d store.OutcomeDue) (store.ResultOutcome, error) {
+	s.q.remove(queue.NamespaceQueue(d.Namespace), d.MsgID)
+	return store.ResultOutcome{}, nil
+}
+
+func (s *memStore) OutcomeQuarantine(_ context.Context, d store.OutcomeDue, _ string) (store.ResultOutcome, error) {
+	s.q.remove(queue.NamespaceQueue(d.Namespace), d.MsgID)
+	return store.ResultOutcome{Ignored: true}, nil
+}
+
+func (s *memStore) OutcomeForward(_ context.Context, d store.OutcomeDue) error {
+	s.q.remove(queue.NamespaceQueue(d.Namespace), d.MsgID)
+	return nil
+}
+
 func (s *memStore) StepStart(_ context.Context, step uuid.UUID) (store.StepWork, error) {
 	return store.StepWork{
 		TaskUUID: uuid.New(), StepUUID: step, StepName: "step", Handler: "step", Attempt: 1, MaxAttempts: 3,
@@ -160,7 +175,9 @@ func (s *memStore) StepStart(_ context.Context, step uuid.UUID) (store.StepWork,
 }
 
 func (s *memStore) StepOutcomeRecord(_ context.Context, o store.Outcome) error {
-	s.q.remove(queue.NamespaceQueue(o.Namespace), o.MsgID)
+	if !o.Direct {
+		s.q.remove(queue.NamespaceQueue(o.Namespace), o.MsgID)
+	}
 	return nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/tasker-run/tasker/store"
 )
 
 // pollTick asks a poller to read its queue. Gen tells a current tick from
@@ -39,3 +41,16 @@ type workerFree struct {
 // announce asks every worker to say whether it is free (a restarted poller
 // has forgotten). Epoch identifies the poller incarnation that asks.
 type announce struct{ Epoch uint64 }
+
+// outcomeDue hands an outcome a worker of this node recorded (without a
+// result message) to the step-result actor. ReadCount and Lease are those
+// of the step message, which stays invisible until the outcome is applied.
+type outcomeDue struct {
+	Due       store.OutcomeDue
+	ReadCount int
+	Lease     time.Time
+}
+
+// duePanicked carries a panic of an outcome's application, raised again in
+// the step-result actor so that its supervisor restarts it.
+type duePanicked struct{ Value any }

@@ -30,7 +30,9 @@ func (r *rootActor) spawnChildren(ctx actor.Context) {
 			return newConsumer(s, rootName+"/"+taskRequestsName, queueTaskRequests, acceptRequest)
 		}, nil)
 		spawn(ctx, s, stepResultsName, KindStepResults, "", queueStepResults, func() actor.Actor {
-			return newConsumer(s, rootName+"/"+stepResultsName, queueStepResults, applyResult)
+			c := newConsumer(s, rootName+"/"+stepResultsName, queueStepResults, applyResult)
+			c.due = applyDue
+			return c
 		}, nil)
 	}
 	for _, ns := range s.settings.Namespaces {

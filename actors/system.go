@@ -26,6 +26,9 @@ type Store interface {
 	RequestReject(ctx context.Context, msg queue.Message, reason string) (store.RequestOutcome, error)
 	ResultApply(ctx context.Context, msg queue.Message) (store.ResultOutcome, error)
 	ResultQuarantine(ctx context.Context, msg queue.Message, reason string) (store.ResultOutcome, error)
+	OutcomeApply(ctx context.Context, d store.OutcomeDue) (store.ResultOutcome, error)
+	OutcomeQuarantine(ctx context.Context, d store.OutcomeDue, reason string) (store.ResultOutcome, error)
+	OutcomeForward(ctx context.Context, d store.OutcomeDue) error
 	StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error)
 	StepOutcomeRecord(ctx context.Context, o store.Outcome) error
 	MessageArchive(ctx context.Context, queueName string, id int64, reason string) error
@@ -301,6 +304,32 @@ func (s *System) Wake(queueName string) {
 	if pid != nil && !s.stopping.Load() {
 		s.system.Root.Send(pid, wake{})
 	}
+}
+
+// canHandOver reports whether this node's step-result actor takes outcomes
+// from its workers: it runs one, and the node is not stopping (then the
+// outcome goes through the result queue, to whichever node applies it).
+func (s *System) canHandOver() bool { return s.resultsActor() != nil }
+
+func (s *System) resultsActor() *actor.PID {
+	if !s.settings.Orchestration || s.stopping.Load() {
+		return nil
+	}
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	return s.wakers[queueStepResults]
+}
+
+// handOver gives the step-result actor of this node an outcome to apply.
+// It reports false when it cannot take it (see canHandOver): an outcome
+// already recorded then waits for its step message's redelivery.
+func (s *System) handOver(d outcomeDue) bool {
+	pid := s.resultsActor()
+	if pid == nil {
+		return false
+	}
+	s.system.Root.Send(pid, d)
+	return true
 }
 
 func (s *System) registerWaker(queueName string, pid *actor.PID) {

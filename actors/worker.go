@@ -18,7 +18,10 @@ import (
 
 // worker runs one step attempt at a time: start the attempt, run the
 // handler within the step's timeout while keeping the message invisible,
-// and record the outcome (which sends the result and deletes the message).
+// and record the outcome. On a node that runs the step-result actor the
+// outcome is handed to it in the process, and the message is deleted when
+// the outcome is applied; elsewhere recording it sends the result message
+// and deletes the step message.
 // A job occupies the worker's mailbox for the handler's duration; that is
 // the point of having a pool.
 type worker struct {
@@ -102,6 +105,26 @@ func (w *worker) run(job stepJob) {
 		log.Warn("starting step failed; the message is left to redelivery", "error", err)
 		return
 	}
+	if work.OutcomeWaiting {
+		// An outcome recorded in a node that did not apply it (it died, or
+		// the database failed past the lease): apply it here, or pass it
+		// on through the result queue from a node that applies none.
+		due := w.due(work, job, lease.get())
+		if w.sys.handOver(due) {
+			log.Info("step message came back with its outcome waiting; handing the outcome over", "attempt", work.Attempt)
+			return
+		}
+		log.Info("step message came back with its outcome waiting; sending it to the result queue", "attempt", work.Attempt)
+		err := w.sys.runHeld(held, func() error {
+			ctx, cancel := context.WithTimeout(base, dbTimeout)
+			defer cancel()
+			return w.sys.deps.Store.OutcomeForward(ctx, due.Due)
+		})
+		if err != nil {
+			log.Warn("sending the waiting outcome failed; the message is left to redelivery", "error", err)
+		}
+		return
+	}
 	if stale {
 		// Cancelled, finished, or already recorded: acknowledge.
 		log.Debug("step message is stale; deleting it")
@@ -147,8 +170,9 @@ func (w *worker) run(job stepJob) {
 	out := store.Outcome{
 		MsgID: job.MsgID, Namespace: w.ns.Name, TaskUUID: work.TaskUUID, StepUUID: work.StepUUID,
 		CorrelationID: work.CorrelationID, Attempt: work.Attempt, Result: result, Err: stepErr,
-		Duration: elapsed, Archive: archive,
+		Duration: elapsed, Archive: archive, Direct: !archive && w.sys.canHandOver(),
 	}
+	stale = false
 	// The handler has run: its outcome is worth recording through the
 	// shutdown too, rather than running it again on redelivery.
 	held.untilShutdown = true
@@ -161,12 +185,27 @@ func (w *worker) run(job stepJob) {
 		err := w.sys.deps.Store.StepOutcomeRecord(ctx, out)
 		if errors.Is(err, store.ErrStale) {
 			log.Info("outcome is stale: another attempt is current")
+			stale = true
 			return nil
 		}
 		return err
 	})
 	if err != nil {
 		log.Warn("recording outcome failed; the message is left to redelivery", "error", err)
+		return
+	}
+	if out.Direct && !stale && !w.sys.handOver(w.due(work, job, lease.get())) {
+		log.Warn("the step-result actor is gone; the outcome waits for its step message's redelivery")
+	}
+}
+
+// due is what the step-result actor is handed of work's attempt, recorded
+// without a result message.
+func (w *worker) due(work store.StepWork, job stepJob, lease time.Time) outcomeDue {
+	return outcomeDue{
+		Due: store.OutcomeDue{MsgID: job.MsgID, Namespace: w.ns.Name, TaskUUID: work.TaskUUID, StepUUID: work.StepUUID,
+			CorrelationID: work.CorrelationID, Attempt: work.Attempt},
+		ReadCount: job.ReadCount, Lease: lease,
 	}
 }
 

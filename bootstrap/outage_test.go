@@ -300,6 +300,24 @@ func (s *outageStore) ResultQuarantine(ctx context.Context, msg queue.Message, r
 	return out, err
 }
 
+func (s *outageStore) OutcomeApply(ctx context.Context, d store.OutcomeDue) (store.ResultOutcome, error) {
+	out, err := s.next.OutcomeApply(ctx, d)
+	s.c.record(err)
+	return out, err
+}
+
+func (s *outageStore) OutcomeQuarantine(ctx context.Context, d store.OutcomeDue, reason string) (store.ResultOutcome, error) {
+	out, err := s.next.OutcomeQuarantine(ctx, d, reason)
+	s.c.record(err)
+	return out, err
+}
+
+func (s *outageStore) OutcomeForward(ctx context.Context, d store.OutcomeDue) error {
+	err := s.next.OutcomeForward(ctx, d)
+	s.c.record(err)
+	return err
+}
+
 func (s *outageStore) StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error) {
 	w, err := s.next.StepStart(ctx, step)
 	s.c.record(err)

@@ -49,7 +49,7 @@ func (s *Store) ResultApply(ctx context.Context, msg queue.Message) (ResultOutco
 	if err != nil {
 		return s.resultArchive(ctx, msg, err.Error())
 	}
-	return s.results.do(ctx, resultCall{msgID: msg.ID, res: res})
+	return s.results.do(ctx, resultCall{msgID: &msg.ID, res: res})
 }
 
 // ResultQuarantine handles a result message delivered too many times (it
@@ -61,16 +61,58 @@ func (s *Store) ResultQuarantine(ctx context.Context, msg queue.Message, reason 
 	if err != nil {
 		return s.resultArchive(ctx, msg, reason)
 	}
-	poison, err := json.Marshal(storedError{Kind: "poison", Message: reason, Attempt: res.Attempt})
+	return s.resultQuarantine(ctx, resultCall{msgID: &msg.ID, res: res}, reason)
+}
+
+func (s *Store) resultQuarantine(ctx context.Context, c resultCall, reason string) (ResultOutcome, error) {
+	poison, err := json.Marshal(storedError{Kind: "poison", Message: reason, Attempt: c.res.Attempt})
 	if err != nil {
 		return ResultOutcome{}, err
 	}
-	out, err := s.results.do(ctx, resultCall{msgID: msg.ID, res: res, poison: poison, reason: reason})
+	c.poison, c.reason = poison, reason
+	out, err := s.results.do(ctx, c)
 	out.Archived = err == nil
 	if out.Ignored {
 		out.Reason = reason + " (" + out.Reason + ")"
 	}
 	return out, err
+}
+
+// OutcomeDue is an outcome a worker of this node recorded without a result
+// message (Outcome.Direct), handed to the step-result actor in the process.
+// MsgID is the step's message in the namespace's queue: it stays there,
+// invisible, until the outcome is applied, and is acknowledged with it. If
+// the node dies first, the message is read again when its visibility
+// timeout ends, and StepStart says the outcome is waiting (StepWork.
+// OutcomeWaiting) instead of starting an attempt: the reader hands it over
+// in its own node. That redelivery is the sweep for outcomes whose node
+// died.
+type OutcomeDue struct {
+	MsgID         int64
+	Namespace     string
+	TaskUUID      uuid.UUID
+	StepUUID      uuid.UUID
+	CorrelationID uuid.UUID
+	Attempt       int
+}
+
+func (d OutcomeDue) call() resultCall {
+	return resultCall{stepMsgID: &d.MsgID, namespace: d.Namespace,
+		res: queue.StepResult{TaskUUID: d.TaskUUID, StepUUID: d.StepUUID, Attempt: d.Attempt}}
+}
+
+// OutcomeApply applies an outcome handed over in the node as ResultApply
+// applies a result message, in the same batches; the step message is
+// deleted with it, or when the outcome is ignored.
+func (s *Store) OutcomeApply(ctx context.Context, d OutcomeDue) (ResultOutcome, error) {
+	return s.results.do(ctx, d.call())
+}
+
+// OutcomeQuarantine is ResultQuarantine for an outcome handed over in the
+// node whose step message keeps coming back: the step message is archived
+// with reason and, when the attempt is still current, the step failed.
+func (s *Store) OutcomeQuarantine(ctx context.Context, d OutcomeDue, reason string) (ResultOutcome, error) {
+	return s.resultQuarantine(ctx, d.call(), reason)
 }
 
 // resultArchive archives a result message that cannot be applied, with
@@ -104,14 +146,18 @@ func (s *Store) messageArchive(ctx context.Context, d db, queueName string, id i
 	}).Scan(&acked, &archived))
 }
 
-// resultCall is one result to apply in a batch. A quarantined result
-// carries the poison error that replaces the recorded outcome, and its
-// message is archived rather than deleted.
+// resultCall is one result to apply in a batch: a message of the result
+// queue (msgID), or an outcome handed over in the node, whose step message
+// (stepMsgID of the namespace's queue) is acknowledged instead. A
+// quarantined result carries the poison error that replaces the recorded
+// outcome, and its message is archived rather than deleted.
 type resultCall struct {
-	msgID  int64
-	res    queue.StepResult
-	poison []byte
-	reason string
+	msgID     *int64
+	stepMsgID *int64
+	namespace string
+	res       queue.StepResult
+	poison    []byte
+	reason    string
 }
 
 func (c resultCall) archive() bool { return c.poison != nil }
@@ -344,7 +390,8 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 			task: c.res.TaskUUID, step: c.res.StepUUID, from: p.from, d: p.d,
 			attempt: c.res.Attempt, outcomeAttempt: &c.res.Attempt, errJSON: c.poison, retryAt: p.retryAt,
 			releaseReason: releasePrefix + p.stepName + releaseCompleteSuffix, children: p.children, childMsgs: p.childMsgs,
-			retryMsg: p.retryMsg, msgID: &c.msgID, archive: c.archive(), archiveReason: c.reason, into: &p.movedCounts,
+			retryMsg: p.retryMsg, msgID: c.msgID, stepMsgID: c.stepMsgID, archive: c.archive(), archiveReason: c.reason,
+			into: &p.movedCounts,
 		})
 		p.finalState = resultTaskState
 		if !p.d.Retry() {
@@ -367,26 +414,50 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 			}
 		})
 	}
-	if len(ignored) > 0 {
-		ack, err := stmt("message_ack").forQueues("queue", queue.StepResultsQueue)
-		if err != nil {
-			return err
-		}
-		var (
-			ids, archive []int64
-			reasons      []string
-		)
-		for _, i := range ignored {
-			ids = append(ids, calls[i].msgID)
-			if calls[i].archive() {
-				archive = append(archive, calls[i].msgID)
-				reasons = append(reasons, calls[i].reason+" ("+answers[i].res.Reason+")")
-			}
-		}
-		ack.queue(b, args{"msg_ids": ids, "archive_ids": archive, "archive_reasons": reasons, "node_id": s.nodeID})
+	if err := s.queueIgnoredAcks(b, calls, ignored, answers); err != nil {
+		return err
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("applying results: %w", translate(err))
+	}
+	return nil
+}
+
+// queueIgnoredAcks adds to b the acknowledgement of the ignored results'
+// messages: one statement for the result queue's, one per namespace for
+// the step messages of outcomes handed over in the node.
+func (s *Store) queueIgnoredAcks(b *pgx.Batch, calls []resultCall, ignored []int, answers []answer[ResultOutcome]) error {
+	type acks struct {
+		ids, archive []int64
+		reasons      []string
+	}
+	byQueue := map[string]*acks{}
+	var queues []string
+	for _, i := range ignored {
+		c := calls[i]
+		q, id := queue.StepResultsQueue, c.msgID
+		if id == nil {
+			q, id = queue.NamespaceQueue(c.namespace), c.stepMsgID
+		}
+		a := byQueue[q]
+		if a == nil {
+			a = &acks{}
+			byQueue[q] = a
+			queues = append(queues, q)
+		}
+		a.ids = append(a.ids, *id)
+		if c.archive() {
+			a.archive = append(a.archive, *id)
+			a.reasons = append(a.reasons, c.reason+" ("+answers[i].res.Reason+")")
+		}
+	}
+	for _, q := range queues {
+		ack, err := stmt("message_ack").forQueues("queue", q)
+		if err != nil {
+			return err
+		}
+		a := byQueue[q]
+		ack.queue(b, args{"msg_ids": a.ids, "archive_ids": a.archive, "archive_reasons": a.reasons, "node_id": s.nodeID})
 	}
 	return nil
 }
@@ -407,6 +478,7 @@ type stepMove struct {
 	childMsgs      [][]byte
 	retryMsg       []byte
 	msgID          *int64
+	stepMsgID      *int64
 	archive        bool
 	archiveReason  string
 	into           *movedCounts
@@ -443,6 +515,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		retryDelays     = make([]int64, n)
 		retryMsgs       = make([][]byte, n)
 		msgIDs          = make([]*int64, n)
+		stepMsgIDs      = make([]*int64, n)
 		archive         = make([]bool, n)
 		archiveReasons  = make([]string, n)
 		children        [][16]byte
@@ -458,7 +531,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 			outcomeAttempts[i] = &a
 		}
 		retry[i], retryDelays[i], retryMsgs[i] = m.d.Retry(), m.d.Delay.Microseconds(), m.retryMsg
-		msgIDs[i], archive[i], archiveReasons[i] = m.msgID, m.archive, m.archiveReason
+		msgIDs[i], stepMsgIDs[i], archive[i], archiveReasons[i] = m.msgID, m.stepMsgID, m.archive, m.archiveReason
 		children, childMsgs = append(children, m.children...), append(childMsgs, m.childMsgs...)
 		byStep[m.step] = m.into
 	}
@@ -466,7 +539,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		"steps": steps, "tasks": tasks, "from_states": from, "to_states": to, "results": results, "errors": errs,
 		"next_attempt_ats": nextAttempt, "finished": finished, "attempts": attempts, "outcome_attempts": outcomeAttempts,
 		"reasons": reasons, "release": release, "release_reasons": releaseReasons, "retry": retry,
-		"retry_delays_us": retryDelays, "retry_messages": retryMsgs, "msg_ids": msgIDs, "archive": archive,
+		"retry_delays_us": retryDelays, "retry_messages": retryMsgs, "msg_ids": msgIDs, "step_msg_ids": stepMsgIDs, "archive": archive,
 		"archive_reasons": archiveReasons, "task_state": string(resultTaskState), "node_id": s.nodeID,
 		"enqueued": string(enqueueTo), "pending": string(workflow.StepStatePending),
 		"children": children, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,

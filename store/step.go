@@ -29,6 +29,12 @@ type StepWork struct {
 	Config        json.RawMessage
 	// Parents holds the results of the step's parents by step name.
 	Parents map[string]json.RawMessage
+	// OutcomeWaiting says that no attempt was started: an outcome of
+	// attempt Attempt, recorded in a node (Outcome.Direct), waits to be
+	// applied. The reader hands it over (OutcomeDue) instead of running
+	// the step; only TaskUUID, StepUUID, CorrelationID, Namespace and
+	// Attempt are set.
+	OutcomeWaiting bool
 }
 
 // Input is the handler's view of the work.
@@ -53,9 +59,11 @@ const (
 
 // StepStart begins an attempt of a step when a worker takes its message:
 // enqueued, waiting_for_retry or in_progress (a redelivery after a lost
-// worker) move to in_progress with attempts+1. It returns ErrStale when the
-// step is in no such state (cancelled, finished, or an outcome is already
-// recorded): the worker acknowledges the message and runs nothing.
+// worker) move to in_progress with attempts+1. When an outcome recorded in a
+// node waits on the step, it starts nothing and says so (StepWork.
+// OutcomeWaiting). It returns ErrStale when the step is in no such state
+// (cancelled, finished, or an outcome waits on the result queue): the
+// worker acknowledges the message and runs nothing.
 // Concurrent starts go together: one round trip and one commit for the
 // batch.
 func (s *Store) StepStart(ctx context.Context, step uuid.UUID) (StepWork, error) {
@@ -74,18 +82,29 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 	b := newBatch()
 	stmt("step_start").queue(b, args{
 		"steps": ids, "from_states": startFrom, "to_state": startTo, "node_id": s.nodeID,
-		"reason_redelivered": reasonRedelivered, "reason_taken": reasonTaken,
+		"reason_redelivered": reasonRedelivered, "reason_taken": reasonTaken, "outcome_states": outcomeStates,
 	}).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var (
 				w         StepWork
-				timeoutMS int64
+				timeoutMS *int64
+				maxAtt    *int
+				stepName  *string
+				handler   *string
+				taskName  *string
+				corr      *[16]byte
 			)
-			if err := rows.Scan(scanUUID(&w.StepUUID), scanUUID(&w.TaskUUID), &w.Namespace, &w.StepName, &w.Handler, &w.Attempt,
-				&w.MaxAttempts, &timeoutMS, &w.Config, &w.TaskName, scanUUID(&w.CorrelationID), &w.Context); err != nil {
+			if err := rows.Scan(scanUUID(&w.StepUUID), scanUUID(&w.TaskUUID), &w.Namespace, &stepName, &handler, &w.Attempt,
+				&maxAtt, &timeoutMS, &w.Config, &taskName, &corr, &w.Context, &w.OutcomeWaiting); err != nil {
 				return err
 			}
-			w.Timeout = time.Duration(timeoutMS) * time.Millisecond
+			w.CorrelationID = *corr
+			if w.OutcomeWaiting {
+				answers[index[w.StepUUID]] = answer[StepWork]{res: w}
+				continue
+			}
+			w.StepName, w.Handler, w.MaxAttempts, w.TaskName = *stepName, *handler, *maxAtt, *taskName
+			w.Timeout = time.Duration(*timeoutMS) * time.Millisecond
 			w.Parents = map[string]json.RawMessage{}
 			answers[index[w.StepUUID]] = answer[StepWork]{res: w}
 		}
@@ -98,7 +117,7 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 			result []byte
 		)
 		_, err := pgx.ForEachRow(rows, []any{scanUUID(&step), &name, &result}, func() error {
-			if a := &answers[index[step]]; a.err == nil {
+			if a := &answers[index[step]]; a.err == nil && !a.res.OutcomeWaiting {
 				a.res.Parents[name] = json.RawMessage(append([]byte(nil), result...))
 			}
 			return nil
@@ -128,6 +147,11 @@ type Outcome struct {
 	// Archive moves the step message to the archive instead of deleting it
 	// (a poison message, kept for inspection).
 	Archive bool
+	// Direct records the outcome for this node's step-result actor, handed
+	// over in the process (OutcomeApply), instead of sending a result
+	// message: the step message stays, invisible, until the outcome is
+	// applied. Not with Archive.
+	Direct bool
 }
 
 // storedError is the JSON of steps.error.
@@ -153,9 +177,13 @@ type outcomeCall struct {
 
 // StepOutcomeRecord writes a worker's outcome on the step, sends the result
 // message and deletes (or archives) the step message, in one transaction
-// shared with the outcomes recorded at the same moment. It returns ErrStale
-// (and changes nothing) when the attempt is no longer current.
+// shared with the outcomes recorded at the same moment; a Direct outcome
+// is only written on the step. It returns ErrStale (and changes nothing)
+// when the attempt is no longer current.
 func (s *Store) StepOutcomeRecord(ctx context.Context, o Outcome) error {
+	if o.Direct && o.Archive {
+		return fmt.Errorf("recording outcome of step %s: a message to archive goes through the result queue", o.StepUUID)
+	}
 	c := outcomeCall{o: o, ok: o.Err == nil}
 	var err error
 	if c.ok {
@@ -215,17 +243,18 @@ func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) ([]answ
 			bodies     = make([][]byte, n)
 			msgIDs     = make([]int64, n)
 			archive    = make([]bool, n)
+			direct     = make([]bool, n)
 		)
 		for j, i := range is {
 			c := calls[i]
 			steps[j], attempts[j], oks[j], results[j], errs[j] = c.o.StepUUID, int32(c.o.Attempt), c.ok, c.result, c.errJSON
 			retryAfter[j], durations[j], bodies[j], msgIDs[j] = c.retryAfterMS, c.o.Duration.Milliseconds(), c.body, c.o.MsgID
-			archive[j] = c.o.Archive
+			archive[j], direct[j] = c.o.Archive, c.o.Direct
 		}
 		st.queue(b, args{
 			"steps": steps, "attempts": attempts, "oks": oks, "results": results, "errors": errs,
 			"retry_after_ms": retryAfter, "durations_ms": durations, "bodies": bodies, "msg_ids": msgIDs,
-			"archive": archive, "outcome_states": outcomeStates, "node_id": s.nodeID,
+			"archive": archive, "direct": direct, "outcome_states": outcomeStates, "node_id": s.nodeID,
 			"wake_channel": WakeChannel, "wake_queue": queue.StepResultsQueue,
 		}).Query(func(rows pgx.Rows) error {
 			var step uuid.UUID
@@ -240,6 +269,31 @@ func (s *Store) recordOutcomes(ctx context.Context, calls []outcomeCall) ([]answ
 		return nil, fmt.Errorf("recording outcomes: %w", translate(err))
 	}
 	return answers, nil
+}
+
+// OutcomeForward sends an outcome that waits on its step (recorded in a
+// node that did not apply it) to the result queue, for a node that runs no
+// step-result actor to pass it on: in one transaction, the result message
+// is sent while the outcome still waits, and the step message d.MsgID is
+// deleted either way.
+func (s *Store) OutcomeForward(ctx context.Context, d OutcomeDue) error {
+	st, err := stmt("outcome_forward").forQueues("result_queue", queue.StepResultsQueue, "step_queue", queue.NamespaceQueue(d.Namespace))
+	if err != nil {
+		return err
+	}
+	body, err := queue.StepResult{TaskUUID: d.TaskUUID, StepUUID: d.StepUUID, CorrelationID: d.CorrelationID, Attempt: d.Attempt}.Encode()
+	if err != nil {
+		return fmt.Errorf("encoding step result: %w", err)
+	}
+	var sent, acked int64
+	err = st.queryRow(ctx, s.pool, args{
+		"step": pgUUID(d.StepUUID), "attempt": d.Attempt, "outcome_states": outcomeStates, "body": body,
+		"msg_id": d.MsgID, "wake_channel": WakeChannel, "wake_queue": queue.StepResultsQueue,
+	}).Scan(&sent, &acked)
+	if err != nil {
+		return fmt.Errorf("forwarding outcome of step %s: %w", d.StepUUID, translate(err))
+	}
+	return nil
 }
 
 // newBatch starts a batch of hot statements: one implicit transaction,

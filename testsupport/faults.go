@@ -250,6 +250,32 @@ func (s *FaultyStore) ResultQuarantine(ctx context.Context, msg queue.Message, r
 	return s.Store.ResultQuarantine(ctx, msg, reason)
 }
 
+// OutcomeApply applies a result too: OpResultApply's faults apply to it.
+func (s *FaultyStore) OutcomeApply(ctx context.Context, d store.OutcomeDue) (store.ResultOutcome, error) {
+	if err := s.Faults.intercept(OpResultApply); err != nil {
+		return store.ResultOutcome{}, err
+	}
+	return s.Store.OutcomeApply(ctx, d)
+}
+
+// OutcomeQuarantine quarantines a result too: OpResultQuarantine's faults
+// apply to it.
+func (s *FaultyStore) OutcomeQuarantine(ctx context.Context, d store.OutcomeDue, reason string) (store.ResultOutcome, error) {
+	if err := s.Faults.intercept(OpResultQuarantine); err != nil {
+		return store.ResultOutcome{}, err
+	}
+	return s.Store.OutcomeQuarantine(ctx, d, reason)
+}
+
+// OutcomeForward records an outcome's result message: OpStepOutcomeRecord's
+// faults apply to it.
+func (s *FaultyStore) OutcomeForward(ctx context.Context, d store.OutcomeDue) error {
+	if err := s.Faults.intercept(OpStepOutcomeRecord); err != nil {
+		return err
+	}
+	return s.Store.OutcomeForward(ctx, d)
+}
+
 func (s *FaultyStore) StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error) {
 	if err := s.Faults.intercept(OpStepStart); err != nil {
 		return store.StepWork{}, err

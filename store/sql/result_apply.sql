@@ -27,18 +27,20 @@ SELECT FROM tasker.tasks WHERE task_uuid = ANY(@tasks::uuid[]) ORDER BY task_uui
 -- (compare-and-set on @pending) with their transitions and their messages
 -- (@children, @child_messages) to {{step_queue}}; when retry, its own
 -- message, delayed by retry_delay_us; the wake-up of the namespace's
--- poller; and the acknowledgement of message msg_id of {{result_queue}}
--- (moved to its archive when archive, archive_reason in its headers).
+-- poller; and the acknowledgement of the result's message: msg_id of
+-- {{result_queue}}, or for an outcome handed over in the node step_msg_id of
+-- {{step_queue}} (either moved to its archive when archive, archive_reason
+-- in its headers).
 -- Returns each step moved with the number of children it enqueued.
 WITH m AS (
     SELECT * FROM unnest(@steps::uuid[], @tasks::uuid[], @from_states::text[], @to_states::text[],
         @results::jsonb[], @errors::jsonb[], @next_attempt_ats::timestamptz[], @finished::bool[], @attempts::int[],
         @outcome_attempts::int[], @reasons::text[], @release::bool[], @release_reasons::text[], @retry::bool[],
-        @retry_delays_us::bigint[], @retry_messages::jsonb[], @msg_ids::bigint[], @archive::bool[],
-        @archive_reasons::text[])
+        @retry_delays_us::bigint[], @retry_messages::jsonb[], @msg_ids::bigint[], @step_msg_ids::bigint[],
+        @archive::bool[], @archive_reasons::text[])
         AS m(step_uuid, task_uuid, from_state, to_state, result, error, next_attempt_at, finished, attempt,
             outcome_attempt, reason, release, release_reason, retry, retry_delay_us, retry_message, msg_id,
-            archive, archive_reason)
+            step_msg_id, archive, archive_reason)
     ORDER BY step_uuid
 ), moved AS (
     UPDATE tasker.steps s SET state = m.to_state, outcome_attempt = NULL, outcome_ok = NULL,
@@ -51,7 +53,8 @@ WITH m AS (
         -- planner reach it through tasks_state_created.
         AND (SELECT t.state FROM tasker.tasks t WHERE t.task_uuid = m.task_uuid) = @task_state
     RETURNING m.step_uuid, m.task_uuid, m.from_state, m.to_state, m.attempt, m.reason, m.release,
-        m.release_reason, m.retry, m.retry_delay_us, m.retry_message, m.msg_id, m.archive, m.archive_reason
+        m.release_reason, m.retry, m.retry_delay_us, m.retry_message, m.msg_id, m.step_msg_id, m.archive,
+        m.archive_reason
 ), moved_recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
     SELECT step_uuid, task_uuid, from_state, to_state, reason, attempt, @node_id FROM moved
@@ -102,10 +105,21 @@ WITH m AS (
             || jsonb_build_object('archive_reason', archive_reason, 'archived_by', @node_id::text)
     FROM acked WHERE archive
     RETURNING msg_id
+), step_acked AS (
+    DELETE FROM {{step_queue}} q USING moved mv WHERE q.msg_id = mv.step_msg_id
+    RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.last_read_at, q.vt, q.message, q.headers, mv.archive,
+        mv.archive_reason
+), step_archived AS (
+    INSERT INTO {{step_queue_archive}} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
+    SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message,
+        COALESCE(CASE WHEN jsonb_typeof(headers) = 'object' THEN headers END, '{}'::jsonb)
+            || jsonb_build_object('archive_reason', archive_reason, 'archived_by', @node_id::text)
+    FROM step_acked WHERE archive
+    RETURNING msg_id
 )
 SELECT mv.step_uuid, (SELECT count(*) FROM released r WHERE r.parent = mv.step_uuid AND r.ready)
 FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM acked) a,
-    (SELECT count(*) FROM archived) x;
+    (SELECT count(*) FROM archived) x, (SELECT count(*) FROM step_archived) y;
 
 -- name: tasks_finalize
 -- Ends each task of @tasks that is in the state at the same index of

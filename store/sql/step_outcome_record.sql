@@ -3,14 +3,15 @@
 -- name: step_outcome_record
 -- Records outcomes on steps (compare-and-set: the step in a state that takes
 -- an outcome, on the attempt reported, no outcome waiting) and, for those
--- recorded, sends the result messages to {{result_queue}}, deletes the step
--- messages from {{step_queue}} (moving those marked archive to its archive,
--- the step's error as the reason in their headers)
--- and wakes the results' consumer at commit. Returns the steps recorded.
+-- recorded and not direct (handed over in the node), sends the result
+-- messages to {{result_queue}}, deletes the step messages from
+-- {{step_queue}} (moving those marked archive to its archive, the step's
+-- error as the reason in their headers) and wakes the results' consumer at
+-- commit. Returns the steps recorded.
 WITH o AS (
     SELECT * FROM unnest(@steps::uuid[], @attempts::int[], @oks::bool[], @results::jsonb[], @errors::jsonb[],
-        @retry_after_ms::bigint[], @durations_ms::bigint[], @bodies::jsonb[], @msg_ids::bigint[], @archive::bool[])
-        AS o(step_uuid, attempt, ok, result, error, retry_after_ms, duration_ms, body, msg_id, archive)
+        @retry_after_ms::bigint[], @durations_ms::bigint[], @bodies::jsonb[], @msg_ids::bigint[], @archive::bool[], @direct::bool[])
+        AS o(step_uuid, attempt, ok, result, error, retry_after_ms, duration_ms, body, msg_id, archive, direct)
     ORDER BY step_uuid
 ), recorded AS (
     UPDATE tasker.steps s
@@ -21,12 +22,12 @@ WITH o AS (
     FROM o
     WHERE s.step_uuid = o.step_uuid AND s.state = ANY(@outcome_states::text[]) AND s.attempts = o.attempt
         AND s.outcome_attempt IS NULL
-    RETURNING s.step_uuid, o.body, o.msg_id, o.archive, o.error
+    RETURNING s.step_uuid, o.body, o.msg_id, o.archive, o.error, o.direct
 ), sent AS (
-    INSERT INTO {{result_queue}} (vt, message) SELECT clock_timestamp(), body FROM recorded
+    INSERT INTO {{result_queue}} (vt, message) SELECT clock_timestamp(), body FROM recorded WHERE NOT direct
     RETURNING msg_id
 ), acked AS (
-    DELETE FROM {{step_queue}} WHERE msg_id IN (SELECT msg_id FROM recorded)
+    DELETE FROM {{step_queue}} WHERE msg_id IN (SELECT msg_id FROM recorded WHERE NOT direct)
     RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers
 ), archived AS (
     INSERT INTO {{step_queue_archive}} (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
@@ -37,6 +38,26 @@ WITH o AS (
     FROM acked a JOIN recorded r ON r.msg_id = a.msg_id WHERE r.archive
     RETURNING msg_id
 ), woke AS (
-    SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM recorded)
+    SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM recorded WHERE NOT direct)
 )
 SELECT r.step_uuid FROM recorded r, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM archived) a;
+
+-- name: outcome_forward
+-- Sends to {{result_queue}} the result message of the outcome of @attempt
+-- that waits on step @step (in a state that takes one), and deletes step
+-- message @msg_id of {{step_queue}} whether it still waits or not; wakes the
+-- results' consumer at commit. Returns the counts sent and deleted.
+WITH waiting AS (
+    SELECT step_uuid FROM tasker.steps
+    WHERE step_uuid = @step AND outcome_attempt = @attempt AND state = ANY(@outcome_states::text[])
+    FOR UPDATE
+), sent AS (
+    INSERT INTO {{result_queue}} (vt, message) SELECT clock_timestamp(), @body::jsonb FROM waiting
+    RETURNING msg_id
+), acked AS (
+    DELETE FROM {{step_queue}} WHERE msg_id = @msg_id::bigint
+    RETURNING msg_id
+), woke AS (
+    SELECT pg_notify(@wake_channel, @wake_queue) FROM (SELECT FROM sent LIMIT 1) x
+)
+SELECT (SELECT count(*) FROM sent), (SELECT count(*) FROM acked) + 0 * (SELECT count(*) FROM woke);

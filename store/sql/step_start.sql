@@ -4,7 +4,8 @@
 -- Moves the steps to the start event's state (attempts + 1) from a state the
 -- event allows while no outcome waits, locking them in the order of their
 -- ids; records the transitions; returns the work with each task's name,
--- correlation and context.
+-- correlation and context. Returns too, marked outcome_waiting, the steps
+-- on which an outcome waits (in a state that takes one), with its attempt.
 WITH old AS (
     SELECT step_uuid, state FROM tasker.steps
     WHERE step_uuid = ANY(@steps::uuid[]) AND state = ANY(@from_states::text[]) AND outcome_attempt IS NULL
@@ -23,8 +24,13 @@ WITH old AS (
     FROM moved
 )
 SELECT m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts, m.max_attempts,
-    m.timeout_ms, m.config, t.name, t.correlation_id, t.context
-FROM moved m JOIN tasker.tasks t ON t.task_uuid = m.task_uuid;
+    m.timeout_ms, m.config, t.name, t.correlation_id, t.context, false AS outcome_waiting
+FROM moved m JOIN tasker.tasks t ON t.task_uuid = m.task_uuid
+UNION ALL
+SELECT s.step_uuid, s.task_uuid, s.namespace, NULL, NULL, s.outcome_attempt, NULL, NULL, NULL, NULL, t.correlation_id,
+    NULL, true
+FROM tasker.steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.outcome_attempt IS NOT NULL AND s.state = ANY(@outcome_states::text[]);
 
 -- name: step_parents
 -- The results of the parents of the steps.

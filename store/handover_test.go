@@ -1,0 +1,216 @@
+package store_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/testsupport"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// runDirect is a worker turn of a node that runs the step-result actor: the
+// outcome is recorded without a result message, and the step message stays
+// until the outcome is applied. It returns what the step-result actor is
+// handed.
+func (h *harness) runDirect(msg queue.Message) store.OutcomeDue {
+	h.t.Helper()
+	w := h.start(msg)
+	require.False(h.t, w.OutcomeWaiting)
+	o := h.outcome(msg, w)
+	o.Direct = true
+	require.NoError(h.t, h.st.StepOutcomeRecord(h.ctx, o))
+	return store.OutcomeDue{MsgID: msg.ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID, Attempt: w.Attempt}
+}
+
+// runToEndDirect runs a task to its end through outcomes handed over in the
+// node, checking after each step that no result message was sent and that
+// the step message went with its outcome's application.
+func (h *harness) runToEndDirect(task uuid.UUID) store.TaskDetail {
+	h.t.Helper()
+	tk, err := h.st.TaskGet(h.ctx, task)
+	require.NoError(h.t, err)
+	q := queue.NamespaceQueue(tk.Namespace)
+	for round := 0; !tk.State.Terminal(); round++ {
+		require.Less(h.t, round, 50, "task %s does not finish", task)
+		msgs := h.readAll(q)
+		require.NotEmpty(h.t, msgs, "task %s is stuck in %s", task, tk.State)
+		for _, m := range msgs {
+			due := h.runDirect(m)
+			live, _ := h.inQueue(q, m.ID)
+			require.True(h.t, live, "the step message stays until its outcome is applied")
+			require.Zero(h.t, h.queueLen(queue.StepResultsQueue), "no result message")
+			out, err := h.st.OutcomeApply(h.ctx, due)
+			require.NoError(h.t, err)
+			require.False(h.t, out.Ignored, "outcome ignored: %s", out.Reason)
+			live, archived := h.inQueue(q, m.ID)
+			require.False(h.t, live || archived, "the step message is deleted with the outcome's application")
+		}
+		tk, err = h.st.TaskGet(h.ctx, task)
+		require.NoError(h.t, err)
+	}
+	return h.show(task)
+}
+
+// Outcomes handed over in the node run the reference workflows to the same
+// end, with the same transitions, as results through the result queue.
+func TestHandedOverOutcomesRunWorkflows(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	for _, w := range []struct{ ns, name string }{
+		{testsupport.LinearNamespace, testsupport.LinearName},
+		{testsupport.DiamondNamespace, testsupport.DiamondName},
+		{testsupport.MixedDAGNamespace, testsupport.MixedDAGName},
+	} {
+		t.Run(w.ns, func(t *testing.T) {
+			h := h.with(t)
+			direct := h.runToEndDirect(h.submit(w.ns, w.name, `{"even_number": 6}`))
+			requireCleanRun(t, direct)
+			viaQueue := h.runToEnd(h.submit(w.ns, w.name, `{"even_number": 6}`))
+			require.Equal(t, taskMoves(viaQueue), taskMoves(direct))
+			require.Equal(t, stepMoves(viaQueue), stepMoves(direct))
+		})
+	}
+}
+
+// An outcome whose node died before applying it comes back with its step
+// message: StepStart then starts nothing and says the outcome waits, and
+// applying it from there completes the step once; a second application is
+// ignored.
+func TestHandedOverOutcomeComesBackWithItsMessage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+	q := queue.NamespaceQueue(testsupport.LinearNamespace)
+	msgs := h.readAll(q)
+	require.Len(t, msgs, 1)
+	lost := h.runDirect(msgs[0]) // never applied: the node is gone
+
+	// The visibility timeout ends; another worker reads the message.
+	require.NoError(t, h.q.SetVisibility(h.ctx, q, msgs[0].ID, 0))
+	again := h.readAll(q)
+	require.Len(t, again, 1)
+	require.Equal(t, msgs[0].ID, again[0].ID)
+	w := h.start(again[0])
+	require.True(t, w.OutcomeWaiting)
+	require.Equal(t, lost.Attempt, w.Attempt)
+	require.Equal(t, lost.StepUUID, w.StepUUID)
+
+	due := store.OutcomeDue{MsgID: again[0].ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID, Attempt: w.Attempt}
+	out, err := h.st.OutcomeApply(h.ctx, due)
+	require.NoError(t, err)
+	require.False(t, out.Ignored, out.Reason)
+	require.Equal(t, workflow.StepStateComplete, out.StepState)
+	require.Equal(t, 1, out.Enqueued)
+
+	// The first node's hand-over arrives late: it changes nothing.
+	out, err = h.st.OutcomeApply(h.ctx, lost)
+	require.NoError(t, err)
+	require.True(t, out.Ignored)
+	require.Contains(t, out.Reason, "not current")
+
+	d := h.runToEndDirect(task)
+	requireCleanRun(t, d)
+	require.Equal(t, 1, step(t, d, "linear_step_1").Attempts, "the step ran once")
+}
+
+// A handed-over outcome of a task cancelled meanwhile is ignored, and its
+// step message acknowledged; one that keeps failing to apply is
+// quarantined: the step fails as poison and its message is archived with
+// the reason.
+func TestHandedOverOutcomeIgnoredOrQuarantined(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	q := queue.NamespaceQueue(testsupport.LinearNamespace)
+
+	t.Run("cancelled", func(t *testing.T) {
+		h := h.with(t)
+		task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+		msgs := h.readAll(q)
+		require.Len(t, msgs, 1)
+		due := h.runDirect(msgs[0])
+		require.NoError(t, h.st.TaskCancel(h.ctx, task, "cancelled by the test"))
+		out, err := h.st.OutcomeApply(h.ctx, due)
+		require.NoError(t, err)
+		require.True(t, out.Ignored)
+		live, archived := h.inQueue(q, msgs[0].ID)
+		require.False(t, live || archived, "the step message is acknowledged")
+		require.Equal(t, workflow.TaskStateCancelled, h.show(task).State)
+	})
+
+	t.Run("quarantined", func(t *testing.T) {
+		h := h.with(t)
+		task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+		msgs := h.readAll(q)
+		require.Len(t, msgs, 1)
+		due := h.runDirect(msgs[0])
+		out, err := h.st.OutcomeQuarantine(h.ctx, due, "result delivered 3 times")
+		require.NoError(t, err)
+		require.True(t, out.Archived)
+		require.Equal(t, workflow.StepStateError, out.StepState)
+		live, archived := h.inQueue(q, msgs[0].ID)
+		require.False(t, live)
+		require.True(t, archived, "the step message is archived")
+		list, err := h.st.ArchivedList(h.ctx, store.ArchivedParams{Queue: q})
+		require.NoError(t, err)
+		var reasons []string
+		for _, m := range list {
+			if m.MsgID == msgs[0].ID {
+				reasons = append(reasons, m.Reason)
+			}
+		}
+		require.Len(t, reasons, 1)
+		require.Contains(t, reasons[0], "result delivered 3 times")
+		d := h.show(task)
+		require.Equal(t, workflow.TaskStateError, d.State)
+	})
+
+	t.Run("archive goes through the result queue", func(t *testing.T) {
+		h := h.with(t)
+		err := h.st.StepOutcomeRecord(h.ctx, store.Outcome{Direct: true, Archive: true, Namespace: testsupport.LinearNamespace,
+			StepUUID: uuid.New(), Attempt: 1})
+		require.Error(t, err)
+		require.False(t, errors.Is(err, store.ErrStale))
+		require.Contains(t, err.Error(), "result queue")
+	})
+}
+
+// A node that applies no outcomes passes a waiting one on through the
+// result queue: the result message is sent and the step message deleted;
+// once the outcome no longer waits, only the step message is deleted.
+func TestWaitingOutcomeForwardedToResultQueue(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+	q := queue.NamespaceQueue(testsupport.LinearNamespace)
+	msgs := h.readAll(q)
+	require.Len(t, msgs, 1)
+	h.runDirect(msgs[0])
+	require.NoError(t, h.q.SetVisibility(h.ctx, q, msgs[0].ID, 0))
+	again := h.readAll(q)
+	require.Len(t, again, 1)
+	w := h.start(again[0])
+	require.True(t, w.OutcomeWaiting)
+	due := store.OutcomeDue{MsgID: again[0].ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID,
+		CorrelationID: w.CorrelationID, Attempt: w.Attempt}
+	require.NoError(t, h.st.OutcomeForward(h.ctx, due))
+	live, _ := h.inQueue(q, again[0].ID)
+	require.False(t, live, "the step message is deleted")
+	results := h.readAll(queue.StepResultsQueue)
+	require.Len(t, results, 1)
+	res, err := queue.DecodeStepResult(results[0].Body)
+	require.NoError(t, err)
+	require.Equal(t, queue.StepResult{TaskUUID: task, StepUUID: w.StepUUID, CorrelationID: w.CorrelationID, Attempt: 1}, res)
+	out := h.apply(results[0])
+	require.False(t, out.Ignored, out.Reason)
+	require.Equal(t, workflow.StepStateComplete, out.StepState)
+
+	// Forwarding again, late: nothing is sent.
+	require.NoError(t, h.st.OutcomeForward(h.ctx, due))
+	require.Zero(t, h.queueLen(queue.StepResultsQueue))
+	requireCleanRun(t, h.runToEnd(task))
+}
