@@ -8,7 +8,8 @@
 //	root (supervisor, one-for-one)
 //	├── (orchestration-breaker) the breaker of the orchestration queues
 //	├── task_requests     reads orchestration_task_requests, creates tasks
-//	├── step_results      reads orchestration_step_results, applies results
+//	├── step_results      applies the outcomes this node's workers hand over,
+//	│                     and the results read from orchestration_step_results
 //	└── ns-<namespace>    one supervisor per namespace (one-for-one)
 //	    ├── poller        reads <namespace>_queue, hands messages to idle workers
 //	    ├── worker-0..N-1 run one step attempt at a time
@@ -31,5 +32,8 @@
 //
 // Messages between actors are small immutable values (UUIDs and scalars):
 // jobs carry the queue message id and the step's identity, never the step's
-// data, which workers read from the store.
+// data, which workers read from the store; an outcome handed from a worker
+// to the step-result actor (outcomeDue) carries the step's identity, the
+// attempt and its step message's id, and the outcome itself stays in the
+// store, where the worker recorded it.
 package actors
