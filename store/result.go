@@ -519,6 +519,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		archive         = make([]bool, n)
 		archiveReasons  = make([]string, n)
 		children        [][16]byte
+		childParents    [][16]byte
 		childMsgs       [][]byte
 		byStep          = make(map[uuid.UUID]*movedCounts, n)
 	)
@@ -533,6 +534,9 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		retry[i], retryDelays[i], retryMsgs[i] = m.d.Retry(), m.d.Delay.Microseconds(), m.retryMsg
 		msgIDs[i], stepMsgIDs[i], archive[i], archiveReasons[i] = m.msgID, m.stepMsgID, m.archive, m.archiveReason
 		children, childMsgs = append(children, m.children...), append(childMsgs, m.childMsgs...)
+		for range m.children {
+			childParents = append(childParents, m.step)
+		}
 		byStep[m.step] = m.into
 	}
 	st.queue(b, args{
@@ -542,7 +546,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		"retry_delays_us": retryDelays, "retry_messages": retryMsgs, "msg_ids": msgIDs, "step_msg_ids": stepMsgIDs, "archive": archive,
 		"archive_reasons": archiveReasons, "task_state": string(resultTaskState), "node_id": s.nodeID,
 		"enqueued": string(enqueueTo), "pending": string(workflow.StepStatePending),
-		"children": children, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,
+		"children": children, "child_parents": childParents, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,
 	}).Query(func(rows pgx.Rows) error {
 		var (
 			step     uuid.UUID

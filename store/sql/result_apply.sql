@@ -10,8 +10,12 @@ SELECT r.step_uuid, t.state, t.correlation_id, s.state, s.name, s.namespace, s.a
     s.backoff_base_ms, s.backoff_max_ms,
     ARRAY(SELECT e.to_step FROM tasker.step_edges e WHERE e.from_step = s.step_uuid)
 FROM unnest(@steps::uuid[], @tasks::uuid[]) AS r(step_uuid, task_uuid)
-    LEFT JOIN tasker.tasks t ON t.task_uuid = r.task_uuid
-    LEFT JOIN tasker.steps s ON s.step_uuid = r.step_uuid AND s.task_uuid = r.task_uuid;
+    -- Each row by its key: as subqueries (OFFSET 0 keeps them so) a plan
+    -- made while the tables were empty cannot join them by walking a whole
+    -- index instead.
+    LEFT JOIN LATERAL (SELECT state, correlation_id FROM tasker.tasks WHERE task_uuid = r.task_uuid OFFSET 0) t ON true
+    LEFT JOIN LATERAL (SELECT * FROM tasker.steps WHERE step_uuid = r.step_uuid AND task_uuid = r.task_uuid OFFSET 0) s
+        ON true;
 
 -- name: tasks_lock
 -- Locks tasks in the order of their ids, the order every batch takes them
@@ -47,7 +51,8 @@ WITH m AS (
         result = COALESCE(m.result, s.result), error = COALESCE(m.error, s.error),
         next_attempt_at = m.next_attempt_at, finished_at = CASE WHEN m.finished THEN now() END
     FROM m
-    WHERE s.step_uuid = m.step_uuid AND s.state = m.from_state AND s.attempts = m.attempt
+    WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.step_uuid = m.step_uuid AND s.state = m.from_state
+        AND s.attempts = m.attempt
         AND s.outcome_attempt IS NOT DISTINCT FROM m.outcome_attempt
         -- The task by its key alone: a state in the same WHERE would let the
         -- planner reach it through tasks_state_created.
@@ -60,27 +65,26 @@ WITH m AS (
     SELECT step_uuid, task_uuid, from_state, to_state, reason, attempt, @node_id FROM moved
     RETURNING id
 ), released AS (
+    -- The children by their key alone (@children; @child_parents holds the
+    -- parent of each): a join planned while the tables were empty walks
+    -- whole indexes instead. Each child has one parent among the moves (one
+    -- result per task in a batch).
     UPDATE tasker.steps c
     SET waiting_parents = c.waiting_parents - 1,
-        state = CASE WHEN old.ready THEN @enqueued ELSE c.state END,
-        enqueued_at = CASE WHEN old.ready THEN now() ELSE c.enqueued_at END
-    FROM (
-        SELECT c2.step_uuid, mv.step_uuid AS parent, mv.task_uuid, mv.release_reason,
-            c2.waiting_parents = 1 AND c2.state = @pending AS ready
-        FROM moved mv JOIN tasker.step_edges e ON e.from_step = mv.step_uuid
-            JOIN tasker.steps c2 ON c2.step_uuid = e.to_step
-        WHERE mv.release
-        ORDER BY c2.step_uuid
-        FOR UPDATE OF c2
-    ) old
-    WHERE c.step_uuid = old.step_uuid
-    RETURNING c.step_uuid, old.parent, old.task_uuid, old.release_reason, old.ready
+        state = CASE WHEN c.waiting_parents = 1 AND c.state = @pending THEN @enqueued ELSE c.state END,
+        enqueued_at = CASE WHEN c.waiting_parents = 1 AND c.state = @pending THEN now() ELSE c.enqueued_at END
+    WHERE c.step_uuid = ANY(@children::uuid[])
+        AND (@child_parents::uuid[])[array_position(@children::uuid[], c.step_uuid)] IN
+            (SELECT step_uuid FROM moved WHERE release)
+    RETURNING c.step_uuid, (@child_parents::uuid[])[array_position(@children::uuid[], c.step_uuid)] AS parent,
+        c.task_uuid, c.waiting_parents = 0 AND c.state = @enqueued AS ready
 ), released_recorded AS (
     -- Reading moved_recorded first orders the children's transitions after
     -- their parents'.
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-    SELECT r.step_uuid, r.task_uuid, @pending, @enqueued, r.release_reason, 0, @node_id
-    FROM (SELECT count(*) FROM moved_recorded) parent, released r WHERE r.ready
+    SELECT r.step_uuid, r.task_uuid, @pending, @enqueued, mv.release_reason, 0, @node_id
+    FROM (SELECT count(*) FROM moved_recorded) parent, released r JOIN moved mv ON mv.step_uuid = r.parent
+    WHERE r.ready
 ), sent AS (
     INSERT INTO {{step_queue}} (vt, message)
     SELECT clock_timestamp(), c.msg
@@ -95,7 +99,7 @@ WITH m AS (
     FROM (SELECT FROM released WHERE ready
         UNION ALL SELECT FROM moved WHERE retry AND retry_delay_us = 0 LIMIT 1) r
 ), acked AS (
-    DELETE FROM {{result_queue}} q USING moved mv WHERE q.msg_id = mv.msg_id
+    DELETE FROM {{result_queue}} q USING moved mv WHERE q.msg_id = ANY(@msg_ids::bigint[]) AND q.msg_id = mv.msg_id
     RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.last_read_at, q.vt, q.message, q.headers, mv.archive,
         mv.archive_reason
 ), archived AS (
@@ -106,7 +110,7 @@ WITH m AS (
     FROM acked WHERE archive
     RETURNING msg_id
 ), step_acked AS (
-    DELETE FROM {{step_queue}} q USING moved mv WHERE q.msg_id = mv.step_msg_id
+    DELETE FROM {{step_queue}} q USING moved mv WHERE q.msg_id = ANY(@step_msg_ids::bigint[]) AND q.msg_id = mv.step_msg_id
     RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.last_read_at, q.vt, q.message, q.headers, mv.archive,
         mv.archive_reason
 ), step_archived AS (
@@ -151,7 +155,8 @@ WITH f AS (
     FROM decided d
     -- IS TRUE keeps the state test out of index conditions, so the task is
     -- reached by its key whatever the statistics say.
-    WHERE t.task_uuid = d.task_uuid AND (t.state = d.from_state) IS TRUE AND d.to_state IS NOT NULL
+    WHERE t.task_uuid = ANY(@tasks::uuid[]) AND t.task_uuid = d.task_uuid AND (t.state = d.from_state) IS TRUE
+        AND d.to_state IS NOT NULL
     RETURNING t.task_uuid, d.from_state, t.state, d.reason
 ), recorded AS (
     INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, reason, node_id)

@@ -20,7 +20,10 @@ WITH o AS (
         error = CASE WHEN o.ok THEN NULL ELSE o.error END,
         retry_after_ms = o.retry_after_ms, duration_ms = o.duration_ms
     FROM o
-    WHERE s.step_uuid = o.step_uuid AND s.state = ANY(@outcome_states::text[]) AND s.attempts = o.attempt
+    -- The steps by their key too: joined to the arrays alone, a plan made
+    -- while the table was empty walks the whole of it.
+    WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.step_uuid = o.step_uuid AND s.state = ANY(@outcome_states::text[])
+        AND s.attempts = o.attempt
         AND s.outcome_attempt IS NULL
     RETURNING s.step_uuid, o.body, o.msg_id, o.archive, o.error, o.direct
 ), sent AS (

@@ -27,13 +27,19 @@ SELECT m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts, m.m
     m.timeout_ms, m.config, t.name, t.correlation_id, t.context, false AS outcome_waiting
 FROM moved m JOIN tasker.tasks t ON t.task_uuid = m.task_uuid
 UNION ALL
-SELECT s.step_uuid, s.task_uuid, s.namespace, NULL, NULL, s.outcome_attempt, NULL, NULL, NULL, NULL, t.correlation_id,
-    NULL, true
-FROM tasker.steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
-WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.outcome_attempt IS NOT NULL AND s.state = ANY(@outcome_states::text[]);
+-- In the key's order, and the task by its key alone, so that the plan reads
+-- both by key however empty the tables looked when it was made.
+(SELECT s.step_uuid, s.task_uuid, s.namespace, NULL, NULL, s.outcome_attempt, NULL, NULL, NULL, NULL,
+    (SELECT t.correlation_id FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid), NULL, true
+FROM tasker.steps s
+WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.outcome_attempt IS NOT NULL AND s.state = ANY(@outcome_states::text[])
+ORDER BY s.step_uuid);
 
 -- name: step_parents
 -- The results of the parents of the steps.
+-- Each parent by its key (OFFSET 0 keeps the lookup a subquery, so a plan
+-- made while the tables were empty cannot join them by walking steps).
 SELECT e.to_step, p.name, COALESCE(p.result, 'null'::jsonb)
-FROM tasker.step_edges e JOIN tasker.steps p ON p.step_uuid = e.from_step
+FROM tasker.step_edges e
+    CROSS JOIN LATERAL (SELECT name, result FROM tasker.steps WHERE step_uuid = e.from_step OFFSET 0) p
 WHERE e.to_step = ANY(@steps::uuid[]);
