@@ -653,6 +653,8 @@ func TestPgmqGroupedReadStrategies(t *testing.T) {
 		{`SELECT * FROM pgmq.read_grouped_with_poll($1, $2, $3, $4, $5)`, 4, []string{"A1", "A2", "A3", "A4"}},
 		{`SELECT * FROM pgmq.read_grouped_rr_with_poll(queue_name => $1, vt => $2, qty => $3)`, 4, []string{"A1", "B1", "C1", "A2"}},
 		{`SELECT * FROM pgmq.read_grouped_head_with_poll($1, $2, $3)`, 5, []string{"A1", "B1", "C1"}},
+		{`SELECT * FROM pgmq.read_grouped_head_with_poll(queue_name => $1, vt => $2, qty => $3,
+			max_poll_seconds => $4, poll_interval_ms => $5)`, 2, []string{"A1", "B1"}},
 	} {
 		form := "positional"
 		if strings.Contains(tc.sql, "=>") {
@@ -730,7 +732,7 @@ func TestPgmqGroupedReadsKeepEachGroupInOrder(t *testing.T) {
 	require.True(t, indexed)
 	require.NoError(t, tx.Rollback(t.Context()))
 	require.Empty(t, read(10), "C2 and D1 are in flight")
-	_, err = pool.Exec(t.Context(), `SELECT pgmq.create_fifo_index($1)`, "q")
+	_, err = pool.Exec(t.Context(), `SELECT pgmq.create_fifo_index(queue_name => $1)`, "q")
 	require.NoError(t, err, "creating the index again changes nothing")
 
 	for _, sql := range []string{
