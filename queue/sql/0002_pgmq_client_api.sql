@@ -437,7 +437,8 @@ AS $fn$ SELECT * FROM pgmq.tasker_read_grouped(queue_name, vt, qty, 'head') $fn$
 -- What it holds while it waits: each check is its own statement, with a snapshot of its
 -- own, so it sees every message committed before it starts. A check that takes nothing
 -- writes nothing: no transaction id is assigned and no row stays locked, so the wait
--- blocks no other reader, writer or VACUUM's removal of the rows. What no function can
+-- blocks no other reader or writer (the queue table's ROW EXCLUSIVE lock does last until
+-- the call ends, so DDL on the queue waits for it). What no function can
 -- release is the snapshot of the statement that called it: PostgreSQL keeps that until
 -- the call returns, so the calling session's backend_xmin, and with it the horizon below
 -- which VACUUM removes dead rows, stays where it was when the call began, for as long as
