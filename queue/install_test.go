@@ -56,13 +56,22 @@ func TestInstallTwiceChangesNothing(t *testing.T) {
 	before, rowsBefore := catalogSnapshot(t, pool), installRows(t, pool)
 	require.Contains(t, before, "function pgmq.read(text,integer,integer,jsonb)")
 	require.Contains(t, before, "relation q_jobs r")
-	require.Len(t, rowsBefore, 1)
+	require.Len(t, rowsBefore, queue.LatestVersion())
 
 	res, err := queue.Install(ctx, pool)
 	require.NoError(t, err)
 	require.Equal(t, queue.InstallResult{Provider: queue.ProviderTasker, Version: queue.LatestVersion()}, res)
 	require.Equal(t, before, catalogSnapshot(t, pool))
 	require.Equal(t, rowsBefore, installRows(t, pool))
+}
+
+// allVersions lists every version of the subset, oldest first.
+func allVersions() []int {
+	var vs []int
+	for v := 1; v <= queue.LatestVersion(); v++ {
+		vs = append(vs, v)
+	}
+	return vs
 }
 
 // dropPgmq removes the schema testsupport installed, giving a database without any pgmq.
@@ -110,7 +119,7 @@ func TestInstallInsideCallerTransaction(t *testing.T) {
 	require.NoError(t, err)
 	res, err := queue.Install(ctx, tx)
 	require.NoError(t, err)
-	require.Equal(t, []int{queue.LatestVersion()}, res.Applied)
+	require.Equal(t, allVersions(), res.Applied)
 	require.NoError(t, tx.Rollback(ctx))
 
 	var exists bool
@@ -170,4 +179,65 @@ func TestInstallRefusesForeignSchema(t *testing.T) {
 	_, err = queue.Install(ctx, pool)
 	require.ErrorIs(t, err, queue.ErrForeignSchema)
 	require.Equal(t, before, catalogSnapshot(t, pool))
+}
+
+// TestInstallUpgradesAnEarlierSubsetInPlace installs version 1 alone, as a
+// database made by an earlier build has it, puts messages in a queue, and
+// installs this build's subset over it: the later versions are applied, the
+// queue and its messages are untouched, and the added functions work on it.
+func TestInstallUpgradesAnEarlierSubsetInPlace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testsupport.NewDB(t)
+	dropPgmq(t, pool)
+	subset, err := queue.SubsetSQL()
+	require.NoError(t, err)
+	require.Greater(t, len(subset), 1)
+	_, err = pool.Exec(ctx, subset[0])
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, "INSERT INTO pgmq.tasker_install (version) VALUES (1)")
+	require.NoError(t, err)
+	_, err = queue.Check(ctx, pool)
+	require.ErrorIs(t, err, queue.ErrSchemaBehind)
+
+	_, err = pool.Exec(ctx, `SELECT pgmq.create('old')`)
+	require.NoError(t, err)
+	var first, second int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT * FROM pgmq.send('old', '{"n":1}'::jsonb, '{"x-pgmq-group":"g"}'::jsonb)`).Scan(&first))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT * FROM pgmq.send('old', '{"n":2}'::jsonb, '{"x-pgmq-group":"g"}'::jsonb)`).Scan(&second))
+	var inFlight int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT msg_id FROM pgmq.read('old', 600, 1)`).Scan(&inFlight))
+	require.Equal(t, first, inFlight)
+	const messages = `SELECT coalesce(string_agg(concat_ws(' ', msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers), E'\n' ORDER BY msg_id), '')
+		FROM pgmq.q_old`
+	var before string
+	require.NoError(t, pool.QueryRow(ctx, messages).Scan(&before))
+
+	res, err := queue.Install(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, queue.ProviderTasker, res.Provider)
+	require.Equal(t, queue.LatestVersion(), res.Version)
+	require.Equal(t, allVersions()[1:], res.Applied)
+	_, err = queue.Check(ctx, pool)
+	require.NoError(t, err)
+
+	var after string
+	require.NoError(t, pool.QueryRow(ctx, messages).Scan(&after))
+	require.Equal(t, before, after, "the upgrade leaves the messages as they were")
+	// The added functions on the queue made before them: message 1 in flight
+	// keeps group g closed; popping takes the visible one.
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.read_grouped('old', 30, 10)`).Scan(&n))
+	require.Zero(t, n, "the group's head is in flight")
+	var popped int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT msg_id FROM pgmq.pop('old')`).Scan(&popped))
+	require.Equal(t, second, popped)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pgmq.metrics_all()`).Scan(&n))
+	require.Equal(t, 1, n)
+
+	snap := catalogSnapshot(t, pool)
+	again, err := queue.Install(ctx, pool)
+	require.NoError(t, err)
+	require.Empty(t, again.Applied)
+	require.Equal(t, snap, catalogSnapshot(t, pool))
 }
