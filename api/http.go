@@ -168,14 +168,9 @@ func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 		return
 	}
 	if r.URL.Query().Get(prettyParam) == "1" {
-		if n := indentedSize(b); n <= maxPrettyBytes {
-			var buf bytes.Buffer
-			buf.Grow(n)
-			if json.Indent(&buf, b, "", prettyIndent) == nil {
-				b = buf.Bytes()
-			}
-		} else {
-			w.Header().Set("Tasker-Pretty", fmt.Sprintf("not indented: the indented answer would be about %d bytes, over %d", n, maxPrettyBytes))
+		var ok bool
+		if b, ok = Indent(b, maxPrettyBytes); !ok {
+			w.Header().Set("Tasker-Pretty", fmt.Sprintf("not indented: the indented answer would be about %d bytes, over %d", indentedSize(b), maxPrettyBytes))
 		}
 	}
 	w.WriteHeader(code)
@@ -190,6 +185,22 @@ const (
 	// maxPrettyBytes bounds an indented answer.
 	maxPrettyBytes = 4 << 20
 )
+
+// Indent returns JSON b indented as ?pretty=1 indents answers, unless the
+// indented JSON would be over limit bytes (or b is not JSON): then b as it
+// is, and false.
+func Indent(b []byte, limit int) ([]byte, bool) {
+	n := indentedSize(b)
+	if n > limit {
+		return b, false
+	}
+	var buf bytes.Buffer
+	buf.Grow(n)
+	if json.Indent(&buf, b, "", prettyIndent) != nil {
+		return b, false
+	}
+	return buf.Bytes(), true
+}
 
 // indentedSize is (an upper bound of) the size of compact JSON b once
 // indented with prettyIndent: each opening, closing and comma starts a line
