@@ -222,7 +222,7 @@ func optionalUUID(id uuid.UUID) *[16]byte {
 }
 
 // TaskStateCountsCap is where TaskStateCounts stops counting a state.
-const TaskStateCountsCap = 100_000
+const TaskStateCountsCap = 10_000
 
 // TaskStateCount is how many tasks are in one state; AtLeast says the
 // count stopped at TaskStateCountsCap.

@@ -156,6 +156,7 @@ func (b *tab) fitsWidth(page string) {
 // shows.
 func TestBrowserOverviewTasksAndDiamond(t *testing.T) {
 	t.Parallel()
+	chromium(t)
 	n := startDashNode(t)
 	mixed := n.submit(testsupport.MixedDAGNamespace, testsupport.MixedDAGName, `{"even_number": 2}`)
 	diamond := n.submit(testsupport.DiamondNamespace, testsupport.DiamondName, `{"even_number": 4}`)
@@ -231,6 +232,7 @@ func TestBrowserOverviewTasksAndDiamond(t *testing.T) {
 // completes it, and the page follows it live.
 func TestBrowserFailedStepRetried(t *testing.T) {
 	t.Parallel()
+	chromium(t)
 	n := startDashNode(t, withFlaky()...)
 	id := n.submit("flaky", "fails_once", `{}`)
 	n.waitState(id, workflow.TaskStateError)
@@ -266,6 +268,7 @@ func TestBrowserFailedStepRetried(t *testing.T) {
 // worker's restart after a panic is injected into it.
 func TestBrowserActorTreeShowsRestart(t *testing.T) {
 	t.Parallel()
+	chromium(t)
 	faults := testsupport.NewFaults()
 	n := startDashNode(t, testsupport.WithFaults(faults))
 	b := newTab(t, n.base, 1280, 900)
@@ -289,6 +292,7 @@ func TestBrowserActorTreeShowsRestart(t *testing.T) {
 // made without the cookie.
 func TestBrowserToken(t *testing.T) {
 	t.Parallel()
+	chromium(t)
 	const token = "browser-test-token-0123456789"
 	n := startDashNode(t, append(withFlaky(), testsupport.WithConfig(func(c *config.Config) { c.HTTP.APIToken = token }))...)
 	id := n.submit("flaky", "fails_once", `{}`)
