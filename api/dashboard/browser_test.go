@@ -125,7 +125,12 @@ func (b *tab) waitJS(what, cond string) {
 
 // screenshot saves the whole page as name.png in the artefact folder:
 // TASKER_SCREENSHOTS, else one under the system's temporary folder.
-func (b *tab) screenshot(name string) {
+func (b *tab) screenshot(name string) { b.t.Helper(); b.shoot(name, chromedp.FullScreenshot(100)) }
+
+// viewShot saves what the window shows.
+func (b *tab) viewShot(name string) { b.t.Helper(); b.shoot(name, chromedp.CaptureScreenshot()) }
+
+func (b *tab) shoot(name string, shot chromedp.Action[[]byte]) {
 	b.t.Helper()
 	dir := os.Getenv("TASKER_SCREENSHOTS")
 	if dir == "" {
@@ -134,7 +139,7 @@ func (b *tab) screenshot(name string) {
 	require.NoError(b.t, os.MkdirAll(dir, 0o755))
 	ctx, cancel := context.WithTimeout(b.ctx, browserWait)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	png, err := chromedp.Run(ctx, shot)
 	require.NoError(b.t, err)
 	path := filepath.Join(dir, name+".png")
 	require.NoError(b.t, os.WriteFile(path, png, 0o644))
@@ -203,6 +208,7 @@ func TestBrowserOverviewTasksAndDiamond(t *testing.T) {
 	b.do("switch the theme", chromedp.Click(chromedp.ID("theme-toggle")))
 	require.Equal(t, "dark", eval[string](b, `document.documentElement.dataset.theme`))
 	require.NotEqual(t, before, eval[string](b, `getComputedStyle(document.body).backgroundColor`))
+	b.viewShot("task-diamond-dark")
 	b.do("switch the theme back", chromedp.Click(chromedp.ID("theme-toggle")))
 	require.Equal(t, "light", eval[string](b, `document.documentElement.dataset.theme`))
 
@@ -213,7 +219,7 @@ func TestBrowserOverviewTasksAndDiamond(t *testing.T) {
 
 	require.Equal(t, http.StatusOK, b.open("/templates"))
 	b.do("the templates", chromedp.WaitVisible(chromedp.CSS("section.template svg.dag")))
-	b.screenshot("templates")
+	b.viewShot("templates")
 
 	// A phone's width: nothing scrolls sideways but the boxes meant to.
 	phone := newTab(t, n.base, 375, 812)

@@ -9,11 +9,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/testsupport"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -282,4 +284,28 @@ func TestDashboardPages(t *testing.T) {
 	again := c.post("/rejected/"+msg+"/replay", url.Values{"csrf": {tok}})
 	require.Equal(t, http.StatusSeeOther, again.code)
 	require.Contains(t, c.get("/rejected").body, "Refused: ")
+}
+
+// TestDashboardGaveUp: a namespace given up after a crash loop is
+// announced at the top of the actor tree and of the overview, and its row
+// says so.
+func TestDashboardGaveUp(t *testing.T) {
+	t.Parallel()
+	faults := testsupport.NewFaults()
+	n := startDashNode(t, testsupport.WithFaults(faults), testsupport.WithConfig(func(c *config.Config) {
+		c.Supervision = config.Supervision{MaxRestarts: 1, Window: config.Duration(time.Minute)}
+	}))
+	faults.Panic(testsupport.OpRead(queue.NamespaceQueue(testsupport.TreeNamespace)), "injected crash loop", 0)
+	c := newClient(t, n.base)
+	var tree answer
+	testsupport.WaitFor(t, browserWait, "the actor tree to announce the namespace given up", func() (bool, error) {
+		tree = c.get("/actors")
+		return strings.Contains(tree.body, `id="gave-up"`), nil
+	})
+	require.Contains(t, tree.body, "root/ns-"+testsupport.TreeNamespace)
+	require.Contains(t, tree.body, `data-status="gave_up"`)
+	overview := c.get("/")
+	require.Contains(t, overview.body, `class="alarm"`)
+	require.Contains(t, overview.body, fmt.Sprintf(`<tr data-namespace=%q class="gave-up">`, testsupport.TreeNamespace))
+	require.Contains(t, overview.body, `id="health-status">unhealthy`)
 }

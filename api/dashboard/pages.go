@@ -471,7 +471,7 @@ func (h *Handler) task(r *http.Request) (page, error) {
 		}
 	}
 	d.Timeline = layoutTimeline(t, now)
-	return page{name: "task", title: "Task " + t.TaskUUID.String()[:8], nav: "tasks", live: true, data: d}, nil
+	return page{name: "task", title: "Task " + t.TaskUUID.String(), nav: "tasks", live: true, data: d}, nil
 }
 
 // taskAction runs retry, cancel or resolve (of the task, or of one step
@@ -501,9 +501,9 @@ func (h *Handler) taskAction(w http.ResponseWriter, r *http.Request) error {
 	var invalid *api.InvalidError
 	switch {
 	case err == nil:
-		msg := fmt.Sprintf("Task %s %s; it is now %s.", res.TaskUUID.String()[:8], api.PastTense(res.Action), res.State)
+		msg := fmt.Sprintf("Task %s %s; it is now %s.", res.TaskUUID, api.PastTense(res.Action), res.State)
 		if res.Step != "" {
-			msg = fmt.Sprintf("Step %s of task %s resolved; the task is now %s.", res.Step, res.TaskUUID.String()[:8], res.State)
+			msg = fmt.Sprintf("Step %s of task %s resolved; the task is now %s.", res.Step, res.TaskUUID, res.State)
 		}
 		if res.Enqueued != nil {
 			msg += fmt.Sprintf(" %d step(s) sent back to work.", *res.Enqueued)

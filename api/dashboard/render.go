@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -90,10 +88,9 @@ var funcs = template.FuncMap{
 		}
 		return roundDuration(time.Duration(v) * time.Millisecond)
 	},
-	"short": func(id uuid.UUID) string { return id.String()[:8] },
-	"num":   thousands,
-	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
-	"f2":    func(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) },
+	"num": thousands,
+	"f1":  func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+	"f2":  func(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) },
 	"seconds": func(s float64) string {
 		return ageText(time.Duration(s * float64(time.Second)))
 	},
