@@ -55,6 +55,8 @@ type BulkPlan struct {
 	More bool `json:"more,omitempty"`
 	// AsOf is the target's AsOf, or now for a filter without one.
 	AsOf time.Time `json:"as_of"`
+	// Allowed are the task states the action applies to.
+	Allowed []workflow.TaskState `json:"allowed"`
 }
 
 // BulkRefusal is a task a bulk action could not act on, and why.
@@ -83,7 +85,7 @@ func (o Operator) PlanBulk(ctx context.Context, action string, target BulkTarget
 	case limit < 0 || limit > BulkLimit:
 		return BulkPlan{}, invalidf("a bulk action touches 1 to %d tasks, not %d", BulkLimit, limit)
 	}
-	plan := BulkPlan{Action: action, AsOf: target.AsOf}
+	plan := BulkPlan{Action: action, AsOf: target.AsOf, Allowed: workflow.TaskStatesAllowing(ev)}
 	if len(target.Tasks) > 0 {
 		seen := map[uuid.UUID]bool{}
 		for _, id := range target.Tasks {
@@ -106,7 +108,7 @@ func (o Operator) PlanBulk(ctx context.Context, action string, target BulkTarget
 	if err != nil {
 		return BulkPlan{}, err
 	}
-	p.States, p.CreatedBefore, p.Limit = workflow.TaskStatesAllowing(ev), plan.AsOf, limit+1
+	p.States, p.CreatedBefore, p.Limit = plan.Allowed, plan.AsOf, limit+1
 	tasks, err := o.Store.TaskList(ctx, p)
 	if err != nil {
 		return BulkPlan{}, err

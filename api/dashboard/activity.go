@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"math"
-	"slices"
 	"sync"
 	"time"
 
@@ -243,14 +242,4 @@ func (m *activityMinute) percentile(q float64) time.Duration {
 		}
 	}
 	return latencyBound(latencyBuckets - 1)
-}
-
-// BreakerNames are the breakers the record has seen, sorted.
-func (s ActivitySnapshot) BreakerNames() []string {
-	names := make([]string, 0, len(s.Breakers))
-	for n := range s.Breakers {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }

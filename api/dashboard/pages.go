@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -128,15 +129,8 @@ func (h *Handler) overview(r *http.Request) (page, error) {
 			d.Orchestration = append(d.Orchestration, q)
 		}
 	}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range hl.Breakers {
-			if !yield(n) {
-				return
-			}
-		}
-	})
 	breakers := map[string]*breakerRow{}
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(hl.Breakers)) {
 		b := &breakerRow{Name: n, State: hl.Breakers[n]}
 		if c, ok := snap.Breakers[n]; ok {
 			b.ChangedAt = &c.At
@@ -531,8 +525,6 @@ type bulkData struct {
 	Result *api.BulkResult
 	Back   string
 	Limit  int
-	// Allowed are the states the action applies to.
-	Allowed []workflow.TaskState
 }
 
 // bulk shows what a bulk action would touch and asks to confirm it; the
@@ -543,9 +535,6 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request) error {
 	action, scope := f.Get("action"), f.Get("scope")
 	d := bulkData{Action: action, Scope: scope, Filter: taskFilter(f), Back: localPath(f.Get("back")), Limit: api.BulkLimit}
 	d.Filter.Before = ""
-	if ev, ok := map[string]workflow.TaskEvent{api.BulkRetry: workflow.TaskEventRetry, api.BulkCancel: workflow.TaskEventCancel}[action]; ok {
-		d.Allowed = workflow.TaskStatesAllowing(ev)
-	}
 	target := api.BulkTarget{}
 	switch scope {
 	case "selected":
