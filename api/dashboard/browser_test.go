@@ -203,6 +203,13 @@ func TestBrowserOverviewTasksAndDiamond(t *testing.T) {
 	}
 	require.True(t, reached, "Tab reaches the graph's nodes")
 
+	// Zoom.
+	width := eval[float64](b, `+document.querySelector('svg.dag').getAttribute('width')`)
+	b.do("zoom in", chromedp.Click(chromedp.CSS(`button[data-zoom="in"]`)))
+	require.Greater(t, eval[float64](b, `+document.querySelector('svg.dag').getAttribute('width')`), width)
+	b.do("zoom out", chromedp.Click(chromedp.CSS(`button[data-zoom="out"]`)), chromedp.Click(chromedp.CSS(`button[data-zoom="out"]`)))
+	require.Less(t, eval[float64](b, `+document.querySelector('svg.dag').getAttribute('width')`), width)
+
 	// Dark and light.
 	before := eval[string](b, `getComputedStyle(document.body).backgroundColor`)
 	b.do("switch the theme", chromedp.Click(chromedp.ID("theme-toggle")))
@@ -291,6 +298,13 @@ func TestBrowserActorTreeShowsRestart(t *testing.T) {
 	require.Equal(t, "1", eval[string](b, `document.getElementById('restart-total').textContent`))
 	n.waitState(id, workflow.TaskStateComplete)
 	b.screenshot("actors")
+
+	// The updates pause, and resume.
+	b.do("pause", chromedp.Click(chromedp.ID("live-toggle")))
+	require.Equal(t, "false", eval[string](b, `document.getElementById('live-toggle').getAttribute('aria-pressed')`))
+	require.Equal(t, "updates paused", eval[string](b, `document.getElementById('live-status').textContent`))
+	b.do("resume", chromedp.Click(chromedp.ID("live-toggle")))
+	b.waitJS("an update after resuming", `document.getElementById('live-status').textContent.startsWith('updated')`)
 }
 
 // TestBrowserToken: with a token, the dashboard asks for it, keeps the
