@@ -290,6 +290,81 @@ func TestAPITaskList(t *testing.T) {
 	a.fail(http.MethodGet, "/v1/tasks?limit=100000", "", http.StatusBadRequest, api.CodeBadRequest)
 	msg = a.fail(http.MethodGet, "/v1/tasks?stat=error", "", http.StatusBadRequest, api.CodeBadRequest)
 	require.Contains(t, msg, `"stat"`)
+
+	// A search by the beginning of a task uuid or a request id.
+	req, _ := a.node.Store().TaskGet(t.Context(), dia)
+	require.Equal(t, []uuid.UUID{dia}, list("?q="+dia.String()))
+	require.Equal(t, []uuid.UUID{dia}, list("?q="+strings.ToUpper(req.RequestID.String())))
+	require.Equal(t, []uuid.UUID{dia}, list("?q="+strings.ReplaceAll(dia.String(), "-", "")[:20]))
+	require.Empty(t, list("?state=error&q="+dia.String()))
+	msg = a.fail(http.MethodGet, "/v1/tasks?q=abc", "", http.StatusBadRequest, api.CodeBadRequest)
+	require.Contains(t, msg, "at least 8 hex digits")
+	a.fail(http.MethodGet, "/v1/tasks?q=not-a-uuid-at-all", "", http.StatusBadRequest, api.CodeBadRequest)
+}
+
+// TestOperatorBulk retries and cancels the tasks a filter matches that the
+// action applies to, created up to the plan's time, and names the tasks it
+// was refused for.
+func TestOperatorBulk(t *testing.T) {
+	t.Parallel()
+	node := testsupport.StartNode(t, withNapTemplate()...)
+	op := api.Operator{Store: node.Store()}
+	_, ok := opSubmit(t, node, testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 2}`)
+	var odd []uuid.UUID
+	for _, n := range []int{3, 5, 7} {
+		_, id := opSubmit(t, node, testsupport.LinearNamespace, testsupport.LinearName, fmt.Sprintf(`{"even_number": %d}`, n))
+		odd = append(odd, id)
+	}
+	_, napping := opSubmit(t, node, "napping", "long_nap", `{}`)
+	opWaitState(t, node, ok, workflow.TaskStateComplete)
+	for _, id := range odd {
+		opWaitState(t, node, id, workflow.TaskStateError)
+	}
+	opWaitStep(t, node, napping, "nap", workflow.StepStateInProgress)
+
+	plan, err := op.PlanBulk(t.Context(), api.BulkRetry, api.BulkTarget{})
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{odd[2], odd[1], odd[0]}, plan.Tasks, "the tasks in error, newest first")
+	require.False(t, plan.More)
+	require.False(t, plan.AsOf.IsZero())
+
+	limited, err := op.PlanBulk(t.Context(), api.BulkRetry, api.BulkTarget{Limit: 2})
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{odd[2], odd[1]}, limited.Tasks)
+	require.True(t, limited.More)
+
+	// A plan pinned before a task was made leaves it out.
+	oddTask, err := node.Store().TaskGet(t.Context(), odd[1])
+	require.NoError(t, err)
+	pinned, err := op.PlanBulk(t.Context(), api.BulkRetry, api.BulkTarget{AsOf: oddTask.CreatedAt})
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{odd[1], odd[0]}, pinned.Tasks)
+
+	cancels, err := op.PlanBulk(t.Context(), api.BulkCancel, api.BulkTarget{Filter: api.TaskFilter{Namespace: "napping"}})
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{napping}, cancels.Tasks, "cancel applies to the task in progress")
+
+	// The selection: a complete task among them is refused, the others done.
+	res, err := op.ApplyBulk(t.Context(), api.BulkPlan{Action: api.BulkRetry, Tasks: []uuid.UUID{odd[0], ok}})
+	require.NoError(t, err)
+	require.Len(t, res.Done, 1)
+	require.Equal(t, odd[0], res.Done[0].TaskUUID)
+	require.Len(t, res.Refused, 1)
+	require.Equal(t, ok, res.Refused[0].TaskUUID)
+	require.Contains(t, res.Refused[0].Reason, "complete")
+
+	res, err = op.ApplyBulk(t.Context(), cancels)
+	require.NoError(t, err)
+	require.Len(t, res.Done, 1)
+	require.Equal(t, workflow.TaskStateCancelled, res.Done[0].State)
+
+	_, err = op.PlanBulk(t.Context(), "delete", api.BulkTarget{})
+	var invalid *api.InvalidError
+	require.ErrorAs(t, err, &invalid)
+	_, err = op.PlanBulk(t.Context(), api.BulkRetry, api.BulkTarget{Limit: api.BulkLimit + 1})
+	require.ErrorAs(t, err, &invalid)
+	_, err = op.PlanBulk(t.Context(), api.BulkRetry, api.BulkTarget{Filter: api.TaskFilter{State: "bogus"}})
+	require.ErrorAs(t, err, &invalid)
 }
 
 func TestAPITaskShow(t *testing.T) {
@@ -358,6 +433,18 @@ func TestAPITemplates(t *testing.T) {
 		require.Equal(t, want.steps, tm.Steps, want.key)
 	}
 	a.fail(http.MethodGet, "/v1/templates?all=1", "", http.StatusBadRequest, api.CodeBadRequest)
+
+	// One template with its steps.
+	dia := got[testsupport.DiamondNamespace+"/"+testsupport.DiamondName]
+	var d store.TemplateDetail
+	a.get(fmt.Sprintf("/v1/templates/%d", dia.ID), &d)
+	require.Equal(t, dia, d.TemplateInfo)
+	require.Len(t, d.StepList, 4)
+	require.Empty(t, d.StepList[0].DependsOn)
+	require.Equal(t, []string{d.StepList[0].Name}, d.StepList[1].DependsOn)
+	msg := a.fail(http.MethodGet, "/v1/templates/x1", "", http.StatusBadRequest, api.CodeBadRequest)
+	require.Contains(t, msg, `"x1"`)
+	a.fail(http.MethodGet, fmt.Sprintf("/v1/templates/%d", dia.ID+1000), "", http.StatusNotFound, api.CodeNotFound)
 }
 
 func TestAPIRejectedRequests(t *testing.T) {

@@ -21,22 +21,31 @@ func TestGuard(t *testing.T) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
 	for _, tc := range []struct {
 		name, token, method, host, path, auth, contentType string
+		dashboard                                          bool
 		want                                               int
 	}{
-		{"loopback name", "", "GET", "localhost:8080", "/v1/tasks", "", "", http.StatusTeapot},
-		{"loopback address", "", "GET", "127.0.0.1:8080", "/v1/tasks", "", "", http.StatusTeapot},
-		{"loopback v6", "", "GET", "[::1]:8080", "/v1/tasks", "", "", http.StatusTeapot},
-		{"rebound name without a token", "", "GET", "evil.example:8080", "/v1/tasks", "", "", http.StatusForbidden},
-		{"health for any host", "", "GET", "10.0.0.5:8080", "/health/ready", "", "", http.StatusTeapot},
-		{"any host with the token", "s3cret", "GET", "tasker.internal:8080", "/v1/tasks", "Bearer s3cret", "", http.StatusTeapot},
-		{"lower-case scheme", "s3cret", "GET", "localhost", "/v1/tasks", "bearer s3cret", "", http.StatusTeapot},
-		{"wrong token", "s3cret", "GET", "localhost", "/v1/tasks", "Bearer nope", "", http.StatusUnauthorized},
-		{"no token", "s3cret", "GET", "localhost", "/v1/tasks", "", "", http.StatusUnauthorized},
-		{"other scheme", "s3cret", "GET", "localhost", "/v1/tasks", "Basic s3cret", "", http.StatusUnauthorized},
-		{"post as JSON", "", "POST", "localhost", "/v1/tasks/x/retry", "", "application/json; charset=utf-8", http.StatusTeapot},
-		{"post as a form", "", "POST", "localhost", "/v1/tasks/x/retry", "", "application/x-www-form-urlencoded", http.StatusUnsupportedMediaType},
-		{"post as text", "", "POST", "localhost", "/v1/tasks/x/retry", "", "text/plain", http.StatusUnsupportedMediaType},
-		{"post without a type", "", "POST", "localhost", "/v1/tasks/x/retry", "", "", http.StatusUnsupportedMediaType},
+		{"loopback name", "", "GET", "localhost:8080", "/v1/tasks", "", "", false, http.StatusTeapot},
+		{"loopback address", "", "GET", "127.0.0.1:8080", "/v1/tasks", "", "", false, http.StatusTeapot},
+		{"loopback v6", "", "GET", "[::1]:8080", "/v1/tasks", "", "", false, http.StatusTeapot},
+		{"rebound name without a token", "", "GET", "evil.example:8080", "/v1/tasks", "", "", false, http.StatusForbidden},
+		{"health for any host", "", "GET", "10.0.0.5:8080", "/health/ready", "", "", false, http.StatusTeapot},
+		{"any host with the token", "s3cret", "GET", "tasker.internal:8080", "/v1/tasks", "Bearer s3cret", "", false, http.StatusTeapot},
+		{"lower-case scheme", "s3cret", "GET", "localhost", "/v1/tasks", "bearer s3cret", "", false, http.StatusTeapot},
+		{"wrong token", "s3cret", "GET", "localhost", "/v1/tasks", "Bearer nope", "", false, http.StatusUnauthorized},
+		{"no token", "s3cret", "GET", "localhost", "/v1/tasks", "", "", false, http.StatusUnauthorized},
+		{"other scheme", "s3cret", "GET", "localhost", "/v1/tasks", "Basic s3cret", "", false, http.StatusUnauthorized},
+		{"post as JSON", "", "POST", "localhost", "/v1/tasks/x/retry", "", "application/json; charset=utf-8", false, http.StatusTeapot},
+		{"post as a form", "", "POST", "localhost", "/v1/tasks/x/retry", "", "application/x-www-form-urlencoded", false, http.StatusUnsupportedMediaType},
+		{"post as text", "", "POST", "localhost", "/v1/tasks/x/retry", "", "text/plain", false, http.StatusUnsupportedMediaType},
+		{"post without a type", "", "POST", "localhost", "/v1/tasks/x/retry", "", "", false, http.StatusUnsupportedMediaType},
+		{"no dashboard: its paths are guarded as the API", "s3cret", "GET", "localhost", "/tasks", "", "", false, http.StatusUnauthorized},
+		{"a page without the bearer token", "s3cret", "GET", "localhost", "/tasks", "", "", true, http.StatusTeapot},
+		{"a form post to a page", "", "POST", "localhost", "/tasks/x/retry", "", "application/x-www-form-urlencoded", true, http.StatusTeapot},
+		{"a page on a rebound name", "", "GET", "evil.example:8080", "/", "", "", true, http.StatusForbidden},
+		{"the API beside the dashboard", "s3cret", "GET", "localhost", "/v1/tasks", "", "", true, http.StatusUnauthorized},
+		{"an API form post beside the dashboard", "", "POST", "localhost", "/v1/tasks/x/retry", "", "text/plain", true, http.StatusUnsupportedMediaType},
+		{"metrics beside the dashboard", "s3cret", "GET", "localhost", "/metrics", "", "", true, http.StatusUnauthorized},
+		{"debug beside the dashboard", "s3cret", "GET", "localhost", "/debug/actors", "", "", true, http.StatusUnauthorized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := httptest.NewRequest(tc.method, "http://"+tc.host+tc.path, nil)
@@ -48,7 +57,7 @@ func TestGuard(t *testing.T) {
 				req.Header.Set("Content-Type", tc.contentType)
 			}
 			rec := httptest.NewRecorder()
-			guard(tc.token, ok).ServeHTTP(rec, req)
+			guard(tc.token, tc.dashboard, ok).ServeHTTP(rec, req)
 			require.Equal(t, tc.want, rec.Code, rec.Body.String())
 		})
 	}

@@ -38,6 +38,11 @@ type Deps struct {
 	Token string
 	// Logger records the API requests that fail for an internal reason.
 	Logger *slog.Logger
+	// Dashboard, when set, serves every path outside the API's (/v1/,
+	// /health, /debug/, /metrics): the web pages. It checks the token
+	// itself (a cookie, for a browser) and protects its own POSTs; the
+	// API's guard applies only its loopback rule to it.
+	Dashboard http.Handler
 }
 
 // server is the API of one node.
@@ -75,7 +80,16 @@ func Handler(d Deps) http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{}))
 	s.routes(mux)
-	return guard(d.Token, mux)
+	if d.Dashboard != nil {
+		mux.Handle("/", d.Dashboard)
+	}
+	return guard(d.Token, d.Dashboard != nil, mux)
+}
+
+// apiPath reports whether path is the API's rather than the dashboard's.
+func apiPath(path string) bool {
+	return path == "/v1" || strings.HasPrefix(path, "/v1/") || path == "/health" || strings.HasPrefix(path, "/health/") ||
+		strings.HasPrefix(path, "/debug/") || path == "/metrics"
 }
 
 // guard is what every request passes before its route. With a token
@@ -86,7 +100,12 @@ func Handler(d Deps) http.Handler {
 // Host and is refused. Every POST must say its body is JSON: a browser
 // sends that type across sites only after asking, so a page elsewhere
 // cannot post an action.
-func guard(token string, next http.Handler) http.Handler {
+//
+// With dashboard set, the paths outside the API's are the dashboard's: the
+// loopback rule holds for them, but a browser can follow neither the
+// bearer token nor the JSON rule, so the dashboard checks the token itself
+// (from a cookie) and protects its own POSTs.
+func guard(token string, dashboard bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		health := strings.HasPrefix(r.URL.Path, "/health/") || r.URL.Path == "/health"
 		switch {
@@ -94,6 +113,8 @@ func guard(token string, next http.Handler) http.Handler {
 			writeJSON(w, r, http.StatusForbidden, apiError{Code: CodeForbidden,
 				Message: fmt.Sprintf("host %q is not a loopback name; without http.api_token the node answers only requests to localhost", r.Host)})
 			return
+		case dashboard && !apiPath(r.URL.Path):
+			// The dashboard checks the token and its POSTs itself.
 		case token != "" && !health && !bearer(r.Header.Get("Authorization"), token):
 			writeJSON(w, r, http.StatusUnauthorized, apiError{Code: CodeUnauthorized, Message: "a valid Authorization: Bearer token is required"})
 			return
@@ -147,14 +168,9 @@ func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 		return
 	}
 	if r.URL.Query().Get(prettyParam) == "1" {
-		if n := indentedSize(b); n <= maxPrettyBytes {
-			var buf bytes.Buffer
-			buf.Grow(n)
-			if json.Indent(&buf, b, "", prettyIndent) == nil {
-				b = buf.Bytes()
-			}
-		} else {
-			w.Header().Set("Tasker-Pretty", fmt.Sprintf("not indented: the indented answer would be about %d bytes, over %d", n, maxPrettyBytes))
+		var ok bool
+		if b, ok = Indent(b, maxPrettyBytes); !ok {
+			w.Header().Set("Tasker-Pretty", fmt.Sprintf("not indented: the indented answer would be about %d bytes, over %d", indentedSize(b), maxPrettyBytes))
 		}
 	}
 	w.WriteHeader(code)
@@ -169,6 +185,22 @@ const (
 	// maxPrettyBytes bounds an indented answer.
 	maxPrettyBytes = 4 << 20
 )
+
+// Indent returns JSON b indented as ?pretty=1 indents answers, unless the
+// indented JSON would be over limit bytes (or b is not JSON): then b as it
+// is, and false.
+func Indent(b []byte, limit int) ([]byte, bool) {
+	n := indentedSize(b)
+	if n > limit {
+		return b, false
+	}
+	var buf bytes.Buffer
+	buf.Grow(n)
+	if json.Indent(&buf, b, "", prettyIndent) != nil {
+		return b, false
+	}
+	return buf.Bytes(), true
+}
 
 // indentedSize is (an upper bound of) the size of compact JSON b once
 // indented with prettyIndent: each opening, closing and comma starts a line

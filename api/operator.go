@@ -8,6 +8,7 @@ package api
 import (
 	"cmp"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,6 +98,35 @@ type TaskFilter struct {
 	Limit int
 	// Before is a cursor: the next_cursor of the previous page.
 	Before string
+	// Search keeps the tasks whose task uuid, request id or correlation id
+	// begins with it (ParseSearch).
+	Search string
+}
+
+// searchMinDigits is the shortest search: fewer hex digits would match
+// too large a share of the tasks to be a search.
+const searchMinDigits = 8
+
+// ParseSearch turns a search into the UUIDs it stands for: a task uuid,
+// request id or correlation id, or the beginning of one (at least 8 hex
+// digits; dashes and case do not matter).
+func ParseSearch(s string) (store.UUIDRange, error) {
+	bad := func() (store.UUIDRange, error) {
+		return store.UUIDRange{}, invalidf("search %q is not a task uuid, request id or correlation id, nor the beginning of one (at least %d hex digits)", s, searchMinDigits)
+	}
+	digits := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), "-", ""))
+	if len(digits) < searchMinDigits || len(digits) > 32 {
+		return bad()
+	}
+	lo, hi := []byte(digits+strings.Repeat("0", 32-len(digits))), []byte(digits+strings.Repeat("f", 32-len(digits)))
+	var r store.UUIDRange
+	if _, err := hex.Decode(r.Low[:], lo); err != nil {
+		return bad()
+	}
+	if _, err := hex.Decode(r.High[:], hi); err != nil {
+		return bad()
+	}
+	return r, nil
 }
 
 // params validates f and turns it into the store's filter.
@@ -122,6 +152,13 @@ func (f TaskFilter) params(now time.Time) (store.TaskListParams, error) {
 			return p, invalidf("before %q is not a cursor (a task uuid)", f.Before)
 		}
 		p.Before = id
+	}
+	if f.Search != "" {
+		r, err := ParseSearch(f.Search)
+		if err != nil {
+			return p, err
+		}
+		p.Search = &r
 	}
 	limit, err := checkLimit(f.Limit)
 	p.Limit = limit
@@ -212,6 +249,28 @@ func (o Operator) Task(ctx context.Context, id uuid.UUID) (store.TaskDetail, err
 func (o Operator) Templates(ctx context.Context) (TemplatePage, error) {
 	ts, err := o.Store.TemplateList(ctx)
 	return TemplatePage{Templates: nonNil(ts)}, err
+}
+
+// ParseTemplateID parses a template id (the id of GET /v1/templates).
+func ParseTemplateID(s string) (int64, error) {
+	id, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, invalidf("%q is not a template id (a positive number)", s)
+	}
+	return id, nil
+}
+
+// Template returns a registered template, by its id, with its steps.
+func (o Operator) Template(ctx context.Context, id int64) (store.TemplateDetail, error) {
+	d, err := o.Store.TemplateShow(ctx, id)
+	d.StepList = nonNil(d.StepList)
+	return d, err
+}
+
+// TaskCounts counts the tasks in each state (each up to
+// store.TaskStateCountsCap).
+func (o Operator) TaskCounts(ctx context.Context) ([]store.TaskStateCount, error) {
+	return o.Store.TaskStateCounts(ctx)
 }
 
 // Rejected lists the rejected task requests, newest first.

@@ -40,12 +40,12 @@ func (s *server) routes(mux *http.ServeMux) {
 	op := s.op
 	mux.HandleFunc("GET /v1/tasks", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if err := knownParams(q, "state", "namespace", "name", "since", "limit", "before"); err != nil {
+		if err := knownParams(q, "state", "namespace", "name", "since", "q", "limit", "before"); err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		f := TaskFilter{State: q.Get("state"), Namespace: q.Get("namespace"), Name: q.Get("name"), Since: q.Get("since"),
-			Before: q.Get("before")}
+			Search: q.Get("q"), Before: q.Get("before")}
 		var err error
 		if f.Limit, err = limitParam(q); err != nil {
 			s.fail(w, r, err)
@@ -92,6 +92,18 @@ func (s *server) routes(mux *http.ServeMux) {
 		}
 		page, err := op.Templates(r.Context())
 		s.reply(w, r, page, err)
+	})
+	mux.HandleFunc("GET /v1/templates/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, err := ParseTemplateID(r.PathValue("id"))
+		if err == nil {
+			err = knownParams(r.URL.Query())
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		d, err := op.Template(r.Context(), id)
+		s.reply(w, r, d, err)
 	})
 	mux.HandleFunc("GET /v1/requests/rejected", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

@@ -27,6 +27,7 @@ import (
 
 	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/api"
+	"github.com/tasker-run/tasker/api/dashboard"
 	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
@@ -85,6 +86,7 @@ type Node struct {
 	tmpls    []*workflow.Template
 	system   *actors.System
 	metrics  *Metrics
+	activity *dashboard.Activity
 	http     *http.Server
 	httpAddr string
 	listener *listener
@@ -134,6 +136,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	n.pool = n.db.Pool
 
 	n.metrics = NewMetrics()
+	n.activity = dashboard.NewActivity(nil)
 	n.store = store.New(n.pool, storeOptions(cfg, n.nodeID, n.log))
 	if n.registry, err = n.buildRegistry(); err != nil {
 		return n, err
@@ -163,17 +166,26 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		actorQueue = opts.WrapQueue(actorQueue)
 	}
 	n.system, err = actors.Start(settings, actors.Deps{
-		Store:          actorStore,
-		Queue:          actorQueue,
-		Handlers:       n.registry,
-		Logger:         n.log,
-		BreakerChanged: n.metrics.breakerChanged,
-		BreakerRemoved: n.metrics.breakerRemoved,
+		Store:    actorStore,
+		Queue:    actorQueue,
+		Handlers: n.registry,
+		Logger:   n.log,
+		BreakerChanged: func(component, state string) {
+			n.metrics.breakerChanged(component, state)
+			n.activity.BreakerChanged(component, state)
+		},
+		BreakerRemoved: func(component string) {
+			n.metrics.breakerRemoved(component)
+			n.activity.BreakerRemoved(component)
+		},
 		StepFinished:   n.metrics.stepFinished,
 		RequestHandled: n.metrics.requestHandled,
-		ResultApplied:  n.metrics.resultApplied,
-		MessageHeld:    n.metrics.messageHeld,
-		Ping:           pingPool(n.pool),
+		ResultApplied: func(out store.ResultOutcome) {
+			n.metrics.resultApplied(out)
+			n.activity.ResultApplied(out)
+		},
+		MessageHeld: n.metrics.messageHeld,
+		Ping:        pingPool(n.pool),
 	})
 	if err != nil {
 		return n, err
@@ -187,6 +199,9 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	}
 	n.log.Info("node ready", "mode", cfg.Node.Mode, "namespaces", namespaces,
 		"worker_namespaces", workerNamespaces(settings), "http", n.httpAddr, "env", cfg.Env)
+	if n.httpAddr != "" {
+		n.log.Info("dashboard", "url", n.DashboardURL())
+	}
 	return n, nil
 }
 
@@ -287,6 +302,17 @@ func (n *Node) serveHTTP() error {
 		Metrics: n.metrics.Registry,
 		Token:   n.cfg.HTTP.APIToken,
 		Logger:  n.log,
+		Dashboard: dashboard.New(dashboard.Deps{
+			NodeID:     n.nodeID,
+			Mode:       n.cfg.Node.Mode,
+			Namespaces: n.namespaces(),
+			Operator:   api.Operator{Store: n.store},
+			Health:     n.Health,
+			Actors:     n.treeNodes,
+			Activity:   n.activity,
+			Token:      n.cfg.HTTP.APIToken,
+			Logger:     n.log,
+		}),
 	})
 	n.http = newHTTPServer(handler)
 	go func() {
@@ -295,6 +321,22 @@ func (n *Node) serveHTTP() error {
 		}
 	}()
 	return nil
+}
+
+// DashboardURL is the address of the node's dashboard ("" without HTTP):
+// the listener's, with a wildcard address shown as the loopback one.
+func (n *Node) DashboardURL() string {
+	if n.httpAddr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(n.httpAddr)
+	if err != nil {
+		return "http://" + n.httpAddr + "/"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
 // NodeID is the node's id.

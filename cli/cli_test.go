@@ -139,6 +139,12 @@ func TestCLITaskList(t *testing.T) {
 	require.Len(t, page.Tasks, 1)
 	require.Equal(t, odd.TaskUUID, page.Tasks[0].TaskUUID)
 
+	page = api.TaskPage{}
+	e.okJSON(&page, "task", "list", "--search", dia.RequestID.String()[:23])
+	require.Len(t, page.Tasks, 1)
+	require.Equal(t, dia.TaskUUID, page.Tasks[0].TaskUUID)
+	require.Contains(t, e.fails(exitUsage, "task", "list", "--search", "12"), "at least 8 hex digits")
+
 	require.Equal(t, "no tasks\n", e.ok("task", "list", "--namespace", "nope"))
 	page = api.TaskPage{}
 	e.okJSON(&page, "task", "list", "--state", "cancelled")

@@ -18,6 +18,7 @@ func runTaskList(in *invocation, args []string) error {
 	in.fs.StringVar(&f.Namespace, "namespace", "", "keep tasks of this namespace")
 	in.fs.StringVar(&f.Name, "name", "", "keep tasks of this template name")
 	in.fs.StringVar(&f.Since, "since", "", `keep tasks created within this age ("90m", "24h", "7d")`)
+	in.fs.StringVar(&f.Search, "search", "", "keep the tasks whose task uuid, request id or correlation id begins with this (8 or more hex digits)")
 	in.fs.IntVar(&f.Limit, "limit", api.ListLimitDefault, "at most this many tasks")
 	in.fs.StringVar(&f.Before, "before", "", "tasks older than this cursor (the next_cursor of the previous page)")
 	if _, err := in.parse(args); err != nil {

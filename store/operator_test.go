@@ -259,6 +259,101 @@ func TestTaskList(t *testing.T) {
 		ids(store.TaskListParams{Namespace: testsupport.DiamondNamespace, State: workflow.TaskStateInProgress, CreatedAfter: h.show(created[0]).CreatedAt, Limit: 1}))
 }
 
+// TestTaskListStatesAndSearch: a set of states, an upper bound on the
+// creation time, and a search by a prefix of the task uuid, the request id
+// or the correlation id.
+func TestTaskListStatesAndSearch(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	correlation := uuid.MustParse("7a5e0000-1111-7222-8333-444455556666")
+	req := request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 3}`)
+	req.CorrelationID = correlation
+	out := h.accept(req)
+	require.True(t, out.Created)
+	failed := out.TaskUUID
+	requireCleanRun(t, h.runToEnd(h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)))
+	h.runToEnd(failed)
+	running := h.submit(testsupport.DiamondNamespace, testsupport.DiamondName, `{"even_number": 4}`)
+	require.Equal(t, workflow.TaskStateError, h.show(failed).State)
+
+	ids := func(p store.TaskListParams) []uuid.UUID {
+		t.Helper()
+		tasks, err := h.st.TaskList(h.ctx, p)
+		require.NoError(t, err)
+		out := []uuid.UUID{}
+		for _, tk := range tasks {
+			out = append(out, tk.TaskUUID)
+		}
+		return out
+	}
+	prefix := func(id uuid.UUID, n int) *store.UUIDRange {
+		lo, hi := id, id
+		for i := n; i < 16; i++ {
+			lo[i], hi[i] = 0, 0xff
+		}
+		return &store.UUIDRange{Low: lo, High: hi}
+	}
+	actionable := []workflow.TaskState{workflow.TaskStatePending, workflow.TaskStateInProgress, workflow.TaskStateError}
+	require.Equal(t, []uuid.UUID{running, failed}, ids(store.TaskListParams{States: actionable}))
+	require.Equal(t, []uuid.UUID{failed}, ids(store.TaskListParams{States: actionable, State: workflow.TaskStateError}))
+	require.Empty(t, ids(store.TaskListParams{States: actionable, State: workflow.TaskStateComplete}), "a state outside the set matches nothing")
+	require.Equal(t, []uuid.UUID{failed}, ids(store.TaskListParams{States: actionable, CreatedBefore: h.show(failed).CreatedAt}))
+
+	require.Equal(t, []uuid.UUID{failed}, ids(store.TaskListParams{Search: prefix(failed, 16)}), "the whole task uuid")
+	require.Equal(t, []uuid.UUID{failed}, ids(store.TaskListParams{Search: prefix(req.RequestID, 16)}), "the request id")
+	require.Equal(t, []uuid.UUID{failed}, ids(store.TaskListParams{Search: prefix(correlation, 4)}), "a prefix of the correlation id")
+	require.Equal(t, []uuid.UUID{running}, ids(store.TaskListParams{Search: prefix(running, 16), State: workflow.TaskStateInProgress}))
+	require.Empty(t, ids(store.TaskListParams{Search: prefix(running, 16), State: workflow.TaskStateError}), "the filters apply to what the search found")
+	require.Empty(t, ids(store.TaskListParams{Search: prefix(uuid.MustParse("00000000-0000-7000-8000-000000000000"), 16)}))
+}
+
+// TestTaskStateCounts counts tasks by state, in lifecycle order.
+func TestTaskStateCounts(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	requireCleanRun(t, h.runToEnd(h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)))
+	h.submit(testsupport.DiamondNamespace, testsupport.DiamondName, `{"even_number": 4}`)
+	h.submit(testsupport.DiamondNamespace, testsupport.DiamondName, `{"even_number": 2}`)
+	counts, err := h.st.TaskStateCounts(h.ctx)
+	require.NoError(t, err)
+	got := map[workflow.TaskState]int64{}
+	var order []workflow.TaskState
+	for _, c := range counts {
+		got[c.State] = c.Count
+		order = append(order, c.State)
+		require.False(t, c.AtLeast)
+	}
+	require.Equal(t, workflow.AllTaskStates(), order)
+	require.Equal(t, int64(1), got[workflow.TaskStateComplete])
+	require.Equal(t, int64(2), got[workflow.TaskStateInProgress])
+	require.Zero(t, got[workflow.TaskStateError])
+}
+
+// TestTemplateShow reads a registered template back with its steps.
+func TestTemplateShow(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	list, err := h.st.TemplateList(h.ctx)
+	require.NoError(t, err)
+	var diamond store.TemplateInfo
+	for _, ti := range list {
+		if ti.Namespace == testsupport.DiamondNamespace {
+			diamond = ti
+		}
+	}
+	require.NotZero(t, diamond.ID)
+	d, err := h.st.TemplateShow(h.ctx, diamond.ID)
+	require.NoError(t, err)
+	require.Equal(t, diamond, d.TemplateInfo)
+	require.Len(t, d.StepList, 4)
+	last := d.StepList[3]
+	require.ElementsMatch(t, []string{d.StepList[1].Name, d.StepList[2].Name}, last.DependsOn)
+	require.Positive(t, last.TimeoutMS)
+	require.Positive(t, last.MaxAttempts)
+	_, err = h.st.TemplateShow(h.ctx, diamond.ID+1000)
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
 // TestMigrate applies the migrations once; applying again does nothing,
 // also when two nodes migrate at once.
 func TestMigrate(t *testing.T) {

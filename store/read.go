@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -140,11 +141,18 @@ func (s *Store) transitions(ctx context.Context, st *statement, task uuid.UUID) 
 
 // TaskListParams filter TaskList. Zero values do not filter.
 type TaskListParams struct {
-	State     workflow.TaskState
+	State workflow.TaskState
+	// States keeps tasks in any of these states (with State, in State).
+	States    []workflow.TaskState
 	Namespace string
 	Name      string
 	// CreatedAfter keeps tasks newer than this.
 	CreatedAfter time.Time
+	// CreatedBefore keeps tasks created at this time or earlier.
+	CreatedBefore time.Time
+	// Search keeps tasks whose task uuid, request id or correlation id lies
+	// in the range.
+	Search *UUIDRange
 	// Before keeps tasks older than this task (a cursor: the last task of
 	// the previous page).
 	Before uuid.UUID
@@ -152,30 +160,96 @@ type TaskListParams struct {
 	Limit int
 }
 
+// UUIDRange is the UUIDs from Low to High, both included: those that begin
+// with a given prefix, say.
+type UUIDRange struct{ Low, High uuid.UUID }
+
 // TaskList returns tasks newest first.
 func (s *Store) TaskList(ctx context.Context, p TaskListParams) ([]Task, error) {
 	if p.Limit <= 0 {
 		p.Limit = 50
 	}
-	var after *time.Time
-	if !p.CreatedAfter.IsZero() {
-		after = &p.CreatedAfter
+	a := args{
+		"states": taskStates(p), "namespace": p.Namespace, "name": p.Name, "created_after": optionalTime(p.CreatedAfter),
+		"created_before": optionalTime(p.CreatedBefore), "limit": p.Limit, "before": optionalUUID(p.Before),
 	}
-	var before *[16]byte
-	if p.Before != uuid.Nil {
-		b := pgUUID(p.Before)
-		before = &b
+	st := stmt("task_list")
+	if p.Search != nil {
+		st = stmt("task_search")
+		a["lo"], a["hi"] = pgUUID(p.Search.Low), pgUUID(p.Search.High)
 	}
-	rows, err := stmt("task_list").query(ctx, s.pool, args{
-		"state": string(p.State), "namespace": p.Namespace, "name": p.Name, "created_after": after, "limit": p.Limit,
-		"before": before,
-	})
+	rows, err := st.query(ctx, s.pool, a)
 	if err != nil {
 		return nil, fmt.Errorf("listing tasks: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Task, error) { return scanTask(r) })
 	if err != nil {
 		return nil, fmt.Errorf("listing tasks: %w", err)
+	}
+	return out, nil
+}
+
+// taskStates is the states filter of p: State alone, or States, or State
+// where States has it (none when it does not: nothing matches).
+func taskStates(p TaskListParams) []string {
+	switch {
+	case len(p.States) == 0 && p.State == "":
+		return []string{}
+	case len(p.States) == 0:
+		return []string{string(p.State)}
+	case p.State == "":
+		return states(p.States)
+	case slices.Contains(p.States, p.State):
+		return []string{string(p.State)}
+	}
+	// No state is both; a state no task has keeps the filter non-empty.
+	return []string{""}
+}
+
+func optionalTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func optionalUUID(id uuid.UUID) *[16]byte {
+	if id == uuid.Nil {
+		return nil
+	}
+	b := pgUUID(id)
+	return &b
+}
+
+// TaskStateCountsCap is where TaskStateCounts stops counting a state.
+const TaskStateCountsCap = 10_000
+
+// TaskStateCount is how many tasks are in one state; AtLeast says the
+// count stopped at TaskStateCountsCap.
+type TaskStateCount struct {
+	State   workflow.TaskState `json:"state"`
+	Count   int64              `json:"count"`
+	AtLeast bool               `json:"at_least,omitempty"`
+}
+
+// TaskStateCounts counts the tasks in each state, in lifecycle order, up
+// to TaskStateCountsCap each.
+func (s *Store) TaskStateCounts(ctx context.Context) ([]TaskStateCount, error) {
+	rows, err := stmt("task_state_counts").query(ctx, s.pool, args{
+		"states": states(workflow.AllTaskStates()), "cap": TaskStateCountsCap,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting tasks by state: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TaskStateCount, error) {
+		var c TaskStateCount
+		var state string
+		err := r.Scan(&state, &c.Count)
+		c.State, c.AtLeast = workflow.TaskState(state), c.Count >= TaskStateCountsCap
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting tasks by state: %w", err)
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -17,10 +18,12 @@ import (
 // templateDef is the part of a template a task is built from, as stored in
 // templates.definition.
 type templateDef struct {
-	Steps []stepDef `json:"steps"`
+	Steps []TemplateStep `json:"steps"`
 }
 
-type stepDef struct {
+// TemplateStep is a step of a registered template as stored: its handler
+// and config, its parents, its timeout and its retry policy.
+type TemplateStep struct {
 	Name          string          `json:"name"`
 	Handler       string          `json:"handler"`
 	Config        json.RawMessage `json:"config,omitempty"`
@@ -33,9 +36,9 @@ type stepDef struct {
 }
 
 func definitionOf(t *workflow.Template) templateDef {
-	def := templateDef{Steps: make([]stepDef, 0, len(t.Steps))}
+	def := templateDef{Steps: make([]TemplateStep, 0, len(t.Steps))}
 	for _, st := range t.Steps {
-		def.Steps = append(def.Steps, stepDef{
+		def.Steps = append(def.Steps, TemplateStep{
 			Name:          st.Name,
 			Handler:       st.Handler,
 			Config:        st.Config,
@@ -123,6 +126,36 @@ func (s *Store) TemplateList(ctx context.Context) ([]TemplateInfo, error) {
 		return nil, fmt.Errorf("listing templates: %w", err)
 	}
 	return out, nil
+}
+
+// TemplateDetail is a registered template with its steps.
+type TemplateDetail struct {
+	TemplateInfo
+	StepList []TemplateStep `json:"step_list"`
+}
+
+// TemplateShow returns the registered template with the id, with its steps
+// in template order.
+func (s *Store) TemplateShow(ctx context.Context, id int64) (TemplateDetail, error) {
+	var (
+		d   TemplateDetail
+		raw []byte
+	)
+	t := &d.TemplateInfo
+	err := stmt("template_show").queryRow(ctx, s.pool, args{"id": id}).
+		Scan(&t.ID, &t.Namespace, &t.Name, &t.Version, &t.Description, &t.Hash, &t.Steps, &t.Source, &t.RegisteredAt, &t.UpdatedAt, &raw)
+	if err != nil {
+		if err = translate(err); errors.Is(err, ErrNotFound) {
+			return d, fmt.Errorf("template %d: %w", id, ErrNotFound)
+		}
+		return d, fmt.Errorf("reading template %d: %w", id, err)
+	}
+	var def templateDef
+	if err := json.Unmarshal(raw, &def); err != nil {
+		return d, fmt.Errorf("decoding template %d: %w", id, err)
+	}
+	d.StepList = def.Steps
+	return d, nil
 }
 
 // resolvedTemplate is what task creation needs of a template.

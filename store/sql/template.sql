@@ -37,3 +37,8 @@ LEFT JOIN LATERAL (
 
 -- name: template_definition
 SELECT definition, hash FROM tasker.templates WHERE template_id = @id;
+
+-- name: template_show
+SELECT template_id, namespace, name, version, description, hash,
+    jsonb_array_length(definition->'steps'), source, registered_at, updated_at, definition
+FROM tasker.templates WHERE template_id = @id;
