@@ -165,9 +165,17 @@ DELETE FROM {{queue}} WHERE message->>'task_uuid' IN
     (SELECT task_uuid::text FROM tasker.tasks WHERE request_id = ANY(@ids::uuid[]));
 
 -- name: request_tasks_delete
--- Deletes the requests' tasks; steps, edges and transitions go with them
--- (ON DELETE CASCADE).
-DELETE FROM tasker.tasks WHERE request_id = ANY(@ids::uuid[]);
+-- Deletes the requests' tasks with their transitions (the transition tables
+-- have no foreign keys); steps and edges go with the tasks (ON DELETE
+-- CASCADE).
+WITH doomed AS (
+    SELECT task_uuid FROM tasker.tasks WHERE request_id = ANY(@ids::uuid[])
+), step_moves AS (
+    DELETE FROM tasker.step_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed)
+), task_moves AS (
+    DELETE FROM tasker.task_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed)
+)
+DELETE FROM tasker.tasks WHERE task_uuid IN (SELECT task_uuid FROM doomed);
 
 -- name: request_rejections_delete
 DELETE FROM tasker.rejected_requests WHERE request_id = ANY(@ids::uuid[]);
