@@ -172,7 +172,7 @@ func (w *worker) run(job stepJob) {
 		CorrelationID: work.CorrelationID, Attempt: work.Attempt, Result: result, Err: stepErr,
 		Duration: elapsed, Archive: archive, Direct: !archive && w.sys.canHandOver(),
 	}
-	stale = false
+	superseded := false
 	// The handler has run: its outcome is worth recording through the
 	// shutdown too, rather than running it again on redelivery.
 	held.untilShutdown = true
@@ -185,7 +185,7 @@ func (w *worker) run(job stepJob) {
 		err := w.sys.deps.Store.StepOutcomeRecord(ctx, out)
 		if errors.Is(err, store.ErrStale) {
 			log.Info("outcome is stale: another attempt is current")
-			stale = true
+			superseded = true
 			return nil
 		}
 		return err
@@ -194,7 +194,7 @@ func (w *worker) run(job stepJob) {
 		log.Warn("recording outcome failed; the message is left to redelivery", "error", err)
 		return
 	}
-	if out.Direct && !stale && !w.sys.handOver(w.due(work, job, lease.get())) {
+	if out.Direct && !superseded && !w.sys.handOver(w.due(work, job, lease.get())) {
 		log.Warn("the step-result actor is gone; the outcome waits for its step message's redelivery")
 	}
 }

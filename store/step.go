@@ -285,11 +285,11 @@ func (s *Store) OutcomeForward(ctx context.Context, d OutcomeDue) error {
 	if err != nil {
 		return fmt.Errorf("encoding step result: %w", err)
 	}
-	var sent, acked int64
+	var sent, acked, woke int64
 	err = st.queryRow(ctx, s.pool, args{
 		"step": pgUUID(d.StepUUID), "attempt": d.Attempt, "outcome_states": outcomeStates, "body": body,
 		"msg_id": d.MsgID, "wake_channel": WakeChannel, "wake_queue": queue.StepResultsQueue,
-	}).Scan(&sent, &acked)
+	}).Scan(&sent, &acked, &woke)
 	if err != nil {
 		return fmt.Errorf("forwarding outcome of step %s: %w", d.StepUUID, translate(err))
 	}

@@ -49,7 +49,7 @@ SELECT r.step_uuid FROM recorded r, (SELECT count(*) FROM woke) w, (SELECT count
 -- Sends to {{result_queue}} the result message of the outcome of @attempt
 -- that waits on step @step (in a state that takes one), and deletes step
 -- message @msg_id of {{step_queue}} whether it still waits or not; wakes the
--- results' consumer at commit. Returns the counts sent and deleted.
+-- results' consumer at commit. Returns the counts sent, deleted and woken.
 WITH waiting AS (
     SELECT step_uuid FROM tasker.steps
     WHERE step_uuid = @step AND outcome_attempt = @attempt AND state = ANY(@outcome_states::text[])
@@ -63,4 +63,4 @@ WITH waiting AS (
 ), woke AS (
     SELECT pg_notify(@wake_channel, @wake_queue) FROM (SELECT FROM sent LIMIT 1) x
 )
-SELECT (SELECT count(*) FROM sent), (SELECT count(*) FROM acked) + 0 * (SELECT count(*) FROM woke);
+SELECT (SELECT count(*) FROM sent), (SELECT count(*) FROM acked), (SELECT count(*) FROM woke);
