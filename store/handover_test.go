@@ -118,6 +118,43 @@ func TestHandedOverOutcomeComesBackWithItsMessage(t *testing.T) {
 	require.Equal(t, 1, step(t, d, "linear_step_1").Attempts, "the step ran once")
 }
 
+// A Direct outcome recorded again — the worker's retry after the commit of
+// its first try lost its answer — is answered as recorded and changes
+// nothing, so the worker hands it over now rather than leave it waiting for
+// its message's visibility timeout; one of an attempt no longer current is
+// still stale.
+func TestDirectOutcomeRecordedAgainAfterLostAnswer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+	q := queue.NamespaceQueue(testsupport.LinearNamespace)
+	msgs := h.readAll(q)
+	require.Len(t, msgs, 1)
+	w := h.start(msgs[0])
+	o := h.outcome(msgs[0], w)
+	o.Direct = true
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, o))
+	before := step(t, h.show(task), "linear_step_1")
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, o), "the repeated call is answered as recorded")
+	after := step(t, h.show(task), "linear_step_1")
+	require.Equal(t, before, after, "recording again changes nothing")
+	require.Zero(t, h.queueLen(queue.StepResultsQueue), "no result message")
+	live, _ := h.inQueue(q, msgs[0].ID)
+	require.True(t, live, "the step message waits for the outcome's application")
+
+	stale := o
+	stale.Attempt = w.Attempt + 1
+	require.ErrorIs(t, h.st.StepOutcomeRecord(h.ctx, stale), store.ErrStale)
+
+	out, err := h.st.OutcomeApply(h.ctx, store.OutcomeDue{MsgID: msgs[0].ID, Namespace: w.Namespace,
+		TaskUUID: w.TaskUUID, StepUUID: w.StepUUID, Attempt: w.Attempt})
+	require.NoError(t, err)
+	require.False(t, out.Ignored, out.Reason)
+	require.ErrorIs(t, h.st.StepOutcomeRecord(h.ctx, o), store.ErrStale, "an applied outcome is not recorded again")
+	d := h.runToEndDirect(task)
+	requireCleanRun(t, d)
+}
+
 // A handed-over outcome of a task cancelled meanwhile is ignored, and its
 // step message acknowledged; one that keeps failing to apply is
 // quarantined: the step fails as poison and its message is archived with

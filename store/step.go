@@ -179,7 +179,9 @@ type outcomeCall struct {
 // message and deletes (or archives) the step message, in one transaction
 // shared with the outcomes recorded at the same moment; a Direct outcome
 // is only written on the step. It returns ErrStale (and changes nothing)
-// when the attempt is no longer current.
+// when the attempt is no longer current. Recording the same outcome again
+// succeeds and changes nothing, so a call retried after its commit lost its
+// answer is told the outcome is recorded (and a Direct one is handed over).
 func (s *Store) StepOutcomeRecord(ctx context.Context, o Outcome) error {
 	if o.Direct && o.Archive {
 		return fmt.Errorf("recording outcome of step %s: a message to archive goes through the result queue", o.StepUUID)

@@ -7,7 +7,9 @@
 -- messages to {{result_queue}}, deletes the step messages from
 -- {{step_queue}} (moving those marked archive to its archive, the step's
 -- error as the reason in their headers) and wakes the results' consumer at
--- commit. Returns the steps recorded.
+-- commit. Returns the steps recorded, and those whose outcome of the attempt
+-- reported already waits: an earlier try of the same call that committed and
+-- lost its answer (on a dropped connection) recorded it, with all the rest.
 WITH o AS (
     SELECT * FROM unnest(@steps::uuid[], @attempts::int[], @oks::bool[], @results::jsonb[], @errors::jsonb[],
         @retry_after_ms::bigint[], @durations_ms::bigint[], @bodies::jsonb[], @msg_ids::bigint[], @archive::bool[], @direct::bool[])
@@ -43,7 +45,12 @@ WITH o AS (
 ), woke AS (
     SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM recorded WHERE NOT direct)
 )
-SELECT r.step_uuid FROM recorded r, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM archived) a;
+SELECT r.step_uuid FROM recorded r, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM archived) a
+UNION ALL
+-- Seen in the statement's snapshot, so never a step recorded just above.
+SELECT s.step_uuid FROM tasker.steps s JOIN o ON o.step_uuid = s.step_uuid
+WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.state = ANY(@outcome_states::text[])
+    AND s.attempts = o.attempt AND s.outcome_attempt = o.attempt;
 
 -- name: outcome_forward
 -- Sends to {{result_queue}} the result message of the outcome of @attempt
