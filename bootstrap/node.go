@@ -153,6 +153,11 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if err := n.registerTemplates(ctx); err != nil {
 		return n, err
 	}
+	if err := n.store.WorkerContractPublish(ctx, store.WorkerLimits{
+		MaxResultBytes: cfg.Queue.MaxResultBytes, MaxDeliveries: cfg.Queue.MaxDeliveries,
+	}); err != nil {
+		return n, err
+	}
 
 	settings := actorSettings(cfg, n.nodeID, namespaces, n.live.Load)
 	var (
@@ -198,7 +203,8 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		return n, err
 	}
 	n.log.Info("node ready", "mode", cfg.Node.Mode, "namespaces", namespaces,
-		"worker_namespaces", workerNamespaces(settings), "http", n.httpAddr, "env", cfg.Env)
+		"worker_namespaces", workerNamespaces(settings), "external_namespaces", externalNamespaces(cfg, namespaces),
+		"http", n.httpAddr, "env", cfg.Env)
 	if n.httpAddr != "" {
 		n.log.Info("dashboard", "url", n.DashboardURL())
 	}

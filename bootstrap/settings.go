@@ -54,7 +54,7 @@ func actorSettings(cfg *config.Config, nodeID string, namespaces []string, live 
 		MaxHostBreakers: cfg.CircuitBreakers.MaxHosts,
 	}
 	for _, name := range namespaces {
-		if !cfg.Node.RunsNamespace(name) {
+		if !cfg.Node.RunsNamespace(name) || cfg.Namespace(name).External {
 			continue
 		}
 		ns := cfg.Namespace(name)
@@ -84,6 +84,18 @@ func workerNamespaces(s actors.Settings) []string {
 	out := make([]string, 0, len(s.Namespaces))
 	for _, ns := range s.Namespaces {
 		out = append(out, ns.Name)
+	}
+	return out
+}
+
+// externalNamespaces are those of namespaces whose steps programs outside
+// the node run (namespace.external).
+func externalNamespaces(cfg *config.Config, namespaces []string) []string {
+	out := []string{}
+	for _, name := range namespaces {
+		if cfg.Namespace(name).External {
+			out = append(out, name)
+		}
 	}
 	return out
 }

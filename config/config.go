@@ -198,6 +198,11 @@ type Namespace struct {
 	// ("[::1]:8080") or a CIDR ("10.0.0.0/8"). A step's config may add its
 	// own. Public addresses need no entry. Defaults to [].
 	AllowedHosts []string `toml:"allowed_hosts"`
+	// External declares that programs outside the node run this namespace's
+	// steps through the SQL worker contract (docs/workers.md): no node runs
+	// Go workers for it, and orchestration (results, retries, timeouts)
+	// carries on as for any namespace. Defaults to false.
+	External bool `toml:"external"`
 }
 
 // CircuitBreakers configures the breakers: one default and overrides per
