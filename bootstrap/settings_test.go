@@ -99,3 +99,14 @@ func TestHostBreakerEvictionRemovesMetricSeries(t *testing.T) {
 	_, ok = sys.Tree().Find("root/http:c.test")
 	require.True(t, ok)
 }
+
+// TestExternalNamespaceRunsNoWorkers: a namespace declared external gets no
+// namespace actors on any node, and is named as external.
+func TestExternalNamespaceRunsNoWorkers(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default(config.EnvTest)
+	cfg.Namespaces = map[string]config.Namespace{"reports": {Workers: 2, External: true}}
+	s := actorSettings(cfg, "test", []string{"payments", "reports"}, func() *config.Config { return cfg })
+	require.Equal(t, []string{"payments"}, workerNamespaces(s))
+	require.Equal(t, []string{"reports"}, externalNamespaces(cfg, []string{"payments", "reports"}))
+}
