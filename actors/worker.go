@@ -228,7 +228,7 @@ func (w *worker) execute(base context.Context, work store.StepWork) ([]byte, *wo
 	if timeout <= 0 {
 		timeout = workflow.DefaultStepTimeout
 	}
-	ctx, cancel := context.WithTimeout(base, timeout)
+	ctx, cancel := context.WithTimeout(workflow.WithTrace(base, work.Trace), timeout)
 	defer cancel()
 
 	type answer struct {

@@ -58,6 +58,9 @@ type SubmitParams struct {
 	RequestID     uuid.UUID
 	CorrelationID uuid.UUID
 	RequestedBy   string
+	// Trace, when set, goes with the request as its traceparent and
+	// tracestate headers.
+	Trace workflow.Trace
 }
 
 // Submit sends a task request through the task request queue, as any pgmq
@@ -91,7 +94,7 @@ func (c *Client) Submit(ctx context.Context, p SubmitParams) (uuid.UUID, error) 
 	if err := c.Queue.Create(ctx, queue.TaskRequestsQueue); err != nil {
 		return uuid.Nil, err
 	}
-	if _, err := c.Queue.Send(ctx, queue.TaskRequestsQueue, body, 0); err != nil {
+	if _, err := c.Queue.SendWithHeaders(ctx, queue.TaskRequestsQueue, body, queue.TraceHeaders(p.Trace)); err != nil {
 		return uuid.Nil, fmt.Errorf("sending the task request: %w", err)
 	}
 	// Wake the task-request pollers now rather than at their next poll; a

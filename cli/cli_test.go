@@ -492,3 +492,23 @@ func TestCLISubmitTooLarge(t *testing.T) {
 	require.Contains(t, stderr.String(), "more than queue.max_request_bytes (1024)")
 	require.Equal(t, 1, strings.Count(stderr.String(), "max_request_bytes"), "printed once")
 }
+
+// TestCLISubmitTraceContext: submit --traceparent continues a trace through
+// the task, which shows it; a malformed one is refused naming the flag.
+func TestCLISubmitTraceContext(t *testing.T) {
+	t.Parallel()
+	e := startCLIEnv(t)
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	out := e.ok("submit", "--namespace", testsupport.LinearNamespace, "--name", testsupport.LinearName,
+		"--context", `{"even_number": 6}`, "--traceparent", parent, "--tracestate", "congo=t61rcWkgMzE")
+	id, err := uuid.Parse(strings.TrimSpace(out))
+	require.NoError(t, err, out)
+	d := e.wait(id, workflow.TaskStateComplete)
+	require.Equal(t, parent, d.TraceParent())
+	require.Regexp(t, `traceparent +`+parent, e.ok("task", "show", id.String()))
+
+	errOut := e.fails(exitUsage, "submit", "--namespace", testsupport.LinearNamespace, "--name", testsupport.LinearName,
+		"--traceparent", "00-abc-01")
+	require.Contains(t, errOut, "--traceparent")
+	require.Contains(t, errOut, "2-32-16-2")
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/tasker-run/tasker/cli/bench"
 	"github.com/tasker-run/tasker/examples"
 	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // commands is the command table, in the order of `tasker help`.
@@ -158,6 +159,8 @@ func runSubmit(in *invocation, args []string) error {
 		requestID = fs.String("request-id", "", "request id (UUID); generated when empty")
 		wait      = fs.Bool("wait", false, "follow the task to its end and print each step's result")
 		timeout   = fs.Duration("timeout", 5*time.Minute, "how long --wait waits")
+		parent    = fs.String("traceparent", "", "W3C traceparent to continue a trace through the task's steps")
+		state     = fs.String("tracestate", "", "W3C tracestate to go with --traceparent")
 	)
 	fs.StringVar(&p.Namespace, "namespace", "", "template namespace (required)")
 	fs.StringVar(&p.Name, "name", "", "template name (required)")
@@ -177,6 +180,11 @@ func runSubmit(in *invocation, args []string) error {
 		}
 		p.Context = string(b)
 	}
+	trace, err := workflow.ParseTrace(*parent, *state)
+	if err != nil {
+		return usagef("--traceparent/--tracestate: %v", err)
+	}
+	p.Trace = trace
 	if *requestID != "" {
 		id, err := uuid.Parse(*requestID)
 		if err != nil {

@@ -73,6 +73,9 @@ func writeTaskDetail(w io.Writer, d store.TaskDetail, opts detailOptions) error 
 		fmt.Fprintf(tw, "requested by\t%s\n", d.RequestedBy)
 	}
 	fmt.Fprintf(tw, "correlation\t%s\n", d.CorrelationID)
+	if tp := d.TraceParent(); tp != "" {
+		fmt.Fprintf(tw, "traceparent\t%s\n", tp)
+	}
 	fmt.Fprintf(tw, "context\t%s\n", oneLine(compactJSON(d.Context), 120))
 	if err := tw.Flush(); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -125,6 +126,28 @@ func (c *Client) Send(ctx context.Context, queue string, msg []byte, delay time.
 	}
 	var id int64
 	if err := row.Scan(&id); err != nil {
+		return 0, fmt.Errorf("sending to queue %s: %w", q, translate(err))
+	}
+	return id, nil
+}
+
+// SendWithHeaders enqueues msg with headers (a JSON object, e.g. a trace
+// context from TraceHeaders), visible at once, and returns its id. Nil
+// headers send none.
+func (c *Client) SendWithHeaders(ctx context.Context, queue string, msg, headers []byte) (int64, error) {
+	q, err := normalize(queue)
+	if err != nil {
+		return 0, err
+	}
+	if !json.Valid(msg) {
+		return 0, fmt.Errorf("sending to queue %s: message is not valid JSON", q)
+	}
+	if headers != nil && (!json.Valid(headers) || !bytes.HasPrefix(bytes.TrimSpace(headers), []byte("{"))) {
+		return 0, fmt.Errorf("sending to queue %s: headers are not a JSON object", q)
+	}
+	var id int64
+	err = c.db.QueryRow(ctx, "SELECT * FROM pgmq.send($1::text, $2::jsonb, $3::jsonb, 0)", q, msg, headers).Scan(&id)
+	if err != nil {
 		return 0, fmt.Errorf("sending to queue %s: %w", q, translate(err))
 	}
 	return id, nil

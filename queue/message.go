@@ -72,6 +72,9 @@ type TaskRequest struct {
 	// CorrelationID ties together everything the request causes. Decoding defaults it to
 	// RequestID.
 	CorrelationID uuid.UUID
+	// Trace is the trace context of the request's headers (TraceFromHeaders),
+	// not part of its JSON.
+	Trace workflow.Trace
 }
 
 type taskRequestJSON struct {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/workflow"
 )
 
@@ -24,7 +25,11 @@ type Task struct {
 	Version       string             `json:"version"`
 	State         workflow.TaskState `json:"state"`
 	// Context is the task's input; lists leave it out (TaskShow has it).
-	Context     json.RawMessage `json:"context,omitempty"`
+	Context json.RawMessage `json:"context,omitempty"`
+	// Trace is the trace context of the task's request, as the headers
+	// object its messages carry ({"traceparent": …, "tracestate": …});
+	// absent when none came. Lists leave it out (TaskShow has it).
+	Trace       json.RawMessage `json:"trace,omitempty"`
 	Priority    int             `json:"priority"`
 	RequestedBy string          `json:"requested_by,omitempty"`
 	CreatedAt   time.Time       `json:"created_at"`
@@ -69,11 +74,18 @@ type TaskDetail struct {
 	StepTransitions []Transition `json:"step_transitions"`
 }
 
+// TraceParent is the traceparent of the task's request; empty when it
+// carried none.
+func (t Task) TraceParent() string {
+	tr, _ := queue.TraceFromHeaders(t.Trace)
+	return tr.Parent
+}
+
 func scanTask(row pgx.Row) (Task, error) {
 	var t Task
 	var state string
 	err := row.Scan(&t.TaskUUID, &t.RequestID, &t.CorrelationID, &t.Namespace, &t.Name, &t.Version, &state,
-		&t.Context, &t.Priority, &t.RequestedBy, &t.CreatedAt, &t.UpdatedAt, &t.FinishedAt)
+		&t.Context, &t.Trace, &t.Priority, &t.RequestedBy, &t.CreatedAt, &t.UpdatedAt, &t.FinishedAt)
 	t.State = workflow.TaskState(state)
 	return t, err
 }

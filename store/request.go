@@ -53,6 +53,11 @@ func (s *Store) RequestAccept(ctx context.Context, msg queue.Message) (RequestOu
 	if err != nil {
 		return s.requestReject(ctx, msg, requestIDOf(msg.Body), err.Error())
 	}
+	// A malformed trace context is ignored, as the W3C recommendation
+	// says: the task starts without one, and the warning says why.
+	if req.Trace, err = queue.TraceFromHeaders(msg.Headers); err != nil {
+		s.log.Warn("task request's trace context ignored", "request_id", req.RequestID, "msg_id", msg.ID, "error", err)
+	}
 	out, err := s.accepts.do(ctx, acceptCall{msgID: &msg.ID, req: req})
 	var refused *RefusedError
 	if errors.As(err, &refused) {
@@ -376,6 +381,7 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		"task": id, "request_id": pgUUID(req.RequestID), "correlation_id": pgUUID(correlation), "template_id": tmpl.ID,
 		"namespace": req.Namespace, "name": req.Name, "version": tmpl.Version, "state": string(p.State),
 		"context": taskContext, "priority": req.Priority, "requested_by": req.RequestedBy, "digest": digest,
+		"trace": queue.TraceHeaders(req.Trace),
 	})
 	stmt("task_steps_insert").queue(b, args{
 		"task": id, "namespace": req.Namespace, "enqueued": string(enqueueTo), "steps": ids, "names": names,
@@ -395,7 +401,7 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 	var woke, acked int64
 	roots.queue(b, args{
 		"messages": rootMsgs, "task": id, "wake_channel": WakeChannel, "wake_queue": stepQueue,
-		"msg_id": c.msgID, "request_id": pgUUID(req.RequestID), "digest": digest,
+		"msg_id": c.msgID, "request_id": pgUUID(req.RequestID), "digest": digest, "trace": queue.TraceHeaders(req.Trace),
 	}).QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(task), stored, sent, &woke, &acked) })
 	return p.Task, nil
 }

@@ -29,6 +29,8 @@ type StepWork struct {
 	Config        json.RawMessage
 	// Parents holds the results of the step's parents by step name.
 	Parents map[string]json.RawMessage
+	// Trace is the trace context of the task's request.
+	Trace workflow.Trace
 	// OutcomeWaiting says that no attempt was started: an outcome of
 	// attempt Attempt, recorded in a node (Outcome.Direct), waits to be
 	// applied. The reader hands it over (OutcomeDue) instead of running
@@ -49,6 +51,7 @@ func (w StepWork) Input() workflow.StepInput {
 		Context:   w.Context,
 		Config:    w.Config,
 		Parents:   w.Parents,
+		Trace:     w.Trace,
 	}
 }
 
@@ -93,11 +96,14 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 				handler   *string
 				taskName  *string
 				corr      *[16]byte
+				trace     []byte
 			)
 			if err := rows.Scan(scanUUID(&w.StepUUID), scanUUID(&w.TaskUUID), &w.Namespace, &stepName, &handler, &w.Attempt,
-				&maxAtt, &timeoutMS, &w.Config, &taskName, &corr, &w.Context, &w.OutcomeWaiting); err != nil {
+				&maxAtt, &timeoutMS, &w.Config, &taskName, &corr, &w.Context, &trace, &w.OutcomeWaiting); err != nil {
 				return err
 			}
+			// Checked when the request was accepted.
+			w.Trace, _ = queue.TraceFromHeaders(trace)
 			w.CorrelationID = *corr
 			if w.OutcomeWaiting {
 				answers[index[w.StepUUID]] = answer[StepWork]{res: w}

@@ -43,6 +43,9 @@ type StepInput struct {
 	Config json.RawMessage
 	// Parents maps each dependency's step name to its result.
 	Parents map[string]json.RawMessage
+	// Trace is the trace context of the task's request; zero when it came
+	// without one. The handler's context carries it too (TraceFrom).
+	Trace Trace
 }
 
 // Error kinds set by the engine. Handlers may use any kind they like.

@@ -59,8 +59,8 @@ WITH moved AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
     SELECT step_uuid, task_uuid, @from_state, @to_state, @reason, 0, @node_id FROM moved
 ), sent AS (
-    INSERT INTO {{step_queue}} (vt, message)
-    SELECT clock_timestamp(), m.msg
+    INSERT INTO {{step_queue}} (vt, message, headers)
+    SELECT clock_timestamp(), m.msg, (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = moved.task_uuid)
     FROM unnest(@steps::uuid[], @messages::jsonb[]) WITH ORDINALITY AS m(step_uuid, msg, n)
         JOIN moved USING (step_uuid)
     ORDER BY m.n

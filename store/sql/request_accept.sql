@@ -4,9 +4,9 @@
 
 -- name: task_insert
 INSERT INTO tasker.tasks (task_uuid, request_id, correlation_id, template_id, namespace, name,
-    version, state, context, priority, requested_by, request_digest)
+    version, state, context, priority, requested_by, request_digest, trace)
 VALUES (@task, @request_id, @correlation_id, @template_id, @namespace, @name, @version, @state,
-    @context::jsonb, @priority, @requested_by, @digest)
+    @context::jsonb, @priority, @requested_by, @digest, @trace::jsonb)
 ON CONFLICT (request_id) DO NOTHING;
 
 -- name: task_steps_insert
@@ -41,14 +41,15 @@ WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
 ORDER BY n;
 
 -- name: task_roots_send
--- Sends the roots' messages to {{step_queue}} and wakes its poller, if the
+-- Sends the roots' messages to {{step_queue}}, with the trace context
+-- @trace as their headers, and wakes its poller, if the
 -- task is new; deletes the request @msg_id from {{request_queue}} (none for
 -- a task created without a message) if it created the task or repeats the
 -- request that did (same digest; a task from before digests were kept
 -- counts as the same); returns the task of the request and its digest.
 WITH sent AS (
-    INSERT INTO {{step_queue}} (vt, message)
-    SELECT clock_timestamp(), m.msg FROM unnest(@messages::jsonb[]) WITH ORDINALITY AS m(msg, n)
+    INSERT INTO {{step_queue}} (vt, message, headers)
+    SELECT clock_timestamp(), m.msg, @trace::jsonb FROM unnest(@messages::jsonb[]) WITH ORDINALITY AS m(msg, n)
     WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
     ORDER BY m.n
     RETURNING msg_id

@@ -86,12 +86,14 @@ WITH m AS (
     FROM (SELECT count(*) FROM moved_recorded) parent, released r JOIN moved mv ON mv.step_uuid = r.parent
     WHERE r.ready
 ), sent AS (
-    INSERT INTO {{step_queue}} (vt, message)
-    SELECT clock_timestamp(), c.msg
+    -- Each with its task's trace context as its headers.
+    INSERT INTO {{step_queue}} (vt, message, headers)
+    SELECT clock_timestamp(), c.msg, (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = r.task_uuid)
     FROM unnest(@children::uuid[], @child_messages::jsonb[]) AS c(step_uuid, msg)
         JOIN released r ON r.step_uuid = c.step_uuid AND r.ready
     UNION ALL
-    SELECT clock_timestamp() + retry_delay_us * interval '1 microsecond', retry_message
+    SELECT clock_timestamp() + retry_delay_us * interval '1 microsecond', retry_message,
+        (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = moved.task_uuid)
     FROM moved WHERE retry
     RETURNING msg_id
 ), woke AS (

@@ -27,9 +27,12 @@ WITH o AS (
     WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.step_uuid = o.step_uuid AND s.state = ANY(@outcome_states::text[])
         AND s.attempts = o.attempt
         AND s.outcome_attempt IS NULL
-    RETURNING s.step_uuid, o.body, o.msg_id, o.archive, o.error, o.direct
+    RETURNING s.step_uuid, s.task_uuid, o.body, o.msg_id, o.archive, o.error, o.direct
 ), sent AS (
-    INSERT INTO {{result_queue}} (vt, message) SELECT clock_timestamp(), body FROM recorded WHERE NOT direct
+    -- Each with its task's trace context as its headers.
+    INSERT INTO {{result_queue}} (vt, message, headers)
+    SELECT clock_timestamp(), body, (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = recorded.task_uuid)
+    FROM recorded WHERE NOT direct
     RETURNING msg_id
 ), acked AS (
     DELETE FROM {{step_queue}} WHERE msg_id IN (SELECT msg_id FROM recorded WHERE NOT direct)
@@ -58,11 +61,13 @@ WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.state = ANY(@outcome_states::text[
 -- message @msg_id of {{step_queue}} whether it still waits or not; wakes the
 -- results' consumer at commit. Returns the counts sent, deleted and woken.
 WITH waiting AS (
-    SELECT step_uuid FROM tasker.steps
+    SELECT step_uuid, task_uuid FROM tasker.steps
     WHERE step_uuid = @step AND outcome_attempt = @attempt AND state = ANY(@outcome_states::text[])
     FOR UPDATE
 ), sent AS (
-    INSERT INTO {{result_queue}} (vt, message) SELECT clock_timestamp(), @body::jsonb FROM waiting
+    INSERT INTO {{result_queue}} (vt, message, headers)
+    SELECT clock_timestamp(), @body::jsonb, (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = waiting.task_uuid)
+    FROM waiting
     RETURNING msg_id
 ), acked AS (
     DELETE FROM {{step_queue}} WHERE msg_id = @msg_id::bigint

@@ -24,13 +24,13 @@ WITH old AS (
     FROM moved
 )
 SELECT m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts, m.max_attempts,
-    m.timeout_ms, m.config, t.name, t.correlation_id, t.context, false AS outcome_waiting
+    m.timeout_ms, m.config, t.name, t.correlation_id, t.context, t.trace, false AS outcome_waiting
 FROM moved m JOIN tasker.tasks t ON t.task_uuid = m.task_uuid
 UNION ALL
 -- In the key's order, and the task by its key alone, so that the plan reads
 -- both by key however empty the tables looked when it was made.
 (SELECT s.step_uuid, s.task_uuid, s.namespace, NULL, NULL, s.outcome_attempt, NULL, NULL, NULL, NULL,
-    (SELECT t.correlation_id FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid), NULL, true
+    (SELECT t.correlation_id FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid), NULL, NULL, true
 FROM tasker.steps s
 WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.outcome_attempt IS NOT NULL AND s.state = ANY(@outcome_states::text[])
 ORDER BY s.step_uuid);

@@ -2,11 +2,11 @@
 
 -- name: task_get
 -- A task by its uuid or by the request id that created it.
-SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, context,
+SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, context, trace,
     priority, requested_by, created_at, updated_at, finished_at
 FROM tasker.tasks WHERE task_uuid = @id
 UNION ALL
-SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, context,
+SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, context, trace,
     priority, requested_by, created_at, updated_at, finished_at
 FROM tasker.tasks WHERE request_id = @id
 LIMIT 1;
@@ -33,7 +33,7 @@ WHERE x.task_uuid = @task ORDER BY x.id;
 -- @before when given (a cursor: the last task of the previous page); an
 -- empty filter does not filter (@states empty: every state). A list row
 -- carries no context: that is the task's detail.
-SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, NULL::jsonb,
+SELECT task_uuid, request_id, correlation_id, namespace, name, version, state, NULL::jsonb, NULL::jsonb,
     priority, requested_by, created_at, updated_at, finished_at
 FROM tasker.tasks
 WHERE (cardinality(@states::text[]) = 0 OR state = ANY(@states::text[]))
@@ -53,7 +53,7 @@ WITH hits AS (
     UNION SELECT task_uuid FROM tasker.tasks WHERE request_id BETWEEN @lo AND @hi
     UNION SELECT task_uuid FROM tasker.tasks WHERE correlation_id BETWEEN @lo AND @hi
 )
-SELECT t.task_uuid, t.request_id, t.correlation_id, t.namespace, t.name, t.version, t.state, NULL::jsonb,
+SELECT t.task_uuid, t.request_id, t.correlation_id, t.namespace, t.name, t.version, t.state, NULL::jsonb, NULL::jsonb,
     t.priority, t.requested_by, t.created_at, t.updated_at, t.finished_at
 FROM hits JOIN tasker.tasks t USING (task_uuid)
 WHERE (cardinality(@states::text[]) = 0 OR t.state = ANY(@states::text[]))

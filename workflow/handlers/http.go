@@ -258,6 +258,15 @@ func (h *httpHandler) do(ctx context.Context, client *http.Client, in workflow.S
 	req.Header.Set("X-Tasker-Task", in.TaskUUID.String())
 	req.Header.Set("X-Tasker-Step", in.StepUUID.String())
 	req.Header.Set("X-Tasker-Attempt", strconv.Itoa(in.Attempt))
+	// The task request's trace context goes on to the service called, so
+	// its spans join the caller's trace.
+	if tr := in.Trace; !tr.IsZero() {
+		req.Header.Set("Traceparent", tr.Parent)
+		req.Header.Del("Tracestate")
+		if tr.State != "" {
+			req.Header.Set("Tracestate", tr.State)
+		}
+	}
 
 	resp, err := client.Do(req)
 	if err != nil {

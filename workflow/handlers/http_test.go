@@ -298,11 +298,15 @@ func TestHTTPRequest(t *testing.T) {
 			"static":    map[string]any{"x": 1.25},
 		},
 	})
-	res, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), stepInput(cfg))
+	in := stepInput(cfg)
+	in.Trace = workflow.Trace{Parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", State: "congo=t61rcWkgMzE"}
+	res, err := NewHTTP(loopback(HTTPOptions{})).Handle(context.Background(), in)
 	require.NoError(t, err)
 	require.JSONEq(t, `{}`, string(res))
 
 	r := srv.last(t)
+	require.Equal(t, in.Trace.Parent, r.Header.Get("Traceparent"), "the task's trace context goes on")
+	require.Equal(t, in.Trace.State, r.Header.Get("Tracestate"))
 	require.Equal(t, http.MethodPost, r.Method, "POST when a body is configured")
 	require.Equal(t, "/orders/A%201%2F2/notify", r.EscapedURI, "path placeholders are path-escaped")
 	require.Equal(t, url.Values{"user": {"Zoë & co"}, "receipt": {"42"}}, r.Query, "query placeholders are query-escaped")

@@ -72,8 +72,8 @@ BEGIN
 END $$;
 
 -- Records an outcome of step_uuid's attempt on the step, sends its result
--- message, and deletes step message msg_id (archiving it with the error as
--- the reason when archive) — the compare-and-set of a Go worker's record.
+-- message (with the task's trace context as its headers), and deletes step
+-- message msg_id (archiving it with the error as the reason when archive) — the compare-and-set of a Go worker's record.
 -- Answers 'recorded', or 'already recorded' when this outcome already waits
 -- (a retried call); raises TK409 when the attempt is not current.
 CREATE FUNCTION tasker.worker_outcome_record(queue text, msg_id bigint, step_uuid uuid, attempt int,
@@ -85,7 +85,8 @@ DECLARE
     s  record;
 BEGIN
     SELECT st.state, st.attempts, st.outcome_attempt, st.task_uuid, st.last_attempted_at,
-        (SELECT t.correlation_id FROM tasker.tasks t WHERE t.task_uuid = st.task_uuid) AS correlation_id
+        (SELECT t.correlation_id FROM tasker.tasks t WHERE t.task_uuid = st.task_uuid) AS correlation_id,
+        (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = st.task_uuid) AS trace
     INTO s FROM tasker.steps st WHERE st.step_uuid = worker_outcome_record.step_uuid FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'step % does not exist: nothing recorded', step_uuid USING ERRCODE = 'TK409';
@@ -104,9 +105,9 @@ BEGIN
         retry_after_ms = worker_outcome_record.retry_after_ms,
         duration_ms = (extract(epoch FROM clock_timestamp() - coalesce(s.last_attempted_at, now())) * 1000)::bigint
     WHERE st.step_uuid = worker_outcome_record.step_uuid;
-    EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES (clock_timestamp(), $1)', 'q_' || c.result_queue)
+    EXECUTE format('INSERT INTO pgmq.%I (vt, message, headers) VALUES (clock_timestamp(), $1, $2)', 'q_' || c.result_queue)
     USING jsonb_strip_nulls(jsonb_build_object('task_uuid', s.task_uuid, 'step_uuid', step_uuid,
-        'correlation_id', s.correlation_id, 'attempt', attempt));
+        'correlation_id', s.correlation_id, 'attempt', attempt)), s.trace;
     -- Only the message of this step: a wrong msg_id deletes nothing else.
     IF archive THEN
         EXECUTE format(
@@ -201,12 +202,12 @@ BEGIN
             NULL::int, NULL::bigint, NULL::jsonb, NULL::text, NULL::uuid, NULL::jsonb, NULL::jsonb, m.headers;
         RETURN;
     END IF;
-    SELECT tk.name, tk.correlation_id, tk.context INTO t FROM tasker.tasks tk WHERE tk.task_uuid = s.task_uuid;
+    SELECT tk.name, tk.correlation_id, tk.context, tk.trace INTO t FROM tasker.tasks tk WHERE tk.task_uuid = s.task_uuid;
 
     IF s.outcome_attempt IS NOT NULL AND s.state = ANY(c.outcome_states) THEN
-        EXECUTE format('INSERT INTO pgmq.%I (vt, message) VALUES (clock_timestamp(), $1)', 'q_' || c.result_queue)
+        EXECUTE format('INSERT INTO pgmq.%I (vt, message, headers) VALUES (clock_timestamp(), $1, $2)', 'q_' || c.result_queue)
         USING jsonb_strip_nulls(jsonb_build_object('task_uuid', s.task_uuid, 'step_uuid', sid,
-            'correlation_id', t.correlation_id, 'attempt', s.outcome_attempt));
+            'correlation_id', t.correlation_id, 'attempt', s.outcome_attempt)), t.trace;
         EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = $1', qt) USING msg_id;
         PERFORM pg_notify(c.wake_channel, c.result_queue);
         RETURN QUERY SELECT 'forwarded'::text, format('the outcome of attempt %s was waiting; sent on to orchestration', s.outcome_attempt),
