@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"sort"
 	"sync"
@@ -114,6 +115,9 @@ type Deps struct {
 	// database failure: handled once the database answered, or released
 	// to redelivery (metrics). It may be called from several goroutines.
 	MessageHeld func(queue string, handled bool)
+	// Tracer, when set, makes a span of every step attempt a worker runs,
+	// a child of the trace context of the task's request.
+	Tracer trace.Tracer
 }
 
 // System is a running actor tree.

@@ -3,7 +3,12 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,7 +157,9 @@ func (w *worker) run(job stepJob) {
 		stepErr = workflow.Permanent("poison", "message delivered %d times, more than queue.max_deliveries (%d)", job.ReadCount, max)
 		archive = true
 	} else {
+		end := w.span(&work, job)
 		result, stepErr = w.execute(base, work)
+		end(stepErr)
 		if base.Err() != nil {
 			// The node is shutting down past its timeout: leave the message
 			// for redelivery rather than record a failure it did not cause.
@@ -308,4 +315,62 @@ func (w *worker) keepInvisible(msgID int64, lease *leaseEnd) func() {
 		cancel()
 		wg.Wait()
 	}
+}
+
+// span starts the span of work's attempt when the node traces, a child of
+// the request's trace context, and moves work's trace context on to it so
+// that the handler (and the services it calls) continue from the attempt.
+// The returned func ends it with the attempt's outcome.
+func (w *worker) span(work *store.StepWork, job stepJob) func(*workflow.StepError) {
+	tracer := w.sys.deps.Tracer
+	if tracer == nil {
+		return func(*workflow.StepError) {}
+	}
+	ctx := context.Background()
+	if parent, ok := SpanParent(work.Trace); ok {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+	}
+	_, span := tracer.Start(ctx, "step "+work.StepName, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("tasker.namespace", w.ns.Name),
+			attribute.String("tasker.task_uuid", work.TaskUUID.String()),
+			attribute.String("tasker.task_name", work.TaskName),
+			attribute.String("tasker.step_uuid", work.StepUUID.String()),
+			attribute.String("tasker.step", work.StepName),
+			attribute.String("tasker.handler", work.Handler),
+			attribute.Int("tasker.attempt", work.Attempt),
+			attribute.Int64("messaging.message.id", job.MsgID),
+		))
+	sc := span.SpanContext()
+	work.Trace.Parent = fmt.Sprintf("00-%s-%s-%s", sc.TraceID(), sc.SpanID(), sc.TraceFlags())
+	return func(stepErr *workflow.StepError) {
+		if stepErr != nil {
+			span.SetStatus(codes.Error, stepErr.Message)
+			span.SetAttributes(attribute.String("tasker.error_kind", stepErr.Kind), attribute.Bool("tasker.retryable", stepErr.Retryable))
+		}
+		span.End()
+	}
+}
+
+// SpanParent is t as the remote parent of a span; false for the zero Trace.
+func SpanParent(t workflow.Trace) (trace.SpanContext, bool) {
+	if t.IsZero() {
+		return trace.SpanContext{}, false
+	}
+	traceID, err := trace.TraceIDFromHex(t.Parent[3:35])
+	if err != nil {
+		return trace.SpanContext{}, false
+	}
+	spanID, err := trace.SpanIDFromHex(t.Parent[36:52])
+	if err != nil {
+		return trace.SpanContext{}, false
+	}
+	f, err := strconv.ParseUint(t.Parent[53:55], 16, 8)
+	if err != nil {
+		return trace.SpanContext{}, false
+	}
+	flags := trace.TraceFlags(f) & trace.FlagsSampled
+	state, _ := trace.ParseTraceState(t.State)
+	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: flags,
+		TraceState: state, Remote: true}), true
 }

@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -58,6 +60,9 @@ type Options struct {
 	// store and the queue: the seam for fault injection in tests.
 	WrapStore func(actors.Store) actors.Store
 	WrapQueue func(actors.Queue) actors.Queue
+	// SpanExporter, when set, receives the node's spans instead of the
+	// OTLP endpoint of tracing.otlp_endpoint (tests). Optional.
+	SpanExporter sdktrace.SpanExporter
 }
 
 // Bundle is a set of handlers and the templates that run on them.
@@ -91,6 +96,7 @@ type Node struct {
 	httpAddr string
 	listener *listener
 	guard    hostGuard
+	tracing  *tracing
 
 	stopOnce sync.Once
 	stopErr  error
@@ -159,6 +165,13 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		return n, err
 	}
 
+	if n.tracing, err = startTracing(cfg.Tracing, n.nodeID, opts.SpanExporter, n.store, n.log); err != nil {
+		return n, err
+	}
+	var tracer trace.Tracer
+	if n.tracing != nil {
+		tracer = n.tracing.tracer
+	}
 	settings := actorSettings(cfg, n.nodeID, namespaces, n.live.Load)
 	var (
 		actorStore actors.Store = n.store
@@ -188,7 +201,9 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		ResultApplied: func(out store.ResultOutcome) {
 			n.metrics.resultApplied(out)
 			n.activity.ResultApplied(out)
+			n.tracing.resultApplied(out)
 		},
+		Tracer:      tracer,
 		MessageHeld: n.metrics.messageHeld,
 		Ping:        pingPool(n.pool),
 	})
@@ -387,6 +402,10 @@ func (n *Node) Stop(ctx context.Context) error {
 			errs = append(errs, n.http.Shutdown(hctx))
 			cancel()
 		}
+		// After the actors: no result comes to trace any more.
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		errs = append(errs, n.tracing.stop(tctx))
+		cancel()
 		if n.db != nil {
 			errs = append(errs, n.db.Close(ctx))
 		}

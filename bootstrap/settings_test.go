@@ -13,6 +13,8 @@ import (
 
 	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // TestOrchestrationBreakerKey checks that the orchestration breaker is
@@ -109,4 +111,22 @@ func TestExternalNamespaceRunsNoWorkers(t *testing.T) {
 	s := actorSettings(cfg, "test", []string{"payments", "reports"}, func() *config.Config { return cfg })
 	require.Equal(t, []string{"payments"}, workerNamespaces(s))
 	require.Equal(t, []string{"reports"}, externalNamespaces(cfg, []string{"payments", "reports"}))
+}
+
+// TestTracingOffByDefault: without tracing.otlp_endpoint no exporter is
+// made; with one, the OTLP/HTTP exporter is built (sending nothing until a
+// span ends).
+func TestTracingOffByDefault(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tr, err := startTracing(config.Default(config.EnvTest).Tracing, "n", nil, nil, log)
+	require.NoError(t, err)
+	require.Nil(t, tr)
+	tr.resultApplied(store.ResultOutcome{TaskState: workflow.TaskStateComplete})
+	require.NoError(t, tr.stop(t.Context()))
+
+	tr, err = startTracing(config.Tracing{OTLPEndpoint: "http://127.0.0.1:4318", ServiceName: "tasker"}, "n", nil, nil, log)
+	require.NoError(t, err)
+	require.NotNil(t, tr)
+	require.NoError(t, tr.stop(t.Context()))
 }

@@ -82,6 +82,8 @@ type Config struct {
 	HTTP HTTP `toml:"http"`
 	// Log configures the process logger.
 	Log Log `toml:"log"`
+	// Tracing exports OpenTelemetry spans of tasks and step attempts.
+	Tracing Tracing `toml:"tracing"`
 	// Shutdown bounds the graceful stop.
 	Shutdown Shutdown `toml:"shutdown"`
 	// Templates says where task templates are loaded from.
@@ -340,6 +342,18 @@ type Log struct {
 	Format string `toml:"format"`
 }
 
+// Tracing exports a span per task and per step attempt over OTLP/HTTP,
+// children of the trace context the task's request carried. Off unless an
+// endpoint is set: then no exporter runs and nothing is sent anywhere.
+type Tracing struct {
+	// OTLPEndpoint is the collector's OTLP/HTTP base URL, e.g.
+	// "http://127.0.0.1:4318" (spans go to its /v1/traces). Empty turns
+	// tracing off. Defaults to "".
+	OTLPEndpoint string `toml:"otlp_endpoint"`
+	// ServiceName is the service.name of the spans. Defaults to "tasker".
+	ServiceName string `toml:"service_name"`
+}
+
 // Shutdown bounds the graceful stop.
 type Shutdown struct {
 	// Timeout is how long in-flight handlers may run after a stop is
@@ -396,6 +410,7 @@ func Default(env string) *Config {
 		Supervision: Supervision{MaxRestarts: 10, Window: Duration(time.Minute)},
 		HTTP:        HTTP{Listen: "127.0.0.1:8080"},
 		Log:         Log{Level: LogLevelInfo, Format: LogFormatAuto},
+		Tracing:     Tracing{ServiceName: "tasker"},
 		Shutdown:    Shutdown{Timeout: Duration(30 * time.Second)},
 		Templates:   Templates{Dirs: []string{}, Bundled: true},
 		Env:         cmp.Or(env, EnvDevelopment),

@@ -473,3 +473,15 @@ allowed_hosts = ["127.0.0.1", "internal.example:8080", "10.0.0.0/8", "[::1]:9000
 	require.Empty(t, c.Namespace("other").AllowedHosts)
 	require.Equal(t, 1024, c.CircuitBreakers.MaxHosts)
 }
+
+func TestTracingEndpointChecked(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"127.0.0.1:4318", "ftp://collector", "http://user:pw@collector:4318", "http://"} {
+		cfg := Default(EnvTest)
+		cfg.Tracing.OTLPEndpoint = bad
+		require.ErrorContains(t, cfg.Validate(), "tracing.otlp_endpoint", bad)
+	}
+	cfg := Default(EnvTest)
+	cfg.Tracing.OTLPEndpoint = "https://collector.example:4318"
+	require.NoError(t, cfg.Validate())
+}

@@ -132,6 +132,11 @@ func (c *Config) Validate() error {
 
 	v.oneOf("log.level", c.Log.Level, LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError)
 	v.oneOf("log.format", c.Log.Format, LogFormatAuto, LogFormatText, LogFormatJSON)
+	if e := c.Tracing.OTLPEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			v.add("tracing.otlp_endpoint must be an http:// or https:// URL with a host and no user info (got %q)", e)
+		}
+	}
 
 	v.durRange("shutdown.timeout", c.Shutdown.Timeout, 100*time.Millisecond, time.Hour)
 
