@@ -17,8 +17,12 @@ type Health struct {
 	Database DatabaseHealth    `json:"database"`
 	Breakers map[string]string `json:"breakers"`
 	GaveUp   []string          `json:"gave_up,omitempty"`
-	Queues   []QueueDepth      `json:"queues,omitempty"`
-	Pool     *PoolStats        `json:"pool,omitempty"`
+	// External lists the namespaces whose steps programs outside the node
+	// run (namespace.external): they have no workers, pollers or breakers
+	// here.
+	External []string     `json:"external_namespaces,omitempty"`
+	Queues   []QueueDepth `json:"queues,omitempty"`
+	Pool     *PoolStats   `json:"pool,omitempty"`
 }
 
 // DatabaseHealth says whether the database answers and its schema is

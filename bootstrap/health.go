@@ -67,6 +67,9 @@ func (n *Node) Health(ctx context.Context, detail bool) api.Health {
 		}
 	}
 
+	if ext := externalNamespaces(n.cfg, n.namespaces()); len(ext) > 0 {
+		h.External = ext
+	}
 	if detail && h.Database.Reachable {
 		h.Queues = n.queueDepths(dctx)
 		st := n.pool.Stat()

@@ -190,6 +190,8 @@ func TestExampleWorkers(t *testing.T) {
 
 	url := testsupport.NewDatabaseURL(t)
 	node := startExternalNode(t, url)
+	require.ElementsMatch(t, []string{testsupport.LinearNamespace, testsupport.DiamondNamespace},
+		node.Health(t.Context(), false).External, "health names the external namespaces")
 	env := []string{"TASKER_DATABASE_URL=" + url}
 	startWorker(t, env, python, "python/worker.py", "--poll", "1", testsupport.LinearNamespace)
 	startWorker(t, env, "node", filepath.Join(dir, "worker.js"), "--poll", "1", testsupport.DiamondNamespace)
