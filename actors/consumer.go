@@ -161,8 +161,14 @@ func (c *consumer) handleDue(ctx actor.Context, d outcomeDue) {
 		if s.stopping.Load() {
 			return
 		}
-		held := heldTry{breaker: c.loop.breaker, lease: func() time.Time { return d.Lease },
-			queue: queue.NamespaceQueue(d.Due.Namespace)}
+		// The step message stays invisible while the outcome is applied,
+		// however slow the database is: read again, its deliveries would
+		// count towards the outcome's quarantine.
+		q := queue.NamespaceQueue(d.Due.Namespace)
+		lease := &leaseEnd{}
+		lease.set(d.Lease)
+		defer s.keepInvisible(q, d.Due.MsgID, s.namespaceVisibility(d.Due.Namespace), lease)()
+		held := heldTry{breaker: c.loop.breaker, lease: lease.get, queue: q}
 		err := s.runHeld(held, func() error {
 			hctx, cancel := context.WithTimeout(s.handlerCtx, dbTimeout)
 			defer cancel()
@@ -273,4 +279,15 @@ func (s *System) resultApplied(msgID int64, out store.ResultOutcome, err error) 
 		s.deps.ResultApplied(out)
 	}
 	return nil
+}
+
+// namespaceVisibility is the visibility timeout of namespace's step
+// messages on this node.
+func (s *System) namespaceVisibility(namespace string) time.Duration {
+	for _, ns := range s.settings.Namespaces {
+		if ns.Name == namespace {
+			return ns.VisibilityTimeout
+		}
+	}
+	return s.settings.OrchestrationVisibility
 }

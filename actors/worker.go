@@ -144,7 +144,7 @@ func (w *worker) run(job stepJob) {
 	log = log.With("task_uuid", work.TaskUUID, "step", work.StepName, "attempt", work.Attempt)
 	// The message stays invisible until the outcome is recorded, however
 	// long the handler and the recording (through an outage) take.
-	stopExtend := w.keepInvisible(job.MsgID, lease)
+	stopExtend := w.sys.keepInvisible(w.queueName(), job.MsgID, w.ns.VisibilityTimeout, lease)
 	defer stopExtend()
 
 	started := time.Now()
@@ -276,12 +276,11 @@ func (w *worker) execute(base context.Context, work store.StepWork) ([]byte, *wo
 	}
 }
 
-// keepInvisible extends the message's visibility every half visibility
-// timeout while a handler runs and its outcome is recorded, so a long
-// handler is not taken for a lost one, moving lease on with each success.
-// The returned func stops it and waits for it.
-func (w *worker) keepInvisible(msgID int64, lease *leaseEnd) func() {
-	vt := w.ns.VisibilityTimeout
+// keepInvisible extends the visibility of message msgID of queue q by vt
+// every half vt, moving lease on with each success, until the returned func
+// is called (which waits for it): a long handler, or an outcome slow to be
+// applied, is not taken for a lost one and read again by another node.
+func (s *System) keepInvisible(q string, msgID int64, vt time.Duration, lease *leaseEnd) func() {
 	if vt <= 0 {
 		return func() {}
 	}
@@ -299,14 +298,14 @@ func (w *worker) keepInvisible(msgID int64, lease *leaseEnd) func() {
 			case <-t.C:
 				cctx, ccancel := context.WithTimeout(ctx, vt/2)
 				asked := time.Now()
-				err := w.sys.deps.Queue.SetVisibility(cctx, w.queueName(), msgID, vt)
+				err := s.deps.Queue.SetVisibility(cctx, q, msgID, vt)
 				ccancel()
 				if err == nil {
 					lease.set(asked.Add(vt))
 				}
-				// Not found: the outcome was just recorded, deleting it.
+				// Not found: the outcome was just recorded or applied, deleting it.
 				if err != nil && ctx.Err() == nil && !errors.Is(err, queue.ErrNotFound) {
-					w.sys.log.Warn("extending message visibility failed", "namespace", w.ns.Name, "msg_id", msgID, "error", err)
+					s.log.Warn("extending message visibility failed", "queue", q, "msg_id", msgID, "error", err)
 				}
 			}
 		}
