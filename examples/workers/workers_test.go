@@ -3,6 +3,7 @@
 package workers_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -29,10 +29,11 @@ import (
 
 const (
 	python = "/usr/bin/python3"
-	// linearVT is the linear namespace's visibility timeout: how soon a
-	// killed worker's step comes back.
-	linearVT = 3 * time.Second
-	wait     = 60 * time.Second
+	// vt is the visibility timeout the Python workers read with (--vt): how
+	// soon a killed worker's step comes back. An external namespace's
+	// visibility_timeout is not used: its workers choose their own.
+	vt   = "3"
+	wait = 60 * time.Second
 )
 
 // need skips the test when a tool is missing, saying what to install; under
@@ -77,46 +78,62 @@ func nodeWorkerDir(t *testing.T) (string, bool) {
 // worker is an example worker process whose output goes to the test log.
 type worker struct {
 	cmd *exec.Cmd
-	// done is closed when the process has exited.
+	// done is closed when the process has exited, err set to how.
 	done chan struct{}
+	err  error
 }
 
+// startWorker starts an example worker. At the end of the test it is sent
+// SIGTERM (SIGKILL 15s later) and waited for.
 func startWorker(t *testing.T, env []string, name string, args ...string) *worker {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	cmd := exec.CommandContext(t.Context(), name, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 15 * time.Second
 	cmd.Env = append(os.Environ(), env...)
 	w := &testWriter{t: t, prefix: filepath.Base(args[0]) + ": "}
 	cmd.Stdout, cmd.Stderr = w, w
 	require.NoError(t, cmd.Start())
 	wk := &worker{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(wk.done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-wk.done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-wk.done
-		}
-		w.close()
-	})
+	go func() { wk.err = cmd.Wait(); close(wk.done) }()
+	t.Cleanup(func() { <-wk.done; w.close() })
 	return wk
 }
 
+// stop sends the worker SIGTERM and requires a clean exit.
+func (wk *worker) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, wk.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-wk.done:
+		require.NoError(t, wk.err, "exit on SIGTERM")
+	case <-time.After(wait):
+		t.Fatalf("%s did not exit within %s of SIGTERM", wk.cmd.Path, wait)
+	}
+}
+
+// testWriter logs what a worker writes, a line at a time.
 type testWriter struct {
 	mu     sync.Mutex
 	t      *testing.T
 	prefix string
+	buf    []byte
 	closed bool
 }
 
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.closed {
-		for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-			w.t.Log(w.prefix + line)
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
 		}
+		if !w.closed {
+			w.t.Log(w.prefix + string(w.buf[:i]))
+		}
+		w.buf = w.buf[i+1:]
 	}
 	return len(p), nil
 }
@@ -128,7 +145,7 @@ func (w *testWriter) close() { w.mu.Lock(); w.closed = true; w.mu.Unlock() }
 func startExternalNode(t *testing.T, url string) *bootstrap.Node {
 	return testsupport.StartNodeOn(t, url, testsupport.WithConfig(func(cfg *config.Config) {
 		cfg.Namespaces = map[string]config.Namespace{
-			testsupport.LinearNamespace:  {Workers: 1, External: true, VisibilityTimeout: config.Duration(linearVT)},
+			testsupport.LinearNamespace:  {Workers: 1, External: true},
 			testsupport.DiamondNamespace: {Workers: 1, External: true},
 		}
 	}))
@@ -193,8 +210,8 @@ func TestExampleWorkers(t *testing.T) {
 	require.ElementsMatch(t, []string{testsupport.LinearNamespace, testsupport.DiamondNamespace},
 		node.Health(t.Context(), false).External, "health names the external namespaces")
 	env := []string{"TASKER_DATABASE_URL=" + url}
-	startWorker(t, env, python, "python/worker.py", "--poll", "1", testsupport.LinearNamespace)
-	startWorker(t, env, "node", filepath.Join(dir, "worker.js"), "--poll", "1", testsupport.DiamondNamespace)
+	py := startWorker(t, env, python, "python/worker.py", "--poll", "1", testsupport.LinearNamespace)
+	js := startWorker(t, env, "node", filepath.Join(dir, "worker.js"), "--poll", "1", testsupport.DiamondNamespace)
 
 	linear := submit(t, node, testsupport.LinearNamespace, testsupport.LinearName, 6)
 	diamond := submit(t, node, testsupport.DiamondNamespace, testsupport.DiamondName, 4)
@@ -211,6 +228,10 @@ func TestExampleWorkers(t *testing.T) {
 	bad := submit(t, node, testsupport.LinearNamespace, testsupport.LinearName, 7)
 	d = waitTask(t, node, bad, workflow.TaskStateError)
 	require.Contains(t, string(d.Steps[0].Error), "must be even")
+
+	// Both stop cleanly on SIGTERM.
+	py.stop(t)
+	js.stop(t)
 }
 
 // TestPythonWorkerKilledMidStep: a Python worker SIGKILLed while it runs a
@@ -225,7 +246,7 @@ func TestPythonWorkerKilledMidStep(t *testing.T) {
 	node := startExternalNode(t, url)
 	env := []string{"TASKER_DATABASE_URL=" + url}
 	slow := startWorker(t, append(env, "TASKER_EXAMPLE_SLOW_STEP=linear_step_2:600000"), python,
-		"python/worker.py", "--poll", "1", "--vt", "3", testsupport.LinearNamespace)
+		"python/worker.py", "--name", "killed", "--poll", "1", "--vt", vt, testsupport.LinearNamespace)
 
 	id := submit(t, node, testsupport.LinearNamespace, testsupport.LinearName, 6)
 	var stepUUID uuid.UUID
@@ -242,11 +263,37 @@ func TestPythonWorkerKilledMidStep(t *testing.T) {
 		}
 		return false, err
 	})
+	startWorker(t, env, python, "python/worker.py", "--name", "second", "--poll", "1", "--vt", vt, testsupport.LinearNamespace)
+
+	// While the slow worker lives, its heartbeats keep the message from the
+	// second worker: past the visibility time the message showed, it has
+	// been extended and read once.
+	pool := node.Pool()
+	msg := `SELECT vt, read_ct, now() FROM pgmq.q_` + testsupport.LinearNamespace + `_queue WHERE message->>'step_uuid' = $1`
+	var seen time.Time
+	var reads int
+	var now time.Time
+	require.NoError(t, pool.QueryRow(t.Context(), msg, stepUUID.String()).Scan(&seen, &reads, &now))
+	testsupport.WaitFor(t, wait, "the database clock to pass the message's visibility time", func() (bool, error) {
+		err := pool.QueryRow(t.Context(), `SELECT now()`).Scan(&now)
+		return now.After(seen.Add(time.Second)), err
+	})
+	var extended time.Time
+	require.NoError(t, pool.QueryRow(t.Context(), msg, stepUUID.String()).Scan(&extended, &reads, &now),
+		"the message is still in the queue, held by the slow worker's heartbeats")
+	require.True(t, extended.After(now), "the heartbeat extended the message: vt %s, now %s", extended, now)
+	require.Equal(t, 1, reads, "the message was read once")
+	d, err := node.Store().TaskShow(t.Context(), id)
+	require.NoError(t, err)
+	for _, s := range d.Steps {
+		if s.Name == "linear_step_2" {
+			require.Equal(t, 1, s.Attempts, "no second attempt while the first worker lives")
+		}
+	}
+
 	require.NoError(t, slow.cmd.Process.Kill())
 	<-slow.done
-
-	startWorker(t, env, python, "python/worker.py", "--poll", "1", "--vt", "3", testsupport.LinearNamespace)
-	d := waitTask(t, node, id, workflow.TaskStateComplete)
+	d = waitTask(t, node, id, workflow.TaskStateComplete)
 	require.Equal(t, 69.0, results(t, d)["linear_step_4"])
 	for _, s := range d.Steps {
 		want := 1
@@ -255,6 +302,25 @@ func TestPythonWorkerKilledMidStep(t *testing.T) {
 		}
 		require.Equal(t, want, s.Attempts, s.Name)
 	}
+	// Attempt 1 of linear_step_2 was the killed worker's, attempt 2 the
+	// second's, taken again from in_progress; each step started once else.
+	type start struct {
+		step, from, node string
+		attempt          int
+	}
+	var starts []start
+	for _, tr := range d.StepTransitions {
+		if tr.To == string(workflow.StepStateInProgress) {
+			starts = append(starts, start{tr.StepName, tr.From, tr.NodeID, tr.Attempt})
+		}
+	}
+	require.Equal(t, []start{
+		{"linear_step_1", "enqueued", "external:killed", 1},
+		{"linear_step_2", "enqueued", "external:killed", 1},
+		{"linear_step_2", "in_progress", "external:second", 2},
+		{"linear_step_3", "enqueued", "external:second", 1},
+		{"linear_step_4", "enqueued", "external:second", 1},
+	}, starts)
 	var completes int
 	for _, tr := range d.TaskTransitions {
 		if tr.To == string(workflow.TaskStateComplete) {

@@ -78,10 +78,16 @@ function demoMath(work) {
   return { result: out };
 }
 
-const handlers = { 'demo.math': demoMath, noop: () => null };
+// noop, as the Go one: {} or its config's "result".
+const noop = (work) => {
+  const cfg = work.config || {};
+  return 'result' in cfg ? cfg.result : {};
+};
+
+const handlers = { 'demo.math': demoMath, noop };
 
 function parseArgs(argv) {
-  const a = { url: process.env.TASKER_DATABASE_URL, vt: 30, batch: 10, poll: 5, namespaces: [] };
+  const a = { url: process.env.TASKER_DATABASE_URL, name: 'node-worker', vt: 30, batch: 10, poll: 5, namespaces: [] };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -89,6 +95,7 @@ function parseArgs(argv) {
       return argv[++i];
     };
     if (flag === '--database-url') a.url = value();
+    else if (flag === '--name') a.name = value(); // recorded on its transitions as external:NAME
     else if (flag === '--vt') a.vt = Number(value());
     else if (flag === '--batch') a.batch = Number(value());
     else if (flag === '--poll') a.poll = Number(value());
@@ -113,8 +120,8 @@ async function main() {
   }
   const queues = a.namespaces.map((ns) => `${ns}_queue`);
   const wait = Math.max(1, Math.floor(a.poll / queues.length));
-  const db = new Client({ connectionString: a.url, application_name: 'node-worker' });
-  const beats = new Client({ connectionString: a.url, application_name: 'node-worker' });
+  const db = new Client({ connectionString: a.url, application_name: a.name });
+  const beats = new Client({ connectionString: a.url, application_name: a.name });
   await db.connect();
   await beats.connect();
   let stopping = false;
@@ -134,7 +141,16 @@ async function main() {
   }
 
   async function step(q, msgId) {
-    const work = (await db.query('SELECT * FROM tasker.step_begin($1, $2)', [q, msgId])).rows[0];
+    let work;
+    try {
+      work = (await db.query('SELECT * FROM tasker.step_begin($1, $2)', [q, msgId])).rows[0];
+    } catch (e) {
+      // TK404: the message is gone (its visibility timeout passed while
+      // earlier messages of the batch ran, and another worker took it).
+      if (!e.code) throw e; // not a refusal: the connection failed
+      console.error(`${q} msg ${msgId}: not started (${e.code}): ${e.message}`);
+      return;
+    }
     if (work.status !== 'started') {
       console.error(`${q} msg ${msgId}: ${work.status}: ${work.reason}`);
       return;

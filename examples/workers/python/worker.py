@@ -9,7 +9,10 @@ tasker.step_heartbeat.
 
     /usr/bin/python3 worker.py --database-url postgres://... linear_workflow
 
-Handlers: demo.math (the reference workflows' arithmetic) and noop.
+Handlers: demo.math (the reference workflows' arithmetic) and noop. Its
+transitions are recorded as external:<--name> (default python-worker). For
+tests only, TASKER_EXAMPLE_SLOW_STEP=<step name>:<ms> makes that step wait
+before its handler runs, so that the worker can be killed mid-step.
 """
 
 import argparse
@@ -19,7 +22,6 @@ import os
 import signal
 import sys
 import threading
-import time
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -96,20 +98,25 @@ def demo_math(work):
     return {"result": number(out)}
 
 
-HANDLERS = {"demo.math": demo_math, "noop": lambda work: None}
+def noop(work):
+    """noop, as the Go one: {} or its config's "result"."""
+    return (work["config"] or {}).get("result", {})
+
+
+HANDLERS = {"demo.math": demo_math, "noop": noop}
 
 
 def slow_step():
-    """TASKER_EXAMPLE_SLOW_STEP=<step name>:<ms> makes that step sleep first
-    (to stop a worker mid-step in tests)."""
+    """TASKER_EXAMPLE_SLOW_STEP=<step name>:<ms> makes that step wait first
+    (for tests, to stop a worker mid-step; SIGTERM cuts the wait short)."""
     spec = os.environ.get("TASKER_EXAMPLE_SLOW_STEP", "")
     name, _, ms = spec.partition(":")
     return (name, int(ms) / 1000) if name and ms else (None, 0)
 
 
 class Worker:
-    def __init__(self, url, namespaces, vt, batch, poll):
-        self.url, self.vt, self.batch, self.poll = url, vt, batch, poll
+    def __init__(self, url, name, namespaces, vt, batch, poll):
+        self.url, self.name, self.vt, self.batch, self.poll = url, name, vt, batch, poll
         self.queues = [ns + "_queue" for ns in namespaces]
         # Each queue's read waits its share of the poll.
         self.wait = max(1, poll // len(self.queues))
@@ -117,7 +124,7 @@ class Worker:
         self.slow_name, self.slow_secs = slow_step()
 
     def run(self):
-        with psycopg.connect(self.url, autocommit=True, application_name="python-worker") as conn:
+        with psycopg.connect(self.url, autocommit=True, application_name=self.name) as conn:
             while not self.stopping.is_set():
                 for q in self.queues:
                     rows = conn.execute(
@@ -130,7 +137,15 @@ class Worker:
                         self.step(conn, q, msg_id)
 
     def step(self, conn, q, msg_id):
-        cur = conn.execute("SELECT * FROM tasker.step_begin(%s, %s)", (q, msg_id))
+        try:
+            cur = conn.execute("SELECT * FROM tasker.step_begin(%s, %s)", (q, msg_id))
+        except psycopg.Error as e:
+            # TK404: the message is gone (its visibility timeout passed while
+            # earlier messages of the batch ran, and another worker took it).
+            if e.sqlstate is None:
+                raise  # not a refusal: the connection failed
+            print(f"{q} msg {msg_id}: not started ({e.sqlstate}): {e}", file=sys.stderr, flush=True)
+            return
         cols = [c.name for c in cur.description]
         work = dict(zip(cols, cur.fetchone()))
         if work["status"] != "started":
@@ -142,7 +157,7 @@ class Worker:
         beat.start()
         try:
             if work["step_name"] == self.slow_name:
-                time.sleep(self.slow_secs)
+                self.stopping.wait(self.slow_secs)
             handler = HANDLERS.get(work["handler"])
             if handler is None:
                 raise StepError("unknown_handler", f"no handler {work['handler']!r} in the Python worker", False)
@@ -174,7 +189,7 @@ class Worker:
         conn = None
         try:
             while not done.wait(self.vt / 2):
-                conn = conn or psycopg.connect(self.url, autocommit=True, application_name="python-worker")
+                conn = conn or psycopg.connect(self.url, autocommit=True, application_name=self.name)
                 conn.execute("SELECT tasker.step_heartbeat(%s, %s, %s, %s, %s)", (*call, self.vt))
         except psycopg.Error as e:
             print(f"{call[0]} msg {call[1]}: heartbeat refused ({e.sqlstate}): {e}", file=sys.stderr, flush=True)
@@ -187,13 +202,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("namespaces", nargs="+", help="namespaces to run (declared external = true)")
     p.add_argument("--database-url", default=os.environ.get("TASKER_DATABASE_URL"), help="default: $TASKER_DATABASE_URL")
-    p.add_argument("--vt", type=int, default=30, help="seconds a read message stays invisible")
+    p.add_argument("--name", default="python-worker", help="recorded on its transitions as external:NAME")
+    p.add_argument("--vt", type=int, default=30, help="seconds a read message stays invisible (its visibility timeout)")
     p.add_argument("--batch", type=int, default=10, help="messages read at once")
     p.add_argument("--poll", type=int, default=5, help="seconds a read waits for a message")
     a = p.parse_args()
     if not a.database_url:
         p.error("--database-url or TASKER_DATABASE_URL is required")
-    w = Worker(a.database_url, a.namespaces, a.vt, a.batch, a.poll)
+    w = Worker(a.database_url, a.name, a.namespaces, a.vt, a.batch, a.poll)
     signal.signal(signal.SIGTERM, lambda *_: w.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: w.stopping.set())
     print(f"python worker ready: {', '.join(w.queues)}", file=sys.stderr, flush=True)
