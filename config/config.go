@@ -188,8 +188,9 @@ type Namespace struct {
 	// inherit. Defaults to 0s.
 	PollInterval Duration `toml:"poll_interval"`
 	// VisibilityTimeout overrides queue.visibility_timeout for this namespace,
-	// for handlers that run longer than the default; 0 means inherit. Defaults
-	// to 0s.
+	// for handlers that run longer than the default; 0 means inherit. Workers
+	// of an external namespace choose their own (the vt of their reads).
+	// Defaults to 0s.
 	VisibilityTimeout Duration `toml:"visibility_timeout"`
 	// AllowedHosts lists the destinations the http handler may call for
 	// this namespace although they are loopback, link-local (the cloud
