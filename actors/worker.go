@@ -287,15 +287,26 @@ func (s *System) keepInvisible(q string, msgID int64, vt time.Duration, lease *l
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
+	// The first extension comes sooner when the lease is already short
+	// (an outcome handed over late in it): at once when under a quarter of
+	// vt is left, else with half the time left.
+	first := vt / 2
+	if left := time.Until(lease.get()); left < vt {
+		first = max(0, left-vt/4, left/2)
+		if left < vt/4 {
+			first = 0
+		}
+	}
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(vt / 2)
+		t := time.NewTimer(first)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				t.Reset(vt / 2)
 				cctx, ccancel := context.WithTimeout(ctx, vt/2)
 				asked := time.Now()
 				err := s.deps.Queue.SetVisibility(cctx, q, msgID, vt)
