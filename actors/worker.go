@@ -287,16 +287,9 @@ func (s *System) keepInvisible(q string, msgID int64, vt time.Duration, lease *l
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	// The first extension comes sooner when the lease is already short
-	// (an outcome handed over late in it): at once when under a quarter of
-	// vt is left, else with half the time left.
-	first := vt / 2
-	if left := time.Until(lease.get()); left < vt {
-		first = max(0, left-vt/4, left/2)
-		if left < vt/4 {
-			first = 0
-		}
-	}
+	// The first extension comes a quarter vt before the lease ends, and
+	// at once when less is left (an outcome handed over late in it).
+	first := min(vt/2, max(0, time.Until(lease.get())-vt/4))
 	go func() {
 		defer wg.Done()
 		t := time.NewTimer(first)
@@ -367,7 +360,7 @@ func SpanParent(t workflow.Trace) (trace.SpanContext, bool) {
 	if t.IsZero() {
 		return trace.SpanContext{}, false
 	}
-	traceID, err := trace.TraceIDFromHex(t.Parent[3:35])
+	traceID, err := trace.TraceIDFromHex(t.TraceID())
 	if err != nil {
 		return trace.SpanContext{}, false
 	}

@@ -183,7 +183,17 @@ func TestWorkerContractRefusals(t *testing.T) {
 	require.Equal(t, "22023", sqlState(t, err))
 	require.ErrorContains(t, err, "not a namespace queue")
 
-	b, err := h.sqlBegin(q, msgs[0].ID)
+	// A message that names no step is archived with the reason.
+	junk, err := h.q.Send(h.ctx, q, []byte(`{"step_uuid": "not-a-uuid"}`), 0)
+	require.NoError(t, err)
+	b, err := h.sqlBegin(q, junk)
+	require.NoError(t, err)
+	require.Equal(t, "archived", b.Status)
+	require.Contains(t, b.Reason, "undecodable")
+	live, archived := h.inQueue(q, junk)
+	require.True(t, !live && archived, "the undecodable message is archived")
+
+	b, err = h.sqlBegin(q, msgs[0].ID)
 	require.NoError(t, err)
 	require.Equal(t, "started", b.Status)
 	require.Equal(t, 1, b.Work.Attempt)
@@ -315,4 +325,29 @@ func TestWorkerContractNeedsNoTableRights(t *testing.T) {
 	require.NoError(t, err)
 	err = tx.QueryRow(h.ctx, `SELECT tasker.step_heartbeat($1, $2, $3, 1, 60)`, q, msgs[0].ID, uuid.New()).Scan(new(time.Time))
 	require.Equal(t, "42501", sqlState(t, err), "a function not granted is refused")
+}
+
+// A message read more often than queue.max_deliveries fails its step as
+// poison in step_begin, and goes to the archive with the reason.
+func TestWorkerContractPoison(t *testing.T) {
+	t.Parallel()
+	h := newContractHarness(t, store.WorkerLimits{MaxDeliveries: 1})
+	q := queue.NamespaceQueue(testsupport.LinearNamespace)
+	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+	msgs := h.readAll(q)
+	require.Len(t, msgs, 1)
+	require.NoError(t, h.q.SetVisibility(h.ctx, q, msgs[0].ID, 0))
+	again := h.readAll(q)
+	require.Len(t, again, 1)
+	require.Equal(t, 2, again[0].ReadCount)
+	b, err := h.sqlBegin(q, again[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, "archived", b.Status)
+	require.Contains(t, b.Reason, "queue.max_deliveries (1)")
+	live, archived := h.inQueue(q, again[0].ID)
+	require.True(t, !live && archived, "the message is archived")
+	h.applyAll()
+	s := step(t, h.show(task), "linear_step_1")
+	require.Equal(t, workflow.StepStateError, s.State)
+	require.Contains(t, string(s.Error), "poison")
 }

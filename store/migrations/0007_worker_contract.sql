@@ -110,21 +110,29 @@ BEGIN
         'correlation_id', s.correlation_id, 'attempt', attempt)), s.trace;
     -- Only the message of this step: a wrong msg_id deletes nothing else.
     IF archive THEN
-        EXECUTE format(
-            'WITH gone AS (DELETE FROM pgmq.%I WHERE msg_id = $1 AND message->>''step_uuid'' = $2::text
-                RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-            INSERT INTO pgmq.%I (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-            SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message,
-                COALESCE(CASE WHEN jsonb_typeof(headers) = ''object'' THEN headers END, ''{}''::jsonb)
-                    || jsonb_build_object(''archive_reason'', $3, ''archived_by'', $4)
-            FROM gone', qt, 'a_' || queue)
-        USING msg_id, step_uuid, (error->>'kind') || ': ' || (error->>'message'), tasker.worker_node_id();
+        PERFORM tasker.worker_message_archive(queue, msg_id, (error->>'kind') || ': ' || (error->>'message'), step_uuid);
     ELSE
         EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = $1 AND message->>''step_uuid'' = $2::text', qt)
         USING msg_id, step_uuid;
     END IF;
     PERFORM pg_notify(c.wake_channel, c.result_queue);
     RETURN 'recorded';
+END $$;
+
+-- Moves message msg_id of queue to its archive with reason (and this
+-- worker's name) in its headers; only the message of step_uuid when given.
+CREATE FUNCTION tasker.worker_message_archive(queue text, msg_id bigint, reason text, step_uuid uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format(
+        'WITH gone AS (DELETE FROM pgmq.%I WHERE msg_id = $1 AND ($2::uuid IS NULL OR message->>''step_uuid'' = $2::text)
+            RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
+        INSERT INTO pgmq.%I (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
+        SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message,
+            COALESCE(CASE WHEN jsonb_typeof(headers) = ''object'' THEN headers END, ''{}''::jsonb)
+                || jsonb_build_object(''archive_reason'', $3, ''archived_by'', $4)
+        FROM gone', tasker.worker_queue_table(queue), 'a_' || queue)
+    USING msg_id, step_uuid, reason, tasker.worker_node_id();
 END $$;
 
 -- The name an external worker's transitions carry: its application_name,
@@ -177,14 +185,7 @@ BEGIN
     END;
     IF sid IS NULL THEN
         why := 'undecodable step message: step_uuid is missing or not a uuid';
-        EXECUTE format(
-            'WITH gone AS (DELETE FROM pgmq.%I WHERE msg_id = $1 RETURNING *)
-            INSERT INTO pgmq.%I (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-            SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message,
-                COALESCE(CASE WHEN jsonb_typeof(headers) = ''object'' THEN headers END, ''{}''::jsonb)
-                    || jsonb_build_object(''archive_reason'', $2, ''archived_by'', $3)
-            FROM gone', qt, 'a_' || queue)
-        USING msg_id, why, tasker.worker_node_id();
+        PERFORM tasker.worker_message_archive(queue, msg_id, why, NULL);
         RETURN QUERY SELECT 'archived'::text, why, NULL::uuid, NULL::uuid, NULL::text, NULL::text, NULL::int,
             NULL::int, NULL::bigint, NULL::jsonb, NULL::text, NULL::uuid, NULL::jsonb, NULL::jsonb, m.headers;
         RETURN;
@@ -300,6 +301,7 @@ CREATE FUNCTION tasker.step_fail(queue text, msg_id bigint, step_uuid uuid, atte
 RETURNS TABLE (status text, reason text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    c       tasker.worker_contract := tasker.worker_contract_get();
     extra   text;
     after   numeric;
     stored  jsonb;
@@ -344,9 +346,9 @@ BEGIN
         'http_status', (error->>'http_status')::int,
         'retry_after_ms', (after * 1000)::bigint,
         'metadata', error->'metadata', 'attempt', attempt));
-    IF octet_length(stored::text) > (tasker.worker_contract_get()).max_result_bytes THEN
+    IF octet_length(stored::text) > c.max_result_bytes THEN
         RAISE EXCEPTION 'error is % bytes, more than the limit of % (queue.max_result_bytes)',
-            octet_length(stored::text), (tasker.worker_contract_get()).max_result_bytes USING ERRCODE = 'invalid_parameter_value';
+            octet_length(stored::text), c.max_result_bytes USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN QUERY SELECT tasker.worker_outcome_record(queue, msg_id, step_uuid, attempt, false, NULL, stored,
         CASE WHEN after > 0 THEN (after * 1000)::bigint END, false), NULL::text;
@@ -406,4 +408,4 @@ END $$;
 REVOKE EXECUTE ON FUNCTION tasker.worker_contract_get(), tasker.worker_outcome_record(text, bigint, uuid, int, bool, jsonb, jsonb, bigint, bool),
     tasker.step_begin(text, bigint), tasker.step_complete(text, bigint, uuid, int, jsonb),
     tasker.step_fail(text, bigint, uuid, int, jsonb), tasker.step_heartbeat(text, bigint, uuid, int, int),
-    tasker.worker_check_call(text, bigint, uuid, int) FROM PUBLIC;
+    tasker.worker_check_call(text, bigint, uuid, int), tasker.worker_message_archive(text, bigint, text, uuid) FROM PUBLIC;
