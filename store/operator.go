@@ -142,17 +142,20 @@ func (s *Store) TaskCancel(ctx context.Context, task uuid.UUID, reason string) e
 	if reason == "" {
 		reason = "cancelled by operator"
 	}
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		t, err := s.taskLock(ctx, tx, task)
-		if err != nil {
-			return err
-		}
-		if err := s.taskMove(ctx, tx, &t, workflow.TaskEventCancel, "cancel", reason); err != nil {
-			return err
-		}
-		_, err = s.stepsMove(ctx, tx, task, []workflow.StepEvent{workflow.StepEventCancel}, false, reason)
+	return s.inTx(ctx, func(tx pgx.Tx) error { return s.taskCancel(ctx, tx, task, reason) })
+}
+
+// taskCancel is TaskCancel within tx.
+func (s *Store) taskCancel(ctx context.Context, tx pgx.Tx, task uuid.UUID, reason string) error {
+	t, err := s.taskLock(ctx, tx, task)
+	if err != nil {
 		return err
-	})
+	}
+	if err := s.taskMove(ctx, tx, &t, workflow.TaskEventCancel, "cancel", reason); err != nil {
+		return err
+	}
+	_, err = s.stepsMove(ctx, tx, task, []workflow.StepEvent{workflow.StepEventCancel}, false, reason)
+	return err
 }
 
 // TaskRetry puts a task in error back to work: its failed steps return to
