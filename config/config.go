@@ -88,6 +88,12 @@ type Config struct {
 	Shutdown Shutdown `toml:"shutdown"`
 	// Templates says where task templates are loaded from.
 	Templates Templates `toml:"templates"`
+	// Retention says how long finished work is kept.
+	Retention Retention `toml:"retention"`
+	// Schedules declares cron schedules that start tasks; each
+	// [[schedules]] entry is written to the database when an orchestration
+	// node starts. Defaults to none.
+	Schedules []Schedule `toml:"schedules"`
 
 	// Env is the environment the configuration was built for (TASKER_ENV). It is
 	// not a TOML key.
@@ -373,6 +379,77 @@ type Templates struct {
 	Bundled bool `toml:"bundled"`
 }
 
+// Retention says how long finished work is kept; a maintenance actor on
+// one orchestration node at a time (a lease in the database) deletes what
+// is older, in small batches. A period of 0 keeps that kind forever.
+type Retention struct {
+	// Enabled runs the pruning on orchestration nodes. Defaults to true.
+	Enabled bool `toml:"enabled"`
+	// CompleteTasks keeps complete and resolved tasks, with their steps,
+	// edges and transitions, this long after they finished. A request id
+	// whose task was deleted is new again. Defaults to 7d.
+	CompleteTasks Duration `toml:"complete_tasks"`
+	// FailedTasks keeps tasks in error this long after they failed.
+	// Defaults to 30d.
+	FailedTasks Duration `toml:"failed_tasks"`
+	// CancelledTasks keeps cancelled tasks this long. Defaults to 7d.
+	CancelledTasks Duration `toml:"cancelled_tasks"`
+	// RejectedRequests keeps the rejected task requests (tasker requests
+	// rejected) this long. Defaults to 30d.
+	RejectedRequests Duration `toml:"rejected_requests"`
+	// Archives keeps each queue's archived messages (rejected requests'
+	// bodies, poison messages) this long. Defaults to 7d.
+	Archives Duration `toml:"archives"`
+	// ScheduleFires keeps the schedules' fire history this long. Defaults
+	// to 30d.
+	ScheduleFires Duration `toml:"schedule_fires"`
+	// Interval is the time between two pruning runs. Defaults to 1m.
+	Interval Duration `toml:"interval"`
+	// BatchSize is how many rows (tasks, with what belongs to them) one
+	// transaction deletes. Defaults to 500.
+	BatchSize int `toml:"batch_size"`
+	// TimeBudget bounds one run; what is left waits for the next.
+	// Defaults to 5s.
+	TimeBudget Duration `toml:"time_budget"`
+}
+
+// Schedule is one [[schedules]] entry: a cron expression that starts a
+// task from a template. Each fire is a task request with a request id
+// derived from the schedule and the fire time, sent once however many
+// nodes run.
+type Schedule struct {
+	// Name identifies the schedule (a lower-case identifier); it must be
+	// set. Defaults to "".
+	Name string `toml:"name"`
+	// Namespace is the template's namespace; it must be set. Defaults to
+	// "".
+	Namespace string `toml:"namespace"`
+	// Template is the template's name; it must be set. Defaults to "".
+	Template string `toml:"template"`
+	// Version is the template's version; empty takes the newest when the
+	// fire's request is accepted. Defaults to "".
+	Version string `toml:"version"`
+	// Cron is five fields (minute hour day-of-month month day-of-week), six
+	// with seconds first, or a descriptor ("@hourly", "@every 30s"); it
+	// must be set. Defaults to "".
+	Cron string `toml:"cron"`
+	// TimeZone is the IANA zone Cron is read in. Defaults to "UTC".
+	TimeZone string `toml:"time_zone"`
+	// Context is each task's context. Defaults to {}.
+	Context map[string]any `toml:"context"`
+	// Priority is each request's priority. Defaults to 0.
+	Priority int `toml:"priority"`
+	// Overlap is what a fire does while the previous fire's task runs:
+	// "skip", "allow" or "cancel_previous". Defaults to "skip".
+	Overlap string `toml:"overlap"`
+	// CatchUp is what becomes of fires missed while no node ran: "none",
+	// "one" (one task for them all) or "all" (up to CatchUpLimit).
+	// Defaults to "one".
+	CatchUp string `toml:"catch_up"`
+	// CatchUpLimit bounds the missed fires "all" sends. Defaults to 10.
+	CatchUpLimit int `toml:"catch_up_limit"`
+}
+
 // Default returns the built-in configuration of env: the base defaults with
 // the environment's own defaults applied ("" means development; an unknown
 // name gets the base defaults).
@@ -414,6 +491,19 @@ func Default(env string) *Config {
 		Tracing:     Tracing{ServiceName: "tasker"},
 		Shutdown:    Shutdown{Timeout: Duration(30 * time.Second)},
 		Templates:   Templates{Dirs: []string{}, Bundled: true},
+		Retention: Retention{
+			Enabled:          true,
+			CompleteTasks:    Duration(7 * 24 * time.Hour),
+			FailedTasks:      Duration(30 * 24 * time.Hour),
+			CancelledTasks:   Duration(7 * 24 * time.Hour),
+			RejectedRequests: Duration(30 * 24 * time.Hour),
+			Archives:         Duration(7 * 24 * time.Hour),
+			ScheduleFires:    Duration(30 * 24 * time.Hour),
+			Interval:         Duration(time.Minute),
+			BatchSize:        500,
+			TimeBudget:       Duration(5 * time.Second),
+		},
+		Schedules: []Schedule{},
 		Env:         cmp.Or(env, EnvDevelopment),
 	}
 	switch env {

@@ -405,6 +405,8 @@ func TestDuration(t *testing.T) {
 		{"5m0s", Duration(5 * time.Minute), "5m"},
 		{"1h0m1s", Duration(time.Hour + time.Second), "1h0m1s"},
 		{"1.5s", Duration(1500 * time.Millisecond), "1.5s"},
+		{"7d", Duration(7 * 24 * time.Hour), "168h"},
+		{"1d12h", Duration(36 * time.Hour), "36h"},
 	}
 	for _, tt := range tests {
 		var d Duration
@@ -420,7 +422,7 @@ func TestDuration(t *testing.T) {
 		require.Equal(t, d, back)
 	}
 	var d Duration
-	require.EqualError(t, d.UnmarshalText([]byte("10")), `invalid duration "10": want a string with a unit, like "250ms" or "5s"`)
+	require.EqualError(t, d.UnmarshalText([]byte("10")), `invalid duration "10": want a string with a unit, like "250ms", "5s" or "7d"`)
 }
 
 // TestFieldsDocumentDefaults keeps every TOML key of config.go documented

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,12 +31,33 @@ func (d Duration) String() string {
 // MarshalText writes d as its string form.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// UnmarshalText parses a duration string as time.ParseDuration does.
+// UnmarshalText parses a duration string as time.ParseDuration does, and
+// also a whole number of days before the rest ("7d", "1d12h").
 func (d *Duration) UnmarshalText(text []byte) error {
-	v, err := time.ParseDuration(string(text))
+	v, err := parseDuration(string(text))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q: want a string with a unit, like \"250ms\" or \"5s\"", text)
+		return fmt.Errorf("invalid duration %q: want a string with a unit, like \"250ms\", \"5s\" or \"7d\"", text)
 	}
 	*d = Duration(v)
 	return nil
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	days, rest, ok := strings.Cut(s, "d")
+	if !ok {
+		return time.ParseDuration(s)
+	}
+	n, err := strconv.ParseUint(days, 10, 16)
+	if err != nil {
+		return 0, err
+	}
+	v := time.Duration(n) * 24 * time.Hour
+	if rest != "" {
+		r, err := time.ParseDuration(rest)
+		if err != nil || r < 0 {
+			return 0, fmt.Errorf("bad duration %q", s)
+		}
+		v += r
+	}
+	return v, nil
 }

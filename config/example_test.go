@@ -38,7 +38,7 @@ func TestExampleLoads(t *testing.T) {
 
 // commentedSetting matches the example's commented-out keys and tables, which
 // show the defaults: "# key = value" and "# [table]".
-var commentedSetting = regexp.MustCompile(`(?m)^# (\[[^\]]+\]|[a-z_]+ = .+)$`)
+var commentedSetting = regexp.MustCompile(`(?m)^# (\[\[?[^\]]+\]\]?|[a-z_]+ = .+)$`)
 
 // TestExampleDocumentsEveryKey uncomments every setting of the example and
 // checks that the result sets every key of Config, to its default.
@@ -60,7 +60,11 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		"the namespace example shows the defaults")
 	require.Equal(t, c.CircuitBreakers.Default, c.Breaker(HTTPComponent("api.example.com")),
 		"the component example shows the defaults")
-	c.Namespaces, c.CircuitBreakers.Components = nil, nil
+	require.Len(t, c.Schedules, 1, "the schedule example is an entry")
+	sc, err := c.Schedules[0].Workflow()
+	require.NoError(t, err)
+	require.Equal(t, "nightly_report", sc.Name)
+	c.Namespaces, c.CircuitBreakers.Components, c.Schedules = nil, nil, []Schedule{}
 	require.Equal(t, Default(EnvDevelopment), c, "the commented values are the defaults")
 }
 

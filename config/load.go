@@ -228,7 +228,15 @@ func unknownKeys(md *toml.MetaData) []string {
 func knownPrefix(key toml.Key) int {
 	t := reflect.TypeFor[Config]()
 	for i, seg := range key {
+		// An array of tables ([[schedules]]) names its entries' keys
+		// without an index.
+		if t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct {
+			t = t.Elem()
+		}
 		switch {
+		case t.Kind() == reflect.Interface:
+			// A free-form value (a schedule's context) holds any keys.
+			return len(key)
 		case i == 0 && seg == "environments":
 			t = reflect.TypeFor[map[string]Config]()
 		case t.Kind() == reflect.Struct:

@@ -22,6 +22,7 @@ func (c *Config) Clone() *Config {
 	out.Node.WorkerNamespaces = slices.Clone(c.Node.WorkerNamespaces)
 	out.Namespaces = maps.Clone(c.Namespaces)
 	out.Templates.Dirs = slices.Clone(c.Templates.Dirs)
+	out.Schedules = slices.Clone(c.Schedules)
 	if c.CircuitBreakers.Components != nil {
 		out.CircuitBreakers.Components = make(map[string]BreakerOverride, len(c.CircuitBreakers.Components))
 		for name, o := range c.CircuitBreakers.Components {

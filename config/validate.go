@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -144,6 +145,39 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(dir) == "" {
 			v.add("templates.dirs[%d] must not be empty", i)
 		}
+	}
+
+	v.durRange("retention.interval", c.Retention.Interval, time.Second, 24*time.Hour)
+	v.intRange("retention.batch_size", c.Retention.BatchSize, 1, 100_000)
+	v.durRange("retention.time_budget", c.Retention.TimeBudget, 10*time.Millisecond, time.Hour)
+	for _, k := range []struct {
+		key  string
+		keep Duration
+	}{
+		{"retention.complete_tasks", c.Retention.CompleteTasks}, {"retention.failed_tasks", c.Retention.FailedTasks},
+		{"retention.cancelled_tasks", c.Retention.CancelledTasks}, {"retention.rejected_requests", c.Retention.RejectedRequests},
+		{"retention.archives", c.Retention.Archives}, {"retention.schedule_fires", c.Retention.ScheduleFires},
+	} {
+		if k.keep < 0 || (k.keep != 0 && k.keep < Duration(time.Second)) {
+			v.add("%s must be 0 (keep forever) or at least 1s (got %s)", k.key, k.keep)
+		}
+	}
+	seen := map[string]int{}
+	for i, sc := range c.Schedules {
+		key := fmt.Sprintf("schedules[%d]", i)
+		if _, err := sc.Workflow(); err != nil {
+			var se *workflow.ScheduleError
+			if errors.As(err, &se) {
+				v.add("%s.%s %s", key, se.Field, se.Problem)
+			} else {
+				v.add("%s %v", key, err)
+			}
+			continue
+		}
+		if j, dup := seen[sc.Name]; dup {
+			v.add("%s.name %q is also the name of schedules[%d]", key, sc.Name, j)
+		}
+		seen[sc.Name] = i
 	}
 
 	if len(v.problems) == 0 {
