@@ -34,6 +34,16 @@ func (r *rootActor) spawnChildren(ctx actor.Context) {
 			c.due = applyDue
 			return c
 		}, nil)
+		if s.deps.Maintenance != nil && s.settings.Schedules {
+			spawn(ctx, s, schedulerName, KindScheduler, "", "", func() actor.Actor {
+				return &scheduleChecker{sys: s, path: rootName + "/" + schedulerName}
+			}, nil)
+		}
+		if s.deps.Maintenance != nil && s.settings.Retention != nil {
+			spawn(ctx, s, retentionName, KindRetention, "", "", func() actor.Actor {
+				return &pruner{sys: s, path: rootName + "/" + retentionName, set: *s.settings.Retention}
+			}, nil)
+		}
 	}
 	for _, ns := range s.settings.Namespaces {
 		if s.isGivenUp(NamespacePath(ns.Name)) {

@@ -78,6 +78,12 @@ type Settings struct {
 	// MaxHostBreakers caps the host breakers (see System.HostBreaker); 0
 	// means DefaultMaxHostBreakers.
 	MaxHostBreakers int
+	// Schedules runs the scheduler (with Orchestration and
+	// Deps.Maintenance).
+	Schedules bool
+	// Retention, when set, runs the pruner (with Orchestration and
+	// Deps.Maintenance).
+	Retention *RetentionSettings
 }
 
 // DefaultMaxHostBreakers is the cap on host breakers when
@@ -118,6 +124,15 @@ type Deps struct {
 	// Tracer, when set, makes a span of every step attempt a worker runs,
 	// a child of the trace context of the task's request.
 	Tracer trace.Tracer
+	// Maintenance is the persistence of the scheduler and the pruner;
+	// without it neither runs.
+	Maintenance Maintenance
+	// SchedulesChecked is told of every check of the schedules (metrics).
+	SchedulesChecked func(store.FireReport, error)
+	// Pruned is told of every pruning batch that deleted rows (metrics).
+	Pruned func(store.PruneTarget, store.PruneCount)
+	// PruneRan is told of every pruning run on this node (metrics).
+	PruneRan func(store.PruneRun, time.Duration, error)
 }
 
 // System is a running actor tree.

@@ -18,6 +18,7 @@ const (
 	KindPoller       = "poller"
 	KindWorker       = "worker"
 	KindBreaker      = "circuit_breaker"
+	// KindScheduler and KindRetention are in maintenance.go.
 )
 
 // Statuses of a node.
@@ -44,7 +45,9 @@ type Node struct {
 	BreakerState  string     `json:"breaker_state,omitempty"`
 	LastPollAt    *time.Time `json:"last_poll_at,omitempty"`
 	// Busy is true while a worker runs a step.
-	Busy     bool   `json:"busy,omitempty"`
+	Busy bool `json:"busy,omitempty"`
+	// Detail is what a maintenance actor last did.
+	Detail   string `json:"detail,omitempty"`
 	Children []Node `json:"children,omitempty"`
 }
 
@@ -133,6 +136,13 @@ func (t *Tree) setBreaker(path, state string) {
 	t.update(path, func(n *Node) { n.BreakerState = state })
 }
 
+func (t *Tree) setDetail(path, detail string) {
+	if len(detail) > 500 {
+		detail = detail[:500] + "…"
+	}
+	t.update(path, func(n *Node) { n.Detail = detail })
+}
+
 func (t *Tree) setBusy(path string, busy bool) {
 	t.update(path, func(n *Node) { n.Busy = busy })
 }
@@ -203,6 +213,8 @@ func kindOrder(kind string) int {
 		return 0
 	case KindStepResults:
 		return 1
+	case KindScheduler, KindRetention:
+		return 2
 	case KindNamespace:
 		return 2
 	case KindBreaker:
@@ -240,6 +252,9 @@ func WriteText(w io.Writer, nodes []Node) error {
 		}
 		if n.LastPollAt != nil {
 			line += " last_poll=" + n.LastPollAt.Format(time.RFC3339Nano)
+		}
+		if n.Detail != "" {
+			line += fmt.Sprintf(" detail=%q", n.Detail)
 		}
 		if n.LastFailure != "" {
 			line += fmt.Sprintf(" last_failure=%q", n.LastFailure)

@@ -146,6 +146,7 @@ func (s *server) routes(mux *http.ServeMux) {
 		page, err := op.Archived(r.Context(), f)
 		s.reply(w, r, page, err)
 	})
+	s.scheduleRoutes(mux)
 	// Anything else under /v1 answers in the API's error format.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusNotFound, apiError{Code: CodeNotFound, Message: fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path)})
@@ -263,4 +264,59 @@ type tooLargeError struct{ limit int64 }
 
 func (e *tooLargeError) Error() string {
 	return fmt.Sprintf("request body: larger than %d bytes", e.limit)
+}
+
+// scheduleRoutes adds the schedule routes: list, create, show, pause,
+// resume, trigger and delete.
+func (s *server) scheduleRoutes(mux *http.ServeMux) {
+	op := s.op
+	mux.HandleFunc("GET /v1/schedules", func(w http.ResponseWriter, r *http.Request) {
+		if err := knownParams(r.URL.Query()); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		page, err := op.Schedules(r.Context())
+		s.reply(w, r, page, err)
+	})
+	mux.HandleFunc("POST /v1/schedules", func(w http.ResponseWriter, r *http.Request) {
+		var body workflow.Schedule
+		if err := decodeBody(w, r, &body); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		si, err := op.CreateSchedule(r.Context(), body)
+		s.reply(w, r, si, err)
+	})
+	named := func(do func(ctx context.Context, name string) (any, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			name, err := ParseScheduleName(r.PathValue("name"))
+			if err == nil {
+				err = knownParams(r.URL.Query())
+			}
+			if err == nil && r.Method == http.MethodPost {
+				err = decodeBody(w, r, &struct{}{})
+			}
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			v, err := do(r.Context(), name)
+			s.reply(w, r, v, err)
+		}
+	}
+	mux.HandleFunc("GET /v1/schedules/{name}", named(func(ctx context.Context, name string) (any, error) {
+		return op.Schedule(ctx, name)
+	}))
+	mux.HandleFunc("POST /v1/schedules/{name}/pause", named(func(ctx context.Context, name string) (any, error) {
+		return op.PauseSchedule(ctx, name, true)
+	}))
+	mux.HandleFunc("POST /v1/schedules/{name}/resume", named(func(ctx context.Context, name string) (any, error) {
+		return op.PauseSchedule(ctx, name, false)
+	}))
+	mux.HandleFunc("POST /v1/schedules/{name}/trigger", named(func(ctx context.Context, name string) (any, error) {
+		return op.TriggerSchedule(ctx, name)
+	}))
+	mux.HandleFunc("DELETE /v1/schedules/{name}", named(func(ctx context.Context, name string) (any, error) {
+		return op.DeleteSchedule(ctx, name)
+	}))
 }

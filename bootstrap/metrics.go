@@ -24,6 +24,10 @@ type Metrics struct {
 	breaker      *prometheus.GaugeVec
 	requests     *prometheus.CounterVec
 	held         *prometheus.CounterVec
+	fires        *prometheus.CounterVec
+	pruned       *prometheus.CounterVec
+	pruneRuns    *prometheus.CounterVec
+	pruneSeconds prometheus.Histogram
 }
 
 // breakerValue maps a breaker state to the gauge value.
@@ -63,10 +67,59 @@ func NewMetrics() *Metrics {
 			Name: "tasker_held_messages_total",
 			Help: "Messages this node held through a database failure, by queue and outcome: handled once the database answered, or released to redelivery.",
 		}, []string{"queue", "outcome"}),
+		fires: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_schedule_fires_total",
+			Help: "Schedule fire times this node's checks handled, by outcome (sent, skipped: the previous task still ran, missed: due while no node checked).",
+		}, []string{"outcome"}),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_pruned_rows_total",
+			Help: "Rows this node's retention deleted, by target (tasks_complete, archive:<queue>, …) and table (rows: the target's own, steps, edges, transitions).",
+		}, []string{"target", "table"}),
+		pruneRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_prune_runs_total",
+			Help: "Retention runs on this node, by result (done, budget: the time budget ran out first, failed).",
+		}, []string{"result"}),
+		pruneSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tasker_prune_run_seconds",
+			Help:    "Duration of this node's retention runs.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}),
 	}
 	m.Registry.MustRegister(m.tasks, m.steps, m.attempts, m.stepDuration, m.breaker, m.requests, m.held,
+		m.fires, m.pruned, m.pruneRuns, m.pruneSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+func (m *Metrics) schedulesChecked(rep store.FireReport, err error) {
+	if err != nil {
+		return
+	}
+	m.fires.WithLabelValues("sent").Add(float64(rep.Sent))
+	m.fires.WithLabelValues("skipped").Add(float64(rep.Skipped))
+	m.fires.WithLabelValues("missed").Add(float64(rep.Missed))
+}
+
+func (m *Metrics) prunedBatch(t store.PruneTarget, c store.PruneCount) {
+	label := t.Label()
+	m.pruned.WithLabelValues(label, "rows").Add(float64(c.Rows))
+	if c.Steps+c.Edges+c.Transitions > 0 {
+		m.pruned.WithLabelValues(label, "steps").Add(float64(c.Steps))
+		m.pruned.WithLabelValues(label, "edges").Add(float64(c.Edges))
+		m.pruned.WithLabelValues(label, "transitions").Add(float64(c.Transitions))
+	}
+}
+
+func (m *Metrics) pruneRan(run store.PruneRun, d time.Duration, err error) {
+	result := "done"
+	switch {
+	case err != nil:
+		result = "failed"
+	case !run.Done:
+		result = "budget"
+	}
+	m.pruneRuns.WithLabelValues(result).Inc()
+	m.pruneSeconds.Observe(d.Seconds())
 }
 
 func (m *Metrics) breakerChanged(component, state string) {

@@ -165,6 +165,12 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		return n, err
 	}
 
+	if cfg.Node.RunsOrchestration() {
+		if err := n.declareSchedules(ctx); err != nil {
+			return n, err
+		}
+	}
+
 	if n.tracing, err = startTracing(cfg.Tracing, n.nodeID, opts.SpanExporter, n.store, n.log); err != nil {
 		return n, err
 	}
@@ -203,9 +209,13 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 			n.activity.ResultApplied(out)
 			n.tracing.resultApplied(out)
 		},
-		Tracer:      tracer,
-		MessageHeld: n.metrics.messageHeld,
-		Ping:        pingPool(n.pool),
+		Tracer:           tracer,
+		MessageHeld:      n.metrics.messageHeld,
+		Ping:             pingPool(n.pool),
+		Maintenance:      n.store,
+		SchedulesChecked: n.metrics.schedulesChecked,
+		Pruned:           n.metrics.prunedBatch,
+		PruneRan:         n.metrics.pruneRan,
 	})
 	if err != nil {
 		return n, err
@@ -224,6 +234,27 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		n.log.Info("dashboard", "url", n.DashboardURL())
 	}
 	return n, nil
+}
+
+// declareSchedules writes the configuration's [[schedules]] to the
+// database and says what it did.
+func (n *Node) declareSchedules(ctx context.Context) error {
+	rep, err := n.store.SchedulesDeclare(ctx, n.cfg.ScheduleDefinitions())
+	if err != nil {
+		return fmt.Errorf("declaring the configuration's schedules: %w", err)
+	}
+	if len(rep.Created)+len(rep.Changed) > 0 {
+		n.log.Info("schedules declared", "created", rep.Created, "changed", rep.Changed)
+	}
+	for _, name := range rep.Taken {
+		n.log.Warn("a schedule of the configuration is not declared: a schedule of that name was created through the API; delete one of them",
+			"schedule", name)
+	}
+	for _, name := range rep.Undeclared {
+		n.log.Warn("a schedule declared by an earlier configuration is not in this one; it keeps firing until deleted (tasker schedules delete NAME)",
+			"schedule", name)
+	}
+	return nil
 }
 
 func (n *Node) buildRegistry() (*workflow.Registry, error) {

@@ -6,6 +6,7 @@ import (
 	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/backoff"
 	"github.com/tasker-run/tasker/config"
+	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
 )
 
@@ -52,6 +53,14 @@ func actorSettings(cfg *config.Config, nodeID string, namespaces []string, live 
 			return breakerSettings(live().Breaker(config.HTTPComponent(host)))
 		},
 		MaxHostBreakers: cfg.CircuitBreakers.MaxHosts,
+		Schedules:       true,
+	}
+	if r := cfg.Retention; r.Enabled {
+		queues := RetentionQueues(namespaces)
+		s.Retention = &actors.RetentionSettings{
+			Policy: RetentionPolicy(r), Queues: func() []string { return queues },
+			Interval: r.Interval.Duration(), BatchSize: r.BatchSize, Budget: r.TimeBudget.Duration(),
+		}
 	}
 	for _, name := range namespaces {
 		if !cfg.Node.RunsNamespace(name) || cfg.Namespace(name).External {
@@ -96,6 +105,25 @@ func externalNamespaces(cfg *config.Config, namespaces []string) []string {
 		if cfg.Namespace(name).External {
 			out = append(out, name)
 		}
+	}
+	return out
+}
+
+// RetentionPolicy is the store's form of [retention].
+func RetentionPolicy(r config.Retention) store.RetentionPolicy {
+	return store.RetentionPolicy{
+		Complete: r.CompleteTasks.Duration(), Failed: r.FailedTasks.Duration(), Cancelled: r.CancelledTasks.Duration(),
+		Rejected: r.RejectedRequests.Duration(), Archives: r.Archives.Duration(), Fires: r.ScheduleFires.Duration(),
+	}
+}
+
+// RetentionQueues are the queues whose archives retention prunes: the
+// orchestration queues and those of the namespaces given. Queues of other
+// programs sharing the database are left alone.
+func RetentionQueues(namespaces []string) []string {
+	out := []string{queue.TaskRequestsQueue, queue.StepResultsQueue}
+	for _, ns := range namespaces {
+		out = append(out, queue.NamespaceQueue(ns))
 	}
 	return out
 }
