@@ -504,7 +504,7 @@ func Default(env string) *Config {
 			TimeBudget:       Duration(5 * time.Second),
 		},
 		Schedules: []Schedule{},
-		Env:         cmp.Or(env, EnvDevelopment),
+		Env:       cmp.Or(env, EnvDevelopment),
 	}
 	switch env {
 	case EnvTest:
