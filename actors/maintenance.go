@@ -18,6 +18,7 @@ type Maintenance interface {
 	LeaseAcquire(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
 	LeaseRelease(ctx context.Context, name, holder string) error
 	Prune(ctx context.Context, targets []store.PruneTarget, batchSize int, budget time.Duration, progress func(store.PruneTarget, store.PruneCount)) (store.PruneRun, error)
+	VacuumDead(ctx context.Context, queues []string) ([]string, error)
 }
 
 // RetentionSettings configure the pruning actor.
@@ -29,6 +30,9 @@ type RetentionSettings struct {
 	Interval  time.Duration
 	BatchSize int
 	Budget    time.Duration
+	// Vacuum, on a server whose autovacuum is off, vacuums after each run
+	// the tables with many dead rows (store.VacuumDead).
+	Vacuum bool
 }
 
 // Kinds of the maintenance actors.
@@ -219,6 +223,19 @@ func (p *pruner) run() {
 	}
 	if total > 0 {
 		p.sys.log.Info("pruned", "rows", total, "batches", run.Batches, "took", took.Round(time.Millisecond), "done", run.Done)
+	}
+	if p.set.Vacuum && err == nil {
+		vctx, vcancel := context.WithTimeout(p.sys.handlerCtx, maintenanceTimeout+p.set.Budget)
+		vacuumed, verr := m.VacuumDead(vctx, queues)
+		vcancel()
+		switch {
+		case verr != nil:
+			p.sys.log.Warn("vacuuming after pruning failed", "error", verr)
+			detail += ", vacuum failed: " + verr.Error()
+		case len(vacuumed) > 0:
+			p.sys.log.Info("vacuumed (the server's autovacuum is off)", "tables", vacuumed)
+			detail += fmt.Sprintf(", vacuumed %d tables (autovacuum is off)", len(vacuumed))
+		}
 	}
 	p.sys.tree.setDetail(p.path, detail)
 }

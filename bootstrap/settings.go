@@ -59,7 +59,7 @@ func actorSettings(cfg *config.Config, nodeID string, namespaces []string, live 
 		queues := RetentionQueues(namespaces)
 		s.Retention = &actors.RetentionSettings{
 			Policy: RetentionPolicy(r), Queues: func() []string { return queues },
-			Interval: r.Interval.Duration(), BatchSize: r.BatchSize, Budget: r.TimeBudget.Duration(),
+			Interval: r.Interval.Duration(), BatchSize: r.BatchSize, Budget: r.TimeBudget.Duration(), Vacuum: r.Vacuum,
 		}
 	}
 	for _, name := range namespaces {

@@ -411,6 +411,11 @@ type Retention struct {
 	// TimeBudget bounds one run; what is left waits for the next.
 	// Defaults to 5s.
 	TimeBudget Duration `toml:"time_budget"`
+	// Vacuum makes the pruning node, on a server whose autovacuum is off,
+	// vacuum after each run the Tasker and queue tables whose dead rows
+	// pass autovacuum's own threshold, which autovacuum would have done.
+	// Defaults to true.
+	Vacuum bool `toml:"vacuum"`
 }
 
 // Schedule is one [[schedules]] entry: a cron expression that starts a
@@ -502,6 +507,7 @@ func Default(env string) *Config {
 			Interval:         Duration(time.Minute),
 			BatchSize:        500,
 			TimeBudget:       Duration(5 * time.Second),
+			Vacuum:           true,
 		},
 		Schedules: []Schedule{},
 		Env:       cmp.Or(env, EnvDevelopment),

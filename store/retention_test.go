@@ -172,3 +172,30 @@ func TestLease(t *testing.T) {
 	_, err = h.st.LeaseGet(h.ctx, "retention")
 	assert.ErrorIs(t, err, store.ErrNotFound)
 }
+
+// Where the server's autovacuum is off, the tables that pruning left full
+// of dead rows are vacuumed; with it on, nothing is.
+func TestVacuumDead(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	var on bool
+	require.NoError(t, h.pool.QueryRow(h.ctx, "SELECT current_setting('autovacuum')::bool").Scan(&on))
+	_, err := h.pool.Exec(h.ctx, `INSERT INTO tasker.rejected_requests (msg_id, payload, reason)
+		SELECT g, '{}', 'test' FROM generate_series(1, 200) g`)
+	require.NoError(t, err)
+	_, err = h.pool.Exec(h.ctx, "DELETE FROM tasker.rejected_requests")
+	require.NoError(t, err)
+	queues := []string{queue.NamespaceQueue(testsupport.LinearNamespace)}
+	// The statistics of the deletes reach pg_stat_user_tables at the
+	// session's next report; wait for them.
+	testsupport.WaitFor(t, 10*time.Second, "the dead rows to be counted", func() (bool, error) {
+		return h.count("SELECT n_dead_tup FROM pg_stat_user_tables WHERE schemaname = 'tasker' AND relname = 'rejected_requests'") > 50, nil
+	})
+	done, err := h.st.VacuumDead(h.ctx, queues)
+	require.NoError(t, err)
+	if on {
+		assert.Empty(t, done, "autovacuum does it")
+		return
+	}
+	assert.Contains(t, done, "tasker.rejected_requests")
+	assert.NotContains(t, done, "tasker.templates", "no dead rows there")
+}

@@ -93,6 +93,10 @@ type Options struct {
 	// database; by default they are deleted after the report. Defaults to
 	// false.
 	Keep bool
+	// Retention runs the node's pruning as [retention] configures it,
+	// beside the load (to measure its cost); by default the bench node
+	// prunes nothing, so a run measures its load alone. Defaults to false.
+	Retention bool
 	// CPUProfile, when set, receives a CPU profile of the process (which
 	// hosts the node) while the node runs. Defaults to "".
 	CPUProfile string
@@ -126,6 +130,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Timeout, "timeout", TimeoutDefault, "give up when the run takes longer")
 	fs.IntVar(&o.History, "history", 0, "first fill the tables with finished tasks until the bench namespace holds this many (not counted; deleted afterwards unless --keep)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the run's tasks and history in the database (default: delete them after the report)")
+	fs.BoolVar(&o.Retention, "retention", false, "run the node's pruning as [retention] configures it, beside the load (default: off)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the node to this file")
 	fs.BoolVar(&o.Verbose, "verbose", false, "log the node at the configured level (default: warnings only)")
 }
@@ -187,6 +192,10 @@ func nodeConfig(cfg *config.Config, url string, o Options) *config.Config {
 	if !o.Verbose {
 		c.Log.Level = config.LogLevelWarn
 	}
+	// The bench database is the bench's: the configuration's schedules do
+	// not fire into it, and it prunes only when asked to.
+	c.Schedules = nil
+	c.Retention.Enabled = o.Retention
 	c.Namespaces = make(map[string]config.Namespace, len(cfg.Namespaces)+1)
 	for k, v := range cfg.Namespaces {
 		c.Namespaces[k] = v

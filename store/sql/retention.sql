@@ -88,3 +88,14 @@ DELETE FROM tasker.leases WHERE name = @name AND holder = @holder;
 
 -- name: lease_get
 SELECT holder, expires_at FROM tasker.leases WHERE name = @name;
+
+-- name: autovacuum_on
+SELECT current_setting('autovacuum')::bool;
+
+-- name: tables_dead
+-- Tasker's tables, and the queue tables named in @queue_tables, whose dead
+-- rows pass autovacuum's threshold, as quoted names.
+SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables
+WHERE (schemaname = 'tasker' OR (schemaname || '.' || relname) = ANY(@queue_tables::text[]))
+    AND n_dead_tup > 50 + 0.2 * n_live_tup
+ORDER BY n_dead_tup DESC;
