@@ -136,6 +136,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /templates", h.get(h.templates))
 	m.HandleFunc("GET /rejected", h.get(h.rejected))
 	m.HandleFunc("POST /rejected/{msg_id}/replay", h.post(h.replay))
+	m.HandleFunc("GET /schedules", h.get(h.schedules))
+	m.HandleFunc("POST /schedules/{name}/{action}", h.post(h.scheduleAction))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.failPage(w, r, http.StatusNotFound, fmt.Sprintf("No page %s %s.", r.Method, r.URL.Path))
 	})

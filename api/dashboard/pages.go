@@ -726,3 +726,44 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) error {
 	redirect(w, r, "/rejected")
 	return nil
 }
+
+// --- Schedules ---
+
+func (h *Handler) schedules(r *http.Request) (page, error) {
+	list, err := h.d.Operator.Schedules(r.Context())
+	if err != nil {
+		return page{}, err
+	}
+	return page{name: "schedules", title: "Schedules", nav: "schedules", live: true, data: list.Schedules}, nil
+}
+
+// scheduleActions are what the schedules page's buttons do.
+var scheduleActions = map[string]string{"pause": "paused", "resume": "resumed", "trigger": "fired"}
+
+func (h *Handler) scheduleAction(w http.ResponseWriter, r *http.Request) error {
+	name, err := api.ParseScheduleName(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	action := r.PathValue("action")
+	done, ok := scheduleActions[action]
+	if !ok {
+		return &api.InvalidError{Msg: fmt.Sprintf("%q is not an action on a schedule (pause, resume or trigger)", action)}
+	}
+	switch action {
+	case "trigger":
+		_, err = h.d.Operator.TriggerSchedule(r.Context(), name)
+	default:
+		_, err = h.d.Operator.PauseSchedule(r.Context(), name, action == "pause")
+	}
+	switch {
+	case err == nil:
+		setFlash(w, r, true, fmt.Sprintf("Schedule %s %s.", name, done))
+	case api.Refusal(err):
+		setFlash(w, r, false, "Refused: "+err.Error())
+	default:
+		return err
+	}
+	redirect(w, r, "/schedules")
+	return nil
+}

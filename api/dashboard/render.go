@@ -14,7 +14,7 @@ import (
 
 // pageNames are the page templates, each templates/<name>.html with the
 // layout and the shared parts.
-var pageNames = []string{"overview", "tasks", "task", "bulk", "actors", "templates", "rejected", "login", "error"}
+var pageNames = []string{"overview", "tasks", "task", "bulk", "actors", "templates", "schedules", "rejected", "login", "error"}
 
 func (h *Handler) loadPages() map[string]*template.Template {
 	out := make(map[string]*template.Template, len(pageNames))
