@@ -116,7 +116,15 @@ func newDatabase(t testing.TB, kind templateKind) string {
 		t.Fatalf("test database template: %v", err)
 	}
 	name := testDatabasePrefix + randomSuffix()
-	if err := createFrom(ctx, admin, name, template); err != nil {
+	err = createFrom(ctx, admin, name, template)
+	if missingDatabase(err) {
+		// A run of another checkout, on another schema, dropped it as
+		// stale between two copies: build it again.
+		if template, err = buildTemplate(ctx, base, admin, kind); err == nil {
+			err = createFrom(ctx, admin, name, template)
+		}
+	}
+	if err != nil {
 		t.Fatalf("creating test database %s: %v", name, err)
 	}
 	t.Cleanup(func() {

@@ -155,6 +155,12 @@ func templateDigest(kind templateKind) (string, error) {
 // createFrom creates database name as a copy of template. A copy fails
 // while another session is connected to the template (only a moment, when
 // another binary has just built it); it is tried again.
+// missingDatabase reports whether err says a database does not exist.
+func missingDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
+}
+
 func createFrom(ctx context.Context, admin *pgxpool.Pool, name, template string) error {
 	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " TEMPLATE " + pgx.Identifier{template}.Sanitize()
 	for {
