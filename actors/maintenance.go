@@ -91,6 +91,9 @@ type scheduleChecker struct {
 	sys   *System
 	path  string
 	timer timed
+	// failing is set from a failed check to the next that succeeds, so an
+	// outage is logged once, not every second.
+	failing bool
 }
 
 func (c *scheduleChecker) Receive(ctx actor.Context) {
@@ -120,9 +123,16 @@ func (c *scheduleChecker) check() time.Duration {
 		c.sys.deps.SchedulesChecked(rep, err)
 	}
 	if err != nil {
-		c.sys.log.Warn("checking schedules failed; trying again", "error", err, "in", schedulerMaxWait)
+		if !c.failing {
+			c.sys.log.Warn("checking schedules failed; trying again every second", "error", err)
+		}
+		c.failing = true
 		c.sys.tree.setDetail(c.path, "last check failed: "+err.Error())
 		return schedulerMaxWait
+	}
+	if c.failing {
+		c.failing = false
+		c.sys.log.Info("checking schedules again")
 	}
 	if rep.Sent+rep.Skipped+rep.Missed > 0 {
 		c.sys.log.Info("schedules fired", "sent", rep.Sent, "skipped", rep.Skipped, "missed", rep.Missed)
