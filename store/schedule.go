@@ -408,7 +408,12 @@ type FireReport struct {
 func (s *Store) SchedulesFireDue(ctx context.Context) (FireReport, error) {
 	var rep FireReport
 	now := s.now()
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	// A check with nothing due reads one row and opens no transaction.
+	next, err := s.schedulesNext(ctx)
+	if err != nil || next.IsZero() || next.After(now) {
+		return FireReport{Next: next}, err
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		rep = FireReport{}
 		rows, err := stmt("schedules_due").query(ctx, tx, args{"now": now, "limit": schedulesDueBatch})
 		if err != nil {
@@ -429,14 +434,21 @@ func (s *Store) SchedulesFireDue(ctx context.Context) (FireReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	rep.Next, err = s.schedulesNext(ctx)
+	return rep, err
+}
+
+// schedulesNext is the soonest fire time of any schedule not paused; zero
+// when there is none.
+func (s *Store) schedulesNext(ctx context.Context) (time.Time, error) {
 	var next *time.Time
 	if err := stmt("schedules_next").queryRow(ctx, s.pool, args{}).Scan(&next); err != nil {
-		return rep, fmt.Errorf("reading the next fire time: %w", translate(err))
+		return time.Time{}, fmt.Errorf("reading the next fire time: %w", translate(err))
 	}
-	if next != nil {
-		rep.Next = *next
+	if next == nil {
+		return time.Time{}, nil
 	}
-	return rep, nil
+	return *next, nil
 }
 
 // dueSchedule is a due schedule's row with its previous fire's task.
