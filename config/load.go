@@ -137,6 +137,9 @@ func Parse(data []byte, env string, getenv func(string) string) (*Config, error)
 	if len(problems) > 0 {
 		return nil, &ValidationError{Problems: problems}
 	}
+	for i := range cfg.Schedules {
+		cfg.Schedules[i].fillDefaults()
+	}
 	return cfg, nil
 }
 

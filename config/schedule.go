@@ -37,3 +37,16 @@ func (c *Config) ScheduleDefinitions() []workflow.Schedule {
 	}
 	return out
 }
+
+// fillDefaults writes the defaults of the fields left empty, so the
+// effective configuration shows them. The entry must be valid.
+func (s *Schedule) fillDefaults() {
+	w, err := s.Workflow()
+	if err != nil {
+		return
+	}
+	s.TimeZone, s.Overlap, s.CatchUp, s.CatchUpLimit = w.TimeZone, string(w.Overlap), string(w.CatchUp), w.CatchUpLimit
+	if s.Context == nil {
+		s.Context = map[string]any{}
+	}
+}
