@@ -84,9 +84,8 @@ func TestPruneFinishedTasks(t *testing.T) {
 // carries on.
 func TestPruneInBatches(t *testing.T) {
 	h := newHarness(t, store.Options{})
-	var tasks []uuid.UUID
 	for range 5 {
-		tasks = append(tasks, h.runToEnd(h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 2}`)).TaskUUID)
+		h.runToEnd(h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 2}`))
 	}
 	_, err := h.pool.Exec(h.ctx, "UPDATE tasker.tasks SET finished_at = finished_at - interval '8 days'")
 	require.NoError(t, err)

@@ -257,7 +257,7 @@ func (s *Store) scheduleList(ctx context.Context, name *string) ([]ScheduleInfo,
 			t := si.NextFireAt
 			si.NextFires = append(si.NextFires, t)
 			for len(si.NextFires) < ScheduleNextFires {
-				n, err := si.Schedule.Next(t)
+				n, err := si.Next(t)
 				if err != nil {
 					break
 				}
@@ -281,7 +281,7 @@ func (s *Store) SchedulePause(ctx context.Context, name string, paused bool) (Sc
 		if err != nil {
 			return err
 		}
-		next, err := cur.Schedule.Next(s.now())
+		next, err := cur.Next(s.now())
 		if err != nil {
 			return err
 		}
