@@ -11,7 +11,9 @@
 # dispatch latency p50/p99 (a step's enqueued_at to its last_attempted_at),
 # from the rows the run kept, beside the samples, and the time from the
 # release of the snapshot until steps/s and p99 are back within 10% of the
-# before phase.
+# before phase; "waiting" is the steps enqueued and not yet started at a
+# window's end, and the backlog is back when it is within 10% of the before
+# phase's highest.
 #
 # Usage: bench/held-xmin.sh [--server URL] [--tasker BINARY] [--rate TASKS/S]
 #          [--before 2m] [--hold 10m] [--after 3m] [--sample 30s] [--out DIR]
@@ -89,6 +91,10 @@ WITH win AS (
     percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM st.last_attempted_at - st.enqueued_at)) * 1000 AS p50,
     percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM st.last_attempted_at - st.enqueued_at)) * 1000 AS p99
   FROM win LEFT JOIN tasker.steps st ON st.last_attempted_at >= win.b AND st.last_attempted_at < win.e GROUP BY win.n
+), waiting AS (
+  SELECT win.n, count(st.step_uuid) AS waiting
+  FROM win LEFT JOIN tasker.steps st ON st.enqueued_at < win.e AND (st.last_attempted_at IS NULL OR st.last_attempted_at >= win.e)
+  GROUP BY win.n
 ), smp AS (
   SELECT win.n,
     sum(s.dead) FILTER (WHERE s.kind = 'table' AND s.name LIKE 'pgmq.%') AS q_dead,
@@ -102,17 +108,18 @@ WITH win AS (
 SELECT win.n, win.b, win.e,
   CASE WHEN extract(epoch FROM win.b) + $sample_s / 2.0 < $hold_start THEN 'before'
        WHEN extract(epoch FROM win.b) + $sample_s / 2.0 < $hold_end THEN 'during' ELSE 'after' END AS phase,
-  fin.sps, disp.p50, disp.p99, smp.q_dead, smp.q_bytes, smp.pkey_bytes, smp.steps_dead, smp.steps_bytes, smp.read_ms
-FROM win JOIN fin USING (n) JOIN disp USING (n) JOIN smp USING (n);
+  fin.sps, disp.p50, disp.p99, waiting.waiting, smp.q_dead, smp.q_bytes, smp.pkey_bytes, smp.steps_dead, smp.steps_bytes, smp.read_ms
+FROM win JOIN fin USING (n) JOIN disp USING (n) JOIN waiting USING (n) JOIN smp USING (n);
 \pset format aligned
 SELECT to_char(b, 'HH24:MI:SS') AS "window", phase,
   round(sps::numeric) AS "steps/s", round(p50::numeric, 1) AS "p50 ms", round(p99::numeric, 1) AS "p99 ms",
-  q_dead AS "queue dead", pg_size_pretty(q_bytes) AS "queue size", pg_size_pretty(pkey_bytes) AS "bench pkey",
+  waiting AS "waiting", q_dead AS "queue dead", pg_size_pretty(q_bytes) AS "queue size", pg_size_pretty(pkey_bytes) AS "bench pkey",
   steps_dead AS "steps dead", pg_size_pretty(steps_bytes) AS "steps size", round(read_ms::numeric, 2) AS "read ms"
 FROM w ORDER BY n;
 -- The before phase without its first window (warm-up) is the reference.
 CREATE TEMP TABLE ref AS
-SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY sps) AS sps, percentile_cont(0.5) WITHIN GROUP (ORDER BY p99) AS p99
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY sps) AS sps, percentile_cont(0.5) WITHIN GROUP (ORDER BY p99) AS p99,
+  max(waiting) AS waiting
 FROM w WHERE phase = 'before' AND n > 0;
 SELECT phase, round(avg(sps)::numeric) AS "steps/s (mean)", round(min(sps)::numeric) AS "steps/s (min)",
   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY p99))::numeric, 1) AS "p99 ms (median)", round(max(p99)::numeric, 1) AS "p99 ms (max)",
@@ -128,6 +135,9 @@ SELECT coalesce((SELECT round(extract(epoch FROM a.e)::numeric - $hold_end::nume
                  FROM ok a LEFT JOIN ok b ON b.n = a.n + 1
                  WHERE a.ok AND coalesce(b.ok, true) ORDER BY a.n LIMIT 1),
                 'not back within the run') AS "recovery after release",
+  coalesce((SELECT round(extract(epoch FROM w.e)::numeric - $hold_end::numeric) || ' s'
+            FROM w WHERE w.phase = 'after' AND w.waiting <= 1.1 * ref.waiting ORDER BY w.n LIMIT 1),
+           'not within the run') AS "backlog back to the before level",
   round(ref.sps::numeric) AS "reference steps/s", round(ref.p99::numeric, 1) AS "reference p99 ms"
 FROM ref;
 SQL
