@@ -6,7 +6,8 @@
 # commits, and the run goes on for --after. Every --sample seconds it reads
 # from the database the dead tuples and sizes of the queue tables (pgmq.q_*),
 # tasker.steps and tasker.tasks, and times one read of the namespace queue
-# (EXPLAIN ANALYZE of the node's read statement, rolled back). At the end it
+# (EXPLAIN ANALYZE of the node's read statement, rolled back: its time and
+# the buffers it touched) and this machine's load average. At the end it
 # prints, per window of --sample seconds, steps finished per second and the
 # dispatch latency p50/p99 (a step's enqueued_at to its last_attempted_at),
 # from the rows the run kept, beside the samples, and the time from the
@@ -102,19 +103,21 @@ WITH win AS (
     sum(s.bytes) FILTER (WHERE s.kind = 'index' AND s.name = 'pgmq.q_bench_queue_pkey') AS pkey_bytes,
     sum(s.dead) FILTER (WHERE s.kind = 'table' AND s.name = 'tasker.steps') AS steps_dead,
     sum(s.bytes) FILTER (WHERE s.kind = 'table' AND s.name = 'tasker.steps') AS steps_bytes,
-    max(s.extra) FILTER (WHERE s.kind = 'read') AS read_ms
+    max(s.extra) FILTER (WHERE s.kind = 'read') AS read_ms,
+    max(s.bytes) FILTER (WHERE s.kind = 'read') AS read_buffers,
+    max(s.extra) FILTER (WHERE s.kind = 'load') AS load
   FROM win LEFT JOIN s ON s.ts >= extract(epoch FROM win.b) AND s.ts < extract(epoch FROM win.e) GROUP BY win.n
 )
 SELECT win.n, win.b, win.e,
   CASE WHEN extract(epoch FROM win.b) + $sample_s / 2.0 < $hold_start THEN 'before'
        WHEN extract(epoch FROM win.b) + $sample_s / 2.0 < $hold_end THEN 'during' ELSE 'after' END AS phase,
-  fin.sps, disp.p50, disp.p99, waiting.waiting, smp.q_dead, smp.q_bytes, smp.pkey_bytes, smp.steps_dead, smp.steps_bytes, smp.read_ms
+  fin.sps, disp.p50, disp.p99, waiting.waiting, smp.q_dead, smp.q_bytes, smp.pkey_bytes, smp.steps_dead, smp.steps_bytes, smp.read_ms, smp.read_buffers, smp.load
 FROM win JOIN fin USING (n) JOIN disp USING (n) JOIN waiting USING (n) JOIN smp USING (n);
 \pset format aligned
 SELECT to_char(b, 'HH24:MI:SS') AS "window", phase,
   round(sps::numeric) AS "steps/s", round(p50::numeric, 1) AS "p50 ms", round(p99::numeric, 1) AS "p99 ms",
   waiting AS "waiting", q_dead AS "queue dead", pg_size_pretty(q_bytes) AS "queue size", pg_size_pretty(pkey_bytes) AS "bench pkey",
-  steps_dead AS "steps dead", pg_size_pretty(steps_bytes) AS "steps size", round(read_ms::numeric, 2) AS "read ms"
+  steps_dead AS "steps dead", pg_size_pretty(steps_bytes) AS "steps size", round(read_ms::numeric, 2) AS "read ms", read_buffers AS "read buffers", load AS "load avg"
 FROM w ORDER BY n;
 -- The before phase without its first window (warm-up) is the reference.
 CREATE TEMP TABLE ref AS
@@ -243,6 +246,8 @@ sampler() {
     ms=$(sed -n 's/.*Execution Time: \([0-9.]*\) ms.*/\1/p' <<<"$plan")
     buf=$(sed -n '2s/.*shared hit=\([0-9]*\).*/\1/p' <<<"$plan")
     echo "$ts,read,pgmq.q_bench_queue,0,0,${buf:-0},${ms:-0}" >>"$out/samples.csv"
+    # The load average of this machine: the server's when it runs here.
+    echo "$ts,load,loadavg,0,0,0,$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)" >>"$out/samples.csv"
     i=$(( i + 1 ))
   done
 }
