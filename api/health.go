@@ -23,6 +23,35 @@ type Health struct {
 	External []string     `json:"external_namespaces,omitempty"`
 	Queues   []QueueDepth `json:"queues,omitempty"`
 	Pool     *PoolStats   `json:"pool,omitempty"`
+	// XminHorizon is what holds back the database's xmin horizon the
+	// longest, when something does and the check is on
+	// (health.xmin_horizon_warn).
+	XminHorizon *XminHorizon `json:"xmin_horizon,omitempty"`
+}
+
+// XminHorizon describes the oldest holder of the database's xmin horizon:
+// while it holds it, VACUUM removes no row version newer than it, so
+// deleted queue messages and replaced step rows pile up in the tables and
+// indexes every read walks.
+type XminHorizon struct {
+	// Held is true when the holder is older than health.xmin_horizon_warn
+	// (or is an inactive replication slot): then the status is degraded.
+	Held bool `json:"held"`
+	// Kind is "backend", "prepared" (a prepared transaction) or
+	// "replication_slot".
+	Kind string `json:"kind"`
+	// PID is the backend's process id (a slot's active_pid; 0 if none).
+	PID int32 `json:"pid,omitempty"`
+	// Name is a prepared transaction's gid or a slot's name.
+	Name            string `json:"name,omitempty"`
+	ApplicationName string `json:"application_name,omitempty"`
+	State           string `json:"state,omitempty"`
+	// Since is when the transaction began (RFC 3339); empty for a slot.
+	Since string `json:"since,omitempty"`
+	// AgeSeconds is the time since Since; 0 for a slot.
+	AgeSeconds float64 `json:"age_seconds"`
+	// XidAge is the age of the horizon in transactions.
+	XidAge int64 `json:"xid_age"`
 }
 
 // DatabaseHealth says whether the database answers and its schema is

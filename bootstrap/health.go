@@ -67,6 +67,20 @@ func (n *Node) Health(ctx context.Context, detail bool) api.Health {
 		}
 	}
 
+	if warn := n.cfg.Health.XminHorizonWarn.Duration(); warn > 0 && h.Database.Reachable {
+		if x, err := n.xminHorizon(dctx, warn); err != nil {
+			h.Reasons = append(h.Reasons, err.Error())
+		} else if x != nil {
+			h.XminHorizon = &x.XminHorizon
+			if x.Held {
+				if h.Status == api.HealthOK {
+					h.Status = api.HealthDegraded
+				}
+				h.Reasons = append(h.Reasons, fmt.Sprintf("the xmin horizon is held back by %s: VACUUM cannot remove dead queue messages and step rows", x.holder))
+			}
+		}
+	}
+
 	if ext := externalNamespaces(n.cfg, n.namespaces()); len(ext) > 0 {
 		h.External = ext
 	}
@@ -76,6 +90,43 @@ func (n *Node) Health(ctx context.Context, detail bool) api.Health {
 		h.Pool = &api.PoolStats{Total: st.TotalConns(), Idle: st.IdleConns(), Acquired: st.AcquiredConns(), Max: st.MaxConns()}
 	}
 	return h
+}
+
+// horizonHolder is api.XminHorizon with the holder's description, for the
+// reason.
+type horizonHolder struct {
+	api.XminHorizon
+	holder string
+}
+
+// xminHorizon reads the oldest holder of the database's xmin horizon; nil
+// when nothing holds it or the holder is younger than a second (the node's
+// own statements, and everyone's, hold it for milliseconds). It is held
+// when older than warn, or when it is an inactive replication slot, which
+// never lets go by itself.
+func (n *Node) xminHorizon(ctx context.Context, warn time.Duration) (*horizonHolder, error) {
+	hh, ok, err := store.OldestHorizonHolder(ctx, n.pool)
+	if err != nil {
+		return nil, err
+	}
+	slot := hh.Kind == store.HolderReplicationSlot
+	if !ok || (!slot && hh.Age < time.Second) {
+		return nil, nil
+	}
+	x := &horizonHolder{holder: hh.String(), XminHorizon: api.XminHorizon{
+		Held:            hh.Age >= warn || (slot && hh.State == "inactive"),
+		Kind:            hh.Kind,
+		PID:             hh.PID,
+		Name:            hh.Name,
+		ApplicationName: hh.ApplicationName,
+		State:           hh.State,
+		AgeSeconds:      hh.Age.Seconds(),
+		XidAge:          hh.XidAge,
+	}}
+	if !hh.Since.IsZero() {
+		x.Since = hh.Since.UTC().Format(time.RFC3339)
+	}
+	return x, nil
 }
 
 func (n *Node) queueDepths(ctx context.Context) []api.QueueDepth {

@@ -180,12 +180,18 @@ var (
 	queueDepthDesc = prometheus.NewDesc("tasker_queue_depth", "Messages in a queue (visible or not).", []string{"queue"}, nil)
 	queueVisDesc   = prometheus.NewDesc("tasker_queue_visible", "Messages a read could take now.", []string{"queue"}, nil)
 	restartsDesc   = prometheus.NewDesc("tasker_actor_restarts_total", "Restarts of each actor since the node started.", []string{"actor", "kind"}, nil)
+	horizonAgeDesc = prometheus.NewDesc("tasker_xmin_horizon_age_seconds",
+		"How long the oldest holder of the database's xmin horizon (a session's snapshot or transaction, a prepared transaction) has held it; 0 when nothing does or the holder is a replication slot.", nil, nil)
+	horizonXidDesc = prometheus.NewDesc("tasker_xmin_horizon_age_xids",
+		"Age in transactions of the database's xmin horizon, as held by its oldest holder (0 when nothing holds it).", nil, nil)
 )
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queueDepthDesc
 	ch <- queueVisDesc
 	ch <- restartsDesc
+	ch <- horizonAgeDesc
+	ch <- horizonXidDesc
 }
 
 func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -194,6 +200,14 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, d := range c.n.queueDepths(ctx) {
 		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(d.Length), d.Queue)
 		ch <- prometheus.MustNewConstMetric(queueVisDesc, prometheus.GaugeValue, float64(d.Visible), d.Queue)
+	}
+	if hh, ok, err := store.OldestHorizonHolder(ctx, c.n.pool); err == nil {
+		var age, xids float64
+		if ok {
+			age, xids = hh.Age.Seconds(), float64(hh.XidAge)
+		}
+		ch <- prometheus.MustNewConstMetric(horizonAgeDesc, prometheus.GaugeValue, age)
+		ch <- prometheus.MustNewConstMetric(horizonXidDesc, prometheus.GaugeValue, xids)
 	}
 	if c.n.system != nil {
 		for _, node := range c.n.system.Tree().All() {

@@ -80,6 +80,8 @@ type Config struct {
 	Supervision Supervision `toml:"supervision"`
 	// HTTP is the operator endpoint (health, metrics, actor tree).
 	HTTP HTTP `toml:"http"`
+	// Health tunes the checks of /health beyond the node's own state.
+	Health Health `toml:"health"`
 	// Log configures the process logger.
 	Log Log `toml:"log"`
 	// Tracing exports OpenTelemetry spans of tasks and step attempts.
@@ -338,6 +340,18 @@ type HTTP struct {
 	APIToken string `toml:"api_token"`
 }
 
+// Health tunes the checks of /health beyond the node's own state.
+type Health struct {
+	// XminHorizonWarn is how long a session, a prepared transaction or a
+	// backend of a replication slot may hold back the database's xmin
+	// horizon (an open snapshot or transaction) before /health reports
+	// degraded, naming it: while it is held, VACUUM removes no deleted queue
+	// message or replaced step row, and every queue read walks them. An
+	// inactive replication slot that holds it is reported at once. 0s turns
+	// the check off. Defaults to 5m.
+	XminHorizonWarn Duration `toml:"xmin_horizon_warn"`
+}
+
 // Log configures the process logger.
 type Log struct {
 	// Level is the lowest level written: debug, info, warn or error. Overridden
@@ -492,6 +506,7 @@ func Default(env string) *Config {
 		},
 		Supervision: Supervision{MaxRestarts: 10, Window: Duration(time.Minute)},
 		HTTP:        HTTP{Listen: "127.0.0.1:8080"},
+		Health:      Health{XminHorizonWarn: Duration(5 * time.Minute)},
 		Log:         Log{Level: LogLevelInfo, Format: LogFormatAuto},
 		Tracing:     Tracing{ServiceName: "tasker"},
 		Shutdown:    Shutdown{Timeout: Duration(30 * time.Second)},

@@ -487,3 +487,14 @@ func TestTracingEndpointChecked(t *testing.T) {
 	cfg.Tracing.OTLPEndpoint = "https://collector.example:4318"
 	require.NoError(t, cfg.Validate())
 }
+
+func TestHealthXminHorizonWarn(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, Duration(5*time.Minute), Default(EnvProduction).Health.XminHorizonWarn)
+	c, err := Parse([]byte("[health]\nxmin_horizon_warn = \"90s\"\n"), EnvDevelopment, nil)
+	require.NoError(t, err)
+	require.Equal(t, Duration(90*time.Second), c.Health.XminHorizonWarn)
+	c, err = Parse([]byte("[health]\nxmin_horizon_warn = \"0s\"\n"), EnvDevelopment, nil)
+	require.NoError(t, err)
+	require.NoError(t, c.Validate(), "0s turns the check off")
+}

@@ -131,6 +131,10 @@ func (c *Config) Validate() error {
 		v.add("http.api_token must be at least 16 characters when set (got %d)", len(c.HTTP.APIToken))
 	}
 
+	if w := c.Health.XminHorizonWarn; w != 0 && (w < Duration(time.Second) || w > Duration(24*time.Hour)) {
+		v.add("health.xmin_horizon_warn must be 0s (off) or between 1s and 24h (got %s)", w)
+	}
+
 	v.oneOf("log.level", c.Log.Level, LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError)
 	v.oneOf("log.format", c.Log.Format, LogFormatAuto, LogFormatText, LogFormatJSON)
 	if e := c.Tracing.OTLPEndpoint; e != "" {

@@ -224,6 +224,7 @@ func TestInstallUpgradesAnEarlierSubsetInPlace(t *testing.T) {
 	var after string
 	require.NoError(t, pool.QueryRow(ctx, messages).Scan(&after))
 	require.Equal(t, before, after, "the upgrade leaves the messages as they were")
+	requireQueueStorage(t, pool, "old")
 	// The added functions on the queue made before them: message 1 in flight
 	// keeps group g closed; popping takes the visible one.
 	var n int
@@ -240,4 +241,32 @@ func TestInstallUpgradesAnEarlierSubsetInPlace(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, again.Applied)
 	require.Equal(t, snap, catalogSnapshot(t, pool))
+}
+
+// requireQueueStorage checks what version 3 of the subset gives a queue
+// table: fillfactor 50, autovacuum at 1000 dead rows without cost delay, and
+// no vt index, so that a read is a HOT update.
+func requireQueueStorage(t *testing.T, pool *pgxpool.Pool, queueName string) {
+	t.Helper()
+	var opts []string
+	var indexes []string
+	require.NoError(t, pool.QueryRow(context.Background(), `
+		SELECT coalesce(c.reloptions, '{}'),
+		       ARRAY(SELECT i.relname::text FROM pg_index AS x JOIN pg_class AS i ON i.oid = x.indexrelid
+		             WHERE x.indrelid = c.oid ORDER BY 1)
+		FROM pg_class AS c WHERE c.oid = format('pgmq.%I', 'q_' || $1::text)::regclass`, queueName).Scan(&opts, &indexes))
+	require.Subset(t, opts, []string{"fillfactor=50", "autovacuum_vacuum_scale_factor=0",
+		"autovacuum_vacuum_threshold=1000", "autovacuum_vacuum_cost_delay=0"})
+	require.Equal(t, []string{"q_" + queueName + "_pkey"}, indexes)
+}
+
+// TestCreatedQueueStorage: a queue created by this build has version 3's
+// storage parameters, logged or not.
+func TestCreatedQueueStorage(t *testing.T) {
+	t.Parallel()
+	pool := testsupport.NewDB(t)
+	_, err := pool.Exec(context.Background(), `SELECT pgmq.create('fresh'), pgmq.create_unlogged('fresh_unlogged')`)
+	require.NoError(t, err)
+	requireQueueStorage(t, pool, "fresh")
+	requireQueueStorage(t, pool, "fresh_unlogged")
 }

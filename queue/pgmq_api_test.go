@@ -338,7 +338,7 @@ func TestPgmqCreateUnlogged(t *testing.T) {
 		return p
 	}
 	require.Equal(t, "u", persistence("pgmq.q_fast"), "the queue table is unlogged")
-	require.Equal(t, "u", persistence("pgmq.q_fast_vt_idx"))
+	require.Equal(t, "u", persistence("pgmq.q_fast_pkey"))
 	require.Equal(t, "p", persistence("pgmq.a_fast"), "the archive keeps what it holds across a crash")
 	require.Equal(t, "p", persistence("pgmq.q_durable"))
 
