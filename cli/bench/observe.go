@@ -133,6 +133,20 @@ func (s observedStore) ResultQuarantine(ctx context.Context, msg queue.Message, 
 	return out, err
 }
 
+// OutcomeApply and OutcomeQuarantine are the same for an outcome a worker
+// of the node handed over in the process, the way most results arrive.
+func (s observedStore) OutcomeApply(ctx context.Context, d store.OutcomeDue) (store.ResultOutcome, error) {
+	out, err := s.Store.OutcomeApply(ctx, d)
+	s.result(out, err)
+	return out, err
+}
+
+func (s observedStore) OutcomeQuarantine(ctx context.Context, d store.OutcomeDue, reason string) (store.ResultOutcome, error) {
+	out, err := s.Store.OutcomeQuarantine(ctx, d, reason)
+	s.result(out, err)
+	return out, err
+}
+
 func (s observedStore) result(out store.ResultOutcome, err error) {
 	if err != nil || out.Ignored || out.Namespace != Namespace {
 		return
