@@ -46,7 +46,7 @@ const (
 	schedulerName = "scheduler"
 	retentionName = "retention"
 	// RetentionLease is the lease the pruning node holds.
-	RetentionLease = "retention"
+	RetentionLease = store.RetentionLease
 )
 
 // schedulerMaxWait is the longest the scheduler waits between two checks,

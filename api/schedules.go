@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -107,4 +108,31 @@ func (o Operator) PrunePlan(ctx context.Context, p store.RetentionPolicy, queues
 		out = append(out, PrunePreview{Target: t.Label(), Cutoff: t.Cutoff, Count: c})
 	}
 	return nonNil(out), nil
+}
+
+// PruneBusyError says another holder has the retention lease.
+type PruneBusyError struct{ Lease store.Lease }
+
+func (e *PruneBusyError) Error() string {
+	return fmt.Sprintf("node %s is pruning (it holds the retention lease until %s); try again later",
+		e.Lease.Holder, e.Lease.ExpiresAt.Local().Format(time.DateTime))
+}
+
+// PruneNow deletes, once and to the end, what the policy no longer keeps
+// of the tables and the archives of queues, holding the retention lease as
+// holder (a node pruning meanwhile refuses it).
+func (o Operator) PruneNow(ctx context.Context, p store.RetentionPolicy, queues []string, batchSize int, holder string) (store.PruneRun, error) {
+	ok, err := o.Store.LeaseAcquire(ctx, store.RetentionLease, holder, time.Minute)
+	if err != nil {
+		return store.PruneRun{}, err
+	}
+	if !ok {
+		l, err := o.Store.LeaseGet(ctx, store.RetentionLease)
+		if err != nil {
+			return store.PruneRun{}, err
+		}
+		return store.PruneRun{}, &PruneBusyError{Lease: l}
+	}
+	defer func() { _ = o.Store.LeaseRelease(context.WithoutCancel(ctx), store.RetentionLease, holder) }()
+	return o.Store.Prune(ctx, p.Targets(o.now(), queues), batchSize, 0, nil)
 }

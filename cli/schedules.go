@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/tasker-run/tasker/api"
 	"github.com/tasker-run/tasker/bootstrap"
@@ -228,20 +227,7 @@ func runPrune(in *invocation, args []string) error {
 			}
 			return in.output(plan, func() error { return writePrunePlan(in.stdout, plan) })
 		}
-		holder := pruneHolder()
-		ok, err := op.Store.LeaseAcquire(ctx, "retention", holder, time.Minute)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			l, err := op.Store.LeaseGet(ctx, "retention")
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("node %s is pruning (it holds the retention lease until %s); try again later", l.Holder, l.ExpiresAt.Local().Format(timeLayout))
-		}
-		defer func() { _ = op.Store.LeaseRelease(context.WithoutCancel(ctx), "retention", holder) }()
-		run, err := op.Store.Prune(ctx, policy.Targets(time.Now(), queues), cfg.Retention.BatchSize, 0, nil)
+		run, err := op.PruneNow(ctx, policy, queues, cfg.Retention.BatchSize, pruneHolder())
 		if err != nil {
 			return err
 		}

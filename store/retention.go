@@ -127,6 +127,10 @@ func (s *Store) prune(ctx context.Context, t PruneTarget, limit int, preview boo
 	return c, nil
 }
 
+// RetentionLease is the lease a pruning node (or tasker prune) holds, so
+// one prunes at a time.
+const RetentionLease = "retention"
+
 // LeaseAcquire takes the lease name for holder for ttl, or extends it when
 // holder has it already; false when another holder has it and it has not
 // expired.

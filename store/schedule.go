@@ -276,24 +276,20 @@ func (s *Store) scheduleList(ctx context.Context, name *string) ([]ScheduleInfo,
 // schedule fires next at its first fire time after now: what fell due
 // while it was paused is not sent.
 func (s *Store) SchedulePause(ctx context.Context, name string, paused bool) (ScheduleInfo, error) {
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		cur, err := s.ScheduleGet(ctx, name)
-		if err != nil {
-			return err
-		}
-		next, err := cur.Next(s.now())
-		if err != nil {
-			return err
-		}
-		var cron, tz string
-		err = stmt("schedule_pause").queryRow(ctx, tx, args{"name": name, "paused": paused, "next_fire_at": next}).Scan(&cron, &tz)
-		if errors.Is(translate(err), ErrNotFound) {
-			return fmt.Errorf("schedule %q: %w", name, ErrNotFound)
-		}
-		return translate(err)
-	})
+	cur, err := s.ScheduleGet(ctx, name)
 	if err != nil {
 		return ScheduleInfo{}, err
+	}
+	next, err := cur.Next(s.now())
+	if err != nil {
+		return ScheduleInfo{}, err
+	}
+	tag, err := stmt("schedule_pause").exec(ctx, s.pool, args{"name": name, "paused": paused, "next_fire_at": next})
+	if err != nil {
+		return ScheduleInfo{}, fmt.Errorf("pausing schedule %s: %w", name, translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return ScheduleInfo{}, fmt.Errorf("schedule %q: %w", name, ErrNotFound)
 	}
 	return s.ScheduleGet(ctx, name)
 }

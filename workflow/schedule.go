@@ -189,19 +189,31 @@ func (s *Schedule) location() (*time.Location, error) { return time.LoadLocation
 // not fire that day, and a time that exists twice (clocks set back) fires
 // at both. TestScheduleDaylightSaving pins both.
 func (s *Schedule) Next(t time.Time) (time.Time, error) {
-	loc, err := s.location()
+	next, err := s.nextFunc()
 	if err != nil {
 		return time.Time{}, err
+	}
+	return next(t)
+}
+
+// nextFunc parses the expression and the zone once, for walking many fire
+// times.
+func (s *Schedule) nextFunc() (func(time.Time) (time.Time, error), error) {
+	loc, err := s.location()
+	if err != nil {
+		return nil, err
 	}
 	spec, err := cronParser.Parse(s.Cron)
 	if err != nil {
-		return time.Time{}, err
+		return nil, err
 	}
-	n := spec.Next(t.In(loc))
-	if n.IsZero() {
-		return time.Time{}, &ScheduleError{Schedule: s.Name, Field: "cron", Problem: fmt.Sprintf("%q never fires", s.Cron)}
-	}
-	return n.UTC(), nil
+	return func(t time.Time) (time.Time, error) {
+		n := spec.Next(t.In(loc))
+		if n.IsZero() {
+			return time.Time{}, &ScheduleError{Schedule: s.Name, Field: "cron", Problem: fmt.Sprintf("%q never fires", s.Cron)}
+		}
+		return n.UTC(), nil
+	}, nil
 }
 
 // FireKind says why a fire was sent or not.
@@ -254,35 +266,36 @@ func (s *Schedule) Check(next, now time.Time) (Due, error) {
 	}
 	// Walk the due fire times, keeping the latest CatchUpLimit+2: enough
 	// for the on-time fire, the caught-up ones and the last one missed.
+	nextAfter, err := s.nextFunc()
+	if err != nil {
+		return Due{}, err
+	}
 	keep := s.CatchUpLimit + 2
-	ring := make([]time.Time, 0, keep)
+	buf := make([]time.Time, keep)
 	count, atLeast := 0, false
-	var first time.Time
 	t := next
 	for !t.After(now) {
-		if count == 0 {
-			first = t
-		}
-		if len(ring) < keep {
-			ring = append(ring, t)
-		} else {
-			copy(ring, ring[1:])
-			ring[keep-1] = t
-		}
+		buf[count%keep] = t
 		count++
 		if count >= maxMissedWalk {
 			atLeast = true
 			break
 		}
-		n, err := s.Next(t)
+		n, err := nextAfter(t)
 		if err != nil {
 			return Due{}, err
 		}
 		t = n
 	}
+	// ring is the latest min(count, keep) fire times, oldest first.
+	ring := make([]time.Time, 0, min(count, keep))
+	for i := max(0, count-keep); i < count; i++ {
+		ring = append(ring, buf[i%keep])
+	}
+	first := next
 	due := Due{}
 	if atLeast {
-		n, err := s.Next(now)
+		n, err := nextAfter(now)
 		if err != nil {
 			return Due{}, err
 		}

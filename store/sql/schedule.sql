@@ -45,8 +45,7 @@ ORDER BY s.name;
 UPDATE tasker.schedules SET paused = @paused,
     next_fire_at = CASE WHEN paused AND NOT @paused THEN @next_fire_at::timestamptz ELSE next_fire_at END,
     updated_at = now()
-WHERE name = @name
-RETURNING cron, time_zone;
+WHERE name = @name;
 
 -- name: schedule_delete
 DELETE FROM tasker.schedules WHERE name = @name;
