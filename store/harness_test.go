@@ -145,7 +145,7 @@ func (h *harness) submit(namespace, name, taskContext string) uuid.UUID {
 	out := h.accept(request(namespace, name, taskContext))
 	require.True(h.t, out.Created, "%+v", out)
 	require.False(h.t, out.Rejected, "%+v", out)
-	require.Positive(h.t, out.Enqueued)
+	require.Positive(h.t, out.Enqueued+out.Throttled)
 	return out.TaskUUID
 }
 

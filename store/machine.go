@@ -18,6 +18,8 @@ var (
 	outcomeStates = states(workflow.StepStatesAllowing(workflow.StepEventSucceed))
 	// enqueueTo is where the enqueue event moves a pending step.
 	enqueueTo = mustStep(workflow.StepStatePending, workflow.StepEventEnqueue)
+	// throttleTo is where a ready step under a flow limit waits.
+	throttleTo = mustStep(workflow.StepStatePending, workflow.StepEventThrottle)
 
 	satisfiedStates = states(workflow.StepStatesWhere(workflow.StepState.Satisfies))
 	inFlightStates  = states(workflow.StepStatesWhere(workflow.StepState.InFlight))

@@ -124,15 +124,15 @@ func (s *Store) stepsEnqueue(ctx context.Context, tx pgx.Tx, t lockedTask, ids [
 	if err != nil {
 		return 0, err
 	}
-	var moved, sent, woke int64
+	var moved, throttled, sent, woke int64
 	if err := st.queryRow(ctx, tx, args{
 		"steps": pgUUIDs(ids), "messages": msgs, "from_state": string(workflow.StepStatePending),
-		"to_state": string(enqueueTo), "reason": reason, "node_id": s.nodeID,
+		"to_state": string(enqueueTo), "throttled": string(throttleTo), "reason": reason, "node_id": s.nodeID,
 		"wake_channel": WakeChannel, "wake_queue": stepQueue,
-	}).Scan(&moved, &sent, &woke); err != nil {
+	}).Scan(&moved, &throttled, &sent, &woke); err != nil {
 		return 0, fmt.Errorf("enqueueing steps of %s: %w", t.id, translate(err))
 	}
-	return int(moved), nil
+	return int(moved + throttled), nil
 }
 
 // TaskCancel cancels a pending, running or failed task and its unfinished
@@ -142,6 +142,9 @@ func (s *Store) TaskCancel(ctx context.Context, task uuid.UUID, reason string) e
 	if reason == "" {
 		reason = "cancelled by operator"
 	}
+	// Cancelling gives back the slots of the task's steps under flow
+	// limits, if any.
+	defer s.flowChanged()
 	return s.inTx(ctx, func(tx pgx.Tx) error { return s.taskCancel(ctx, tx, task, reason) })
 }
 
@@ -164,6 +167,7 @@ func (s *Store) taskCancel(ctx context.Context, tx pgx.Tx, task uuid.UUID, reaso
 func (s *Store) TaskRetry(ctx context.Context, task uuid.UUID) (int, error) {
 	const reason = "retried by operator"
 	var enqueued int
+	defer s.flowChanged() // after the commit: steps may be throttled
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		t, err := s.taskLock(ctx, tx, task)
 		if err != nil {
@@ -218,6 +222,7 @@ func (s *Store) StepResolve(ctx context.Context, task uuid.UUID, stepName string
 	if !json.Valid(result) {
 		return &RefusedError{Action: "resolve", Reason: "the result is not valid JSON"}
 	}
+	defer s.flowChanged() // after the commit: children may be throttled
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		t, err := s.taskLock(ctx, tx, task)
 		if err != nil {

@@ -30,6 +30,9 @@ type RequestOutcome struct {
 	Reason   string
 	// Enqueued counts the steps sent to their queue.
 	Enqueued int
+	// Throttled counts the first steps that wait for their admission
+	// under flow limits.
+	Throttled int
 	// Waiting requests name a template not registered (yet): the message
 	// comes back at VisibleAt, and is rejected once the grace period is
 	// over. Reason says what is unknown.
@@ -252,11 +255,13 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 	}
 	templates := map[templateKey]resolved{}
 	type created struct {
-		i      int
-		id     uuid.UUID
-		sent   int64
-		digest []byte // this request's
-		stored []byte // the request's that made the task
+		i    int
+		id   uuid.UUID
+		sent int64
+		// throttled counts the roots waiting for their admission.
+		throttled int
+		digest    []byte // this request's
+		stored    []byte // the request's that made the task
 	}
 	var batched []*created
 	b := newBatch()
@@ -280,7 +285,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 			a.err = err
 			continue
 		}
-		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent); err != nil {
+		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent, &cr.throttled); err != nil {
 			a.err = err
 			continue
 		}
@@ -293,10 +298,13 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 		return nil, fmt.Errorf("creating tasks: %w", translate(err))
 	}
 	for _, cr := range batched {
+		if cr.throttled > 0 {
+			s.flowChanged()
+		}
 		out := &answers[cr.i].res
 		switch {
 		case out.TaskUUID == cr.id:
-			out.Created, out.Enqueued = true, int(cr.sent)
+			out.Created, out.Enqueued, out.Throttled = true, int(cr.sent), cr.throttled
 		case cr.stored != nil && !bytes.Equal(cr.stored, cr.digest):
 			// The request id made a task of another request: this one is
 			// not a repeat, and is refused rather than taken for one.
@@ -314,9 +322,15 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 // of the request (this one, or the one an earlier request with its id
 // created) is scanned into task, the roots sent into sent. It returns the
 // new task's id.
-func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64) (uuid.UUID, error) {
+func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64, throttled *int) (uuid.UUID, error) {
 	req := c.req
-	p, err := workflow.PlanTask(tmpl.Steps, uuid.NewV7)
+	taskContext := req.Context
+	if taskContext == "" {
+		taskContext = "{}"
+	}
+	p, err := workflow.PlanTaskFlow(tmpl.Steps, workflow.TaskFlow{
+		Policy: s.FlowPolicy(), Namespace: req.Namespace, Template: req.Name, Context: json.RawMessage(taskContext),
+	}, uuid.NewV7)
 	if err != nil {
 		return uuid.Nil, &RefusedError{Action: "task request",
 			Reason: fmt.Sprintf("template %s/%s %s: %v", req.Namespace, req.Name, tmpl.Version, err)}
@@ -330,10 +344,6 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 	if correlation == uuid.Nil {
 		correlation = req.RequestID
 	}
-	taskContext := req.Context
-	if taskContext == "" {
-		taskContext = "{}"
-	}
 	n := len(p.Steps)
 	var (
 		ids                               [][16]byte
@@ -346,6 +356,7 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		moveSteps                         [][16]byte
 		moveFrom, moveTo, moveWhy         []string
 		taskFrom, taskTo, taskWhy         []string
+		flow                              = newFlowColumns(n)
 	)
 	ids = make([][16]byte, n)
 	for i, st := range p.Steps {
@@ -358,7 +369,11 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		maxAttempts[i], retryable[i], waiting[i] = int32(st.Retry.MaxAttempts), st.Retry.Retryable, int32(len(st.DependsOn))
 		timeouts[i] = st.Timeout.Milliseconds()
 		backoffBase[i], backoffMax[i] = st.Retry.BackoffBase.Milliseconds(), st.Retry.BackoffMax.Milliseconds()
-		if st.Root() {
+		flow.set(i, st.Groups, st.Key)
+		if st.State == throttleTo {
+			*throttled++
+		}
+		if st.State == enqueueTo {
 			msg, err := queue.StepMessage{TaskUUID: p.Task, StepUUID: st.ID, CorrelationID: correlation}.Encode()
 			if err != nil {
 				return uuid.Nil, fmt.Errorf("encoding step message: %w", err)
@@ -388,6 +403,8 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		"positions": positions, "handlers": handlers, "configs": configs, "states": states,
 		"max_attempts": maxAttempts, "retryable": retryable, "timeouts_ms": timeouts,
 		"backoff_base_ms": backoffBase, "backoff_max_ms": backoffMax, "waiting": waiting,
+		"flow_groups": flow.groups, "flow_max": flow.max, "flow_interval_us": flow.intervalUS, "flow_burst": flow.burst,
+		"flow_keys": flow.keys,
 	})
 	if len(edgeFrom) > 0 {
 		stmt("task_edges_insert").queue(b, args{"task": id, "from_steps": edgeFrom, "to_steps": edgeTo})

@@ -198,6 +198,13 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) ([]answer[
 		pending[i] = i
 		answers[i].res = ResultOutcome{TaskUUID: c.res.TaskUUID, StepUUID: c.res.StepUUID}
 	}
+	flow := false
+	// Signalled once the moves are committed.
+	defer func() {
+		if flow {
+			s.flowChanged()
+		}
+	}()
 	for round := 0; len(pending) > 0; round++ {
 		if round == resultRounds {
 			for _, i := range pending {
@@ -220,6 +227,9 @@ func (s *Store) applyResults(ctx context.Context, calls []resultCall) ([]answer[
 			if !p.moved {
 				pending = append(pending, p.i) // lost a race since the read
 				continue
+			}
+			if p.flow {
+				flow = true
 			}
 			a := &answers[p.i].res
 			a.Namespace, a.StepState, a.TaskState, a.Enqueued = p.namespace, p.d.To, p.finalState, p.enqueued
@@ -489,6 +499,9 @@ type stepMove struct {
 type movedCounts struct {
 	moved    bool
 	enqueued int
+	// flow is true when the move concerns flow control: the step is under
+	// a limit, or a child of it was throttled.
+	flow bool
 }
 
 // queueStepsMove adds the moves of steps of namespace (of different tasks)
@@ -545,16 +558,17 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		"reasons": reasons, "release": release, "release_reasons": releaseReasons, "retry": retry,
 		"retry_delays_us": retryDelays, "retry_messages": retryMsgs, "msg_ids": msgIDs, "step_msg_ids": stepMsgIDs, "archive": archive,
 		"archive_reasons": archiveReasons, "task_state": string(resultTaskState), "node_id": s.nodeID,
-		"enqueued": string(enqueueTo), "pending": string(workflow.StepStatePending),
+		"enqueued": string(enqueueTo), "throttled": string(throttleTo), "pending": string(workflow.StepStatePending),
 		"children": children, "child_parents": childParents, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,
 	}).Query(func(rows pgx.Rows) error {
 		var (
 			step     uuid.UUID
 			enqueued int
+			flow     bool
 		)
-		_, err := pgx.ForEachRow(rows, []any{scanUUID(&step), &enqueued}, func() error {
+		_, err := pgx.ForEachRow(rows, []any{scanUUID(&step), &enqueued, &flow}, func() error {
 			if into := byStep[step]; into != nil {
-				into.moved, into.enqueued = true, enqueued
+				into.moved, into.enqueued, into.flow = true, enqueued, flow
 			}
 			return nil
 		})

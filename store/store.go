@@ -13,6 +13,7 @@ import (
 
 	"github.com/tasker-run/tasker/backoff"
 	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // MaxRequestBytesDefault is the task request size limit when Options leaves
@@ -52,6 +53,9 @@ type Store struct {
 	log       *slog.Logger
 	now       func() time.Time
 	templates *templateCache
+	flow      atomic.Pointer[workflow.FlowPolicy]
+	// flowSignal wakes the admission (FlowSignal).
+	flowSignal chan struct{}
 
 	// Concurrent calls of the hot operations are grouped into batches
 	// (see batcher).
@@ -77,14 +81,15 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 		opts.Now = time.Now
 	}
 	st := &Store{
-		pool:      pool,
-		queue:     queue.NewClient(pool),
-		nodeID:    opts.NodeID,
-		maxReq:    opts.MaxRequestBytes,
-		grace:     opts.TemplateGrace,
-		log:       opts.Logger,
-		now:       opts.Now,
-		templates: newTemplateCache(),
+		pool:       pool,
+		queue:      queue.NewClient(pool),
+		nodeID:     opts.NodeID,
+		maxReq:     opts.MaxRequestBytes,
+		grace:      opts.TemplateGrace,
+		log:        opts.Logger,
+		now:        opts.Now,
+		templates:  newTemplateCache(),
+		flowSignal: make(chan struct{}, 1),
 	}
 	st.backoff.Store(&opts.Backoff)
 	st.accepts = newBatcher(func(c acceptCall) any { return c.req.RequestID }, st.acceptRequests)

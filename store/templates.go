@@ -33,6 +33,12 @@ type TemplateStep struct {
 	MaxAttempts   int             `json:"max_attempts"`
 	BackoffBaseMS int64           `json:"backoff_base_ms,omitempty"`
 	BackoffMaxMS  int64           `json:"backoff_max_ms,omitempty"`
+	Concurrency   int             `json:"concurrency,omitempty"`
+	Key           string          `json:"concurrency_key,omitempty"`
+	KeyScope      string          `json:"key_scope,omitempty"`
+	MaxPerKey     int             `json:"max_per_key,omitempty"`
+	RatePerKey    string          `json:"rate_per_key,omitempty"`
+	BurstPerKey   int             `json:"burst_per_key,omitempty"`
 }
 
 func definitionOf(t *workflow.Template) templateDef {
@@ -48,6 +54,12 @@ func definitionOf(t *workflow.Template) templateDef {
 			MaxAttempts:   st.Retry.MaxAttempts,
 			BackoffBaseMS: st.Retry.BackoffBase.Milliseconds(),
 			BackoffMaxMS:  st.Retry.BackoffMax.Milliseconds(),
+			Concurrency:   st.Flow.Concurrency,
+			Key:           st.Flow.Key,
+			KeyScope:      st.Flow.KeyScope,
+			MaxPerKey:     st.Flow.KeyLimit.MaxInFlight,
+			RatePerKey:    st.Flow.KeyLimit.Rate.String(),
+			BurstPerKey:   st.Flow.KeyLimit.Burst,
 		})
 	}
 	return def
@@ -55,9 +67,16 @@ func definitionOf(t *workflow.Template) templateDef {
 
 // stepTemplates turns a stored definition back into the steps of a
 // template.
-func (d templateDef) stepTemplates() []workflow.StepTemplate {
+func (d templateDef) stepTemplates() ([]workflow.StepTemplate, error) {
 	out := make([]workflow.StepTemplate, len(d.Steps))
 	for i, st := range d.Steps {
+		var rate workflow.Rate
+		if st.RatePerKey != "" {
+			var err error
+			if rate, err = workflow.ParseRate(st.RatePerKey); err != nil {
+				return nil, fmt.Errorf("step %s: %w", st.Name, err)
+			}
+		}
 		out[i] = workflow.StepTemplate{
 			Name:      st.Name,
 			Handler:   st.Handler,
@@ -70,9 +89,13 @@ func (d templateDef) stepTemplates() []workflow.StepTemplate {
 				BackoffBase: time.Duration(st.BackoffBaseMS) * time.Millisecond,
 				BackoffMax:  time.Duration(st.BackoffMaxMS) * time.Millisecond,
 			},
+			Flow: workflow.StepFlow{
+				Concurrency: st.Concurrency, Key: st.Key, KeyScope: st.KeyScope,
+				KeyLimit: workflow.Limit{MaxInFlight: st.MaxPerKey, Rate: rate, Burst: st.BurstPerKey},
+			},
 		}
 	}
-	return out
+	return out, nil
 }
 
 // TemplateInfo is a registered template.
@@ -218,7 +241,9 @@ func (s *Store) templateResolve(ctx context.Context, tx db, namespace, name, ver
 	if err := json.Unmarshal(raw, &def); err != nil {
 		return rt, fmt.Errorf("decoding template %d: %w", rt.ID, err)
 	}
-	rt.Steps = def.stepTemplates()
+	if rt.Steps, err = def.stepTemplates(); err != nil {
+		return rt, fmt.Errorf("decoding template %d: %w", rt.ID, err)
+	}
 	s.templates.mu.Lock()
 	s.templates.defs[rt.ID] = cachedDef{hash: current, steps: rt.Steps}
 	s.templates.mu.Unlock()

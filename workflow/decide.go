@@ -140,8 +140,16 @@ const (
 )
 
 // InFlight reports whether a step in s is on its way through a worker:
-// enqueued, in progress or waiting for its retry.
+// throttled (waiting for its admission), enqueued, in progress or waiting
+// for its retry.
 func (s StepState) InFlight() bool {
+	return s == StepStateThrottled || s.HoldsSlot()
+}
+
+// HoldsSlot reports whether a step in s takes one of the slots of its flow
+// limits: from its admission (enqueued) until it ends; a step waiting for
+// its retry keeps its slot.
+func (s StepState) HoldsSlot() bool {
 	return s == StepStateEnqueued || s == StepStateInProgress || s == StepStateWaitingForRetry
 }
 

@@ -79,7 +79,8 @@ func TestTaskVerdict(t *testing.T) {
 }
 
 func TestStateSets(t *testing.T) {
-	require.Equal(t, []StepState{StepStateEnqueued, StepStateInProgress, StepStateWaitingForRetry}, StepStatesWhere(StepState.InFlight))
+	require.Equal(t, []StepState{StepStateThrottled, StepStateEnqueued, StepStateInProgress, StepStateWaitingForRetry}, StepStatesWhere(StepState.InFlight))
+	require.Equal(t, []StepState{StepStateEnqueued, StepStateInProgress, StepStateWaitingForRetry}, StepStatesWhere(StepState.HoldsSlot))
 	require.Equal(t, []StepState{StepStateComplete, StepStateResolvedManually}, StepStatesWhere(StepState.Satisfies))
 	from, to := StepEventEdges(StepEventStart)
 	require.Equal(t, []StepState{StepStateEnqueued, StepStateInProgress, StepStateWaitingForRetry}, from)

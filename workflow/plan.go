@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -11,6 +12,9 @@ const (
 	ReasonTaskCreated = "task created"
 	ReasonTaskStarted = "first steps enqueued"
 	ReasonStepReady   = "ready"
+	// ReasonStepThrottled is the reason of a ready step's wait for its
+	// admission under flow limits.
+	ReasonStepThrottled = "ready; waiting for a slot under its flow limits"
 )
 
 // Plan is every row a new task starts with: its steps in template order,
@@ -32,8 +36,13 @@ type Plan struct {
 type PlannedStep struct {
 	ID uuid.UUID
 	StepTemplate
-	// State is pending, or enqueued for a root.
+	// State is pending, or enqueued for a root (throttled for a root
+	// under a flow limit).
 	State StepState
+	// Groups are the flow groups the step counts in, and Key its
+	// concurrency key (see StepGroups).
+	Groups []Group
+	Key    string
 }
 
 // Root reports whether the step depends on nothing.
@@ -56,9 +65,26 @@ type StepMove struct {
 	Reason   string
 }
 
+// TaskFlow is what the flow control of a new task's steps depends on: the
+// node's policy, the template, and the task's context its keys are
+// rendered from.
+type TaskFlow struct {
+	Policy              FlowPolicy
+	Namespace, Template string
+	Context             json.RawMessage
+}
+
 // PlanTask lays out a new task of the template whose steps are given, with
-// identities from newID (a UUIDv7 source in production).
+// identities from newID (a UUIDv7 source in production), under no flow
+// limit.
 func PlanTask(steps []StepTemplate, newID func() (uuid.UUID, error)) (Plan, error) {
+	return PlanTaskFlow(steps, TaskFlow{}, newID)
+}
+
+// PlanTaskFlow is PlanTask with the flow control of flow: a root under a
+// limit starts throttled rather than enqueued. It fails when a concurrency
+// key cannot be rendered from the context.
+func PlanTaskFlow(steps []StepTemplate, flow TaskFlow, newID func() (uuid.UUID, error)) (Plan, error) {
 	var p Plan
 	var err error
 	if p.Task, err = newID(); err != nil {
@@ -83,7 +109,15 @@ func PlanTask(steps []StepTemplate, newID func() (uuid.UUID, error)) (Plan, erro
 			return Plan{}, err
 		}
 		index[st.Name] = i
-		p.Steps[i] = PlannedStep{ID: id, StepTemplate: st, State: StepStatePending}
+		groups, key, err := StepGroups(flow.Policy, flow.Namespace, flow.Template, st, flow.Context)
+		if err != nil {
+			return Plan{}, err
+		}
+		p.Steps[i] = PlannedStep{ID: id, StepTemplate: st, State: StepStatePending, Groups: groups, Key: key}
+	}
+	throttled, err := StepTransition(StepStatePending, StepEventThrottle)
+	if err != nil {
+		return Plan{}, err
 	}
 	roots := 0
 	for i, st := range p.Steps {
@@ -97,8 +131,12 @@ func PlanTask(steps []StepTemplate, newID func() (uuid.UUID, error)) (Plan, erro
 		p.StepMoves = append(p.StepMoves, StepMove{Step: i, To: StepStatePending, Reason: ReasonTaskCreated})
 		if st.Root() {
 			roots++
-			p.Steps[i].State = ready
-			p.StepMoves = append(p.StepMoves, StepMove{Step: i, From: StepStatePending, To: ready, Reason: ReasonStepReady})
+			to, why := ready, ReasonStepReady
+			if len(st.Groups) > 0 {
+				to, why = throttled, ReasonStepThrottled
+			}
+			p.Steps[i].State = to
+			p.StepMoves = append(p.StepMoves, StepMove{Step: i, From: StepStatePending, To: to, Reason: why})
 		}
 	}
 	if roots == 0 {

@@ -9,6 +9,7 @@ type StepState string
 // Step states.
 const (
 	StepStatePending          StepState = "pending"
+	StepStateThrottled        StepState = "throttled"
 	StepStateEnqueued         StepState = "enqueued"
 	StepStateInProgress       StepState = "in_progress"
 	StepStateWaitingForRetry  StepState = "waiting_for_retry"
@@ -24,6 +25,8 @@ type StepEvent string
 // Step events.
 const (
 	StepEventEnqueue       StepEvent = "enqueue"
+	StepEventThrottle      StepEvent = "throttle"
+	StepEventAdmit         StepEvent = "admit"
 	StepEventStart         StepEvent = "start"
 	StepEventSucceed       StepEvent = "succeed"
 	StepEventFailRetryable StepEvent = "fail_retryable"
@@ -64,7 +67,13 @@ const (
 var stepTransitions = map[StepState]map[StepEvent]StepState{
 	StepStatePending: {
 		StepEventEnqueue: StepStateEnqueued,
-		StepEventCancel:  StepStateCancelled,
+		// A ready step under a flow limit waits for its admission instead.
+		StepEventThrottle: StepStateThrottled,
+		StepEventCancel:   StepStateCancelled,
+	},
+	StepStateThrottled: {
+		StepEventAdmit:  StepStateEnqueued,
+		StepEventCancel: StepStateCancelled,
 	},
 	StepStateEnqueued: {
 		StepEventStart:  StepStateInProgress,
@@ -146,7 +155,7 @@ func TaskTransition(from TaskState, ev TaskEvent) (TaskState, error) {
 // AllStepStates returns every step state in lifecycle order.
 func AllStepStates() []StepState {
 	return []StepState{
-		StepStatePending, StepStateEnqueued, StepStateInProgress, StepStateWaitingForRetry,
+		StepStatePending, StepStateThrottled, StepStateEnqueued, StepStateInProgress, StepStateWaitingForRetry,
 		StepStateComplete, StepStateError, StepStateCancelled, StepStateResolvedManually,
 	}
 }
@@ -154,7 +163,7 @@ func AllStepStates() []StepState {
 // AllStepEvents returns every step event.
 func AllStepEvents() []StepEvent {
 	return []StepEvent{
-		StepEventEnqueue, StepEventStart, StepEventSucceed, StepEventFailRetryable,
+		StepEventEnqueue, StepEventThrottle, StepEventAdmit, StepEventStart, StepEventSucceed, StepEventFailRetryable,
 		StepEventFailPermanent, StepEventCancel, StepEventRetry, StepEventResolve,
 	}
 }

@@ -14,13 +14,14 @@ const refused = ""
 func TestStepTransitionEveryPair(t *testing.T) {
 	// Columns, in this order.
 	events := []StepEvent{
-		StepEventEnqueue, StepEventStart, StepEventSucceed, StepEventFailRetryable,
-		StepEventFailPermanent, StepEventCancel, StepEventRetry, StepEventResolve,
+		StepEventEnqueue, StepEventThrottle, StepEventAdmit, StepEventStart, StepEventSucceed,
+		StepEventFailRetryable, StepEventFailPermanent, StepEventCancel, StepEventRetry, StepEventResolve,
 	}
 	require.ElementsMatch(t, AllStepEvents(), events, "the table must have a column per event")
 
 	const (
 		pen  = StepStatePending
+		thr  = StepStateThrottled
 		enq  = StepStateEnqueued
 		inp  = StepStateInProgress
 		wfr  = StepStateWaitingForRetry
@@ -32,16 +33,17 @@ func TestStepTransitionEveryPair(t *testing.T) {
 	)
 	expected := []struct {
 		from StepState
-		to   [8]StepState // enqueue, start, succeed, fail_retryable, fail_permanent, cancel, retry, resolve
+		to   [10]StepState // enqueue, throttle, admit, start, succeed, fail_retryable, fail_permanent, cancel, retry, resolve
 	}{
-		{pen, [8]StepState{enq, x, x, x, x, can, x, x}},
-		{enq, [8]StepState{x, inp, x, x, x, can, x, x}},
-		{inp, [8]StepState{x, inp, cmp, wfr, errS, can, x, x}},
-		{wfr, [8]StepState{x, inp, x, x, x, can, x, x}},
-		{cmp, [8]StepState{x, x, x, x, x, x, x, x}},
-		{errS, [8]StepState{x, x, x, x, x, x, pen, res}},
-		{can, [8]StepState{x, x, x, x, x, x, x, x}},
-		{res, [8]StepState{x, x, x, x, x, x, x, x}},
+		{pen, [10]StepState{enq, thr, x, x, x, x, x, can, x, x}},
+		{thr, [10]StepState{x, x, enq, x, x, x, x, can, x, x}},
+		{enq, [10]StepState{x, x, x, inp, x, x, x, can, x, x}},
+		{inp, [10]StepState{x, x, x, inp, cmp, wfr, errS, can, x, x}},
+		{wfr, [10]StepState{x, x, x, inp, x, x, x, can, x, x}},
+		{cmp, [10]StepState{x, x, x, x, x, x, x, x, x, x}},
+		{errS, [10]StepState{x, x, x, x, x, x, x, x, pen, res}},
+		{can, [10]StepState{x, x, x, x, x, x, x, x, x, x}},
+		{res, [10]StepState{x, x, x, x, x, x, x, x, x, x}},
 	}
 	var rows []StepState
 	for _, row := range expected {
@@ -138,6 +140,7 @@ func TestStepStateProperties(t *testing.T) {
 		satisfies bool
 	}{
 		{StepStatePending, false, false},
+		{StepStateThrottled, false, false},
 		{StepStateEnqueued, false, false},
 		{StepStateInProgress, false, false},
 		{StepStateWaitingForRetry, false, false},

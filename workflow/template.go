@@ -48,6 +48,9 @@ type StepTemplate struct {
 	DependsOn []string
 	Timeout   time.Duration
 	Retry     RetryPolicy
+	// Flow is the step's flow control: its own concurrency, and the
+	// concurrency key it or its template declares.
+	Flow StepFlow
 }
 
 // RetryPolicy is a step's retry settings.
@@ -85,7 +88,16 @@ type fileTemplate struct {
 	Name        string     `toml:"name"`
 	Version     string     `toml:"version"`
 	Description string     `toml:"description"`
-	Steps       []fileStep `toml:"steps"`
+	fileKey
+	Steps []fileStep `toml:"steps"`
+}
+
+// fileKey is a concurrency key as a template or a step declares it.
+type fileKey struct {
+	ConcurrencyKey string  `toml:"concurrency_key"`
+	MaxPerKey      *int    `toml:"max_per_key"`
+	RatePerKey     *string `toml:"rate_per_key"`
+	BurstPerKey    *int    `toml:"burst_per_key"`
 }
 
 type fileStep struct {
@@ -95,6 +107,9 @@ type fileStep struct {
 	DependsOn []string       `toml:"depends_on"`
 	Timeout   *string        `toml:"timeout"`
 	Retry     fileRetry      `toml:"retry"`
+	// Concurrency bounds this step's runs in flight across tasks.
+	Concurrency *int `toml:"concurrency"`
+	fileKey
 }
 
 type fileRetry struct {
@@ -156,6 +171,10 @@ func ParseTemplate(source string, data []byte, reg *Registry) (*Template, error)
 	if len(ft.Steps) == 0 {
 		add("no steps")
 	}
+	taskKey, keyProblems := ft.fileKey.build(t.Namespace + "/" + t.Name)
+	for _, p := range keyProblems {
+		add("%s", p)
+	}
 
 	seen := make(map[string]bool, len(ft.Steps))
 	for i, raw := range ft.Steps {
@@ -171,6 +190,14 @@ func ParseTemplate(source string, data []byte, reg *Registry) (*Template, error)
 			add("%s: duplicate step name", label)
 		}
 		seen[raw.Name] = true
+		// A step inherits its template's key unless it declares one of its
+		// own, which then counts its own groups.
+		switch {
+		case st.Flow.Key != "":
+			st.Flow.KeyScope = t.Namespace + "/" + t.Name + "/" + st.Name
+		case raw.MaxPerKey == nil && raw.RatePerKey == nil && raw.BurstPerKey == nil:
+			st.Flow.Key, st.Flow.KeyScope, st.Flow.KeyLimit = taskKey.Key, taskKey.KeyScope, taskKey.KeyLimit
+		}
 		for _, p := range stepProblems {
 			add("%s: %s", label, p)
 		}
@@ -266,7 +293,61 @@ func buildStep(raw fileStep, reg *Registry) (StepTemplate, []string) {
 			st.Retry.MaxAttempts = *n
 		}
 	}
+	if n := raw.Concurrency; n != nil {
+		if *n < 1 {
+			add("concurrency must be at least 1, got %d", *n)
+		} else {
+			st.Flow.Concurrency = *n
+		}
+	}
+	// A step's own key replaces its template's; the scope is filled in by
+	// the caller, which knows the template.
+	key, keyProblems := raw.fileKey.build("")
+	st.Flow.Key, st.Flow.KeyLimit = key.Key, key.KeyLimit
+	problems = append(problems, keyProblems...)
 	return st, problems
+}
+
+// build checks a declared key: a key needs a limit, and a limit a key.
+func (k fileKey) build(scope string) (StepFlow, []string) {
+	var problems []string
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	f := StepFlow{Key: k.ConcurrencyKey, KeyScope: scope}
+	if n := k.MaxPerKey; n != nil {
+		if *n < 1 {
+			add("max_per_key must be at least 1, got %d", *n)
+		} else {
+			f.KeyLimit.MaxInFlight = *n
+		}
+	}
+	if r := k.RatePerKey; r != nil {
+		rate, err := ParseRate(*r)
+		if err != nil {
+			add("rate_per_key: %v", err)
+		}
+		f.KeyLimit.Rate = rate
+	}
+	if b := k.BurstPerKey; b != nil {
+		switch {
+		case *b < 1:
+			add("burst_per_key must be at least 1, got %d", *b)
+		case k.RatePerKey == nil:
+			add("burst_per_key needs rate_per_key")
+		default:
+			f.KeyLimit.Burst = *b
+		}
+	}
+	switch {
+	case f.Key == "" && (k.MaxPerKey != nil || k.RatePerKey != nil):
+		add("max_per_key and rate_per_key need a concurrency_key")
+	case f.Key != "" && k.MaxPerKey == nil && k.RatePerKey == nil:
+		add("concurrency_key %q needs max_per_key or rate_per_key", f.Key)
+	case f.Key != "" && !strings.Contains(f.Key, "{{context"):
+		add("concurrency_key %q has no {{context...}} placeholder: every task would share one key", f.Key)
+	case strings.Contains(f.Key, "{{parents"):
+		add("concurrency_key %q: only {{context...}} placeholders (the key is rendered when the task is created)", f.Key)
+	}
+	return f, problems
 }
 
 // LoadDir parses every *.toml file under fsys, recursively, in lexical

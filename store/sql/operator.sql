@@ -49,26 +49,31 @@ SELECT step_uuid, waiting_parents FROM moved;
 
 -- name: steps_enqueue
 -- Enqueues the steps among @steps that are in @from_state with no parent
--- waiting: @to_state, the transitions, their messages (@messages, at the
--- same index as @steps) to {{step_queue}}, and the wake-up of its poller.
+-- waiting: @to_state (@throttled for a step under a flow limit, which
+-- then waits for its admission), the transitions, the messages of those
+-- enqueued (@messages, at the same index as @steps) to {{step_queue}}, and
+-- the wake-up of its poller. Returns the steps enqueued and throttled.
 WITH moved AS (
-    UPDATE tasker.steps SET state = @to_state, enqueued_at = now()
+    UPDATE tasker.steps SET state = CASE WHEN flow_groups IS NULL THEN @to_state ELSE @throttled END,
+        enqueued_at = CASE WHEN flow_groups IS NULL THEN now() ELSE enqueued_at END
     WHERE step_uuid = ANY(@steps::uuid[]) AND state = @from_state AND waiting_parents = 0
-    RETURNING step_uuid, task_uuid
+    RETURNING step_uuid, task_uuid, state
 ), recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-    SELECT step_uuid, task_uuid, @from_state, @to_state, @reason, 0, @node_id FROM moved
+    SELECT step_uuid, task_uuid, @from_state, state, @reason, 0, @node_id FROM moved
 ), sent AS (
     INSERT INTO {{step_queue}} (vt, message, headers)
     SELECT clock_timestamp(), m.msg, (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = moved.task_uuid)
     FROM unnest(@steps::uuid[], @messages::jsonb[]) WITH ORDINALITY AS m(step_uuid, msg, n)
         JOIN moved USING (step_uuid)
+    WHERE moved.state = @to_state
     ORDER BY m.n
     RETURNING msg_id
 ), woke AS (
-    SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM moved)
+    SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM moved WHERE state = @to_state)
 )
-SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM sent), (SELECT count(*) FROM woke);
+SELECT (SELECT count(*) FROM moved WHERE state = @to_state), (SELECT count(*) FROM moved WHERE state = @throttled),
+    (SELECT count(*) FROM sent), (SELECT count(*) FROM woke);
 
 -- name: step_lock
 -- Locks the step of a task called @name.

@@ -10,14 +10,18 @@ VALUES (@task, @request_id, @correlation_id, @template_id, @namespace, @name, @v
 ON CONFLICT (request_id) DO NOTHING;
 
 -- name: task_steps_insert
+-- The flow columns come as text (flow_groups and its limits, one
+-- PostgreSQL array literal per step, NULL for a step under no limit).
 INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
-    max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at)
+    max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at,
+    flow_groups, flow_max, flow_interval_us, flow_burst, flow_key)
 SELECT u, @task, nm, p, @namespace, h, c::jsonb, st, m, r, t, bb, bm, w,
-    CASE WHEN st = @enqueued THEN now() END
+    CASE WHEN st = @enqueued THEN now() END, fg::text[], fm::int[], fi::bigint[], fb::int[], fk
 FROM unnest(@steps::uuid[], @names::text[], @positions::int[], @handlers::text[], @configs::text[],
     @states::text[], @max_attempts::int[], @retryable::bool[], @timeouts_ms::bigint[],
-    @backoff_base_ms::bigint[], @backoff_max_ms::bigint[], @waiting::int[])
-    AS x(u, nm, p, h, c, st, m, r, t, bb, bm, w)
+    @backoff_base_ms::bigint[], @backoff_max_ms::bigint[], @waiting::int[], @flow_groups::text[],
+    @flow_max::text[], @flow_interval_us::text[], @flow_burst::text[], @flow_keys::text[])
+    AS x(u, nm, p, h, c, st, m, r, t, bb, bm, w, fg, fm, fi, fb, fk)
 WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task);
 
 -- name: task_edges_insert

@@ -35,7 +35,9 @@ SELECT FROM tasker.tasks WHERE task_uuid = ANY(@tasks::uuid[]) ORDER BY task_uui
 -- {{result_queue}}, or for an outcome handed over in the node step_msg_id of
 -- {{step_queue}} (either moved to its archive when archive, archive_reason
 -- in its headers).
--- Returns each step moved with the number of children it enqueued.
+-- Returns each step moved with the number of children it enqueued, and
+-- whether the move concerns flow control (the step is under a limit, or
+-- a child of it was throttled).
 WITH m AS (
     SELECT * FROM unnest(@steps::uuid[], @tasks::uuid[], @from_states::text[], @to_states::text[],
         @results::jsonb[], @errors::jsonb[], @next_attempt_ats::timestamptz[], @finished::bool[], @attempts::int[],
@@ -59,7 +61,7 @@ WITH m AS (
         AND (SELECT t.state FROM tasker.tasks t WHERE t.task_uuid = m.task_uuid) = @task_state
     RETURNING m.step_uuid, m.task_uuid, m.from_state, m.to_state, m.attempt, m.reason, m.release,
         m.release_reason, m.retry, m.retry_delay_us, m.retry_message, m.msg_id, m.step_msg_id, m.archive,
-        m.archive_reason
+        m.archive_reason, s.flow_groups IS NOT NULL AS limited
 ), moved_recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
     SELECT step_uuid, task_uuid, from_state, to_state, reason, attempt, @node_id FROM moved
@@ -69,22 +71,28 @@ WITH m AS (
     -- parent of each): a join planned while the tables were empty walks
     -- whole indexes instead. Each child has one parent among the moves (one
     -- result per task in a batch).
+    -- A child under a flow limit (flow_groups set) is throttled instead of
+    -- enqueued, and waits for its admission (sql/flow.sql).
     UPDATE tasker.steps c
     SET waiting_parents = c.waiting_parents - 1,
-        state = CASE WHEN c.waiting_parents = 1 AND c.state = @pending THEN @enqueued ELSE c.state END,
-        enqueued_at = CASE WHEN c.waiting_parents = 1 AND c.state = @pending THEN now() ELSE c.enqueued_at END
+        state = CASE WHEN c.waiting_parents = 1 AND c.state = @pending
+            THEN CASE WHEN c.flow_groups IS NULL THEN @enqueued ELSE @throttled END ELSE c.state END,
+        enqueued_at = CASE WHEN c.waiting_parents = 1 AND c.state = @pending AND c.flow_groups IS NULL
+            THEN now() ELSE c.enqueued_at END
     WHERE c.step_uuid = ANY(@children::uuid[])
         AND (@child_parents::uuid[])[array_position(@children::uuid[], c.step_uuid)] IN
             (SELECT step_uuid FROM moved WHERE release)
     RETURNING c.step_uuid, (@child_parents::uuid[])[array_position(@children::uuid[], c.step_uuid)] AS parent,
-        c.task_uuid, c.waiting_parents = 0 AND c.state = @enqueued AS ready
+        c.task_uuid, c.waiting_parents = 0 AND c.state = @enqueued AS ready,
+        c.waiting_parents = 0 AND c.state = @throttled AS throttled
 ), released_recorded AS (
     -- Reading moved_recorded first orders the children's transitions after
     -- their parents'.
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-    SELECT r.step_uuid, r.task_uuid, @pending, @enqueued, mv.release_reason, 0, @node_id
+    SELECT r.step_uuid, r.task_uuid, @pending, CASE WHEN r.ready THEN @enqueued ELSE @throttled END,
+        mv.release_reason, 0, @node_id
     FROM (SELECT count(*) FROM moved_recorded) parent, released r JOIN moved mv ON mv.step_uuid = r.parent
-    WHERE r.ready
+    WHERE r.ready OR r.throttled
 ), sent AS (
     -- Each with its task's trace context as its headers.
     INSERT INTO {{step_queue}} (vt, message, headers)
@@ -123,7 +131,8 @@ WITH m AS (
     FROM step_acked WHERE archive
     RETURNING msg_id
 )
-SELECT mv.step_uuid, (SELECT count(*) FROM released r WHERE r.parent = mv.step_uuid AND r.ready)
+SELECT mv.step_uuid, (SELECT count(*) FROM released r WHERE r.parent = mv.step_uuid AND r.ready),
+    mv.limited OR EXISTS (SELECT FROM released r WHERE r.parent = mv.step_uuid AND r.throttled)
 FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM acked) a,
     (SELECT count(*) FROM archived) x, (SELECT count(*) FROM step_archived) y;
 

@@ -360,7 +360,7 @@ func successResult(code int, data []byte) json.RawMessage {
 		return json.RawMessage(bytes.Clone(trimmed))
 	}
 	ex, _ := excerpt(data)
-	out, err := marshalJSON(map[string]any{"status": code, "body": ex})
+	out, err := workflow.MarshalJSON(map[string]any{"status": code, "body": ex})
 	if err != nil { // cannot happen: an int and a valid UTF-8 string
 		return json.RawMessage(`{"status":` + strconv.Itoa(code) + `}`)
 	}
@@ -422,7 +422,7 @@ func buildCall(in workflow.StepInput) (*call, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := newResolver(in)
+	r := workflow.NewPlaceholders(in)
 	c := &call{header: make(http.Header)}
 
 	// body / body_from
@@ -432,15 +432,15 @@ func buildCall(in workflow.StepInput) (*call, error) {
 	case hasBody && hasFrom:
 		return nil, bad("body and body_from are exclusive: set one")
 	case hasBody:
-		v, err := decodeJSON(rawBody)
+		v, err := workflow.DecodeJSON(rawBody)
 		if err != nil {
 			return nil, bad("body: %v", err)
 		}
-		v, err = r.expandValue(v, "body")
+		v, err = r.ExpandValue(v, "body")
 		if err != nil {
 			return nil, bad("%v", err)
 		}
-		if c.body, err = marshalJSON(v); err != nil {
+		if c.body, err = workflow.MarshalJSON(v); err != nil {
 			return nil, bad("body: encoding: %v", err)
 		}
 	case hasFrom:
@@ -464,7 +464,7 @@ func buildCall(in workflow.StepInput) (*call, error) {
 		default:
 			return nil, bad(`body_from must be "context", "parents" or "both", got %q`, from)
 		}
-		if c.body, err = marshalJSON(v); err != nil {
+		if c.body, err = workflow.MarshalJSON(v); err != nil {
 			return nil, bad("body_from: encoding %s: %v", from, err)
 		}
 	}
@@ -497,7 +497,7 @@ func buildCall(in workflow.StepInput) (*call, error) {
 	if tmpl == "" {
 		return nil, bad("url is required")
 	}
-	expanded, err := r.expand(tmpl, escapeURL)
+	expanded, err := r.Expand(tmpl, escapeURL)
 	if err != nil {
 		if ue, ok := errors.AsType[*urlValueError](err); ok {
 			return nil, workflow.Permanent(KindURLRefused, "url: %v", ue)
@@ -552,7 +552,7 @@ func buildCall(in workflow.StepInput) (*call, error) {
 			if !validHeaderName(name) {
 				return nil, bad("headers.%s: %q is not a valid header name", name, name)
 			}
-			v, err := r.expand(v, nil)
+			v, err := r.Expand(v, nil)
 			if err != nil {
 				return nil, bad("headers.%s: %v", name, err)
 			}

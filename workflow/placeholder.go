@@ -1,4 +1,4 @@
-package handlers
+package workflow
 
 import (
 	"bytes"
@@ -9,26 +9,27 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/tasker-run/tasker/workflow"
 )
 
-// resolver looks placeholder paths up in a step's context and parents'
-// results, decoding each document once and only when first needed.
-type resolver struct {
-	in      workflow.StepInput
+// Placeholders expands the {{context.a.b}} and {{parents.step.a.b}}
+// placeholders of a step's config: it looks their paths up in the step's
+// context and its parents' results, decoding each document once and only
+// when first needed.
+type Placeholders struct {
+	in      StepInput
 	context any
 	decoded bool
 	parents map[string]any
 }
 
-func newResolver(in workflow.StepInput) *resolver {
-	return &resolver{in: in, parents: make(map[string]any)}
+// NewPlaceholders returns the placeholders of in.
+func NewPlaceholders(in StepInput) *Placeholders {
+	return &Placeholders{in: in, parents: make(map[string]any)}
 }
 
-// lookup resolves a placeholder expression such as "context.order.id" or
+// Lookup resolves a placeholder expression such as "context.order.id" or
 // "parents.charge.receipt.number".
-func (r *resolver) lookup(expr string) (any, error) {
+func (r *Placeholders) Lookup(expr string) (any, error) {
 	segs := strings.Split(expr, ".")
 	if slices.Contains(segs, "") {
 		return nil, errors.New("empty path segment")
@@ -36,7 +37,7 @@ func (r *resolver) lookup(expr string) (any, error) {
 	switch segs[0] {
 	case "context":
 		if !r.decoded {
-			v, err := decodeJSON(r.in.Context)
+			v, err := DecodeJSON(r.in.Context)
 			if err != nil {
 				return nil, fmt.Errorf("decoding task context: %w", err)
 			}
@@ -70,11 +71,11 @@ func (r *resolver) lookup(expr string) (any, error) {
 	}
 }
 
-func (r *resolver) parent(name string) (any, error) {
+func (r *Placeholders) parent(name string) (any, error) {
 	if v, ok := r.parents[name]; ok {
 		return v, nil
 	}
-	v, err := decodeJSON(r.in.Parents[name])
+	v, err := DecodeJSON(r.in.Parents[name])
 	if err != nil {
 		return nil, fmt.Errorf("decoding result of parent step %q: %w", name, err)
 	}
@@ -106,11 +107,11 @@ func walk(v any, at string, segs []string) (any, error) {
 	return v, nil
 }
 
-// expand replaces every placeholder in s. escape, when not nil, transforms
+// Expand replaces every placeholder in s. escape, when not nil, transforms
 // or refuses each rendered value; it gets the output built so far, so the
 // URL escaper can tell the authority from the path and the query, and the
 // placeholder, to name it.
-func (r *resolver) expand(s string, escape func(built, placeholder, value string) (string, error)) (string, error) {
+func (r *Placeholders) Expand(s string, escape func(built, placeholder, value string) (string, error)) (string, error) {
 	if !strings.Contains(s, "{{") {
 		return s, nil
 	}
@@ -127,7 +128,7 @@ func (r *resolver) expand(s string, escape func(built, placeholder, value string
 			return "", fmt.Errorf("unterminated placeholder %q", s[start:])
 		}
 		ph := s[start : start+end+2]
-		v, err := r.lookup(strings.TrimSpace(ph[2 : len(ph)-2]))
+		v, err := r.Lookup(strings.TrimSpace(ph[2 : len(ph)-2]))
 		if err != nil {
 			return "", fmt.Errorf("placeholder %s: %w", ph, err)
 		}
@@ -145,20 +146,20 @@ func (r *resolver) expand(s string, escape func(built, placeholder, value string
 	}
 }
 
-// expandValue expands placeholders in every string of a decoded JSON value;
+// ExpandValue expands placeholders in every string of a decoded JSON value;
 // a string that is exactly one placeholder becomes the value it names. at
 // is the key path, for errors.
-func (r *resolver) expandValue(v any, at string) (any, error) {
+func (r *Placeholders) ExpandValue(v any, at string) (any, error) {
 	switch c := v.(type) {
 	case string:
 		if inner, ok := singlePlaceholder(c); ok {
-			val, err := r.lookup(inner)
+			val, err := r.Lookup(inner)
 			if err != nil {
 				return nil, fmt.Errorf("%s: placeholder %s: %w", at, c, err)
 			}
 			return val, nil
 		}
-		s, err := r.expand(c, nil)
+		s, err := r.Expand(c, nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", at, err)
 		}
@@ -166,7 +167,7 @@ func (r *resolver) expandValue(v any, at string) (any, error) {
 	case map[string]any:
 		out := make(map[string]any, len(c))
 		for k, e := range c {
-			x, err := r.expandValue(e, at+"."+k)
+			x, err := r.ExpandValue(e, at+"."+k)
 			if err != nil {
 				return nil, err
 			}
@@ -176,7 +177,7 @@ func (r *resolver) expandValue(v any, at string) (any, error) {
 	case []any:
 		out := make([]any, len(c))
 		for i, e := range c {
-			x, err := r.expandValue(e, fmt.Sprintf("%s[%d]", at, i))
+			x, err := r.ExpandValue(e, fmt.Sprintf("%s[%d]", at, i))
 			if err != nil {
 				return nil, err
 			}
@@ -214,14 +215,14 @@ func render(v any) (string, error) {
 	case bool:
 		return strconv.FormatBool(c), nil
 	default:
-		b, err := marshalJSON(c)
+		b, err := MarshalJSON(c)
 		return string(b), err
 	}
 }
 
-// decodeJSON decodes a document keeping numbers exact; an empty document is
+// DecodeJSON decodes a document keeping numbers exact; an empty document is
 // null.
-func decodeJSON(raw json.RawMessage) (any, error) {
+func DecodeJSON(raw json.RawMessage) (any, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, nil
 	}
@@ -234,9 +235,9 @@ func decodeJSON(raw json.RawMessage) (any, error) {
 	return v, nil
 }
 
-// marshalJSON encodes v without escaping <, > and &, which a downstream
+// MarshalJSON encodes v without escaping <, > and &, which a downstream
 // service would otherwise receive as \u003c and friends.
-func marshalJSON(v any) ([]byte, error) {
+func MarshalJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

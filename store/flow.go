@@ -1,0 +1,364 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// flowLockClass is the first key of the advisory lock that makes a
+// namespace's admissions take turns ('flow').
+const flowLockClass = 0x666c6f77
+
+// FlowWindow is the most throttled steps one admission looks at.
+const FlowWindow = 512
+
+// FlowHorizon is how far ahead an admission hands out tokens: a step whose
+// token is due within it is enqueued now, its message delayed until then;
+// the others wait for a later admission.
+const FlowHorizon = time.Second
+
+// SetFlowPolicy replaces the flow limits the configuration sets (a reload).
+// Steps created before keep the groups they were created with; the limits
+// of namespace and handler groups are read at each admission, so changed
+// values apply at once.
+func (s *Store) SetFlowPolicy(p workflow.FlowPolicy) { s.flow.Store(&p) }
+
+// FlowPolicy is the flow policy in force.
+func (s *Store) FlowPolicy() workflow.FlowPolicy {
+	if p := s.flow.Load(); p != nil {
+		return *p
+	}
+	return workflow.FlowPolicy{}
+}
+
+// FlowSignal receives a value after the store commits a change that may let
+// a throttled step through: a step became throttled, or a step under a
+// limit moved (giving back its slot). The admission waits on it.
+func (s *Store) FlowSignal() <-chan struct{} { return s.flowSignal }
+
+// flowChanged signals FlowSignal without waiting.
+func (s *Store) flowChanged() {
+	select {
+	case s.flowSignal <- struct{}{}:
+	default:
+	}
+}
+
+// flowColumns are the flow columns of new steps, as task_steps_insert takes
+// them: one PostgreSQL array literal per step, or NULL.
+type flowColumns struct {
+	groups, max, intervalUS, burst []*string
+	keys                           []*string
+}
+
+func newFlowColumns(n int) flowColumns {
+	return flowColumns{groups: make([]*string, n), max: make([]*string, n), intervalUS: make([]*string, n),
+		burst: make([]*string, n), keys: make([]*string, n)}
+}
+
+// set fills step i's columns from its groups and key.
+func (f flowColumns) set(i int, groups []workflow.Group, key string) {
+	if len(groups) == 0 {
+		return
+	}
+	names, maxes, intervals, bursts := make([]string, len(groups)), make([]string, len(groups)), make([]string, len(groups)), make([]string, len(groups))
+	for j, g := range groups {
+		names[j] = g.Name
+		maxes[j] = strconv.Itoa(g.MaxInFlight)
+		intervals[j] = strconv.FormatInt(g.Rate.Interval().Microseconds(), 10)
+		bursts[j] = strconv.Itoa(g.Burst)
+	}
+	text := func(v []string) *string { s := pgArray(v); return &s }
+	f.groups[i], f.max[i], f.intervalUS[i], f.burst[i] = text(names), text(maxes), text(intervals), text(bursts)
+	f.keys[i] = &key
+}
+
+// pgArray writes a PostgreSQL array literal of v, every element quoted.
+func pgArray(v []string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, e := range v {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		for _, r := range e {
+			if r == '"' || r == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteRune(r)
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// FlowRound is what one admission of a namespace did.
+type FlowRound struct {
+	// Admitted counts the steps enqueued, Delayed those of them whose
+	// message waits for its token.
+	Admitted, Delayed int
+	// Held counts the steps looked at and left throttled, by the kind of
+	// limit that holds them: "slots" or "rate".
+	Held map[string]int
+	// Retry is when a step held only by a rate can be admitted; zero when
+	// none is.
+	Retry time.Time
+}
+
+// FlowNamespaces returns the namespaces with throttled steps.
+func (s *Store) FlowNamespaces(ctx context.Context) ([]string, error) {
+	rows, err := stmt("flow_namespaces").query(ctx, s.pool, nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading throttled namespaces: %w", translate(err))
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("reading throttled namespaces: %w", translate(err))
+	}
+	return out, nil
+}
+
+// FlowAdmit runs one admission of namespace: under the namespace's lock it
+// counts the slots in use, offers them to the throttled steps in the order
+// of fairness and priority (workflow.Admit), and enqueues those it lets
+// through, in one transaction.
+func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, error) {
+	round := FlowRound{Held: map[string]int{}}
+	policy := s.FlowPolicy()
+	stepQueue := queue.NamespaceQueue(namespace)
+	admit, err := stmt("flow_admit").forQueues("step_queue", stepQueue)
+	if err != nil {
+		return round, err
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := stmt("flow_lock").exec(ctx, tx, args{"class": int32(flowLockClass), "namespace": namespace}); err != nil {
+			return err
+		}
+		inUse := map[string]int{}
+		rows, err := stmt("flow_in_use").query(ctx, tx, args{"namespace": namespace})
+		if err != nil {
+			return err
+		}
+		var (
+			group string
+			n     int
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&group, &n}, func() error { inUse[group] = n; return nil }); err != nil {
+			return err
+		}
+		cands, messages, err := s.flowCandidates(ctx, tx, namespace, policy)
+		if err != nil || len(cands) == 0 {
+			return err
+		}
+		tat, err := flowBuckets(ctx, tx, cands)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		a := workflow.Admit(cands, inUse, tat, now, FlowHorizon)
+		round.Retry = a.Retry
+		var (
+			steps         [][16]byte
+			delays        []int64
+			msgs          [][]byte
+			heldSteps     [][16]byte
+			heldReasons   []string
+			bucketNames   []string
+			bucketTimes   []time.Time
+			moved, _sent  int64
+			_woke, _b, _h int64
+		)
+		for _, ad := range a.Admitted {
+			steps, delays, msgs = append(steps, ad.Step), append(delays, ad.Delay.Microseconds()), append(msgs, messages[ad.Step])
+			if ad.Delay > 0 {
+				round.Delayed++
+			}
+		}
+		for _, h := range a.Held {
+			heldSteps, heldReasons = append(heldSteps, h.Step), append(heldReasons, h.Reason)
+			if h.Rated {
+				round.Held["rate"]++
+			} else {
+				round.Held["slots"]++
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(a.Buckets)) {
+			bucketNames, bucketTimes = append(bucketNames, name), append(bucketTimes, a.Buckets[name])
+		}
+		if err := admit.queryRow(ctx, tx, args{
+			"steps": steps, "delays_us": delays, "messages": msgs, "enqueued": string(enqueueTo),
+			"throttled": string(workflow.StepStateThrottled), "reason": "admitted under its flow limits",
+			"node_id": s.nodeID, "wake_channel": WakeChannel, "wake_queue": stepQueue,
+			"bucket_names": bucketNames, "bucket_tats": bucketTimes, "held_steps": heldSteps, "held_reasons": heldReasons,
+		}).Scan(&moved, &_sent, &_woke, &_b, &_h); err != nil {
+			return err
+		}
+		round.Admitted = int(moved)
+		return nil
+	})
+	if err != nil {
+		return FlowRound{Held: map[string]int{}}, fmt.Errorf("admitting throttled steps of %s: %w", namespace, translate(err))
+	}
+	return round, nil
+}
+
+// flowCandidates reads the throttled steps of namespace in the order they
+// are offered slots, with their groups under the policy's current limits,
+// and encodes the message of each.
+func (s *Store) flowCandidates(ctx context.Context, tx pgx.Tx, namespace string, policy workflow.FlowPolicy) ([]workflow.Candidate, map[uuid.UUID][]byte, error) {
+	rows, err := stmt("flow_candidates").query(ctx, tx, args{
+		"namespace": namespace, "aging_us": policy.Aging.Microseconds(), "window": FlowWindow,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		cands     []workflow.Candidate
+		messages  = map[uuid.UUID][]byte{}
+		step      uuid.UUID
+		task      uuid.UUID
+		corr      uuid.UUID
+		names     []string
+		maxes     []int32
+		intervals []int64
+		bursts    []int32
+	)
+	_, err = pgx.ForEachRow(rows, []any{scanUUID(&step), scanUUID(&task), scanUUID(&corr), &names, &maxes, &intervals, &bursts}, func() error {
+		c := workflow.Candidate{Step: step, Groups: make([]workflow.Group, len(names))}
+		for i, name := range names {
+			g := workflow.Group{Name: name}
+			if i < len(maxes) {
+				g.MaxInFlight = int(maxes[i])
+			}
+			if i < len(intervals) && intervals[i] > 0 {
+				g.Rate = workflow.Rate{Count: 1, Per: time.Duration(intervals[i]) * time.Microsecond}
+			}
+			if i < len(bursts) {
+				g.Burst = int(bursts[i])
+			}
+			c.Groups[i] = policy.Current(g)
+		}
+		msg, err := queue.StepMessage{TaskUUID: task, StepUUID: step, CorrelationID: corr}.Encode()
+		if err != nil {
+			return fmt.Errorf("encoding step message: %w", err)
+		}
+		cands, messages[step] = append(cands, c), msg
+		return nil
+	})
+	return cands, messages, err
+}
+
+// flowBuckets reads and locks the token buckets of the candidates' rated
+// groups.
+func flowBuckets(ctx context.Context, tx pgx.Tx, cands []workflow.Candidate) (map[string]time.Time, error) {
+	seen := map[string]bool{}
+	var names []string
+	for _, c := range cands {
+		for _, g := range c.Groups {
+			if !g.Rate.IsZero() && !seen[g.Name] {
+				seen[g.Name] = true
+				names = append(names, g.Name)
+			}
+		}
+	}
+	tat := map[string]time.Time{}
+	if len(names) == 0 {
+		return tat, nil
+	}
+	rows, err := stmt("flow_buckets_lock").query(ctx, tx, args{"names": names})
+	if err != nil {
+		return nil, err
+	}
+	var (
+		name string
+		at   time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name, &at}, func() error { tat[name] = at; return nil })
+	return tat, err
+}
+
+// FlowGroupUsage is one flow group with steps in it.
+type FlowGroupUsage struct {
+	Namespace string `json:"namespace"`
+	Group     string `json:"group"`
+	InUse     int    `json:"in_use"`
+	Waiting   int    `json:"waiting"`
+	// OldestWait is when the longest-waiting step of the group became
+	// ready; nil when none waits.
+	OldestWait *time.Time `json:"oldest_wait,omitempty"`
+	// MaxInFlight, Rate and Burst are the group's limits now (the
+	// configuration's for namespace and handler groups).
+	MaxInFlight int    `json:"max_in_flight,omitempty"`
+	Rate        string `json:"rate,omitempty"`
+	Burst       int    `json:"burst,omitempty"`
+}
+
+// FlowUsage returns every flow group with a step holding a slot or
+// waiting, by namespace and group name.
+func (s *Store) FlowUsage(ctx context.Context) ([]FlowGroupUsage, error) {
+	policy := s.FlowPolicy()
+	rows, err := stmt("flow_usage").query(ctx, s.pool, nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading flow usage: %w", translate(err))
+	}
+	var (
+		out      []FlowGroupUsage
+		u        FlowGroupUsage
+		interval int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&u.Namespace, &u.Group, &u.InUse, &u.Waiting, &u.OldestWait, &u.MaxInFlight, &interval, &u.Burst}, func() error {
+		g := workflow.Group{Name: u.Group, Limit: workflow.Limit{MaxInFlight: u.MaxInFlight, Burst: u.Burst}}
+		if interval > 0 {
+			g.Rate = workflow.Rate{Count: 1, Per: time.Duration(interval) * time.Microsecond}
+		}
+		g = policy.Current(g)
+		v := u
+		v.MaxInFlight, v.Rate, v.Burst = g.MaxInFlight, perSecond(g.Rate), g.Burst
+		out = append(out, v)
+		u.OldestWait = nil
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading flow usage: %w", translate(err))
+	}
+	return out, nil
+}
+
+// perSecond writes a rate as tokens per second ("" for none).
+func perSecond(r workflow.Rate) string {
+	if r.IsZero() {
+		return ""
+	}
+	return strconv.FormatFloat(r.PerSecond(), 'f', -1, 64) + "/s"
+}
+
+// FlowDrift is what a repair of the flow tables removed.
+type FlowDrift struct {
+	Slots, Waiting int
+}
+
+// FlowRepair removes slots held by steps that no longer hold one, and
+// waiting rows of steps no longer throttled.
+func (s *Store) FlowRepair(ctx context.Context) (FlowDrift, error) {
+	var d FlowDrift
+	if err := stmt("flow_repair").queryRow(ctx, s.pool, args{
+		"slot_states": states(workflow.StepStatesWhere(workflow.StepState.HoldsSlot)),
+		"throttled":   string(workflow.StepStateThrottled),
+	}).Scan(&d.Slots, &d.Waiting); err != nil {
+		return d, fmt.Errorf("repairing the flow tables: %w", translate(err))
+	}
+	return d, nil
+}

@@ -1,0 +1,90 @@
+-- Flow control: concurrency limits, rate limits, priorities and fairness,
+-- held in the database so that they bind every node.
+--
+-- A step under a limit carries its flow groups (workflow.StepGroups): their
+-- names and, for the groups its template declares, their limits; a NULL
+-- flow_groups puts a step under no limit, and such a step never reaches
+-- this file's trigger. When it is ready it goes to 'throttled' instead of
+-- 'enqueued' and waits in tasker.flow_waiting until an admission (one node
+-- at a time per namespace) finds it a slot in every group and its tokens.
+-- From its admission until it ends it holds a row in tasker.flow_slots: the
+-- count of a group's slots in use is the count of those rows.
+--
+-- One trigger keeps both tables true to the steps' states, in the same
+-- transaction as every change of state, whatever statement makes it: a step
+-- that finishes, fails, is cancelled or deleted gives its slot back at
+-- once. No index of tasker.steps involves the state, so its updates stay
+-- HOT.
+
+ALTER TABLE tasker.steps DROP CONSTRAINT steps_state_check;
+ALTER TABLE tasker.steps ADD CONSTRAINT steps_state_check CHECK (state IN
+    ('pending', 'throttled', 'enqueued', 'in_progress', 'waiting_for_retry', 'complete', 'error',
+     'cancelled', 'resolved_manually'));
+
+ALTER TABLE tasker.steps
+    ADD COLUMN flow_groups      text[],
+    -- At the same index as flow_groups: the group's limit as the template
+    -- declared it (0: none); namespace and handler groups take theirs from
+    -- the configuration when admitted.
+    ADD COLUMN flow_max         int[],
+    ADD COLUMN flow_interval_us bigint[],
+    ADD COLUMN flow_burst       int[],
+    -- The key whose steps take turns with other keys' ("" without one).
+    ADD COLUMN flow_key         text;
+
+CREATE TABLE tasker.flow_waiting (
+    step_uuid uuid PRIMARY KEY REFERENCES tasker.steps ON DELETE CASCADE,
+    task_uuid uuid NOT NULL,
+    namespace text NOT NULL,
+    flow_key  text NOT NULL,
+    -- The task's priority when the step became ready.
+    priority  int  NOT NULL,
+    since     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Why the last admission that looked at it left it waiting.
+    reason    text NOT NULL DEFAULT 'waiting for its admission'
+);
+CREATE INDEX flow_waiting_namespace ON tasker.flow_waiting (namespace, since);
+
+CREATE TABLE tasker.flow_slots (
+    step_uuid uuid PRIMARY KEY REFERENCES tasker.steps ON DELETE CASCADE,
+    namespace text   NOT NULL,
+    groups    text[] NOT NULL,
+    taken_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX flow_slots_namespace ON tasker.flow_slots (namespace);
+
+-- A token bucket as a generic cell rate: tat is when its next token is due
+-- with the bucket empty.
+CREATE TABLE tasker.flow_buckets (
+    name text PRIMARY KEY,
+    tat  timestamptz NOT NULL
+);
+
+-- The states of workflow.StepState.HoldsSlot: enqueued, in_progress,
+-- waiting_for_retry (store tests check the two agree).
+CREATE FUNCTION tasker.steps_flow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.state = NEW.state THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.state = 'throttled' THEN
+        DELETE FROM tasker.flow_waiting WHERE step_uuid = NEW.step_uuid;
+    END IF;
+    IF NEW.state = 'throttled' THEN
+        INSERT INTO tasker.flow_waiting (step_uuid, task_uuid, namespace, flow_key, priority)
+        SELECT NEW.step_uuid, NEW.task_uuid, NEW.namespace, coalesce(NEW.flow_key, ''), t.priority
+        FROM tasker.tasks t WHERE t.task_uuid = NEW.task_uuid
+        ON CONFLICT (step_uuid) DO NOTHING;
+    ELSIF NEW.state IN ('enqueued', 'in_progress', 'waiting_for_retry') THEN
+        INSERT INTO tasker.flow_slots (step_uuid, namespace, groups)
+        VALUES (NEW.step_uuid, NEW.namespace, NEW.flow_groups)
+        ON CONFLICT (step_uuid) DO NOTHING;
+    ELSE
+        DELETE FROM tasker.flow_slots WHERE step_uuid = NEW.step_uuid;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER steps_flow AFTER INSERT OR UPDATE OF state ON tasker.steps
+    FOR EACH ROW WHEN (NEW.flow_groups IS NOT NULL) EXECUTE FUNCTION tasker.steps_flow();

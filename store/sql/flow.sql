@@ -1,0 +1,132 @@
+-- Flow control: admitting throttled steps under their limits (see
+-- migrations/0011_flow_control.sql).
+
+-- name: flow_lock
+-- Makes the admissions of one namespace take turns, on every node, until
+-- the transaction ends.
+SELECT pg_advisory_xact_lock(@class::int, hashtext(@namespace));
+
+-- name: flow_in_use
+-- Counts the slots in use of each group of a namespace's steps.
+SELECT g, count(*) FROM tasker.flow_slots s, unnest(s.groups) g WHERE s.namespace = @namespace GROUP BY g;
+
+-- name: flow_candidates
+-- The throttled steps of a namespace in the order they are offered slots:
+-- keys take turns (each key's first step, then each key's second, ...);
+-- within a turn, and within a key, by effective priority (the task's
+-- priority plus one level per @aging_us waited: workflow.EffectivePriority),
+-- then by the time they became ready. With each, its groups and their
+-- declared limits, and what its message needs.
+WITH w AS (
+    SELECT step_uuid, task_uuid, flow_key, since,
+        priority + CASE WHEN @aging_us::bigint > 0
+            THEN floor(extract(epoch FROM clock_timestamp() - since) * 1000000 / @aging_us::bigint)::bigint
+            ELSE 0 END AS effective
+    FROM tasker.flow_waiting WHERE namespace = @namespace
+), ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY flow_key ORDER BY effective DESC, since, step_uuid) AS turn FROM w
+)
+SELECT r.step_uuid, r.task_uuid, t.correlation_id, s.flow_groups, s.flow_max, s.flow_interval_us, s.flow_burst
+FROM (SELECT * FROM ranked ORDER BY turn, effective DESC, since, step_uuid LIMIT @window) r
+    JOIN LATERAL (SELECT * FROM tasker.steps WHERE step_uuid = r.step_uuid OFFSET 0) s ON true
+    JOIN LATERAL (SELECT correlation_id FROM tasker.tasks WHERE task_uuid = r.task_uuid OFFSET 0) t ON true
+ORDER BY r.turn, r.effective DESC, r.since, r.step_uuid;
+
+-- name: flow_buckets_lock
+-- Reads and locks the token buckets of @names, in the order of their names
+-- (a handler's bucket is shared by namespaces admitting at once).
+SELECT name, tat FROM tasker.flow_buckets WHERE name = ANY(@names::text[]) ORDER BY name FOR UPDATE;
+
+-- name: flow_admit
+-- Admits throttled steps: each to @enqueued with its transition (the
+-- reason saying the wait for its token, if any), its message to
+-- {{step_queue}} visible after its delay, the wake-up of the poller when
+-- one is visible now; moves the token buckets on; and records why the
+-- steps left waiting wait (@held_steps, @held_reasons), where it changed.
+WITH a AS (
+    SELECT * FROM unnest(@steps::uuid[], @delays_us::bigint[], @messages::jsonb[]) AS a(step_uuid, delay_us, msg)
+), moved AS (
+    UPDATE tasker.steps s SET state = @enqueued, enqueued_at = now()
+    FROM a
+    WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.step_uuid = a.step_uuid AND s.state = @throttled
+    RETURNING s.step_uuid, s.task_uuid, a.delay_us, a.msg
+), recorded AS (
+    INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
+    SELECT step_uuid, task_uuid, @throttled, @enqueued,
+        CASE WHEN delay_us > 0 THEN @reason || format(' (runs in %s ms, when its token is due)', round(delay_us / 1000.0, 1))
+            ELSE @reason END,
+        0, @node_id
+    FROM moved
+), sent AS (
+    INSERT INTO {{step_queue}} (vt, message, headers)
+    SELECT clock_timestamp() + delay_us * interval '1 microsecond', msg,
+        (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = moved.task_uuid)
+    FROM moved
+    RETURNING msg_id
+), woke AS (
+    SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM moved WHERE delay_us = 0)
+), buckets AS (
+    INSERT INTO tasker.flow_buckets (name, tat)
+    SELECT * FROM unnest(@bucket_names::text[], @bucket_tats::timestamptz[]) ORDER BY 1
+    ON CONFLICT (name) DO UPDATE SET tat = excluded.tat
+    RETURNING name
+), held AS (
+    UPDATE tasker.flow_waiting w SET reason = h.reason
+    FROM unnest(@held_steps::uuid[], @held_reasons::text[]) AS h(step_uuid, reason)
+    WHERE w.step_uuid = ANY(@held_steps::uuid[]) AND w.step_uuid = h.step_uuid AND w.reason <> h.reason
+    RETURNING w.step_uuid
+)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM sent), (SELECT count(*) FROM woke),
+    (SELECT count(*) FROM buckets), (SELECT count(*) FROM held);
+
+-- name: flow_namespaces
+-- The namespaces with throttled steps: one index probe per namespace.
+WITH RECURSIVE ns AS (
+    (SELECT namespace FROM tasker.flow_waiting ORDER BY namespace LIMIT 1)
+    UNION ALL
+    SELECT (SELECT w.namespace FROM tasker.flow_waiting w WHERE w.namespace > ns.namespace ORDER BY w.namespace LIMIT 1)
+    FROM ns WHERE ns.namespace IS NOT NULL
+)
+SELECT namespace FROM ns WHERE namespace IS NOT NULL;
+
+-- name: flow_usage
+-- Every group with a step in it: its slots in use, its steps waiting (and
+-- the oldest wait), and the limits its steps declared (the largest, for
+-- groups whose steps declared different ones; 0 for the groups whose
+-- limits the configuration sets).
+WITH slots AS (
+    SELECT s.namespace, g.name, count(*) AS in_use
+    FROM tasker.flow_slots s, unnest(s.groups) AS g(name) GROUP BY 1, 2
+), waiting AS (
+    SELECT w.namespace, g.name, count(*) AS waiting, min(w.since) AS oldest
+    FROM tasker.flow_waiting w JOIN LATERAL (SELECT flow_groups FROM tasker.steps WHERE step_uuid = w.step_uuid OFFSET 0) st ON true,
+        unnest(st.flow_groups) AS g(name)
+    GROUP BY 1, 2
+), declared AS (
+    SELECT g.name, max(g.max) AS max_in_flight, min(NULLIF(g.interval_us, 0)) AS interval_us, max(g.burst) AS burst
+    FROM (SELECT step_uuid FROM tasker.flow_slots UNION ALL SELECT step_uuid FROM tasker.flow_waiting) x
+        JOIN LATERAL (SELECT * FROM tasker.steps WHERE step_uuid = x.step_uuid OFFSET 0) st ON true,
+        unnest(st.flow_groups, st.flow_max, st.flow_interval_us, st.flow_burst) AS g(name, max, interval_us, burst)
+    GROUP BY 1
+)
+SELECT coalesce(s.namespace, w.namespace), coalesce(s.name, w.name), coalesce(s.in_use, 0), coalesce(w.waiting, 0),
+    w.oldest, coalesce(d.max_in_flight, 0), coalesce(d.interval_us, 0), coalesce(d.burst, 0)
+FROM slots s FULL JOIN waiting w ON w.namespace = s.namespace AND w.name = s.name
+    LEFT JOIN declared d ON d.name = coalesce(s.name, w.name)
+ORDER BY 1, 2;
+
+-- name: flow_repair
+-- Gives back the slots of steps that no longer hold one and drops the
+-- waiting rows of steps no longer throttled (neither happens while the
+-- trigger keeps them; a change made with the trigger disabled would leave
+-- them). Returns how many of each it removed.
+WITH slots AS (
+    DELETE FROM tasker.flow_slots f
+    WHERE NOT EXISTS (SELECT FROM tasker.steps s WHERE s.step_uuid = f.step_uuid AND s.state = ANY(@slot_states::text[]))
+    RETURNING f.step_uuid
+), waiting AS (
+    DELETE FROM tasker.flow_waiting f
+    WHERE NOT EXISTS (SELECT FROM tasker.steps s WHERE s.step_uuid = f.step_uuid AND s.state = @throttled)
+    RETURNING f.step_uuid
+)
+SELECT (SELECT count(*) FROM slots), (SELECT count(*) FROM waiting);

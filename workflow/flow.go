@@ -1,0 +1,322 @@
+package workflow
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Flow control: a step under a limit does not go to its queue when it is
+// ready; it waits, throttled, until an admission finds a slot and a token
+// for it in every group it belongs to. A group is one limit's scope: a
+// namespace, a template step, a key rendered from the task's context, or a
+// handler. Its concurrency is the number of its steps holding a slot
+// (StepState.HoldsSlot); its rate is a token bucket.
+
+// Group names start with their kind.
+const (
+	GroupNamespace = "namespace:"
+	GroupStep      = "step:"
+	GroupKey       = "key:"
+	GroupHandler   = "handler:"
+)
+
+// MaxKeyLength bounds a rendered concurrency key, in bytes.
+const MaxKeyLength = 200
+
+// Rate is a token bucket's refill: Count tokens every Per.
+type Rate struct {
+	Count int
+	Per   time.Duration
+}
+
+// ParseRate reads "<count>/<unit>": a unit is s, m or h, or a duration
+// such as 500ms or 10s ("100/s", "6/m", "5/500ms").
+func ParseRate(s string) (Rate, error) {
+	count, unit, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return Rate{}, fmt.Errorf("rate %q is not <count>/<unit> (like 100/s, 6/m or 5/500ms)", s)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(count))
+	if err != nil || n < 1 {
+		return Rate{}, fmt.Errorf("rate %q: the count must be a whole number of at least 1", s)
+	}
+	var per time.Duration
+	switch unit = strings.TrimSpace(unit); unit {
+	case "s":
+		per = time.Second
+	case "m":
+		per = time.Minute
+	case "h":
+		per = time.Hour
+	default:
+		if per, err = time.ParseDuration(unit); err != nil || per <= 0 {
+			return Rate{}, fmt.Errorf("rate %q: the unit must be s, m, h or a positive duration", s)
+		}
+	}
+	if per/time.Duration(n) < time.Microsecond {
+		return Rate{}, fmt.Errorf("rate %q is more than one token per microsecond", s)
+	}
+	return Rate{Count: n, Per: per}, nil
+}
+
+// IsZero reports whether r sets no rate.
+func (r Rate) IsZero() bool { return r.Count == 0 }
+
+// Interval is the time between two tokens.
+func (r Rate) Interval() time.Duration {
+	if r.Count == 0 {
+		return 0
+	}
+	return r.Per / time.Duration(r.Count)
+}
+
+// String writes r as ParseRate reads it.
+func (r Rate) String() string {
+	if r.Count == 0 {
+		return ""
+	}
+	switch r.Per {
+	case time.Second:
+		return fmt.Sprintf("%d/s", r.Count)
+	case time.Minute:
+		return fmt.Sprintf("%d/m", r.Count)
+	case time.Hour:
+		return fmt.Sprintf("%d/h", r.Count)
+	}
+	return fmt.Sprintf("%d/%s", r.Count, r.Per)
+}
+
+// PerSecond is r in tokens per second.
+func (r Rate) PerSecond() float64 {
+	if r.Count == 0 {
+		return 0
+	}
+	return float64(r.Count) / r.Per.Seconds()
+}
+
+// Limit is what a group allows: at most MaxInFlight steps holding a slot
+// (0: no bound) and tokens at Rate with up to Burst at once (Burst 0
+// means 1).
+type Limit struct {
+	MaxInFlight int
+	Rate        Rate
+	Burst       int
+}
+
+// IsZero reports whether l limits nothing.
+func (l Limit) IsZero() bool { return l.MaxInFlight == 0 && l.Rate.IsZero() }
+
+// Group is one flow group of a step, with its limit.
+type Group struct {
+	Name string
+	Limit
+}
+
+// StepFlow is the flow control a template declares for one of its steps.
+type StepFlow struct {
+	// Concurrency bounds the steps of this template step in flight across
+	// its tasks; 0 means none.
+	Concurrency int
+	// Key is the concurrency key's text with {{context...}} placeholders;
+	// empty means none. KeyScope names the template (or step) that declared
+	// it, so two templates' keys never share a group.
+	Key      string
+	KeyScope string
+	// KeyLimit is the limit of each key's group.
+	KeyLimit Limit
+}
+
+// IsZero reports whether f declares nothing.
+func (f StepFlow) IsZero() bool { return f.Concurrency == 0 && f.Key == "" }
+
+// FlowPolicy is the flow control a node's configuration sets: per
+// namespace and per handler, and the aging of priorities.
+type FlowPolicy struct {
+	Namespaces map[string]Limit
+	Handlers   map[string]Limit
+	// Aging raises a waiting step's priority by one level per interval.
+	Aging time.Duration
+}
+
+// Current is g with the limit the policy sets now, for the groups the
+// configuration owns (namespace and handler groups): a changed
+// configuration applies to steps already waiting.
+func (p FlowPolicy) Current(g Group) Group {
+	switch {
+	case strings.HasPrefix(g.Name, GroupNamespace):
+		g.Limit = p.Namespaces[strings.TrimPrefix(g.Name, GroupNamespace)]
+	case strings.HasPrefix(g.Name, GroupHandler):
+		g.Limit = p.Handlers[strings.TrimPrefix(g.Name, GroupHandler)]
+	}
+	return g
+}
+
+// StepGroups lays out the flow groups of a new step of namespace/template
+// from its flow, the policy and the task's context, and returns them with
+// the step's key (the round-robin key; "" without one). It fails when the
+// key cannot be rendered from the context, naming the placeholder.
+func StepGroups(p FlowPolicy, namespace, template string, st StepTemplate, context json.RawMessage) ([]Group, string, error) {
+	var groups []Group
+	if l := p.Namespaces[namespace]; !l.IsZero() {
+		groups = append(groups, Group{Name: GroupNamespace + namespace, Limit: l})
+	}
+	if l := p.Handlers[st.Handler]; !l.IsZero() {
+		groups = append(groups, Group{Name: GroupHandler + st.Handler, Limit: l})
+	}
+	f := st.Flow
+	if f.Concurrency > 0 {
+		groups = append(groups, Group{Name: GroupStep + namespace + "/" + template + "/" + st.Name,
+			Limit: Limit{MaxInFlight: f.Concurrency}})
+	}
+	key := ""
+	if f.Key != "" {
+		k, err := RenderKey(f.Key, context)
+		if err != nil {
+			return nil, "", fmt.Errorf("step %s: concurrency_key %q: %w", st.Name, f.Key, err)
+		}
+		key = GroupKey + f.KeyScope + "=" + k
+		if !f.KeyLimit.IsZero() {
+			groups = append(groups, Group{Name: key, Limit: f.KeyLimit})
+		}
+	}
+	return groups, key, nil
+}
+
+// RenderKey renders a concurrency key from a task's context: the same
+// {{context.a.b}} placeholders as a step's config. The key must come out
+// non-empty and at most MaxKeyLength bytes.
+func RenderKey(text string, context json.RawMessage) (string, error) {
+	if strings.Contains(text, "{{parents") {
+		return "", fmt.Errorf("a key is rendered when the task is created, before any parent's result: only {{context...}} placeholders")
+	}
+	k, err := NewPlaceholders(StepInput{Context: context}).Expand(text, nil)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case k == "":
+		return "", fmt.Errorf("renders empty")
+	case len(k) > MaxKeyLength:
+		return "", fmt.Errorf("renders %d bytes, more than %d", len(k), MaxKeyLength)
+	}
+	return k, nil
+}
+
+// EffectivePriority is a waiting step's priority after aging: one level
+// more per aging interval waited (none when aging is 0). The admission
+// statement computes the same (flow_candidates in store/sql/flow.sql).
+func EffectivePriority(priority int, waited, aging time.Duration) int {
+	if aging <= 0 || waited <= 0 {
+		return priority
+	}
+	return int(min(int64(priority)+int64(waited/aging), math.MaxInt32))
+}
+
+// Candidate is a throttled step offered to an admission, with its groups'
+// current limits.
+type Candidate struct {
+	Step   uuid.UUID
+	Groups []Group
+}
+
+// Admitted is a step an admission lets through, to be enqueued after Delay
+// (the wait for its tokens).
+type Admitted struct {
+	Step  uuid.UUID
+	Delay time.Duration
+}
+
+// Held is a step an admission leaves throttled, and why.
+type Held struct {
+	Step   uuid.UUID
+	Reason string
+	// Group is the group that holds it; Rated is true when it waits for a
+	// token rather than a slot.
+	Group string
+	Rated bool
+}
+
+// Admission is the outcome of one admission.
+type Admission struct {
+	Admitted []Admitted
+	Held     []Held
+	// Buckets holds the new next-token time of each bucket that gave
+	// tokens.
+	Buckets map[string]time.Time
+	// Retry is when the earliest step held only by a rate could be
+	// admitted (zero when none is).
+	Retry time.Time
+}
+
+// Admit decides which candidates, in the order given (the order of
+// fairness and priority), go through at now. A candidate goes when every
+// one of its groups has a free slot (in use counts the slots held) and its
+// tokens come within horizon; it is then delayed until its last token. A
+// bucket is a generic cell rate: tat is the time its next token would be
+// due with the bucket empty; a step may start at tat - (burst-1) tokens,
+// and each start moves tat one interval on. Taking a slot or a token makes
+// it unavailable to the next candidates.
+func Admit(cands []Candidate, inUse map[string]int, tat map[string]time.Time, now time.Time, horizon time.Duration) Admission {
+	a := Admission{Buckets: map[string]time.Time{}}
+	bucket := func(name string) time.Time {
+		if t, ok := a.Buckets[name]; ok {
+			return t
+		}
+		return tat[name]
+	}
+	for _, c := range cands {
+		held := false
+		for _, g := range c.Groups {
+			if g.MaxInFlight > 0 && inUse[g.Name] >= g.MaxInFlight {
+				a.Held = append(a.Held, Held{Step: c.Step, Group: g.Name,
+					Reason: fmt.Sprintf("%s has %d of %d slots in use", g.Name, inUse[g.Name], g.MaxInFlight)})
+				held = true
+				break
+			}
+		}
+		if held {
+			continue
+		}
+		start := now
+		var slowest Group
+		for _, g := range c.Groups {
+			if g.Rate.IsZero() {
+				continue
+			}
+			tolerance := time.Duration(max(g.Burst, 1)-1) * g.Rate.Interval()
+			if at := bucket(g.Name).Add(-tolerance); at.After(start) {
+				start, slowest = at, g
+			}
+		}
+		if wait := start.Sub(now); wait > horizon {
+			a.Held = append(a.Held, Held{Step: c.Step, Group: slowest.Name, Rated: true,
+				Reason: fmt.Sprintf("%s is at its rate of %s: next token in %s", slowest.Name, slowest.Rate,
+					wait.Round(time.Millisecond))})
+			if retry := start.Add(-horizon); a.Retry.IsZero() || retry.Before(a.Retry) {
+				a.Retry = retry
+			}
+			continue
+		}
+		for _, g := range c.Groups {
+			inUse[g.Name]++
+			if !g.Rate.IsZero() {
+				a.Buckets[g.Name] = later(bucket(g.Name), start).Add(g.Rate.Interval())
+			}
+		}
+		a.Admitted = append(a.Admitted, Admitted{Step: c.Step, Delay: start.Sub(now)})
+	}
+	return a
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
