@@ -84,10 +84,10 @@ func (e *ValidationError) Error() string {
 // told apart from an explicit zero. Durations are strings: TOML integers
 // decoded into a time.Duration would silently mean nanoseconds.
 type fileTemplate struct {
-	Namespace   string     `toml:"namespace"`
-	Name        string     `toml:"name"`
-	Version     string     `toml:"version"`
-	Description string     `toml:"description"`
+	Namespace   string `toml:"namespace"`
+	Name        string `toml:"name"`
+	Version     string `toml:"version"`
+	Description string `toml:"description"`
 	fileKey
 	Steps []fileStep `toml:"steps"`
 }
