@@ -39,6 +39,11 @@ func (r *rootActor) spawnChildren(ctx actor.Context) {
 				return &scheduleChecker{sys: s, path: rootName + "/" + schedulerName}
 			}, nil)
 		}
+		if s.deps.Flow != nil {
+			spawn(ctx, s, admissionName, KindAdmission, "", "", func() actor.Actor {
+				return &admission{sys: s, path: rootName + "/" + admissionName}
+			}, nil)
+		}
 		if s.deps.Maintenance != nil && s.settings.Retention != nil {
 			spawn(ctx, s, retentionName, KindRetention, "", "", func() actor.Actor {
 				return &pruner{sys: s, path: rootName + "/" + retentionName, set: *s.settings.Retention}

@@ -133,6 +133,14 @@ type Deps struct {
 	Pruned func(store.PruneTarget, store.PruneCount)
 	// PruneRan is told of every pruning run on this node (metrics).
 	PruneRan func(store.PruneRun, time.Duration, error)
+	// Flow is the persistence of the admission of throttled steps; without
+	// it no admission runs on this node.
+	Flow Flow
+	// FlowAdmitted is told of every admission round of a namespace
+	// (metrics).
+	FlowAdmitted func(namespace string, r store.FlowRound, err error)
+	// FlowRepaired is told of every check of the flow tables (metrics).
+	FlowRepaired func(store.FlowDrift, error)
 }
 
 // System is a running actor tree.

@@ -213,7 +213,7 @@ func kindOrder(kind string) int {
 		return 0
 	case KindStepResults:
 		return 1
-	case KindScheduler, KindRetention:
+	case KindScheduler, KindRetention, KindAdmission:
 		return 2
 	case KindNamespace:
 		return 2

@@ -150,6 +150,10 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if n.tmpls, err = n.loadTemplates(); err != nil {
 		return n, err
 	}
+	if err := flowHandlersKnown(cfg, n.registry, n.tmpls); err != nil {
+		return n, err
+	}
+	n.store.SetFlowPolicy(cfg.Policy())
 	// The queues come first: a request is accepted as soon as its template
 	// is visible, to any node, and its steps go to the namespace's queue.
 	namespaces := n.namespaces()
@@ -213,6 +217,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		MessageHeld:      n.metrics.messageHeld,
 		Ping:             pingPool(n.pool),
 		Maintenance:      n.store,
+		Flow:             n.store,
 		SchedulesChecked: n.metrics.schedulesChecked,
 		Pruned:           n.metrics.prunedBatch,
 		PruneRan:         n.metrics.pruneRan,
@@ -471,8 +476,35 @@ func (n *Node) Reload() {
 		b.Configure(breakerSettings(cfg.Breaker(component)))
 	}
 	n.store.SetBackoff(BackoffPolicy(cfg.Backoff))
+	if err := flowHandlersKnown(cfg, n.registry, n.tmpls); err != nil {
+		n.log.Error("flow limits not reloaded; keeping the running ones", "error", err)
+	} else {
+		n.store.SetFlowPolicy(cfg.Policy())
+	}
 	n.live.Store(cfg)
 	n.log.Info("configuration reloaded", "log_level", cfg.Log.Level)
+}
+
+// flowHandlersKnown refuses a rate limit of a handler that neither the
+// node has nor a template of the node names (external workers run the
+// handlers of their namespaces).
+func flowHandlersKnown(cfg *config.Config, reg *workflow.Registry, tmpls []*workflow.Template) error {
+	known := map[string]bool{}
+	for _, name := range reg.Names() {
+		known[name] = true
+	}
+	for _, t := range tmpls {
+		for _, st := range t.Steps {
+			known[st.Handler] = true
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Flow.Handlers)) {
+		if !known[name] {
+			return fmt.Errorf("flow.handlers.%s: no handler %q on this node or in its templates (handlers: %s)",
+				name, name, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
+		}
+	}
+	return nil
 }
 
 // HTTP server limits: a client that trickles its request, or holds an idle

@@ -16,6 +16,7 @@ package config
 
 import (
 	"cmp"
+	"github.com/tasker-run/tasker/workflow"
 	"slices"
 	"time"
 )
@@ -92,6 +93,9 @@ type Config struct {
 	Templates Templates `toml:"templates"`
 	// Retention says how long finished work is kept.
 	Retention Retention `toml:"retention"`
+	// Flow tunes flow control: the aging of priorities and the rate limits
+	// of handlers. Namespaces set their own limits; templates set theirs.
+	Flow Flow `toml:"flow"`
 	// Schedules declares cron schedules that start tasks; each
 	// [[schedules]] entry is written to the database when an orchestration
 	// node starts. Defaults to none.
@@ -214,6 +218,64 @@ type Namespace struct {
 	// Go workers for it, and orchestration (results, retries, timeouts)
 	// carries on as for any namespace. Defaults to false.
 	External bool `toml:"external"`
+	// MaxInFlight bounds the steps of this namespace between their admission
+	// and their end (enqueued, in progress or waiting for a retry) across
+	// every node; a ready step past it waits, throttled. 0 means no bound.
+	// Defaults to 0.
+	MaxInFlight int `toml:"max_in_flight"`
+	// Rate limits how fast this namespace's steps start, across every node:
+	// "<count>/<unit>" with s, m, h or a duration ("50/s", "6/m",
+	// "5/500ms"); "" means no limit. Defaults to "".
+	Rate string `toml:"rate"`
+	// Burst is how many steps may start at once under rate; 0 and 1 both
+	// mean one at a time. Defaults to 0.
+	Burst int `toml:"burst"`
+}
+
+// Policy is the flow policy of the configuration: the limits of each
+// namespace that sets any, of each handler, and the aging. The values were
+// validated.
+func (c *Config) Policy() workflow.FlowPolicy {
+	p := workflow.FlowPolicy{Namespaces: map[string]workflow.Limit{}, Handlers: map[string]workflow.Limit{},
+		Aging: c.Flow.AgingInterval.Duration()}
+	limit := func(maxInFlight int, rate string, burst int) workflow.Limit {
+		r, _ := workflow.ParseRate(rate) // validated; "" is no rate
+		return workflow.Limit{MaxInFlight: maxInFlight, Rate: r, Burst: burst}
+	}
+	for name, ns := range c.Namespaces {
+		if l := limit(ns.MaxInFlight, ns.Rate, ns.Burst); !l.IsZero() {
+			p.Namespaces[name] = l
+		}
+	}
+	for name, h := range c.Flow.Handlers {
+		if l := limit(0, h.Rate, h.Burst); !l.IsZero() {
+			p.Handlers[name] = l
+		}
+	}
+	return p
+}
+
+// Flow tunes flow control.
+type Flow struct {
+	// AgingInterval raises a waiting step's priority by one level each time
+	// it passes, so a step of low priority is never starved: one waiting
+	// behind steps up to n levels higher is offered the next slot within
+	// n+1 intervals. 0 turns aging off. Defaults to 10s.
+	AgingInterval Duration `toml:"aging_interval"`
+	// Handlers limits the rate of a handler's steps in every namespace,
+	// keyed by handler name. Defaults to no entries.
+	Handlers map[string]HandlerFlow `toml:"handlers"`
+}
+
+// HandlerFlow is the rate limit of one handler.
+type HandlerFlow struct {
+	// Rate limits how fast steps of the handler start, across every node
+	// and namespace, written as namespaces.<ns>.rate; it must be set.
+	// Defaults to "".
+	Rate string `toml:"rate"`
+	// Burst is how many may start at once; 0 and 1 both mean one at a
+	// time. Defaults to 0.
+	Burst int `toml:"burst"`
 }
 
 // CircuitBreakers configures the breakers: one default and overrides per
@@ -511,6 +573,7 @@ func Default(env string) *Config {
 		Tracing:     Tracing{ServiceName: "tasker"},
 		Shutdown:    Shutdown{Timeout: Duration(30 * time.Second)},
 		Templates:   Templates{Dirs: []string{}, Bundled: true},
+		Flow:        Flow{AgingInterval: Duration(10 * time.Second), Handlers: map[string]HandlerFlow{}},
 		Retention: Retention{
 			Enabled:          true,
 			CompleteTasks:    Duration(7 * 24 * time.Hour),

@@ -64,7 +64,9 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 	sc, err := c.Schedules[0].Workflow()
 	require.NoError(t, err)
 	require.Equal(t, "nightly_report", sc.Name)
+	require.Equal(t, map[string]HandlerFlow{"http": {Rate: "100/s"}}, c.Flow.Handlers, "the handler example is an entry")
 	c.Namespaces, c.CircuitBreakers.Components, c.Schedules = nil, nil, []Schedule{}
+	c.Flow.Handlers = map[string]HandlerFlow{}
 	require.Equal(t, Default(EnvDevelopment), c, "the commented values are the defaults")
 }
 

@@ -74,6 +74,18 @@ func (c *Config) Validate() error {
 				v.add("%s.allowed_hosts[%d] %v", key, i, err)
 			}
 		}
+		v.intRange(key+".max_in_flight", ns.MaxInFlight, 0, 1_000_000)
+		v.rate(key, ns.Rate, ns.Burst)
+	}
+
+	v.durRange("flow.aging_interval", c.Flow.AgingInterval, 0, 24*time.Hour)
+	for _, name := range slices.Sorted(maps.Keys(c.Flow.Handlers)) {
+		key := toml.Key{"flow", "handlers", name}.String()
+		h := c.Flow.Handlers[name]
+		if h.Rate == "" {
+			v.add("%s.rate must be set (a handler's entry limits its rate)", key)
+		}
+		v.rate(key, h.Rate, h.Burst)
 	}
 
 	v.intRange("circuit_breakers.max_hosts", c.CircuitBreakers.MaxHosts, 1, 1_000_000)
@@ -235,6 +247,17 @@ func (v *validator) seconds(key string, got Duration, inherit bool) {
 		}
 		v.add("%s must be %sa whole number of seconds between %s and %s (got %s)", key, or, Duration(lo), Duration(hi), got)
 	}
+}
+
+// rate checks the rate and burst of the table at key; an empty rate sets
+// none.
+func (v *validator) rate(key, rate string, burst int) {
+	if rate != "" {
+		if _, err := workflow.ParseRate(rate); err != nil {
+			v.add("%s.rate: %v", key, err)
+		}
+	}
+	v.intRange(key+".burst", burst, 0, 1_000_000)
 }
 
 func (v *validator) oneOf(key, got string, allowed ...string) {

@@ -113,10 +113,19 @@ type FlowRound struct {
 	// Held counts the steps looked at and left throttled, by the kind of
 	// limit that holds them: "slots" or "rate".
 	Held map[string]int
+	// NewlyHeld counts, of those, the steps held for the first time or by
+	// another limit than before, by kind.
+	NewlyHeld map[string]int
 	// Retry is when a step held only by a rate can be admitted; zero when
 	// none is.
 	Retry time.Time
 }
+
+// Kinds of limit that hold a step.
+const (
+	HeldBySlots = "slots"
+	HeldByRate  = "rate"
+)
 
 // FlowNamespaces returns the namespaces with throttled steps.
 func (s *Store) FlowNamespaces(ctx context.Context) ([]string, error) {
@@ -136,7 +145,7 @@ func (s *Store) FlowNamespaces(ctx context.Context) ([]string, error) {
 // of fairness and priority (workflow.Admit), and enqueues those it lets
 // through, in one transaction.
 func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, error) {
-	round := FlowRound{Held: map[string]int{}}
+	round := FlowRound{Held: map[string]int{}, NewlyHeld: map[string]int{}}
 	policy := s.FlowPolicy()
 	stepQueue := queue.NamespaceQueue(namespace)
 	admit, err := stmt("flow_admit").forQueues("step_queue", stepQueue)
@@ -171,15 +180,16 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 		a := workflow.Admit(cands, inUse, tat, now, FlowHorizon)
 		round.Retry = a.Retry
 		var (
-			steps         [][16]byte
-			delays        []int64
-			msgs          [][]byte
-			heldSteps     [][16]byte
-			heldReasons   []string
-			bucketNames   []string
-			bucketTimes   []time.Time
-			moved, _sent  int64
-			_woke, _b, _h int64
+			steps        [][16]byte
+			delays       []int64
+			msgs         [][]byte
+			heldSteps    [][16]byte
+			heldReasons  []string
+			bucketNames  []string
+			bucketTimes  []time.Time
+			moved, _sent int64
+			_woke, _b    int64
+			newlyHeld    [][16]byte
 		)
 		for _, ad := range a.Admitted {
 			steps, delays, msgs = append(steps, ad.Step), append(delays, ad.Delay.Microseconds()), append(msgs, messages[ad.Step])
@@ -187,13 +197,14 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 				round.Delayed++
 			}
 		}
+		kinds := make(map[uuid.UUID]string, len(a.Held))
 		for _, h := range a.Held {
 			heldSteps, heldReasons = append(heldSteps, h.Step), append(heldReasons, h.Reason)
+			kinds[h.Step] = HeldBySlots
 			if h.Rated {
-				round.Held["rate"]++
-			} else {
-				round.Held["slots"]++
+				kinds[h.Step] = HeldByRate
 			}
+			round.Held[kinds[h.Step]]++
 		}
 		for _, name := range slices.Sorted(maps.Keys(a.Buckets)) {
 			bucketNames, bucketTimes = append(bucketNames, name), append(bucketTimes, a.Buckets[name])
@@ -203,14 +214,17 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 			"throttled": string(workflow.StepStateThrottled), "reason": "admitted under its flow limits",
 			"node_id": s.nodeID, "wake_channel": WakeChannel, "wake_queue": stepQueue,
 			"bucket_names": bucketNames, "bucket_tats": bucketTimes, "held_steps": heldSteps, "held_reasons": heldReasons,
-		}).Scan(&moved, &_sent, &_woke, &_b, &_h); err != nil {
+		}).Scan(&moved, &_sent, &_woke, &_b, &newlyHeld); err != nil {
 			return err
+		}
+		for _, id := range newlyHeld {
+			round.NewlyHeld[kinds[uuid.UUID(id)]]++
 		}
 		round.Admitted = int(moved)
 		return nil
 	})
 	if err != nil {
-		return FlowRound{Held: map[string]int{}}, fmt.Errorf("admitting throttled steps of %s: %w", namespace, translate(err))
+		return FlowRound{Held: map[string]int{}, NewlyHeld: map[string]int{}}, fmt.Errorf("admitting throttled steps of %s: %w", namespace, translate(err))
 	}
 	return round, nil
 }
@@ -326,7 +340,10 @@ func (s *Store) FlowUsage(ctx context.Context) ([]FlowGroupUsage, error) {
 		}
 		g = policy.Current(g)
 		v := u
-		v.MaxInFlight, v.Rate, v.Burst = g.MaxInFlight, perSecond(g.Rate), g.Burst
+		v.MaxInFlight, v.Burst = g.MaxInFlight, g.Burst
+		if !g.Rate.IsZero() {
+			v.Rate = strconv.FormatFloat(g.Rate.PerSecond(), 'f', -1, 64) + "/s"
+		}
 		out = append(out, v)
 		u.OldestWait = nil
 		return nil
@@ -335,14 +352,6 @@ func (s *Store) FlowUsage(ctx context.Context) ([]FlowGroupUsage, error) {
 		return nil, fmt.Errorf("reading flow usage: %w", translate(err))
 	}
 	return out, nil
-}
-
-// perSecond writes a rate as tokens per second ("" for none).
-func perSecond(r workflow.Rate) string {
-	if r.IsZero() {
-		return ""
-	}
-	return strconv.FormatFloat(r.PerSecond(), 'f', -1, 64) + "/s"
 }
 
 // FlowDrift is what a repair of the flow tables removed.

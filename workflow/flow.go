@@ -3,6 +3,7 @@ package workflow
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"strconv"
 	"strings"
@@ -232,7 +233,8 @@ type Admitted struct {
 	Delay time.Duration
 }
 
-// Held is a step an admission leaves throttled, and why.
+// Held is a step an admission leaves throttled, and why (a reason that
+// stays the same while the same limit holds it).
 type Held struct {
 	Step   uuid.UUID
 	Reason string
@@ -262,8 +264,12 @@ type Admission struct {
 // due with the bucket empty; a step may start at tat - (burst-1) tokens,
 // and each start moves tat one interval on. Taking a slot or a token makes
 // it unavailable to the next candidates.
-func Admit(cands []Candidate, inUse map[string]int, tat map[string]time.Time, now time.Time, horizon time.Duration) Admission {
+func Admit(cands []Candidate, used map[string]int, tat map[string]time.Time, now time.Time, horizon time.Duration) Admission {
 	a := Admission{Buckets: map[string]time.Time{}}
+	inUse := maps.Clone(used)
+	if inUse == nil {
+		inUse = map[string]int{}
+	}
 	bucket := func(name string) time.Time {
 		if t, ok := a.Buckets[name]; ok {
 			return t
@@ -275,7 +281,7 @@ func Admit(cands []Candidate, inUse map[string]int, tat map[string]time.Time, no
 		for _, g := range c.Groups {
 			if g.MaxInFlight > 0 && inUse[g.Name] >= g.MaxInFlight {
 				a.Held = append(a.Held, Held{Step: c.Step, Group: g.Name,
-					Reason: fmt.Sprintf("%s has %d of %d slots in use", g.Name, inUse[g.Name], g.MaxInFlight)})
+					Reason: fmt.Sprintf("%s: all %d slots in use", g.Name, g.MaxInFlight)})
 				held = true
 				break
 			}
@@ -296,8 +302,7 @@ func Admit(cands []Candidate, inUse map[string]int, tat map[string]time.Time, no
 		}
 		if wait := start.Sub(now); wait > horizon {
 			a.Held = append(a.Held, Held{Step: c.Step, Group: slowest.Name, Rated: true,
-				Reason: fmt.Sprintf("%s is at its rate of %s: next token in %s", slowest.Name, slowest.Rate,
-					wait.Round(time.Millisecond))})
+				Reason: fmt.Sprintf("%s: at its rate of %s", slowest.Name, perSecond(slowest.Rate))})
 			if retry := start.Add(-horizon); a.Retry.IsZero() || retry.Before(a.Retry) {
 				a.Retry = retry
 			}
@@ -312,6 +317,11 @@ func Admit(cands []Candidate, inUse map[string]int, tat map[string]time.Time, no
 		a.Admitted = append(a.Admitted, Admitted{Step: c.Step, Delay: start.Sub(now)})
 	}
 	return a
+}
+
+// perSecond writes a rate per second, the unit it is shown in.
+func perSecond(r Rate) string {
+	return strconv.FormatFloat(r.PerSecond(), 'f', -1, 64) + "/s"
 }
 
 func later(a, b time.Time) time.Time {

@@ -42,7 +42,8 @@ SELECT name, tat FROM tasker.flow_buckets WHERE name = ANY(@names::text[]) ORDER
 -- reason saying the wait for its token, if any), its message to
 -- {{step_queue}} visible after its delay, the wake-up of the poller when
 -- one is visible now; moves the token buckets on; and records why the
--- steps left waiting wait (@held_steps, @held_reasons), where it changed.
+-- steps left waiting wait (@held_steps, @held_reasons), where it changed;
+-- returns the steps whose reason changed.
 WITH a AS (
     SELECT * FROM unnest(@steps::uuid[], @delays_us::bigint[], @messages::jsonb[]) AS a(step_uuid, delay_us, msg)
 ), moved AS (
@@ -77,7 +78,7 @@ WITH a AS (
     RETURNING w.step_uuid
 )
 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM sent), (SELECT count(*) FROM woke),
-    (SELECT count(*) FROM buckets), (SELECT count(*) FROM held);
+    (SELECT count(*) FROM buckets), ARRAY(SELECT step_uuid FROM held);
 
 -- name: flow_namespaces
 -- The namespaces with throttled steps: one index probe per namespace.
