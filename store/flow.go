@@ -168,6 +168,9 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 		if _, err := pgx.ForEachRow(rows, []any{&group, &n}, func() error { inUse[group] = n; return nil }); err != nil {
 			return err
 		}
+		if _, err := stmt("flow_keys_forget").exec(ctx, tx, args{"namespace": namespace}); err != nil {
+			return err
+		}
 		cands, messages, err := s.flowCandidates(ctx, tx, namespace, policy)
 		if err != nil || len(cands) == 0 {
 			return err

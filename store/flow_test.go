@@ -2,12 +2,15 @@ package store_test
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tasker-run/tasker/backoff"
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/workflow"
@@ -209,4 +212,261 @@ func TestFlowRateDelaysTheMessage(t *testing.T) {
 	for i, d := range delays[2:] {
 		require.InDelta(t, float64(250*(i+1)), d, 60, "message %d's delay", i+2)
 	}
+}
+
+func TestFlowKeyThatCannotRenderRejectsTheRequest(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("per_customer", `concurrency_key = "{{context.customer}}"
+max_per_key = 2`, "")
+	out := h.accept(request(flowNamespace, "per_customer", `{"even_number": 2}`))
+	require.True(t, out.Rejected)
+	require.Contains(t, out.Reason, `concurrency_key "{{context.customer}}": placeholder {{context.customer}}: context has no key "customer"`)
+	rejected, err := h.st.RejectedList(h.ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, rejected, 1)
+	require.Contains(t, rejected[0].Reason, "concurrency_key")
+}
+
+// TestFlowSlotsFollowEveryState drives a step under a limit through every
+// state that holds a slot and every one that does not, and checks the
+// trigger's sets against workflow.StepState.HoldsSlot: a retry keeps the
+// slot, a permanent failure gives it back, an operator retry throttles the
+// step again.
+func TestFlowSlotsFollowEveryState(t *testing.T) {
+	h := newHarness(t, store.Options{Backoff: backoff.Policy{Base: time.Millisecond, Max: time.Millisecond, Multiplier: 1}})
+	h.flowTemplate("one_at_a_time", "", "concurrency = 1\nretry = { max_attempts = 2 }")
+	h.inject("first", h.failing(func(int) error { return workflow.Retryable("flaky", 0, "boom") }, 1, 2))
+	task := h.submit(flowNamespace, "one_at_a_time", `{"even_number": 2}`)
+	group := "step:" + flowNamespace + "/one_at_a_time/first"
+
+	holds := func(state workflow.StepState) {
+		t.Helper()
+		d := h.show(task)
+		require.Equal(t, state, step(t, d, "first").State)
+		want := map[string]int{}
+		if state.HoldsSlot() {
+			want[group] = 1
+		}
+		require.Equal(t, want, h.slotsByGroup(), "in %s", state)
+	}
+	holds(workflow.StepStateThrottled)
+	require.Equal(t, 1, h.admit().Admitted)
+	holds(workflow.StepStateEnqueued)
+	msgs := h.readAll(queue.NamespaceQueue(flowNamespace))
+	require.Len(t, msgs, 1)
+	w := h.start(msgs[0])
+	holds(workflow.StepStateInProgress)
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(msgs[0], w)))
+	h.applyAll()
+	holds(workflow.StepStateWaitingForRetry)
+	h.makeVisible(flowNamespace)
+	require.Equal(t, 1, h.work(flowNamespace))
+	h.applyAll()
+	holds(workflow.StepStateError)
+	n, err := h.st.TaskRetry(h.ctx, task)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	holds(workflow.StepStateThrottled)
+	require.NoError(t, h.st.TaskCancel(h.ctx, task, ""))
+	holds(workflow.StepStateCancelled)
+	var waiting int
+	require.NoError(t, h.pool.QueryRow(h.ctx, "SELECT count(*) FROM tasker.flow_waiting").Scan(&waiting))
+	require.Zero(t, waiting)
+	drift, err := h.st.FlowRepair(h.ctx)
+	require.NoError(t, err)
+	require.Equal(t, store.FlowDrift{}, drift, "nothing to repair")
+}
+
+// TestFlowRepairGivesBackLeakedSlots makes the flow tables disagree with
+// the steps, as only a change with the trigger disabled can, and repairs
+// them.
+func TestFlowRepairGivesBackLeakedSlots(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("one_at_a_time", "", "concurrency = 1")
+	task := h.submit(flowNamespace, "one_at_a_time", `{"even_number": 2}`)
+	require.Equal(t, 1, h.admit().Admitted)
+	_, err := h.pool.Exec(h.ctx, `ALTER TABLE tasker.steps DISABLE TRIGGER steps_flow;
+		UPDATE tasker.steps SET state = 'complete' WHERE task_uuid = '`+task.String()+`' AND name = 'first';
+		ALTER TABLE tasker.steps ENABLE TRIGGER steps_flow`)
+	require.NoError(t, err)
+	drift, err := h.st.FlowRepair(h.ctx)
+	require.NoError(t, err)
+	require.Equal(t, store.FlowDrift{Slots: 1}, drift)
+	require.Empty(t, h.slotsByGroup())
+}
+
+// TestFlowAdmissionsRaceWithinLimits runs four stores' admissions at once
+// over 200 tasks of 10 keys (max 2 each) under a namespace limit of 12,
+// completing what they admit: no reading of the slots ever passes a limit,
+// and every task completes.
+func TestFlowAdmissionsRaceWithinLimits(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("per_customer", `concurrency_key = "{{context.customer}}"
+max_per_key = 2`, "")
+	policy := workflow.FlowPolicy{Namespaces: map[string]workflow.Limit{flowNamespace: {MaxInFlight: 12}}}
+	stores := []*store.Store{h.st}
+	for i := range 3 {
+		st := store.New(h.pool, store.Options{NodeID: fmt.Sprintf("node-%d", i)})
+		stores = append(stores, st)
+	}
+	for _, st := range stores {
+		st.SetFlowPolicy(policy)
+	}
+	var tasks []uuid.UUID
+	for i := range 200 {
+		tasks = append(tasks, h.submit(flowNamespace, "per_customer", fmt.Sprintf(`{"even_number": 2, "customer": "c%d"}`, i%10)))
+	}
+	for round := 0; ; round++ {
+		require.Less(t, round, 500, "the tasks do not finish")
+		_, errs := race(stores, func(st *store.Store) (store.FlowRound, error) { return st.FlowAdmit(h.ctx, flowNamespace) })
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		slots := h.slotsByGroup()
+		total := slots["namespace:"+flowNamespace]
+		require.LessOrEqual(t, total, 12)
+		for g, n := range slots {
+			if strings.HasPrefix(g, "key:") {
+				require.LessOrEqual(t, n, 2, g)
+			}
+		}
+		ran := h.work(flowNamespace)
+		h.applyAll()
+		if ran == 0 && total == 0 {
+			break
+		}
+	}
+	for _, task := range tasks {
+		require.Equal(t, workflow.TaskStateComplete, h.show(task).State)
+	}
+	require.Empty(t, h.slotsByGroup())
+}
+
+// admittedOrder admits one step at a time (a namespace limit of 1),
+// running each to the end, and returns the tasks in the order their first
+// step was admitted.
+func (h *harness) admittedOrder(n int) []uuid.UUID {
+	h.t.Helper()
+	var order []uuid.UUID
+	for len(order) < n {
+		r := h.admit()
+		require.LessOrEqual(h.t, r.Admitted, 1)
+		msgs := h.readAll(queue.NamespaceQueue(flowNamespace))
+		require.Len(h.t, msgs, r.Admitted)
+		for _, m := range msgs {
+			w := h.runStep(m)
+			if w.StepName == "first" {
+				order = append(order, w.TaskUUID)
+			}
+		}
+		h.applyAll()
+	}
+	return order
+}
+
+// TestFlowKeysTakeTurns puts 20 keys of 5 tasks behind one key of 5,000,
+// with one slot: keys take turns, so every small key's task is admitted
+// within the first 21 × 5 = 105 admissions, not after the big key drains.
+// (The bound in general: a key's n-th waiting step is offered a slot after
+// at most n turns of every key with steps waiting.)
+func TestFlowKeysTakeTurns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 5,100 tasks")
+	}
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("per_customer", `concurrency_key = "{{context.customer}}"
+max_per_key = 100`, "")
+	h.st.SetFlowPolicy(workflow.FlowPolicy{Namespaces: map[string]workflow.Limit{flowNamespace: {MaxInFlight: 1}}})
+	var reqs []queue.TaskRequest
+	for range 5000 {
+		reqs = append(reqs, request(flowNamespace, "per_customer", `{"even_number": 2, "customer": "big"}`))
+	}
+	var (
+		mu        sync.Mutex
+		small     = map[uuid.UUID]bool{}
+		smallReqs []queue.TaskRequest
+	)
+	for k := range 20 {
+		for range 5 {
+			smallReqs = append(smallReqs, request(flowNamespace, "per_customer", fmt.Sprintf(`{"even_number": 2, "customer": "small-%d"}`, k)))
+		}
+	}
+	for _, batch := range [][]queue.TaskRequest{reqs, smallReqs} {
+		require.NoError(t, concurrentlyN(4, batch, func(r queue.TaskRequest) error {
+			out, err := h.st.TaskCreate(h.ctx, r)
+			if err == nil && batch[0].Context != reqs[0].Context {
+				mu.Lock()
+				small[out.TaskUUID] = true
+				mu.Unlock()
+			}
+			return err
+		}))
+	}
+	require.Len(t, small, 100)
+	order := h.admittedOrder(105)
+	seen := 0
+	for _, task := range order {
+		if small[task] {
+			seen++
+		}
+	}
+	t.Logf("of the first 105 admissions, %d went to the 100 small keys' tasks", seen)
+	require.Equal(t, 100, seen, "every small key's task within 105 admissions")
+}
+
+// TestFlowPriorityJumpsTheQueue queues 5,000 tasks of priority 0 behind
+// one slot: a task of priority 10 sent after them is admitted at the next
+// free slot.
+func TestFlowPriorityJumpsTheQueue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 5,000 tasks")
+	}
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("plain", "", "")
+	// Aging slow enough that the 5,000 do not age while they are created.
+	h.st.SetFlowPolicy(workflow.FlowPolicy{Namespaces: map[string]workflow.Limit{flowNamespace: {MaxInFlight: 1}}, Aging: time.Hour})
+	var low []queue.TaskRequest
+	for range 5000 {
+		low = append(low, withPriority(0))
+	}
+	require.NoError(t, concurrentlyN(4, low, func(r queue.TaskRequest) error {
+		_, err := h.st.TaskCreate(h.ctx, r)
+		return err
+	}))
+	urgent, err := h.st.TaskCreate(h.ctx, withPriority(10))
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{urgent.TaskUUID}, h.admittedOrder(1), "the urgent task takes the next slot")
+}
+
+func withPriority(p int) queue.TaskRequest {
+	r := request(flowNamespace, "plain", `{"even_number": 2}`)
+	r.Priority = p
+	return r
+}
+
+// TestFlowAgingEndsStarvation: under a continuous stream of priority-5
+// tasks, a priority-0 task waits no longer than its aging allows. Its
+// effective priority rises one level per aging interval (1 s here), so
+// once it has waited 6 s it passes the stream: in general a step waits at
+// most (P - p + 1) aging intervals behind steps of priority up to P. The
+// wait is stood in for by moving back the time it became ready.
+func TestFlowAgingEndsStarvation(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("plain", "", "")
+	h.st.SetFlowPolicy(workflow.FlowPolicy{Namespaces: map[string]workflow.Limit{flowNamespace: {MaxInFlight: 1}}, Aging: time.Second})
+	waiting, err := h.st.TaskCreate(h.ctx, withPriority(0))
+	require.NoError(t, err)
+	for range 3 {
+		stream, err := h.st.TaskCreate(h.ctx, withPriority(5))
+		require.NoError(t, err)
+		require.Equal(t, []uuid.UUID{stream.TaskUUID}, h.admittedOrder(1))
+	}
+	_, err = h.pool.Exec(h.ctx, `UPDATE tasker.flow_waiting SET since = since - interval '6 seconds'
+		WHERE task_uuid = $1`, waiting.TaskUUID)
+	require.NoError(t, err)
+	stream, err := h.st.TaskCreate(h.ctx, withPriority(5))
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{waiting.TaskUUID}, h.admittedOrder(1), "after 6 s its priority 0 + 6 passes the stream's 5")
+	require.Equal(t, []uuid.UUID{stream.TaskUUID}, h.admittedOrder(1))
+	require.Equal(t, 6, workflow.EffectivePriority(0, 6*time.Second, time.Second), "the statement ages as workflow does")
 }

@@ -43,7 +43,17 @@ CREATE TABLE tasker.flow_waiting (
     -- Why the last admission that looked at it left it waiting.
     reason    text NOT NULL DEFAULT 'waiting for its admission'
 );
-CREATE INDEX flow_waiting_namespace ON tasker.flow_waiting (namespace, since);
+CREATE INDEX flow_waiting_namespace ON tasker.flow_waiting (namespace, flow_key, since);
+
+-- When each key with steps waiting last had one admitted: keys take turns
+-- from the least recently served, across admissions. A key's row goes when
+-- none of its steps waits, so a key back after a pause has the next turn.
+CREATE TABLE tasker.flow_keys (
+    namespace text NOT NULL,
+    flow_key  text NOT NULL,
+    served_at timestamptz NOT NULL,
+    PRIMARY KEY (namespace, flow_key)
+);
 
 CREATE TABLE tasker.flow_slots (
     step_uuid uuid PRIMARY KEY REFERENCES tasker.steps ON DELETE CASCADE,

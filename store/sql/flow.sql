@@ -13,9 +13,10 @@ SELECT g, count(*) FROM tasker.flow_slots s, unnest(s.groups) g WHERE s.namespac
 -- name: flow_candidates
 -- The throttled steps of a namespace in the order they are offered slots:
 -- keys take turns (each key's first step, then each key's second, ...);
--- within a turn, and within a key, by effective priority (the task's
--- priority plus one level per @aging_us waited: workflow.EffectivePriority),
--- then by the time they became ready. With each, its groups and their
+-- within a turn by effective priority (the task's priority plus one level
+-- per @aging_us waited: workflow.EffectivePriority), then from the key
+-- served least recently, then by the time they became ready; within a key
+-- by effective priority and that time. With each, its groups and their
 -- declared limits, and what its message needs.
 WITH w AS (
     SELECT step_uuid, task_uuid, flow_key, since,
@@ -24,13 +25,20 @@ WITH w AS (
             ELSE 0 END AS effective
     FROM tasker.flow_waiting WHERE namespace = @namespace
 ), ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY flow_key ORDER BY effective DESC, since, step_uuid) AS turn FROM w
+    SELECT w.*, row_number() OVER (PARTITION BY w.flow_key ORDER BY w.effective DESC, w.since, w.step_uuid) AS turn,
+        (SELECT k.served_at FROM tasker.flow_keys k WHERE k.namespace = @namespace AND k.flow_key = w.flow_key) AS served_at
+    FROM w
 )
 SELECT r.step_uuid, r.task_uuid, t.correlation_id, s.flow_groups, s.flow_max, s.flow_interval_us, s.flow_burst
-FROM (SELECT * FROM ranked ORDER BY turn, effective DESC, since, step_uuid LIMIT @window) r
+FROM (SELECT * FROM ranked ORDER BY turn, effective DESC, served_at NULLS FIRST, since, step_uuid LIMIT @window) r
     JOIN LATERAL (SELECT * FROM tasker.steps WHERE step_uuid = r.step_uuid OFFSET 0) s ON true
     JOIN LATERAL (SELECT correlation_id FROM tasker.tasks WHERE task_uuid = r.task_uuid OFFSET 0) t ON true
-ORDER BY r.turn, r.effective DESC, r.since, r.step_uuid;
+ORDER BY r.turn, r.effective DESC, r.served_at NULLS FIRST, r.since, r.step_uuid;
+
+-- name: flow_keys_forget
+-- Forgets when the keys of a namespace with no step waiting were served.
+DELETE FROM tasker.flow_keys k WHERE k.namespace = @namespace
+    AND NOT EXISTS (SELECT FROM tasker.flow_waiting w WHERE w.namespace = k.namespace AND w.flow_key = k.flow_key);
 
 -- name: flow_buckets_lock
 -- Reads and locks the token buckets of @names, in the order of their names
@@ -39,7 +47,8 @@ SELECT name, tat FROM tasker.flow_buckets WHERE name = ANY(@names::text[]) ORDER
 
 -- name: flow_admit
 -- Admits throttled steps: each to @enqueued with its transition (the
--- reason saying the wait for its token, if any), its message to
+-- reason saying the wait for its token, if any), its key served now, its
+-- message to
 -- {{step_queue}} visible after its delay, the wake-up of the poller when
 -- one is visible now; moves the token buckets on; and records why the
 -- steps left waiting wait (@held_steps, @held_reasons), where it changed;
@@ -50,7 +59,11 @@ WITH a AS (
     UPDATE tasker.steps s SET state = @enqueued, enqueued_at = now()
     FROM a
     WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.step_uuid = a.step_uuid AND s.state = @throttled
-    RETURNING s.step_uuid, s.task_uuid, a.delay_us, a.msg
+    RETURNING s.step_uuid, s.task_uuid, s.namespace, coalesce(s.flow_key, '') AS flow_key, a.delay_us, a.msg
+), served AS (
+    INSERT INTO tasker.flow_keys (namespace, flow_key, served_at)
+    SELECT namespace, flow_key, clock_timestamp() FROM moved GROUP BY namespace, flow_key
+    ON CONFLICT (namespace, flow_key) DO UPDATE SET served_at = excluded.served_at
 ), recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
     SELECT step_uuid, task_uuid, @throttled, @enqueued,
