@@ -150,8 +150,11 @@ func TestFlowLimitsAcrossNodes(t *testing.T) {
 	require.Zero(t, m.count(`SELECT count(*) FROM (SELECT step_uuid FROM tasker.step_transitions
 		WHERE to_state = 'complete' GROUP BY step_uuid HAVING count(*) <> 1) x`), "each step completed once")
 	require.Equal(t, 4000, m.count(`SELECT count(*) FROM tasker.steps WHERE state = 'complete'`))
-	require.Equal(t, 4000, m.count(`SELECT count(*) FROM tasker.step_transitions WHERE to_state = 'throttled'`),
-		"every step waited for its admission")
+	require.Zero(t, m.count(`SELECT count(*) FROM (SELECT step_uuid FROM tasker.step_transitions
+		WHERE to_state = 'enqueued' GROUP BY step_uuid HAVING count(*) <> 1) x`), "each step admitted once")
+	t.Logf("%d steps waited for an admission, %d were admitted by the move that made them ready",
+		m.count(`SELECT count(*) FROM tasker.step_transitions WHERE to_state = 'throttled'`),
+		m.count(`SELECT count(*) FROM tasker.step_transitions WHERE from_state = 'pending' AND to_state = 'enqueued'`))
 	require.Zero(t, m.count(`SELECT count(*) FROM tasker.flow_slots`), "no slot left taken")
 	require.Zero(t, m.count(`SELECT count(*) FROM tasker.flow_waiting`))
 	admitters := m.count(`SELECT count(DISTINCT node_id) FROM tasker.step_transitions WHERE to_state = 'enqueued' AND from_state = 'throttled'`)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tasker-run/tasker/workflow"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -61,6 +63,18 @@ func TestValidateRules(t *testing.T) {
 			`namespaces.` + strings.Repeat("n", 41) + ` must be a namespace name matching [a-z][a-z0-9_]* of at most 40 characters (got "` + strings.Repeat("n", 41) + `")`},
 		{"namespaces.workers", func(c *Config) { c.Namespaces = map[string]Namespace{"payments": {Workers: 0}} },
 			`namespaces.payments.workers must be between 1 and 1024 (got 0)`},
+		{"namespaces.max_in_flight", func(c *Config) { c.Namespaces = map[string]Namespace{"payments": {Workers: 1, MaxInFlight: -1}} },
+			`namespaces.payments.max_in_flight must be between 0 and 1000000 (got -1)`},
+		{"namespaces.rate", func(c *Config) { c.Namespaces = map[string]Namespace{"payments": {Workers: 1, Rate: "50 per second"}} },
+			`namespaces.payments.rate: rate "50 per second" is not <count>/<unit> (like 100/s, 6/m or 5/500ms)`},
+		{"namespaces.burst", func(c *Config) { c.Namespaces = map[string]Namespace{"payments": {Workers: 1, Rate: "5/s", Burst: -2}} },
+			`namespaces.payments.burst must be between 0 and 1000000 (got -2)`},
+		{"flow.aging_interval", func(c *Config) { c.Flow.AgingInterval = Duration(48 * time.Hour) },
+			`flow.aging_interval must be between 0s and 24h (got 48h)`},
+		{"flow.handlers rate", func(c *Config) { c.Flow.Handlers = map[string]HandlerFlow{"http": {}} },
+			`flow.handlers.http.rate must be set (a handler's entry limits its rate)`},
+		{"flow.handlers bad rate", func(c *Config) { c.Flow.Handlers = map[string]HandlerFlow{"http": {Rate: "0/s"}} },
+			`flow.handlers.http.rate: rate "0/s": the count must be a whole number of at least 1`},
 		{"namespaces.poll_interval", func(c *Config) {
 			c.Namespaces = map[string]Namespace{"payments": {Workers: 1, PollInterval: Duration(2 * time.Hour)}}
 		}, `namespaces.payments.poll_interval must be 0s (inherit) or between 1ms and 1h (got 2h)`},
@@ -247,4 +261,26 @@ func TestLoopbackHost(t *testing.T) {
 	} {
 		require.Equal(t, want, LoopbackHost(host), host)
 	}
+}
+
+func TestPolicy(t *testing.T) {
+	c, err := Parse([]byte(`
+[namespaces.payments]
+max_in_flight = 20
+rate = "50/s"
+burst = 10
+[namespaces.reports]
+workers = 2
+[flow]
+aging_interval = "30s"
+[flow.handlers.http]
+rate = "6/m"
+`), EnvDevelopment, nil)
+	require.NoError(t, err)
+	require.NoError(t, c.Validate())
+	require.Equal(t, workflow.FlowPolicy{
+		Namespaces: map[string]workflow.Limit{"payments": {MaxInFlight: 20, Rate: workflow.Rate{Count: 50, Per: time.Second}, Burst: 10}},
+		Handlers:   map[string]workflow.Limit{"http": {Rate: workflow.Rate{Count: 6, Per: time.Minute}}},
+		Aging:      30 * time.Second,
+	}, c.Policy(), "a namespace without limits is not in the policy")
 }

@@ -28,6 +28,10 @@ const FlowWindow = 512
 // the others wait for a later admission.
 const FlowHorizon = time.Second
 
+// flowGate is the transaction setting that says whether the transaction
+// holds the admission lock of namespace (flow_gate in sql/result_apply.sql).
+func flowGate(namespace string) string { return "tasker.flow_gate_" + namespace }
+
 // SetFlowPolicy replaces the flow limits the configuration sets (a reload).
 // Steps created before keep the groups they were created with; the limits
 // of namespace and handler groups are read at each admission, so changed

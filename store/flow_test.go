@@ -470,3 +470,29 @@ func TestFlowAgingEndsStarvation(t *testing.T) {
 	require.Equal(t, []uuid.UUID{stream.TaskUUID}, h.admittedOrder(1))
 	require.Equal(t, 6, workflow.EffectivePriority(0, 6*time.Second, time.Second), "the statement ages as workflow does")
 }
+
+// TestFlowDirectAdmission: a ready step whose groups have room, with no
+// step of its namespace waiting, is admitted by the move that makes it
+// ready, without waiting for an admission; with a step waiting, it waits
+// its turn.
+func TestFlowDirectAdmission(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("per_customer", `concurrency_key = "{{context.customer}}"
+max_per_key = 1`, "")
+	first := h.submit(flowNamespace, "per_customer", `{"even_number": 2, "customer": "acme"}`)
+	require.Equal(t, 1, h.admit().Admitted)
+	require.Equal(t, 1, h.work(flowNamespace))
+	h.applyAll()
+	// The slot the first step gives back is free for its child.
+	d := h.show(first)
+	require.Equal(t, workflow.StepStateEnqueued, step(t, d, "second").State, "admitted by the move")
+	require.Equal(t, []string{"→pending@0", "pending→enqueued@0"}, stepMoves(d)["second"])
+
+	// Another key waiting: the next child waits behind it.
+	second := h.submit(flowNamespace, "per_customer", `{"even_number": 2, "customer": "acme"}`)
+	h.submit(flowNamespace, "per_customer", `{"even_number": 2, "customer": "globex"}`)
+	require.Equal(t, 1, h.work(flowNamespace)) // first's second step
+	h.applyAll()
+	require.Equal(t, workflow.TaskStateComplete, h.show(first).State)
+	require.Equal(t, workflow.StepStateThrottled, step(t, h.show(second), "first").State)
+}

@@ -23,7 +23,9 @@ var (
 
 	satisfiedStates = states(workflow.StepStatesWhere(workflow.StepState.Satisfies))
 	inFlightStates  = states(workflow.StepStatesWhere(workflow.StepState.InFlight))
-	terminalStates  = states(workflow.StepStatesWhere(workflow.StepState.Terminal))
+	// slotStates are the states that hold a slot of a step's flow limits.
+	slotStates     = states(workflow.StepStatesWhere(workflow.StepState.HoldsSlot))
+	terminalStates = states(workflow.StepStatesWhere(workflow.StepState.Terminal))
 
 	// taskCompleteTo and taskFailTo are where finalization moves a task in
 	// progress.

@@ -178,6 +178,9 @@ type resultPlan struct {
 	children  [][16]byte
 	childMsgs [][]byte
 	retryMsg  []byte
+	// limited is true when the step is under a flow limit (its children
+	// likely are too).
+	limited bool
 
 	movedCounts
 	finalState workflow.TaskState
@@ -261,7 +264,7 @@ func (s *Store) resultsDecide(ctx context.Context, calls []resultCall, pending [
 			)
 			if err := rows.Scan(scanUUID(&step), &r.taskState, &correlation, &r.state, &r.name, &r.namespace,
 				&r.attempts, &r.attemptsBase, &r.maxAttempts, &r.retryable, &r.outcomeAttempt, &r.outcomeOK, &r.errJSON,
-				&r.retryAfterMS, &r.backoffBaseMS, &r.backoffMaxMS, &r.children); err != nil {
+				&r.retryAfterMS, &r.backoffBaseMS, &r.backoffMaxMS, &r.children, &r.limited); err != nil {
 				return err
 			}
 			i := index[step]
@@ -307,6 +310,8 @@ type resultRow struct {
 	errJSON                                   []byte
 	retryAfterMS, backoffBaseMS, backoffMaxMS *int64
 	children                                  [][16]byte
+	// limited is true when the step is under a flow limit.
+	limited bool
 }
 
 // resultDecide decides one result: the plan that applies it, or why it is
@@ -342,7 +347,7 @@ func (s *Store) resultDecide(c resultCall, r resultRow, correlation uuid.UUID) (
 	if err != nil {
 		return nil, "", err
 	}
-	p := &resultPlan{namespace: *r.namespace, stepName: *r.name, from: from, d: d}
+	p := &resultPlan{namespace: *r.namespace, stepName: *r.name, from: from, d: d, limited: r.limited}
 	switch {
 	case d.To.Satisfies():
 		p.children = r.children
@@ -401,7 +406,7 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 			attempt: c.res.Attempt, outcomeAttempt: &c.res.Attempt, errJSON: c.poison, retryAt: p.retryAt,
 			releaseReason: releasePrefix + p.stepName + releaseCompleteSuffix, children: p.children, childMsgs: p.childMsgs,
 			retryMsg: p.retryMsg, msgID: c.msgID, stepMsgID: c.stepMsgID, archive: c.archive(), archiveReason: c.reason,
-			into: &p.movedCounts,
+			limited: p.limited, into: &p.movedCounts,
 		})
 		p.finalState = resultTaskState
 		if !p.d.Retry() {
@@ -491,7 +496,9 @@ type stepMove struct {
 	stepMsgID      *int64
 	archive        bool
 	archiveReason  string
-	into           *movedCounts
+	// limited is true when the step is under a flow limit.
+	limited bool
+	into    *movedCounts
 }
 
 // movedCounts receives what a step move did: whether the step moved (its
@@ -512,6 +519,15 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 	if err != nil {
 		return err
 	}
+	policy := s.FlowPolicy()
+	gate := !policy.Namespaces[namespace].IsZero()
+	for _, m := range moves {
+		gate = gate || (m.limited && len(m.children) > 0)
+	}
+	if gate {
+		stmt("flow_gate").queue(b, args{"gate": flowGate(namespace), "class": int32(flowLockClass), "namespace": namespace})
+	}
+	policyGroups, policyMax, policyRated := policy.Arrays()
 	n := len(moves)
 	var (
 		steps, tasks    = make([][16]byte, n), make([][16]byte, n)
@@ -560,6 +576,8 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		"archive_reasons": archiveReasons, "task_state": string(resultTaskState), "node_id": s.nodeID,
 		"enqueued": string(enqueueTo), "throttled": string(throttleTo), "pending": string(workflow.StepStatePending),
 		"children": children, "child_parents": childParents, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,
+		"gate": flowGate(namespace), "namespace": namespace, "policy_groups": policyGroups, "policy_max": policyMax,
+		"policy_rated": policyRated, "slot_states": slotStates,
 	}).Query(func(rows pgx.Rows) error {
 		var (
 			step     uuid.UUID

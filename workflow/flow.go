@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -156,6 +157,20 @@ func (p FlowPolicy) Current(g Group) Group {
 		g.Limit = p.Handlers[strings.TrimPrefix(g.Name, GroupHandler)]
 	}
 	return g
+}
+
+// Arrays lists the groups the policy limits, for a statement: their
+// names, their max in flight, and whether they are rated.
+func (p FlowPolicy) Arrays() (names []string, maxInFlight []int32, rated []bool) {
+	add := func(prefix string, m map[string]Limit) {
+		for _, name := range slices.Sorted(maps.Keys(m)) {
+			l := m[name]
+			names, maxInFlight, rated = append(names, prefix+name), append(maxInFlight, int32(l.MaxInFlight)), append(rated, !l.Rate.IsZero())
+		}
+	}
+	add(GroupNamespace, p.Namespaces)
+	add(GroupHandler, p.Handlers)
+	return names, maxInFlight, rated
 }
 
 // StepGroups lays out the flow groups of a new step of namespace/template

@@ -8,7 +8,7 @@
 SELECT r.step_uuid, t.state, t.correlation_id, s.state, s.name, s.namespace, s.attempts, s.attempts_base,
     s.max_attempts, s.retryable, s.outcome_attempt, s.outcome_ok, s.error, s.retry_after_ms,
     s.backoff_base_ms, s.backoff_max_ms,
-    ARRAY(SELECT e.to_step FROM tasker.step_edges e WHERE e.from_step = s.step_uuid)
+    ARRAY(SELECT e.to_step FROM tasker.step_edges e WHERE e.from_step = s.step_uuid), s.flow_groups IS NOT NULL
 FROM unnest(@steps::uuid[], @tasks::uuid[]) AS r(step_uuid, task_uuid)
     -- Each row by its key: as subqueries (OFFSET 0 keeps them so) a plan
     -- made while the tables were empty cannot join them by walking a whole
@@ -61,23 +61,61 @@ WITH m AS (
         AND (SELECT t.state FROM tasker.tasks t WHERE t.task_uuid = m.task_uuid) = @task_state
     RETURNING m.step_uuid, m.task_uuid, m.from_state, m.to_state, m.attempt, m.reason, m.release,
         m.release_reason, m.retry, m.retry_delay_us, m.retry_message, m.msg_id, m.step_msg_id, m.archive,
-        m.archive_reason, s.flow_groups IS NOT NULL AS limited
+        m.archive_reason, s.flow_groups IS NOT NULL AS limited, s.flow_groups
 ), moved_recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
     SELECT step_uuid, task_uuid, from_state, to_state, reason, attempt, @node_id FROM moved
     RETURNING id
+), demand AS (
+    -- The children under flow limits that the moves make ready, with their
+    -- groups; read only when this transaction holds the namespace's
+    -- admission lock (flow_gate set @gate), so the slots it counts are
+    -- all there are.
+    SELECT c.step_uuid, g.name, g.max, g.interval_us
+    FROM tasker.steps c, unnest(c.flow_groups, c.flow_max, c.flow_interval_us) AS g(name, max, interval_us)
+    WHERE current_setting(@gate, true) = 'on'
+        AND c.step_uuid = ANY(@children::uuid[]) AND c.flow_groups IS NOT NULL AND c.state = @pending
+        AND c.waiting_parents = 1
+        AND (@child_parents::uuid[])[array_position(@children::uuid[], c.step_uuid)] IN
+            (SELECT step_uuid FROM moved WHERE release)
+), demand_groups AS (
+    -- Each group they need: the slots wanted, its limit now (the
+    -- configuration's, @policy_*, for namespace and handler groups) and the
+    -- slots in use, less those the moves give back (a step leaving the
+    -- @slot_states).
+    SELECT d.name, count(*) AS wanted,
+        max(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.max, 0) ELSE d.max END) AS max_in_flight,
+        bool_or(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.rated, false)
+            ELSE d.interval_us > 0 END) AS rated,
+        (SELECT count(*) FROM tasker.flow_slots f WHERE f.namespace = @namespace AND d.name = ANY(f.groups))
+            - (SELECT count(*) FROM moved mv WHERE d.name = ANY(mv.flow_groups) AND mv.to_state <> ALL(@slot_states::text[]))
+            AS in_use
+    FROM demand d LEFT JOIN unnest(@policy_groups::text[], @policy_max::int[], @policy_rated::bool[]) AS p(name, max, rated)
+        ON p.name = d.name
+    GROUP BY d.name
+), direct AS (
+    -- Admitted at once, skipping the wait, when every group has a slot for
+    -- each, none is rated (tokens are the admission's) and no step of the
+    -- namespace is waiting already (it would be passed); else they wait.
+    SELECT DISTINCT step_uuid FROM demand
+    WHERE NOT EXISTS (SELECT FROM demand_groups WHERE rated OR (max_in_flight > 0 AND in_use + wanted > max_in_flight))
+        AND NOT EXISTS (SELECT FROM tasker.flow_waiting w WHERE w.namespace = @namespace)
 ), released AS (
     -- The children by their key alone (@children; @child_parents holds the
     -- parent of each): a join planned while the tables were empty walks
     -- whole indexes instead. Each child has one parent among the moves (one
     -- result per task in a batch).
-    -- A child under a flow limit (flow_groups set) is throttled instead of
-    -- enqueued, and waits for its admission (sql/flow.sql).
+    -- A child under a flow limit (flow_groups set) not admitted at once
+    -- (direct) is throttled instead of enqueued, and waits for its
+    -- admission (sql/flow.sql).
     UPDATE tasker.steps c
     SET waiting_parents = c.waiting_parents - 1,
         state = CASE WHEN c.waiting_parents = 1 AND c.state = @pending
-            THEN CASE WHEN c.flow_groups IS NULL THEN @enqueued ELSE @throttled END ELSE c.state END,
-        enqueued_at = CASE WHEN c.waiting_parents = 1 AND c.state = @pending AND c.flow_groups IS NULL
+            THEN CASE WHEN c.flow_groups IS NULL OR c.step_uuid IN (SELECT step_uuid FROM direct)
+                THEN @enqueued ELSE @throttled END
+            ELSE c.state END,
+        enqueued_at = CASE WHEN c.waiting_parents = 1 AND c.state = @pending
+            AND (c.flow_groups IS NULL OR c.step_uuid IN (SELECT step_uuid FROM direct))
             THEN now() ELSE c.enqueued_at END
     WHERE c.step_uuid = ANY(@children::uuid[])
         AND (@child_parents::uuid[])[array_position(@children::uuid[], c.step_uuid)] IN
@@ -135,6 +173,14 @@ SELECT mv.step_uuid, (SELECT count(*) FROM released r WHERE r.parent = mv.step_u
     mv.limited OR EXISTS (SELECT FROM released r WHERE r.parent = mv.step_uuid AND r.throttled)
 FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM acked) a,
     (SELECT count(*) FROM archived) x, (SELECT count(*) FROM step_archived) y;
+
+-- name: flow_gate
+-- Takes the admission lock of @namespace for the rest of the transaction,
+-- if no other holds it, and records in the transaction's setting @gate
+-- whether it did: decisions_apply then admits ready steps under flow
+-- limits at once where their groups have room. A statement after this one
+-- sees every slot taken before the lock was.
+SELECT set_config(@gate, CASE WHEN pg_try_advisory_xact_lock(@class::int, hashtext(@namespace)) THEN 'on' ELSE 'off' END, true);
 
 -- name: tasks_finalize
 -- Ends each task of @tasks that is in the state at the same index of
