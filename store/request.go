@@ -264,6 +264,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 		stored    []byte // the request's that made the task
 	}
 	var batched []*created
+	gated := map[string]bool{} // namespaces whose admission lock the batch tries
 	b := newBatch()
 	for i, c := range calls {
 		req := c.req
@@ -285,7 +286,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 			a.err = err
 			continue
 		}
-		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent, &cr.throttled); err != nil {
+		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent, &cr.throttled, gated); err != nil {
 			a.err = err
 			continue
 		}
@@ -322,7 +323,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 // of the request (this one, or the one an earlier request with its id
 // created) is scanned into task, the roots sent into sent. It returns the
 // new task's id.
-func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64, throttled *int) (uuid.UUID, error) {
+func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64, throttled *int, gated map[string]bool) (uuid.UUID, error) {
 	req := c.req
 	taskContext := req.Context
 	if taskContext == "" {
@@ -352,7 +353,9 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		retryable                         = make([]bool, n)
 		timeouts, backoffBase, backoffMax = make([]int64, n), make([]int64, n), make([]int64, n)
 		edgeFrom, edgeTo                  [][16]byte
+		rootIDs                           [][16]byte
 		rootMsgs                          [][]byte
+		limited                           bool // a root is under a flow limit
 		moveSteps                         [][16]byte
 		moveFrom, moveTo, moveWhy         []string
 		taskFrom, taskTo, taskWhy         []string
@@ -371,14 +374,14 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		backoffBase[i], backoffMax[i] = st.Retry.BackoffBase.Milliseconds(), st.Retry.BackoffMax.Milliseconds()
 		flow.set(i, st.Groups, st.Key)
 		if st.State == throttleTo {
-			*throttled++
+			limited = true
 		}
-		if st.State == enqueueTo {
+		if st.Root() {
 			msg, err := queue.StepMessage{TaskUUID: p.Task, StepUUID: st.ID, CorrelationID: correlation}.Encode()
 			if err != nil {
 				return uuid.Nil, fmt.Errorf("encoding step message: %w", err)
 			}
-			rootMsgs = append(rootMsgs, msg)
+			rootIDs, rootMsgs = append(rootIDs, ids[i]), append(rootMsgs, msg)
 		}
 	}
 	for _, e := range p.Edges {
@@ -398,13 +401,21 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		"context": taskContext, "priority": req.Priority, "requested_by": req.RequestedBy, "digest": digest,
 		"trace": queue.TraceHeaders(req.Trace),
 	})
+	if limited && !gated[req.Namespace] {
+		// Once per namespace and batch: a later statement of the batch sees
+		// the slots this one counted.
+		gated[req.Namespace] = true
+		stmt("flow_gate").queue(b, args{"gate": flowGate(req.Namespace), "class": int32(flowLockClass), "namespace": req.Namespace})
+	}
+	policyGroups, policyMax, policyRated := s.FlowPolicy().Arrays()
 	stmt("task_steps_insert").queue(b, args{
 		"task": id, "namespace": req.Namespace, "enqueued": string(enqueueTo), "steps": ids, "names": names,
 		"positions": positions, "handlers": handlers, "configs": configs, "states": states,
 		"max_attempts": maxAttempts, "retryable": retryable, "timeouts_ms": timeouts,
 		"backoff_base_ms": backoffBase, "backoff_max_ms": backoffMax, "waiting": waiting,
 		"flow_groups": flow.groups, "flow_max": flow.max, "flow_interval_us": flow.intervalUS, "flow_burst": flow.burst,
-		"flow_keys": flow.keys,
+		"flow_keys": flow.keys, "throttled": string(throttleTo), "policy_groups": policyGroups, "policy_max": policyMax,
+		"policy_rated": policyRated,
 	})
 	if len(edgeFrom) > 0 {
 		stmt("task_edges_insert").queue(b, args{"task": id, "from_steps": edgeFrom, "to_steps": edgeTo})
@@ -414,12 +425,19 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 	})
 	stmt("task_step_transitions_insert").queue(b, args{
 		"task": id, "steps": moveSteps, "from_states": moveFrom, "to_states": moveTo, "reasons": moveWhy, "node_id": s.nodeID,
+		"throttled": string(throttleTo), "enqueued": string(enqueueTo), "ready_reason": workflow.ReasonStepReady,
 	})
 	var woke, acked int64
 	roots.queue(b, args{
-		"messages": rootMsgs, "task": id, "wake_channel": WakeChannel, "wake_queue": stepQueue,
+		"roots": rootIDs, "messages": rootMsgs, "enqueued": string(enqueueTo), "task": id, "wake_channel": WakeChannel, "wake_queue": stepQueue,
 		"msg_id": c.msgID, "request_id": pgUUID(req.RequestID), "digest": digest, "trace": queue.TraceHeaders(req.Trace),
-	}).QueryRow(func(row pgx.Row) error { return row.Scan(scanUUID(task), stored, sent, &woke, &acked) })
+	}).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(scanUUID(task), stored, sent, &woke, &acked); err != nil {
+			return err
+		}
+		*throttled = len(rootIDs) - int(*sent)
+		return nil
+	})
 	return p.Task, nil
 }
 

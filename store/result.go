@@ -576,7 +576,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		"archive_reasons": archiveReasons, "task_state": string(resultTaskState), "node_id": s.nodeID,
 		"enqueued": string(enqueueTo), "throttled": string(throttleTo), "pending": string(workflow.StepStatePending),
 		"children": children, "child_parents": childParents, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,
-		"gate": flowGate(namespace), "namespace": namespace, "policy_groups": policyGroups, "policy_max": policyMax,
+		"namespace": namespace, "policy_groups": policyGroups, "policy_max": policyMax,
 		"policy_rated": policyRated, "slot_states": slotStates,
 	}).Query(func(rows pgx.Rows) error {
 		var (

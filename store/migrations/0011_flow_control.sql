@@ -98,3 +98,35 @@ $$;
 
 CREATE TRIGGER steps_flow AFTER INSERT OR UPDATE OF state ON tasker.steps
     FOR EACH ROW WHEN (NEW.flow_groups IS NOT NULL) EXECUTE FUNCTION tasker.steps_flow();
+
+-- The steps among a demand (each step once per group it needs: its id, the
+-- group, and the group's limits as the step declared them) that may be
+-- admitted at once by the transaction making them ready: it holds the
+-- namespace's admission lock (the setting tasker.flow_gate_<namespace> is
+-- on), every group has a slot for each (counted without the slots in freed,
+-- which the same statement gives back), none is rated (tokens are the
+-- admission's), and no step of the namespace waits already (it would be
+-- passed). The configuration's limits of namespace and handler groups come
+-- as policy_*. Run in the caller's snapshot.
+CREATE FUNCTION tasker.flow_direct(namespace text, steps uuid[], groups text[], maxes int[], intervals bigint[],
+    policy_groups text[], policy_max int[], policy_rated bool[], freed text[])
+RETURNS SETOF uuid LANGUAGE sql STABLE AS $$
+    WITH demand AS (
+        SELECT * FROM unnest(steps, groups, maxes, intervals) AS d(step_uuid, name, max, interval_us)
+        WHERE current_setting('tasker.flow_gate_' || namespace, true) = 'on'
+    ), demand_groups AS (
+        SELECT d.name, count(*) AS wanted,
+            max(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.max, 0)
+                ELSE d.max END) AS max_in_flight,
+            bool_or(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.rated, false)
+                ELSE d.interval_us > 0 END) AS rated,
+            (SELECT count(*) FROM tasker.flow_slots f WHERE f.namespace = flow_direct.namespace AND d.name = ANY(f.groups))
+                - (SELECT count(*) FROM unnest(freed) AS x(name) WHERE x.name = d.name) AS in_use
+        FROM demand d
+            LEFT JOIN unnest(policy_groups, policy_max, policy_rated) AS p(name, max, rated) ON p.name = d.name
+        GROUP BY d.name
+    )
+    SELECT DISTINCT step_uuid FROM demand
+    WHERE NOT EXISTS (SELECT FROM demand_groups WHERE rated OR (max_in_flight > 0 AND in_use + wanted > max_in_flight))
+        AND NOT EXISTS (SELECT FROM tasker.flow_waiting w WHERE w.namespace = flow_direct.namespace)
+$$;

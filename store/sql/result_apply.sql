@@ -67,39 +67,22 @@ WITH m AS (
     SELECT step_uuid, task_uuid, from_state, to_state, reason, attempt, @node_id FROM moved
     RETURNING id
 ), demand AS (
-    -- The children under flow limits that the moves make ready, with their
-    -- groups; read only when this transaction holds the namespace's
-    -- admission lock (flow_gate set @gate), so the slots it counts are
-    -- all there are.
+    -- The children under flow limits that the moves make ready, once per
+    -- group they need, offered for admission at once (tasker.flow_direct,
+    -- which counts the slots the moves give back as free).
     SELECT c.step_uuid, g.name, g.max, g.interval_us
     FROM tasker.steps c, unnest(c.flow_groups, c.flow_max, c.flow_interval_us) AS g(name, max, interval_us)
-    WHERE current_setting(@gate, true) = 'on'
-        AND c.step_uuid = ANY(@children::uuid[]) AND c.flow_groups IS NOT NULL AND c.state = @pending
+    WHERE c.step_uuid = ANY(@children::uuid[]) AND c.flow_groups IS NOT NULL AND c.state = @pending
         AND c.waiting_parents = 1
         AND (@child_parents::uuid[])[array_position(@children::uuid[], c.step_uuid)] IN
             (SELECT step_uuid FROM moved WHERE release)
-), demand_groups AS (
-    -- Each group they need: the slots wanted, its limit now (the
-    -- configuration's, @policy_*, for namespace and handler groups) and the
-    -- slots in use, less those the moves give back (a step leaving the
-    -- @slot_states).
-    SELECT d.name, count(*) AS wanted,
-        max(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.max, 0) ELSE d.max END) AS max_in_flight,
-        bool_or(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.rated, false)
-            ELSE d.interval_us > 0 END) AS rated,
-        (SELECT count(*) FROM tasker.flow_slots f WHERE f.namespace = @namespace AND d.name = ANY(f.groups))
-            - (SELECT count(*) FROM moved mv WHERE d.name = ANY(mv.flow_groups) AND mv.to_state <> ALL(@slot_states::text[]))
-            AS in_use
-    FROM demand d LEFT JOIN unnest(@policy_groups::text[], @policy_max::int[], @policy_rated::bool[]) AS p(name, max, rated)
-        ON p.name = d.name
-    GROUP BY d.name
 ), direct AS (
-    -- Admitted at once, skipping the wait, when every group has a slot for
-    -- each, none is rated (tokens are the admission's) and no step of the
-    -- namespace is waiting already (it would be passed); else they wait.
-    SELECT DISTINCT step_uuid FROM demand
-    WHERE NOT EXISTS (SELECT FROM demand_groups WHERE rated OR (max_in_flight > 0 AND in_use + wanted > max_in_flight))
-        AND NOT EXISTS (SELECT FROM tasker.flow_waiting w WHERE w.namespace = @namespace)
+    SELECT d AS step_uuid FROM tasker.flow_direct(@namespace,
+        (SELECT array_agg(step_uuid) FROM demand), (SELECT array_agg(name) FROM demand),
+        (SELECT array_agg(max) FROM demand), (SELECT array_agg(interval_us) FROM demand),
+        @policy_groups::text[], @policy_max::int[], @policy_rated::bool[],
+        ARRAY(SELECT g FROM moved mv, unnest(mv.flow_groups) g WHERE mv.to_state <> ALL(@slot_states::text[]))) d
+    WHERE EXISTS (SELECT FROM demand)
 ), released AS (
     -- The children by their key alone (@children; @child_parents holds the
     -- parent of each): a join planned while the tables were empty walks
@@ -177,8 +160,9 @@ FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w, (SE
 -- name: flow_gate
 -- Takes the admission lock of @namespace for the rest of the transaction,
 -- if no other holds it, and records in the transaction's setting @gate
--- whether it did: decisions_apply then admits ready steps under flow
--- limits at once where their groups have room. A statement after this one
+-- whether it did: the statements after it (decisions_apply,
+-- task_steps_insert) then admit ready steps under flow limits at once where
+-- their groups have room (tasker.flow_direct). A statement after this one
 -- sees every slot taken before the lock was.
 SELECT set_config(@gate, CASE WHEN pg_try_advisory_xact_lock(@class::int, hashtext(@namespace)) THEN 'on' ELSE 'off' END, true);
 
