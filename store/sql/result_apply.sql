@@ -158,12 +158,14 @@ FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w, (SE
     (SELECT count(*) FROM archived) x, (SELECT count(*) FROM step_archived) y;
 
 -- name: flow_gate
--- Takes the admission lock of @namespace for the rest of the transaction,
--- if no other holds it, and records in the transaction's setting @gate
--- whether it did: the statements after it (decisions_apply,
--- task_steps_insert) then admit ready steps under flow limits at once where
--- their groups have room (tasker.flow_direct). A statement after this one
--- sees every slot taken before the lock was.
+-- Takes the admission lock of @namespace for the rest of the transaction
+-- if no other transaction holds it, without waiting, and records in the
+-- transaction's setting @gate whether it did: the statements after it
+-- (decisions_apply, task_steps_insert) then admit ready steps under flow
+-- limits at once where their groups have room (tasker.flow_direct); each
+-- sees every slot taken before the lock was. Without the lock they leave
+-- those steps to the admission (waiting for it would make every apply and
+-- creation of the namespace take turns).
 SELECT set_config(@gate, CASE WHEN pg_try_advisory_xact_lock(@class::int, hashtext(@namespace)) THEN 'on' ELSE 'off' END, true);
 
 -- name: tasks_finalize
