@@ -89,4 +89,3 @@ func orDash(n int) string {
 	}
 	return strconv.Itoa(n)
 }
-
