@@ -18,7 +18,8 @@ const (
 	KindPoller       = "poller"
 	KindWorker       = "worker"
 	KindBreaker      = "circuit_breaker"
-	// KindScheduler and KindRetention are in maintenance.go.
+	// KindScheduler and KindRetention are in maintenance.go, KindAdmission
+	// in admission.go.
 )
 
 // Statuses of a node.

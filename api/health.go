@@ -27,6 +27,25 @@ type Health struct {
 	// longest, when something does and the check is on
 	// (health.xmin_horizon_warn).
 	XminHorizon *XminHorizon `json:"xmin_horizon,omitempty"`
+	// Flow lists, with detail, each namespace with a flow limit or a
+	// step under one.
+	Flow []FlowHealth `json:"flow,omitempty"`
+}
+
+// FlowHealth is one namespace's flow control: the limit the configuration
+// sets on it (none when only its templates declare limits) and its use
+// across every node. Steps waiting are the limits at work, not a fault:
+// they never make the node degraded.
+type FlowHealth struct {
+	Namespace   string `json:"namespace"`
+	MaxInFlight int    `json:"max_in_flight,omitempty"`
+	Rate        string `json:"rate,omitempty"`
+	Burst       int    `json:"burst,omitempty"`
+	// InUse counts the namespace's steps holding a slot, Waiting its
+	// throttled steps; OldestWaitSecs is how long the oldest has waited.
+	InUse          int     `json:"in_use"`
+	Waiting        int     `json:"waiting"`
+	OldestWaitSecs float64 `json:"oldest_wait_seconds,omitempty"`
 }
 
 // XminHorizon describes the oldest holder of the database's xmin horizon:

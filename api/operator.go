@@ -1,6 +1,7 @@
 // Package api is the node's HTTP API and the operator service behind it:
 // the health, actor tree and metrics endpoints, and the task, template,
-// rejected request and archived message routes under /v1. The node mounts Handler; the CLI calls
+// rejected request, archived message, schedule and flow limit routes
+// under /v1. The node mounts Handler; the CLI calls
 // Operator directly, so both accept the same input and refuse with the same
 // reasons.
 package api
@@ -25,7 +26,7 @@ import (
 
 // Operator carries out what an operator asks of tasks — list, show, retry,
 // cancel, resolve — of templates, of rejected requests (list, replay) and
-// of the queues' archives. The CLI and the
+// of the queues' archives, and shows the flow limits. The CLI and the
 // HTTP API both go through it, so they accept the same input and refuse
 // with the same reasons.
 type Operator struct {

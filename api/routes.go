@@ -146,6 +146,20 @@ func (s *server) routes(mux *http.ServeMux) {
 		page, err := op.Archived(r.Context(), f)
 		s.reply(w, r, page, err)
 	})
+	mux.HandleFunc("GET /v1/limits", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := knownParams(q, "limit"); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		limit, err := limitParam(q)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		page, err := op.Limits(r.Context(), limit)
+		s.reply(w, r, page, err)
+	})
 	s.scheduleRoutes(mux)
 	// Anything else under /v1 answers in the API's error format.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {

@@ -37,9 +37,12 @@ func Connect(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Client
 }
 
 // NewClient makes a client on a database already open; Close closes it.
+// The store takes the flow limits of cfg, so what the client reads of them
+// (tasker limits) is the configuration's.
 func NewClient(db *DB, cfg *config.Config, log *slog.Logger) *Client {
-	return &Client{DB: db, Queue: queue.NewClient(db.Pool), Store: store.New(db.Pool, storeOptions(cfg, "cli", log)),
-		maxRequest: cfg.Queue.MaxRequestBytes}
+	st := store.New(db.Pool, storeOptions(cfg, "cli", log))
+	st.SetFlowPolicy(cfg.Policy())
+	return &Client{DB: db, Queue: queue.NewClient(db.Pool), Store: st, maxRequest: cfg.Queue.MaxRequestBytes}
 }
 
 // Close releases the client (and stops an embedded server Open started).

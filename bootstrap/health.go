@@ -3,6 +3,8 @@ package bootstrap
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -86,6 +88,11 @@ func (n *Node) Health(ctx context.Context, detail bool) api.Health {
 	}
 	if detail && h.Database.Reachable {
 		h.Queues = n.queueDepths(dctx)
+		if flow, err := n.flowHealth(dctx); err != nil {
+			h.Reasons = append(h.Reasons, err.Error())
+		} else {
+			h.Flow = flow
+		}
 		st := n.pool.Stat()
 		h.Pool = &api.PoolStats{Total: st.TotalConns(), Idle: st.IdleConns(), Acquired: st.AcquiredConns(), Max: st.MaxConns()}
 	}
@@ -127,6 +134,37 @@ func (n *Node) xminHorizon(ctx context.Context, warn time.Duration) (*horizonHol
 		x.Since = hh.Since.UTC().Format(time.RFC3339)
 	}
 	return x, nil
+}
+
+// flowHealth lists the namespaces with a configured limit or a step under
+// one, with their counts.
+func (n *Node) flowHealth(ctx context.Context) ([]api.FlowHealth, error) {
+	usage, err := n.store.FlowNamespaceUsage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	policy := n.store.FlowPolicy()
+	byName := map[string]*api.FlowHealth{}
+	for name, l := range policy.Namespaces {
+		byName[name] = &api.FlowHealth{Namespace: name, MaxInFlight: l.MaxInFlight, Rate: l.Rate.String(), Burst: l.Burst}
+	}
+	now := time.Now()
+	for _, u := range usage {
+		f := byName[u.Namespace]
+		if f == nil {
+			f = &api.FlowHealth{Namespace: u.Namespace}
+			byName[u.Namespace] = f
+		}
+		f.InUse, f.Waiting = u.InUse, u.Waiting
+		if u.OldestWait != nil {
+			f.OldestWaitSecs = max(0, now.Sub(*u.OldestWait).Seconds())
+		}
+	}
+	out := make([]api.FlowHealth, 0, len(byName))
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		out = append(out, *byName[name])
+	}
+	return out, nil
 }
 
 func (n *Node) queueDepths(ctx context.Context) []api.QueueDepth {

@@ -72,6 +72,9 @@ func requireTree(t *testing.T, tree actorTree, namespaces []string, workers int)
 	require.Equal(t, actors.KindStepResults, results.Kind)
 	require.Equal(t, "orchestration_step_results", results.Queue)
 	require.Equal(t, actors.StatusRunning, results.Status)
+	admission := child(t, root, "admission")
+	require.Equal(t, actors.KindAdmission, admission.Kind)
+	require.Equal(t, actors.StatusRunning, admission.Status)
 
 	for _, ns := range namespaces {
 		sup := child(t, root, "ns-"+ns)
@@ -199,6 +202,7 @@ func requireTextTree(t *testing.T, text string, namespaces []string, workers int
 	}
 	has("├── task_requests [task_request_actor] running")
 	has("├── step_results [step_result_actor] running")
+	has("├── admission [admission] running")
 	// Children are sorted by kind, then name: the orchestration breaker
 	// comes last.
 	has("└── orchestration-breaker [circuit_breaker] running breaker=closed")

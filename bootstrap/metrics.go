@@ -28,6 +28,10 @@ type Metrics struct {
 	pruned       *prometheus.CounterVec
 	pruneRuns    *prometheus.CounterVec
 	pruneSeconds prometheus.Histogram
+	throttled    *prometheus.CounterVec
+	admitted     *prometheus.CounterVec
+	admitErrors  prometheus.Counter
+	flowDrift    *prometheus.CounterVec
 }
 
 // breakerValue maps a breaker state to the gauge value.
@@ -84,9 +88,28 @@ func NewMetrics() *Metrics {
 			Help:    "Duration of this node's retention runs.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_steps_throttled_total",
+			Help: "Throttled steps this node's admissions left waiting for the first time, or by another kind of limit than before, by namespace and reason (slots: a concurrency limit, rate: a rate limit).",
+		}, []string{"namespace", "reason"}),
+		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_steps_admitted_total",
+			Help: "Throttled steps this node's admissions let through under their flow limits, by namespace.",
+		}, []string{"namespace"}),
+		admitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tasker_flow_admission_errors_total",
+			Help: "Admission rounds of a namespace on this node that failed (the database did not answer, say); the next round tries again.",
+		}),
+		flowDrift: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasker_flow_drift_repaired_total",
+			Help: "Rows of the flow tables this node's checks removed because they disagreed with the steps' states, by table (flow_slots: slots given back, flow_waiting: waits dropped).",
+		}, []string{"table"}),
+	}
+	for _, table := range []string{"flow_slots", "flow_waiting"} {
+		m.flowDrift.WithLabelValues(table)
 	}
 	m.Registry.MustRegister(m.tasks, m.steps, m.attempts, m.stepDuration, m.breaker, m.requests, m.held,
-		m.fires, m.pruned, m.pruneRuns, m.pruneSeconds,
+		m.fires, m.pruned, m.pruneRuns, m.pruneSeconds, m.throttled, m.admitted, m.admitErrors, m.flowDrift,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -98,6 +121,31 @@ func (m *Metrics) schedulesChecked(rep store.FireReport, err error) {
 	m.fires.WithLabelValues("sent").Add(float64(rep.Sent))
 	m.fires.WithLabelValues("skipped").Add(float64(rep.Skipped))
 	m.fires.WithLabelValues("missed").Add(float64(rep.Missed))
+}
+
+// flowAdmitted counts what one admission round of namespace did.
+func (m *Metrics) flowAdmitted(namespace string, r store.FlowRound, err error) {
+	if err != nil {
+		m.admitErrors.Inc()
+		return
+	}
+	if r.Admitted > 0 {
+		m.admitted.WithLabelValues(namespace).Add(float64(r.Admitted))
+	}
+	for _, kind := range []string{store.HeldBySlots, store.HeldByRate} {
+		if n := r.NewlyHeld[kind]; n > 0 {
+			m.throttled.WithLabelValues(namespace, kind).Add(float64(n))
+		}
+	}
+}
+
+// flowRepaired counts the rows a check of the flow tables removed.
+func (m *Metrics) flowRepaired(d store.FlowDrift, err error) {
+	if err != nil {
+		return
+	}
+	m.flowDrift.WithLabelValues("flow_slots").Add(float64(d.Slots))
+	m.flowDrift.WithLabelValues("flow_waiting").Add(float64(d.Waiting))
 }
 
 func (m *Metrics) prunedBatch(t store.PruneTarget, c store.PruneCount) {
@@ -173,7 +221,8 @@ func (m *Metrics) resultApplied(out store.ResultOutcome) {
 }
 
 // scrapeCollector reads what the database knows at scrape time: queue depth
-// per queue, and restarts per actor from the tree.
+// per queue, flow slots in use and steps waiting, and restarts per actor
+// from the tree.
 type scrapeCollector struct{ n *Node }
 
 var (
@@ -184,6 +233,12 @@ var (
 		"How long the oldest holder of the database's xmin horizon (a session's snapshot or transaction, a prepared transaction) has held it; 0 when nothing does or the holder is a replication slot.", nil, nil)
 	horizonXidDesc = prometheus.NewDesc("tasker_xmin_horizon_age_xids",
 		"Age in transactions of the database's xmin horizon, as held by its oldest holder (0 when nothing holds it).", nil, nil)
+	// The groups of a key scope are one series (key:<scope>), so that a
+	// key per customer does not make a series per customer.
+	slotsDesc = prometheus.NewDesc("tasker_slots_in_use",
+		"Flow slots held across every node (steps between their admission and their end), by namespace and group; the groups of a concurrency key count together as key:<scope>.", []string{"namespace", "group"}, nil)
+	waitingDesc = prometheus.NewDesc("tasker_steps_waiting",
+		"Throttled steps waiting for their admission across every node, by namespace.", []string{"namespace"}, nil)
 )
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -192,6 +247,8 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- restartsDesc
 	ch <- horizonAgeDesc
 	ch <- horizonXidDesc
+	ch <- slotsDesc
+	ch <- waitingDesc
 }
 
 func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -209,6 +266,7 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(horizonAgeDesc, prometheus.GaugeValue, age)
 		ch <- prometheus.MustNewConstMetric(horizonXidDesc, prometheus.GaugeValue, xids)
 	}
+	c.collectFlow(ctx, ch)
 	if c.n.system != nil {
 		for _, node := range c.n.system.Tree().All() {
 			if node.Kind == actors.KindBreaker {
@@ -216,5 +274,29 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(node.Restarts), node.PID, node.Kind)
 		}
+	}
+}
+
+// collectFlow reads the flow slots in use and the steps waiting; every
+// namespace of the node has a waiting series, 0 when none waits.
+func (c *scrapeCollector) collectFlow(ctx context.Context, ch chan<- prometheus.Metric) {
+	if slots, err := c.n.store.FlowSlotsByScope(ctx); err == nil {
+		for _, s := range slots {
+			ch <- prometheus.MustNewConstMetric(slotsDesc, prometheus.GaugeValue, float64(s.InUse), s.Namespace, s.Group)
+		}
+	}
+	usage, err := c.n.store.FlowNamespaceUsage(ctx)
+	if err != nil {
+		return
+	}
+	waiting := map[string]int{}
+	for _, ns := range c.n.namespaces() {
+		waiting[ns] = 0
+	}
+	for _, u := range usage {
+		waiting[u.Namespace] = u.Waiting
+	}
+	for ns, n := range waiting {
+		ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n), ns)
 	}
 }

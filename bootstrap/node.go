@@ -218,6 +218,8 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		Ping:             pingPool(n.pool),
 		Maintenance:      n.store,
 		Flow:             n.store,
+		FlowAdmitted:     n.metrics.flowAdmitted,
+		FlowRepaired:     n.metrics.flowRepaired,
 		SchedulesChecked: n.metrics.schedulesChecked,
 		Pruned:           n.metrics.prunedBatch,
 		PruneRan:         n.metrics.pruneRan,

@@ -191,6 +191,9 @@ func stepOutcome(created time.Time, st store.Step) string {
 	case len(st.Result) > 0 && string(st.Result) != "null":
 		out = compactJSON(st.Result)
 	}
+	if st.State == workflow.StepStateThrottled && st.ThrottledReason != "" {
+		out = "throttled " + offset(created, st.ThrottledSince) + ": " + st.ThrottledReason
+	}
 	if st.State == workflow.StepStateWaitingForRetry && st.NextAttemptAt != nil {
 		out = strings.TrimSpace(out + " (next attempt " + offset(created, st.NextAttemptAt) + ")")
 	}

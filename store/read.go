@@ -53,6 +53,11 @@ type Step struct {
 	NextAttemptAt   *time.Time         `json:"next_attempt_at,omitempty"`
 	FinishedAt      *time.Time         `json:"finished_at,omitempty"`
 	DurationMS      *int64             `json:"duration_ms,omitempty"`
+	// ThrottledReason says why a throttled step waits for its admission
+	// (the flow limit that holds it), since ThrottledSince; both are
+	// empty for a step in any other state.
+	ThrottledReason string     `json:"throttled_reason,omitempty"`
+	ThrottledSince  *time.Time `json:"throttled_since,omitempty"`
 }
 
 // Transition is one row of task_transitions or step_transitions.
@@ -119,7 +124,8 @@ func (s *Store) TaskShow(ctx context.Context, id uuid.UUID) (TaskDetail, error) 
 		var st Step
 		var state string
 		err := r.Scan(&st.StepUUID, &st.Name, &st.Handler, &state, &st.Attempts, &st.MaxAttempts, &st.DependsOn,
-			&st.Result, &st.Error, &st.EnqueuedAt, &st.LastAttemptedAt, &st.NextAttemptAt, &st.FinishedAt, &st.DurationMS)
+			&st.Result, &st.Error, &st.EnqueuedAt, &st.LastAttemptedAt, &st.NextAttemptAt, &st.FinishedAt, &st.DurationMS,
+			&st.ThrottledReason, &st.ThrottledSince)
 		st.State = workflow.StepState(state)
 		return st, err
 	})

@@ -23,6 +23,8 @@ type dagStep struct {
 	Href string
 	// Detail is a second line under the name (the state, a handler).
 	Detail string
+	// Note ends the node's title: why a throttled step waits.
+	Note string
 }
 
 // dagDrawing is a laid-out DAG.
@@ -161,6 +163,9 @@ func layoutDAG(steps []dagStep) dagDrawing {
 			if failed[i] && s.State != workflow.StepStateError {
 				node.Class += " blocked"
 				node.Title += " · waits on a failed step"
+			}
+			if s.Note != "" {
+				node.Title += " · " + s.Note
 			}
 			at[i] = node
 		}

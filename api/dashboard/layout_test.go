@@ -141,6 +141,49 @@ func TestStepAttempts(t *testing.T) {
 	require.NotEmpty(t, tl.Ticks)
 }
 
+// A step's wait for its admission is drawn before its attempt; a step
+// throttled now has that wait alone, up to now.
+func TestTimelineThrottled(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	tr := func(step, from, to string, attempt, ms int) store.Transition {
+		return store.Transition{StepName: step, From: from, To: to, Attempt: attempt, CreatedAt: at(ms)}
+	}
+	d := store.TaskDetail{
+		Task: store.Task{TaskUUID: uuid.New(), CreatedAt: t0},
+		Steps: []store.Step{
+			{Name: "admitted", State: workflow.StepStateComplete},
+			{Name: "held", State: workflow.StepStateThrottled, ThrottledSince: ptr(at(20)), ThrottledReason: "key:a/b=c: all 1 slots in use"},
+		},
+		StepTransitions: []store.Transition{
+			tr("admitted", "", "pending", 0, 0),
+			tr("admitted", "pending", "throttled", 0, 10),
+			tr("admitted", "throttled", "enqueued", 0, 30),
+			tr("admitted", "enqueued", "in_progress", 1, 35),
+			tr("admitted", "in_progress", "complete", 1, 50),
+			tr("held", "", "pending", 0, 0),
+			tr("held", "pending", "throttled", 0, 20),
+		},
+	}
+	got := stepAttempts(d)
+	require.Equal(t, []attempt{{Step: "admitted", Number: 1, Throttled: at(10), Queued: at(30), Start: at(35), End: at(50), Outcome: "complete"}}, got["admitted"])
+	require.Empty(t, got["held"], "not run yet")
+
+	tl := layoutTimeline(d, at(100))
+	require.Equal(t, 1, tl.Attempts, "a wait for a slot is no attempt")
+	a := tl.Rows[0].Bars[0]
+	require.Greater(t, a.HoldW, 0.0)
+	require.InDelta(t, a.QueueX, a.HoldX+a.HoldW, 1e-9, "the wait for a slot ends where the wait for a worker begins")
+	require.Contains(t, a.Title, "throttled 20ms")
+	require.Len(t, tl.Rows[1].Bars, 1)
+	h := tl.Rows[1].Bars[0]
+	require.Equal(t, "attempt st-throttled", h.Class)
+	require.Zero(t, h.RunW)
+	require.InDelta(t, float64(tl.Width-10), h.HoldX+h.HoldW, 1e-9, "it waits up to now, the chart's end")
+	require.Contains(t, h.Title, "held · throttled for 80ms · key:a/b=c: all 1 slots in use")
+}
+
 func ptr[T any](v T) *T { return &v }
 
 func TestActivity(t *testing.T) {

@@ -429,7 +429,7 @@ func (h *Handler) task(r *http.Request) (page, error) {
 	resolvable := workflow.StepStatesAllowing(workflow.StepEventResolve)
 	for i, st := range t.Steps {
 		steps[i] = dagStep{Name: st.Name, DependsOn: st.DependsOn, State: st.State, Href: "#step-" + st.Name,
-			Detail: strings.ReplaceAll(string(st.State), "_", " ")}
+			Detail: strings.ReplaceAll(string(st.State), "_", " "), Note: st.ThrottledReason}
 		if st.Attempts > 1 {
 			steps[i].Detail += fmt.Sprintf(" · %d attempts", st.Attempts)
 		}

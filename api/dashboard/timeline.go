@@ -11,15 +11,18 @@ import (
 // The timeline (a Gantt chart) of a task: one row per step, one bar per
 // attempt, from the moment the step waited for a worker (enqueued, or
 // scheduled again after a failure) to the attempt's end, the wait drawn
-// lighter than the run.
+// lighter than the run; before it, in the throttled colour, the wait for a
+// slot under its flow limits, and a step throttled now has that wait alone.
 
 // attempt is one attempt of a step, read off its transitions.
 type attempt struct {
 	Step   string
 	Number int
-	// Queued is when the step began to wait for this attempt; Start when
-	// a worker took it; End when it ended (zero while it runs).
-	Queued, Start, End time.Time
+	// Throttled is when the step began to wait for its admission under
+	// its flow limits (zero when it did not); Queued when it began to wait
+	// for this attempt; Start when a worker took it; End when it ended
+	// (zero while it runs).
+	Throttled, Queued, Start, End time.Time
 	// Outcome is the state the attempt ended in; empty while it runs.
 	Outcome string
 }
@@ -30,6 +33,7 @@ type attempt struct {
 func stepAttempts(d store.TaskDetail) map[string][]attempt {
 	out := map[string][]attempt{}
 	queued := map[string]time.Time{}
+	throttled := map[string]time.Time{}
 	open := map[string]int{} // step → index of its running attempt, +1
 	for _, tr := range d.StepTransitions {
 		s := tr.StepName
@@ -45,6 +49,8 @@ func stepAttempts(d store.TaskDetail) map[string][]attempt {
 			open[s] = 0
 		}
 		switch to {
+		case workflow.StepStateThrottled:
+			throttled[s] = tr.CreatedAt
 		case workflow.StepStateEnqueued, workflow.StepStateWaitingForRetry:
 			queued[s] = tr.CreatedAt
 		case workflow.StepStateInProgress:
@@ -55,7 +61,8 @@ func stepAttempts(d store.TaskDetail) map[string][]attempt {
 				q = tr.CreatedAt
 			}
 			delete(queued, s)
-			out[s] = append(out[s], attempt{Step: s, Number: tr.Attempt, Queued: q, Start: tr.CreatedAt})
+			out[s] = append(out[s], attempt{Step: s, Number: tr.Attempt, Throttled: throttled[s], Queued: q, Start: tr.CreatedAt})
+			delete(throttled, s)
 			open[s] = len(out[s])
 		}
 	}
@@ -96,7 +103,9 @@ type timelineRow struct {
 }
 
 type timelineBar struct {
-	// QueueX..RunX is the wait, RunX..RunX+RunW the run.
+	// HoldX..HoldX+HoldW is the wait for a slot, QueueX..RunX the wait
+	// for a worker, RunX..RunX+RunW the run (RunW 0: not run yet).
+	HoldX, HoldW   float64
 	QueueX, QueueW float64
 	RunX, RunW     float64
 	Class          string
@@ -126,6 +135,14 @@ func layoutTimeline(d store.TaskDetail, now time.Time) timeline {
 	t0 := d.CreatedAt
 	end := t0
 	running := false
+	for _, st := range d.Steps {
+		if st.State == workflow.StepStateThrottled && st.ThrottledSince != nil {
+			running = true
+			if st.ThrottledSince.Before(t0) {
+				t0 = *st.ThrottledSince
+			}
+		}
+	}
 	for _, as := range attempts {
 		for _, a := range as {
 			if a.Queued.Before(t0) {
@@ -164,11 +181,22 @@ func layoutTimeline(d store.TaskDetail, now time.Time) timeline {
 			b.RunW = max(tlMinBar, x(stop)-b.RunX)
 			b.Title = fmt.Sprintf("%s · attempt %d · waited %s · ran %s · %s", st.Name, a.Number,
 				roundDuration(a.Start.Sub(a.Queued)), roundDuration(stop.Sub(a.Start)), outcome)
+			if !a.Throttled.IsZero() && a.Throttled.Before(a.Queued) {
+				b.HoldX = x(a.Throttled)
+				b.HoldW = b.QueueX - b.HoldX
+				b.Title = fmt.Sprintf("%s · throttled %s", b.Title, roundDuration(a.Queued.Sub(a.Throttled)))
+			}
 			if a.End.IsZero() {
 				b.Title += " (running)"
 			}
 			row.Bars = append(row.Bars, b)
 			tl.Attempts++
+		}
+		if st.State == workflow.StepStateThrottled && st.ThrottledSince != nil {
+			b := timelineBar{HoldX: x(*st.ThrottledSince), Class: "attempt st-" + string(workflow.StepStateThrottled)}
+			b.HoldW = max(tlMinBar, x(end)-b.HoldX)
+			b.Title = fmt.Sprintf("%s · throttled for %s · %s", st.Name, roundDuration(end.Sub(*st.ThrottledSince)), st.ThrottledReason)
+			row.Bars = append(row.Bars, b)
 		}
 		tl.Rows = append(tl.Rows, row)
 	}

@@ -12,12 +12,17 @@ FROM tasker.tasks WHERE request_id = @id
 LIMIT 1;
 
 -- name: task_steps
--- A task's steps in template order, with the names of their parents.
+-- A task's steps in template order, with the names of their parents and,
+-- for a throttled step, why and since when it waits (its row of
+-- tasker.flow_waiting, by its key).
 SELECT s.step_uuid, s.name, s.handler, s.state, s.attempts, s.attempts_base + s.max_attempts,
     COALESCE((SELECT array_agg(p.name ORDER BY p.position) FROM tasker.step_edges e
         JOIN tasker.steps p ON p.step_uuid = e.from_step WHERE e.to_step = s.step_uuid), '{}'),
-    s.result, s.error, s.enqueued_at, s.last_attempted_at, s.next_attempt_at, s.finished_at, s.duration_ms
-FROM tasker.steps s WHERE s.task_uuid = @task ORDER BY s.position;
+    s.result, s.error, s.enqueued_at, s.last_attempted_at, s.next_attempt_at, s.finished_at, s.duration_ms,
+    COALESCE(w.reason, ''), w.since
+FROM tasker.steps s
+    LEFT JOIN LATERAL (SELECT reason, since FROM tasker.flow_waiting WHERE step_uuid = s.step_uuid) w ON true
+WHERE s.task_uuid = @task ORDER BY s.position;
 
 -- name: task_transitions
 SELECT '', COALESCE(from_state, ''), to_state, reason, 0, node_id, created_at

@@ -1,0 +1,78 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"maps"
+	"slices"
+
+	"github.com/tasker-run/tasker/store"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// LimitsPage is the flow control in force: the limits the configuration
+// sets, and the use of them now.
+type LimitsPage struct {
+	// Namespaces and Handlers are the configured limits, by name.
+	Namespaces []ConfiguredLimit `json:"namespaces"`
+	Handlers   []ConfiguredLimit `json:"handlers"`
+	// AgingInterval is flow.aging_interval; empty when aging is off.
+	AgingInterval string `json:"aging_interval,omitempty"`
+	// Usage counts, per namespace with a step under a limit, its slots in
+	// use and its steps waiting.
+	Usage []store.FlowNamespaceUsage `json:"usage"`
+	// Groups are the groups with a step holding a slot or waiting, those
+	// with the most steps waiting (then in use) first, at most the limit
+	// asked; GroupsTotal counts them all.
+	Groups      []store.FlowGroupUsage `json:"groups"`
+	GroupsTotal int                    `json:"groups_total"`
+}
+
+// ConfiguredLimit is one limit of the configuration: of a namespace
+// (namespaces.<ns>) or of a handler (flow.handlers.<name>).
+type ConfiguredLimit struct {
+	Name        string `json:"name"`
+	MaxInFlight int    `json:"max_in_flight,omitempty"`
+	Rate        string `json:"rate,omitempty"`
+	Burst       int    `json:"burst,omitempty"`
+}
+
+// configuredLimits lists limits by name.
+func configuredLimits(m map[string]workflow.Limit) []ConfiguredLimit {
+	out := make([]ConfiguredLimit, 0, len(m))
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		l := m[name]
+		out = append(out, ConfiguredLimit{Name: name, MaxInFlight: l.MaxInFlight, Rate: l.Rate.String(), Burst: l.Burst})
+	}
+	return out
+}
+
+// Limits shows the configured flow limits and their use: every namespace's
+// counts, and the busiest limit groups, at most limit of them (defaults to
+// ListLimitDefault).
+func (o Operator) Limits(ctx context.Context, limit int) (LimitsPage, error) {
+	limit, err := checkLimit(limit)
+	if err != nil {
+		return LimitsPage{}, err
+	}
+	policy := o.Store.FlowPolicy()
+	page := LimitsPage{Namespaces: configuredLimits(policy.Namespaces), Handlers: configuredLimits(policy.Handlers)}
+	if policy.Aging > 0 {
+		page.AgingInterval = policy.Aging.String()
+	}
+	usage, err := o.Store.FlowNamespaceUsage(ctx)
+	if err != nil {
+		return LimitsPage{}, err
+	}
+	page.Usage = nonNil(usage)
+	groups, err := o.Store.FlowUsage(ctx)
+	if err != nil {
+		return LimitsPage{}, err
+	}
+	slices.SortStableFunc(groups, func(a, b store.FlowGroupUsage) int {
+		return cmp.Or(cmp.Compare(b.Waiting, a.Waiting), cmp.Compare(b.InUse, a.InUse))
+	})
+	page.GroupsTotal = len(groups)
+	page.Groups = nonNil(groups[:min(len(groups), limit)])
+	return page, nil
+}
