@@ -6,8 +6,13 @@
 # step then waits, throttled, for an admission that always finds a slot), alternating;
 # it prints steps/s, dispatch latency, PostgreSQL CPU and rows written per step of
 # both, and the ratio of each round's pair.
+# MODE=steady runs `--mode steady --rate RATE --duration DURATION` instead, where the
+# limit is far from reached too and the cost shows in CPU and latency, not steps/s.
 # Usage: go build -o tasker . && TASKS=5000 bench/flow-cost.sh
 set -u
+MODE=${MODE:-burn-down}
+RATE=${RATE:-100}
+DURATION=${DURATION:-30s}
 TASKS=${TASKS:-5000}
 ROUNDS=${ROUNDS:-3}
 PATTERN=${PATTERN:-linear}
@@ -21,7 +26,7 @@ for r in $(seq 1 "$ROUNDS"); do
     db="flow_${kind}_${r}_$$"
     psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
     TASKER_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" "${TASKER:-./tasker}" bench --config "$tmp/$kind.toml" \
-      --mode burn-down --tasks "$TASKS" --pattern "$PATTERN" --json \
+      --mode "$MODE" --tasks "$TASKS" --rate "$RATE" --duration "$DURATION" --pattern "$PATTERN" --json \
       > "$tmp/$kind-$r.json" 2> "$tmp/$kind-$r.log" || { echo "round $r $kind failed:"; tail -5 "$tmp/$kind-$r.log"; }
     psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE $db" >/dev/null
   done

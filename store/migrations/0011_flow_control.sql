@@ -37,6 +37,8 @@ CREATE TABLE tasker.flow_waiting (
     task_uuid uuid NOT NULL,
     namespace text NOT NULL,
     flow_key  text NOT NULL,
+    -- The step's flow groups, as on its row.
+    groups    text[] NOT NULL,
     -- The task's priority when the step became ready.
     priority  int  NOT NULL,
     since     timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -81,8 +83,8 @@ BEGIN
         DELETE FROM tasker.flow_waiting WHERE step_uuid = NEW.step_uuid;
     END IF;
     IF NEW.state = 'throttled' THEN
-        INSERT INTO tasker.flow_waiting (step_uuid, task_uuid, namespace, flow_key, priority)
-        SELECT NEW.step_uuid, NEW.task_uuid, NEW.namespace, coalesce(NEW.flow_key, ''), t.priority
+        INSERT INTO tasker.flow_waiting (step_uuid, task_uuid, namespace, flow_key, groups, priority)
+        SELECT NEW.step_uuid, NEW.task_uuid, NEW.namespace, coalesce(NEW.flow_key, ''), NEW.flow_groups, t.priority
         FROM tasker.tasks t WHERE t.task_uuid = NEW.task_uuid
         ON CONFLICT (step_uuid) DO NOTHING;
     ELSIF NEW.state IN ('enqueued', 'in_progress', 'waiting_for_retry') THEN
@@ -103,11 +105,11 @@ CREATE TRIGGER steps_flow AFTER INSERT OR UPDATE OF state ON tasker.steps
 -- group, and the group's limits as the step declared them) that may be
 -- admitted at once by the transaction making them ready: it holds the
 -- namespace's admission lock (the setting tasker.flow_gate_<namespace> is
--- on), every group has a slot for each (counted without the slots in freed,
--- which the same statement gives back), none is rated (tokens are the
--- admission's), and no step of the namespace waits already (it would be
--- passed). The configuration's limits of namespace and handler groups come
--- as policy_*. Run in the caller's snapshot.
+-- on), every group has a slot for each and for every step of the group
+-- that waits already (so no waiting step is passed; the slots in freed,
+-- which the same statement gives back, count as free), and none is rated
+-- (tokens are the admission's). The configuration's limits of namespace
+-- and handler groups come as policy_*. Run in the caller's snapshot.
 CREATE FUNCTION tasker.flow_direct(namespace text, steps uuid[], groups text[], maxes int[], intervals bigint[],
     policy_groups text[], policy_max int[], policy_rated bool[], freed text[])
 RETURNS SETOF uuid LANGUAGE sql STABLE AS $$
@@ -121,12 +123,13 @@ RETURNS SETOF uuid LANGUAGE sql STABLE AS $$
             bool_or(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.rated, false)
                 ELSE d.interval_us > 0 END) AS rated,
             (SELECT count(*) FROM tasker.flow_slots f WHERE f.namespace = flow_direct.namespace AND d.name = ANY(f.groups))
-                - (SELECT count(*) FROM unnest(freed) AS x(name) WHERE x.name = d.name) AS in_use
+                - (SELECT count(*) FROM unnest(freed) AS x(name) WHERE x.name = d.name)
+                + (SELECT count(*) FROM tasker.flow_waiting w WHERE w.namespace = flow_direct.namespace AND d.name = ANY(w.groups))
+                AS in_use
         FROM demand d
             LEFT JOIN unnest(policy_groups, policy_max, policy_rated) AS p(name, max, rated) ON p.name = d.name
         GROUP BY d.name
     )
     SELECT DISTINCT step_uuid FROM demand
     WHERE NOT EXISTS (SELECT FROM demand_groups WHERE rated OR (max_in_flight > 0 AND in_use + wanted > max_in_flight))
-        AND NOT EXISTS (SELECT FROM tasker.flow_waiting w WHERE w.namespace = flow_direct.namespace)
 $$;
