@@ -57,8 +57,13 @@ func (m *multiNode) submitFlow(n, keys int) {
 		require.NoError(m.t, err)
 		bodies[i] = body
 	}
-	for i := 0; i < n; i += 500 {
-		_, err := queue.NewClient(m.db).SendBatch(m.t.Context(), queue.TaskRequestsQueue, bodies[i:min(i+500, n)], 0)
+	m.sendRequests(bodies)
+}
+
+// sendRequests puts bodies on the task request queue, 500 at a time.
+func (m *multiNode) sendRequests(bodies [][]byte) {
+	for i := 0; i < len(bodies); i += 500 {
+		_, err := queue.NewClient(m.db).SendBatch(m.t.Context(), queue.TaskRequestsQueue, bodies[i:min(i+500, len(bodies))], 0)
 		require.NoError(m.t, err)
 	}
 }
@@ -191,10 +196,7 @@ func TestFlowRateAcrossNodes(t *testing.T) {
 		require.NoError(t, err)
 		bodies[i] = body
 	}
-	for i := 0; i < len(bodies); i += 500 {
-		_, err := queue.NewClient(m.db).SendBatch(t.Context(), queue.TaskRequestsQueue, bodies[i:min(i+500, len(bodies))], 0)
-		require.NoError(t, err)
-	}
+	m.sendRequests(bodies)
 	var first *time.Time
 	testsupport.WaitFor(t, time.Minute, "the first completion", func() (bool, error) {
 		err := m.db.QueryRow(t.Context(), `SELECT min(finished_at) FROM tasker.steps WHERE namespace = 'flow_rated' AND state = 'complete'`).Scan(&first)

@@ -105,20 +105,26 @@ func (s *server) routes(mux *http.ServeMux) {
 		d, err := op.Template(r.Context(), id)
 		s.reply(w, r, d, err)
 	})
-	mux.HandleFunc("GET /v1/requests/rejected", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		if err := knownParams(q, "limit"); err != nil {
-			s.fail(w, r, err)
-			return
+	// A list whose only parameter is its limit.
+	limited := func(list func(ctx context.Context, limit int) (any, error)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			if err := knownParams(q, "limit"); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			limit, err := limitParam(q)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			page, err := list(r.Context(), limit)
+			s.reply(w, r, page, err)
 		}
-		limit, err := limitParam(q)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		page, err := op.Rejected(r.Context(), limit)
-		s.reply(w, r, page, err)
-	})
+	}
+	mux.HandleFunc("GET /v1/requests/rejected", limited(func(ctx context.Context, limit int) (any, error) {
+		return op.Rejected(ctx, limit)
+	}))
 	mux.HandleFunc("POST /v1/requests/rejected/{msg_id}/replay", func(w http.ResponseWriter, r *http.Request) {
 		id, err := ParseMsgID(r.PathValue("msg_id"))
 		if err == nil {
@@ -146,20 +152,9 @@ func (s *server) routes(mux *http.ServeMux) {
 		page, err := op.Archived(r.Context(), f)
 		s.reply(w, r, page, err)
 	})
-	mux.HandleFunc("GET /v1/limits", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		if err := knownParams(q, "limit"); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		limit, err := limitParam(q)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		page, err := op.Limits(r.Context(), limit)
-		s.reply(w, r, page, err)
-	})
+	mux.HandleFunc("GET /v1/limits", limited(func(ctx context.Context, limit int) (any, error) {
+		return op.Limits(ctx, limit)
+	}))
 	s.scheduleRoutes(mux)
 	// Anything else under /v1 answers in the API's error format.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {

@@ -171,7 +171,7 @@ func ParseTemplate(source string, data []byte, reg *Registry) (*Template, error)
 	if len(ft.Steps) == 0 {
 		add("no steps")
 	}
-	taskKey, keyProblems := ft.fileKey.build(t.Namespace + "/" + t.Name)
+	taskKey, keyProblems := ft.build(t.Namespace + "/" + t.Name)
 	for _, p := range keyProblems {
 		add("%s", p)
 	}
@@ -302,7 +302,7 @@ func buildStep(raw fileStep, reg *Registry) (StepTemplate, []string) {
 	}
 	// A step's own key replaces its template's; the scope is filled in by
 	// the caller, which knows the template.
-	key, keyProblems := raw.fileKey.build("")
+	key, keyProblems := raw.build("")
 	st.Flow.Key, st.Flow.KeyLimit = key.Key, key.KeyLimit
 	problems = append(problems, keyProblems...)
 	return st, problems

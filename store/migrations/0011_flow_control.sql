@@ -116,20 +116,29 @@ RETURNS SETOF uuid LANGUAGE sql STABLE AS $$
     WITH demand AS (
         SELECT * FROM unnest(steps, groups, maxes, intervals) AS d(step_uuid, name, max, interval_us)
         WHERE current_setting('tasker.flow_gate_' || namespace, true) = 'on'
-    ), demand_groups AS (
+    ), limits AS (
         SELECT d.name, count(*) AS wanted,
             max(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.max, 0)
                 ELSE d.max END) AS max_in_flight,
             bool_or(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.rated, false)
                 ELSE d.interval_us > 0 END) AS rated,
-            (SELECT count(*) FROM tasker.flow_slots f WHERE f.namespace = flow_direct.namespace AND d.name = ANY(f.groups))
-                - (SELECT count(*) FROM unnest(freed) AS x(name) WHERE x.name = d.name)
-                + (SELECT count(*) FROM tasker.flow_waiting w WHERE w.namespace = flow_direct.namespace AND d.name = ANY(w.groups))
-                AS in_use
+            (SELECT count(*) FROM unnest(freed) AS x(name) WHERE x.name = d.name) AS freed
         FROM demand d
             LEFT JOIN unnest(policy_groups, policy_max, policy_rated) AS p(name, max, rated) ON p.name = d.name
         GROUP BY d.name
+    ), counted AS (
+        -- Slots and waiting steps are counted only as far as the limit
+        -- needs: past it the answer is no whatever the rest.
+        SELECT l.name, l.wanted, l.max_in_flight,
+            (SELECT count(*) FROM (SELECT FROM tasker.flow_slots f
+                WHERE f.namespace = flow_direct.namespace AND l.name = ANY(f.groups) LIMIT l.max_in_flight + l.freed + 1) s)
+            - l.freed
+            + (SELECT count(*) FROM (SELECT FROM tasker.flow_waiting w
+                WHERE w.namespace = flow_direct.namespace AND l.name = ANY(w.groups) LIMIT l.max_in_flight + 1) q)
+            AS in_use
+        FROM limits l WHERE NOT l.rated AND l.max_in_flight > 0
     )
     SELECT DISTINCT step_uuid FROM demand
-    WHERE NOT EXISTS (SELECT FROM demand_groups WHERE rated OR (max_in_flight > 0 AND in_use + wanted > max_in_flight))
+    WHERE NOT EXISTS (SELECT FROM limits WHERE rated)
+        AND NOT EXISTS (SELECT FROM counted WHERE in_use + wanted > max_in_flight)
 $$;
