@@ -179,9 +179,9 @@ handler = "noop"
 
 // TestFlowRateAcrossNodes limits a namespace to 50 steps/s on two node
 // processes and sends 1,100 tasks at once: after the first second, the
-// steps released in every whole second of the next 20 stay within 10% of
-// 50, and so do the completions of the 20 s (on a quiet machine each
-// second's are 49 to 51).
+// steps released in no whole second of the next 20 pass 50 by more than
+// 10%, and the releases and completions of the 20 s are within 10% of
+// 1,000 (on a quiet machine each second's are 49 to 51).
 func TestFlowRateAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two node processes for 20 s")
@@ -221,24 +221,26 @@ func TestFlowRateAcrossNodes(t *testing.T) {
 		require.Len(t, per, 20)
 		return per
 	}
-	// When the limit let each step go: its admission, delayed by the wait
-	// for its token that the admission's transition records.
-	released := perSecond(`SELECT created_at + coalesce(substring(reason FROM 'runs in ([0-9.]+) ms')::numeric, 0) * interval '1 millisecond'
+	// When the limit let each step go: its admission, or the time its
+	// token was due, which the admission's transition records.
+	released := perSecond(`SELECT coalesce(substring(reason FROM 'due at (.+)\)$')::timestamptz, created_at)
 		FROM tasker.step_transitions WHERE from_state = 'throttled' AND to_state = 'enqueued'`)
 	starts := perSecond(`SELECT created_at FROM tasker.step_transitions WHERE to_state = 'in_progress'`)
 	completions := perSecond(`SELECT finished_at FROM tasker.steps WHERE namespace = 'flow_rated' AND state = 'complete'`)
 	t.Logf("released per second over 20 s:    %v", released)
 	t.Logf("starts per second over 20 s:      %v", starts)
 	t.Logf("completions per second over 20 s: %v", completions)
-	// The limit binds the releases: each second within 10%. A start
-	// follows its release by the poller's read, which a busy machine can
-	// hold up, moving some into the next second: the completions of the
-	// 20 s are within 10% as a whole.
-	total := 0
+	// The limit bounds the releases: no second over 50 + 10%. A busy
+	// machine can hold the admission up, and a late round loses the tokens
+	// it missed (burst 1), so a second may fall short; over the 20 s the
+	// releases and the completions stay within 10% of 1,000.
+	total, releasedTotal := 0, 0
 	for i := range released {
-		require.InDelta(t, 50, released[i], 5, "released in second %d", i)
+		require.LessOrEqual(t, released[i], 55, "released in second %d", i)
+		releasedTotal += released[i]
 		total += completions[i]
 	}
+	require.InDelta(t, 1000, releasedTotal, 100, "released in 20 s")
 	require.InDelta(t, 1000, total, 100, "completions in 20 s")
 	nodes := m.count(`SELECT count(DISTINCT node_id) FROM tasker.step_transitions WHERE to_state = 'enqueued' AND from_state = 'throttled'`)
 	t.Logf("admitted by %d nodes", nodes)

@@ -154,8 +154,8 @@ func (a *admission) round(ctx actor.Context) {
 		if r.Admitted > 0 && r.Admitted+r.Held[store.HeldBySlots]+r.Held[store.HeldByRate] >= store.FlowWindow {
 			next = 0 // more may wait beyond the window
 		}
-		if !r.Retry.IsZero() {
-			next = min(next, max(time.Until(r.Retry), time.Millisecond))
+		if r.RetryIn > 0 {
+			next = min(next, max(r.RetryIn, time.Millisecond))
 		}
 		parts = append(parts, fmt.Sprintf("%s: %d admitted, %d waiting for slots, %d for tokens",
 			ns, r.Admitted, r.Held[store.HeldBySlots], r.Held[store.HeldByRate]))

@@ -120,9 +120,9 @@ type FlowRound struct {
 	// NewlyHeld counts, of those, the steps held for the first time or by
 	// another limit than before, by kind.
 	NewlyHeld map[string]int
-	// Retry is when a step held only by a rate can be admitted; zero when
-	// none is.
-	Retry time.Time
+	// RetryIn is how long after the round a step held only by a rate can
+	// be admitted (by the server's clock); zero when none is.
+	RetryIn time.Duration
 }
 
 // Kinds of limit that hold a step.
@@ -157,7 +157,8 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 		return round, err
 	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := stmt("flow_lock").exec(ctx, tx, args{"class": int32(flowLockClass), "namespace": namespace}); err != nil {
+		var now time.Time
+		if err := stmt("flow_lock").queryRow(ctx, tx, args{"class": int32(flowLockClass), "namespace": namespace}).Scan(&now); err != nil {
 			return err
 		}
 		inUse := map[string]int{}
@@ -183,9 +184,10 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 		if err != nil {
 			return err
 		}
-		now := s.now()
 		a := workflow.Admit(cands, inUse, tat, now, FlowHorizon)
-		round.Retry = a.Retry
+		if !a.Retry.IsZero() {
+			round.RetryIn = max(a.Retry.Sub(now), time.Microsecond)
+		}
 		var (
 			steps        [][16]byte
 			delays       []int64
@@ -217,7 +219,7 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 			bucketNames, bucketTimes = append(bucketNames, name), append(bucketTimes, a.Buckets[name])
 		}
 		if err := admit.queryRow(ctx, tx, args{
-			"steps": steps, "delays_us": delays, "messages": msgs, "enqueued": string(enqueueTo),
+			"steps": steps, "delays_us": delays, "messages": msgs, "enqueued": string(enqueueTo), "now": now,
 			"throttled": string(workflow.StepStateThrottled), "reason": "admitted under its flow limits",
 			"node_id": s.nodeID, "wake_channel": WakeChannel, "wake_queue": stepQueue,
 			"bucket_names": bucketNames, "bucket_tats": bucketTimes, "held_steps": heldSteps, "held_reasons": heldReasons,

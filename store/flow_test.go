@@ -205,7 +205,7 @@ func TestFlowRateDelaysTheMessage(t *testing.T) {
 	require.Equal(t, 6, r.Admitted)
 	require.Equal(t, 4, r.Delayed)
 	require.Equal(t, map[string]int{"rate": 4}, r.Held)
-	require.False(t, r.Retry.IsZero())
+	require.Equal(t, 250*time.Millisecond, r.RetryIn.Round(50*time.Millisecond), "the next token a round can hand out")
 	require.Len(t, h.readAll(queue.NamespaceQueue(flowNamespace)), 2, "only the burst is visible now")
 	var delays []float64
 	table, err := queue.Table(queue.NamespaceQueue(flowNamespace))

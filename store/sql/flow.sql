@@ -3,8 +3,9 @@
 
 -- name: flow_lock
 -- Makes the admissions of one namespace take turns, on every node, until
--- the transaction ends.
-SELECT pg_advisory_xact_lock(@class::int, hashtext(@namespace));
+-- the transaction ends; returns the server's time once it holds the lock,
+-- the one clock the token buckets of every node are read against.
+SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock(@class::int, hashtext(@namespace))) l;
 
 -- name: flow_in_use
 -- Counts the slots in use of each group of a namespace's steps.
@@ -49,7 +50,8 @@ SELECT name, tat FROM tasker.flow_buckets WHERE name = ANY(@names::text[]) ORDER
 -- Admits throttled steps: each to @enqueued with its transition (the
 -- reason saying the wait for its token, if any), its key served now, its
 -- message to
--- {{step_queue}} visible after its delay, the wake-up of the poller when
+-- {{step_queue}} visible when its token is due (@now, the round's time,
+-- plus its delay: the buckets' schedule whatever the round took), the wake-up of the poller when
 -- one is visible now; moves the token buckets on; and records why the
 -- steps left waiting wait (@held_steps, @held_reasons), where it changed;
 -- returns the steps whose reason changed.
@@ -67,13 +69,14 @@ WITH a AS (
 ), recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
     SELECT step_uuid, task_uuid, @throttled, @enqueued,
-        CASE WHEN delay_us > 0 THEN @reason || format(' (runs in %s ms, when its token is due)', round(delay_us / 1000.0, 1))
+        CASE WHEN delay_us > 0 THEN @reason || format(' (runs in %s ms, when its token is due at %s)',
+            round(delay_us / 1000.0, 1), @now::timestamptz + delay_us * interval '1 microsecond')
             ELSE @reason END,
         0, @node_id
     FROM moved
 ), sent AS (
     INSERT INTO {{step_queue}} (vt, message, headers)
-    SELECT clock_timestamp() + delay_us * interval '1 microsecond', msg,
+    SELECT greatest(clock_timestamp(), @now::timestamptz + delay_us * interval '1 microsecond'), msg,
         (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = moved.task_uuid)
     FROM moved
     RETURNING msg_id
