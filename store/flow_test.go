@@ -48,22 +48,28 @@ config = { op = "add", operand = 1 }
 	require.NoError(h.t, err)
 }
 
-// stepStates counts the steps of flowNamespace by state.
-func (h *harness) stepStates() map[string]int {
+// countsBy runs a query of (name, count) rows and returns them as a map.
+func (h *harness) countsBy(sql string, args ...any) map[string]int {
 	h.t.Helper()
-	rows, err := h.pool.Query(h.ctx, "SELECT state, count(*) FROM tasker.steps WHERE namespace = $1 GROUP BY state", flowNamespace)
+	rows, err := h.pool.Query(h.ctx, sql, args...)
 	require.NoError(h.t, err)
 	out := map[string]int{}
 	for rows.Next() {
 		var (
-			state string
-			n     int
+			name string
+			n    int
 		)
-		require.NoError(h.t, rows.Scan(&state, &n))
-		out[state] = n
+		require.NoError(h.t, rows.Scan(&name, &n))
+		out[name] = n
 	}
 	require.NoError(h.t, rows.Err())
 	return out
+}
+
+// stepStates counts the steps of flowNamespace by state.
+func (h *harness) stepStates() map[string]int {
+	h.t.Helper()
+	return h.countsBy("SELECT state, count(*) FROM tasker.steps WHERE namespace = $1 GROUP BY state", flowNamespace)
 }
 
 // slotsByGroup counts the slots held per group, from flow_slots, and checks
@@ -75,19 +81,7 @@ func (h *harness) slotsByGroup() map[string]int {
 		WHERE s.flow_groups IS NOT NULL AND (s.state IN ('enqueued', 'in_progress', 'waiting_for_retry'))
 			<> EXISTS (SELECT FROM tasker.flow_slots f WHERE f.step_uuid = s.step_uuid)`).Scan(&drift))
 	require.Zero(h.t, drift, "flow_slots disagree with the steps' states")
-	rows, err := h.pool.Query(h.ctx, "SELECT g, count(*) FROM tasker.flow_slots, unnest(groups) g GROUP BY g")
-	require.NoError(h.t, err)
-	out := map[string]int{}
-	for rows.Next() {
-		var (
-			g string
-			n int
-		)
-		require.NoError(h.t, rows.Scan(&g, &n))
-		out[g] = n
-	}
-	require.NoError(h.t, rows.Err())
-	return out
+	return h.countsBy("SELECT g, count(*) FROM tasker.flow_slots, unnest(groups) g GROUP BY g")
 }
 
 func (h *harness) admit() store.FlowRound {
