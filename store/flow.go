@@ -25,8 +25,11 @@ const FlowWindow = 512
 
 // FlowHorizon is how far ahead an admission hands out tokens: a step whose
 // token is due within it is enqueued now, its message delayed until then;
-// the others wait for a later admission.
-const FlowHorizon = time.Second
+// the others wait for a later admission. The next round is due when the
+// first of those comes within the horizon, but no sooner than a sixth of it
+// (workflow.Admit), so a round may be held up by most of the horizon
+// (2.5 s) before a rate loses a token.
+const FlowHorizon = 3 * time.Second
 
 // flowGate is the transaction setting that says whether the transaction
 // holds the admission lock of namespace (flow_gate in sql/result_apply.sql).

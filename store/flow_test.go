@@ -191,15 +191,17 @@ func TestFlowRateDelaysTheMessage(t *testing.T) {
 	h.flowTemplate("rated", "", "")
 	h.st.SetFlowPolicy(workflow.FlowPolicy{Namespaces: map[string]workflow.Limit{
 		flowNamespace: {Rate: workflow.Rate{Count: 4, Per: time.Second}, Burst: 2}}})
-	for range 10 {
+	for range 20 {
 		h.submit(flowNamespace, "rated", `{"even_number": 2}`)
 	}
-	// A burst of 2 at once, then one every 250 ms up to the 1 s horizon.
+	// A burst of 2 at once, then one every 250 ms up to the 3 s horizon.
 	r := h.admit()
-	require.Equal(t, 6, r.Admitted)
-	require.Equal(t, 4, r.Delayed)
-	require.Equal(t, map[string]int{"rate": 4}, r.Held)
-	require.Equal(t, 250*time.Millisecond, r.RetryIn.Round(50*time.Millisecond), "the next token a round can hand out")
+	require.Equal(t, 14, r.Admitted)
+	require.Equal(t, 12, r.Delayed)
+	require.Equal(t, map[string]int{"rate": 6}, r.Held)
+	// The next token (3.25 s) comes within the horizon in 250 ms; the
+	// round waits a sixth of the horizon to book a run of them.
+	require.Equal(t, 500*time.Millisecond, r.RetryIn.Round(50*time.Millisecond), "when the next round can book tokens")
 	require.Len(t, h.readAll(queue.NamespaceQueue(flowNamespace)), 2, "only the burst is visible now")
 	var delays []float64
 	table, err := queue.Table(queue.NamespaceQueue(flowNamespace))
@@ -211,7 +213,7 @@ func TestFlowRateDelaysTheMessage(t *testing.T) {
 		require.NoError(t, rows.Scan(&d))
 		delays = append(delays, d)
 	}
-	require.Len(t, delays, 6)
+	require.Len(t, delays, 14)
 	for i, d := range delays[2:] {
 		require.InDelta(t, float64(250*(i+1)), d, 60, "message %d's delay", i+2)
 	}

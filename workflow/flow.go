@@ -266,8 +266,11 @@ type Admission struct {
 	// Buckets holds the new next-token time of each bucket that gave
 	// tokens.
 	Buckets map[string]time.Time
-	// Retry is when the earliest step held only by a rate could be
-	// admitted (zero when none is).
+	// Retry is when the next admission should run for the steps held only
+	// by a rate: when the earliest of them comes within the horizon, but
+	// not sooner than a sixth of the horizon from now, so that rounds book
+	// tokens in runs rather than one at a time (zero when none is held by
+	// a rate).
 	Retry time.Time
 }
 
@@ -318,7 +321,8 @@ func Admit(cands []Candidate, used map[string]int, tat map[string]time.Time, now
 		if wait := start.Sub(now); wait > horizon {
 			a.Held = append(a.Held, Held{Step: c.Step, Group: slowest.Name, Rated: true,
 				Reason: fmt.Sprintf("%s: at its rate of %s", slowest.Name, perSecond(slowest.Rate))})
-			if retry := start.Add(-horizon); a.Retry.IsZero() || retry.Before(a.Retry) {
+			retry := later(start.Add(-horizon), now.Add(horizon/6))
+			if a.Retry.IsZero() || retry.Before(a.Retry) {
 				a.Retry = retry
 			}
 			continue

@@ -90,6 +90,16 @@ func TestAdmitRateIsAGenericCellRate(t *testing.T) {
 	// hand it out within the horizon is at 250 ms.
 	require.Equal(t, now.Add(250*ms), a.Retry)
 	require.Equal(t, now.Add(1500*ms), a.Buckets["namespace:n"])
+	// At 100/s the next token would come within the horizon in 10 ms; the
+	// next round waits a sixth of the horizon to book a run of tokens.
+	fast := Group{Name: "namespace:f", Limit: Limit{Rate: Rate{Count: 100, Per: time.Second}, Burst: 1}}
+	var many []Candidate
+	for range 200 {
+		many = append(many, Candidate{Step: uuid.New(), Groups: []Group{fast}})
+	}
+	f := Admit(many, nil, nil, now, time.Second)
+	require.Len(t, f.Admitted, 101)
+	require.Equal(t, now.Add(time.Second/6), f.Retry)
 
 	// Half a second later, from the bucket as it was left: two more.
 	later := now.Add(500 * ms)
