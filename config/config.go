@@ -248,7 +248,7 @@ func (c *Config) Policy() workflow.FlowPolicy {
 		}
 	}
 	for name, h := range c.Flow.Handlers {
-		if l := limit(0, h.Rate, h.Burst); !l.IsZero() {
+		if l := limit(h.MaxInFlight, h.Rate, h.Burst); !l.IsZero() {
 			p.Handlers[name] = l
 		}
 	}
@@ -262,16 +262,21 @@ type Flow struct {
 	// behind steps up to n levels higher is offered the next slot within
 	// n+1 intervals. 0 turns aging off. Defaults to 10s.
 	AgingInterval Duration `toml:"aging_interval"`
-	// Handlers limits the rate of a handler's steps in every namespace,
-	// keyed by handler name. Defaults to no entries.
+	// Handlers limits a handler's steps in every namespace, keyed by
+	// handler name. Defaults to no entries.
 	Handlers map[string]HandlerFlow `toml:"handlers"`
 }
 
-// HandlerFlow is the rate limit of one handler.
+// HandlerFlow is the limit of one handler, across every node and
+// namespace: how many of its steps may be in flight, how fast they start,
+// or both.
 type HandlerFlow struct {
-	// Rate limits how fast steps of the handler start, across every node
-	// and namespace, written as namespaces.<ns>.rate; it must be set.
-	// Defaults to "".
+	// MaxInFlight bounds the handler's steps between their admission and
+	// their end, as namespaces.<ns>.max_in_flight does a namespace's; 0 is
+	// no bound. Defaults to 0.
+	MaxInFlight int `toml:"max_in_flight"`
+	// Rate limits how fast steps of the handler start, written as
+	// namespaces.<ns>.rate; "" is no rate. Defaults to "".
 	Rate string `toml:"rate"`
 	// Burst is how many may start at once; 0 and 1 both mean one at a
 	// time. Defaults to 0.

@@ -82,9 +82,10 @@ func (c *Config) Validate() error {
 	for _, name := range slices.Sorted(maps.Keys(c.Flow.Handlers)) {
 		key := toml.Key{"flow", "handlers", name}.String()
 		h := c.Flow.Handlers[name]
-		if h.Rate == "" {
-			v.add("%s.rate must be set (a handler's entry limits its rate)", key)
+		if h.Rate == "" && h.MaxInFlight == 0 {
+			v.add("%s sets no limit: give it max_in_flight, rate or both", key)
 		}
+		v.intRange(key+".max_in_flight", h.MaxInFlight, 0, 1_000_000)
 		v.rate(key, h.Rate, h.Burst)
 	}
 

@@ -72,7 +72,9 @@ func TestValidateRules(t *testing.T) {
 		{"flow.aging_interval", func(c *Config) { c.Flow.AgingInterval = Duration(48 * time.Hour) },
 			`flow.aging_interval must be between 0s and 24h (got 48h)`},
 		{"flow.handlers rate", func(c *Config) { c.Flow.Handlers = map[string]HandlerFlow{"http": {}} },
-			`flow.handlers.http.rate must be set (a handler's entry limits its rate)`},
+			`flow.handlers.http sets no limit: give it max_in_flight, rate or both`},
+		{"flow.handlers max_in_flight", func(c *Config) { c.Flow.Handlers = map[string]HandlerFlow{"http": {MaxInFlight: -3}} },
+			`flow.handlers.http.max_in_flight must be between 0 and 1000000 (got -3)`},
 		{"flow.handlers bad rate", func(c *Config) { c.Flow.Handlers = map[string]HandlerFlow{"http": {Rate: "0/s"}} },
 			`flow.handlers.http.rate: rate "0/s": the count must be a whole number of at least 1`},
 		{"namespaces.poll_interval", func(c *Config) {
@@ -275,12 +277,15 @@ workers = 2
 aging_interval = "30s"
 [flow.handlers.http]
 rate = "6/m"
+[flow.handlers.shell]
+max_in_flight = 3
 `), EnvDevelopment, nil)
 	require.NoError(t, err)
 	require.NoError(t, c.Validate())
 	require.Equal(t, workflow.FlowPolicy{
 		Namespaces: map[string]workflow.Limit{"payments": {MaxInFlight: 20, Rate: workflow.Rate{Count: 50, Per: time.Second}, Burst: 10}},
-		Handlers:   map[string]workflow.Limit{"http": {Rate: workflow.Rate{Count: 6, Per: time.Minute}}},
-		Aging:      30 * time.Second,
+		Handlers: map[string]workflow.Limit{"http": {Rate: workflow.Rate{Count: 6, Per: time.Minute}},
+			"shell": {MaxInFlight: 3}},
+		Aging: 30 * time.Second,
 	}, c.Policy(), "a namespace without limits is not in the policy")
 }

@@ -20,6 +20,10 @@ import (
 // namespace's admissions take turns ('flow').
 const flowLockClass = 0x666c6f77
 
+// flowSharedLockClass is the first key of the advisory locks on groups
+// whose slots several namespaces share ('flox').
+const flowSharedLockClass = 0x666c6f78
+
 // FlowWindow is the most throttled steps one admission looks at.
 const FlowWindow = 512
 
@@ -183,6 +187,9 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 		if err != nil || len(cands) == 0 {
 			return err
 		}
+		if err := flowSharedSlots(ctx, tx, cands, inUse); err != nil {
+			return err
+		}
 		tat, err := flowBuckets(ctx, tx, cands)
 		if err != nil {
 			return err
@@ -285,6 +292,42 @@ func (s *Store) flowCandidates(ctx context.Context, tx pgx.Tx, namespace string,
 		return nil
 	})
 	return cands, messages, err
+}
+
+// flowSharedSlots takes the locks of the candidates' groups whose slots
+// other namespaces share (workflow.Group.SharedSlots) and replaces their
+// counts in inUse, which are the namespace's own, with the counts across
+// every namespace. While the locks are held no other admission takes those
+// slots, and admission at once leaves such steps to a round.
+func flowSharedSlots(ctx context.Context, tx pgx.Tx, cands []workflow.Candidate, inUse map[string]int) error {
+	seen := map[string]bool{}
+	for _, c := range cands {
+		for _, g := range c.Groups {
+			if g.SharedSlots() {
+				seen[g.Name] = true
+			}
+		}
+	}
+	if len(seen) == 0 {
+		return nil
+	}
+	groups := slices.Sorted(maps.Keys(seen))
+	for _, g := range groups {
+		if _, err := stmt("flow_shared_lock").exec(ctx, tx, args{"class": int32(flowSharedLockClass), "group": g}); err != nil {
+			return err
+		}
+		delete(inUse, g)
+	}
+	rows, err := stmt("flow_shared_in_use").query(ctx, tx, args{"groups": groups})
+	if err != nil {
+		return err
+	}
+	var (
+		group string
+		n     int
+	)
+	_, err = pgx.ForEachRow(rows, []any{&group, &n}, func() error { inUse[group] = n; return nil })
+	return err
 }
 
 // flowBuckets reads and locks the token buckets of the candidates' rated

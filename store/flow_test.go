@@ -24,6 +24,12 @@ const flowNamespace = "flow_test"
 // to its first step.
 func (h *harness) flowTemplate(name, head, step string) {
 	h.t.Helper()
+	h.flowTemplateIn(flowNamespace, name, head, step)
+}
+
+// flowTemplateIn is flowTemplate in namespace.
+func (h *harness) flowTemplateIn(namespace, name, head, step string) {
+	h.t.Helper()
 	src := fmt.Sprintf(`namespace = %q
 name = %q
 version = "1.0.0"
@@ -40,10 +46,10 @@ name = "second"
 handler = "demo.math"
 depends_on = ["first"]
 config = { op = "add", operand = 1 }
-`, flowNamespace, name, head, step)
+`, namespace, name, head, step)
 	tmpl, err := workflow.ParseTemplate(name+".toml", []byte(src), h.reg)
 	require.NoError(h.t, err)
-	require.NoError(h.t, h.st.EnsureQueues(h.ctx, []string{flowNamespace}))
+	require.NoError(h.t, h.st.EnsureQueues(h.ctx, []string{namespace}))
 	_, err = h.st.TemplateRegister(h.ctx, tmpl)
 	require.NoError(h.t, err)
 }
@@ -339,6 +345,80 @@ max_per_key = 2`, "")
 			break
 		}
 	}
+	for _, task := range tasks {
+		require.Equal(t, workflow.TaskStateComplete, h.show(task).State)
+	}
+	require.Empty(t, h.slotsByGroup())
+}
+
+// TestFlowHandlerLimitSpansNamespaces puts the steps of two namespaces
+// under one handler's concurrency limit and races the admissions of both
+// from four stores: the handler's slots, counted across the namespaces,
+// never pass the limit, and every task completes.
+func TestFlowHandlerLimitSpansNamespaces(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	const other = "flow_test_other"
+	h.flowTemplate("plain", "", "")
+	h.flowTemplateIn(other, "plain", "", "")
+	policy := workflow.FlowPolicy{Handlers: map[string]workflow.Limit{"demo.math": {MaxInFlight: 3}}}
+	stores := []*store.Store{h.st}
+	for i := range 3 {
+		stores = append(stores, store.New(h.pool, store.Options{NodeID: fmt.Sprintf("node-%d", i)}))
+	}
+	for _, st := range stores {
+		st.SetFlowPolicy(policy)
+	}
+	var tasks []uuid.UUID
+	for i := range 20 {
+		ns := flowNamespace
+		if i%2 == 1 {
+			ns = other
+		}
+		tasks = append(tasks, h.submit(ns, "plain", `{"even_number": 2}`))
+	}
+	require.Equal(t, map[string]int{"throttled": 20, "pending": 20},
+		h.countsBy("SELECT state, count(*) FROM tasker.steps GROUP BY state"),
+		"a handler's slots are counted by a round, not at once")
+	type turn struct {
+		st    *store.Store
+		order []string
+	}
+	var turns []turn
+	for i, st := range stores {
+		order := []string{flowNamespace, other}
+		if i%2 == 1 {
+			order = []string{other, flowNamespace}
+		}
+		turns = append(turns, turn{st, order})
+	}
+	peak := 0
+	for round := 0; ; round++ {
+		require.Less(t, round, 200, "the tasks do not finish")
+		// Each store admits both namespaces, half of them the other first.
+		_, errs := race(turns, func(tn turn) (int, error) {
+			n := 0
+			for _, ns := range tn.order {
+				r, err := tn.st.FlowAdmit(h.ctx, ns)
+				if err != nil {
+					return n, err
+				}
+				n += r.Admitted
+			}
+			return n, nil
+		})
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		inUse := h.slotsByGroup()["handler:demo.math"]
+		require.LessOrEqual(t, inUse, 3, "the handler's slots across both namespaces")
+		peak = max(peak, inUse)
+		ran := h.work(flowNamespace) + h.work(other)
+		h.applyAll()
+		if ran == 0 && inUse == 0 {
+			break
+		}
+	}
+	require.Equal(t, 3, peak, "the limit is used")
 	for _, task := range tasks {
 		require.Equal(t, workflow.TaskStateComplete, h.show(task).State)
 	}

@@ -407,7 +407,7 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		gated[req.Namespace] = true
 		stmt("flow_gate").queue(b, args{"gate": flowGate(req.Namespace), "class": int32(flowLockClass), "namespace": req.Namespace})
 	}
-	policyGroups, policyMax, policyRated := s.FlowPolicy().Arrays()
+	policyGroups, policyMax, policyByRound := s.FlowPolicy().Arrays()
 	stmt("task_steps_insert").queue(b, args{
 		"task": id, "namespace": req.Namespace, "enqueued": string(enqueueTo), "steps": ids, "names": names,
 		"positions": positions, "handlers": handlers, "configs": configs, "states": states,
@@ -415,7 +415,7 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		"backoff_base_ms": backoffBase, "backoff_max_ms": backoffMax, "waiting": waiting,
 		"flow_groups": flow.groups, "flow_max": flow.max, "flow_interval_us": flow.intervalUS, "flow_burst": flow.burst,
 		"flow_keys": flow.keys, "throttled": string(throttleTo), "policy_groups": policyGroups, "policy_max": policyMax,
-		"policy_rated": policyRated,
+		"policy_by_round": policyByRound,
 	})
 	if len(edgeFrom) > 0 {
 		stmt("task_edges_insert").queue(b, args{"task": id, "from_steps": edgeFrom, "to_steps": edgeTo})

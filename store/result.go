@@ -527,7 +527,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 	if gate {
 		stmt("flow_gate").queue(b, args{"gate": flowGate(namespace), "class": int32(flowLockClass), "namespace": namespace})
 	}
-	policyGroups, policyMax, policyRated := policy.Arrays()
+	policyGroups, policyMax, policyByRound := policy.Arrays()
 	n := len(moves)
 	var (
 		steps, tasks    = make([][16]byte, n), make([][16]byte, n)
@@ -577,7 +577,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		"enqueued": string(enqueueTo), "throttled": string(throttleTo), "pending": string(workflow.StepStatePending),
 		"children": children, "child_parents": childParents, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,
 		"namespace": namespace, "policy_groups": policyGroups, "policy_max": policyMax,
-		"policy_rated": policyRated, "slot_states": slotStates,
+		"policy_by_round": policyByRound, "slot_states": slotStates,
 	}).Query(func(rows pgx.Rows) error {
 		var (
 			step     uuid.UUID

@@ -160,17 +160,30 @@ func (p FlowPolicy) Current(g Group) Group {
 }
 
 // Arrays lists the groups the policy limits, for a statement: their
-// names, their max in flight, and whether they are rated.
-func (p FlowPolicy) Arrays() (names []string, maxInFlight []int32, rated []bool) {
+// names, their max in flight, and whether only an admission round may let
+// their steps through. That is so for a rated group (tokens are the
+// round's) and for a handler's concurrency limit (its slots span
+// namespaces, so only a round holding the handler's lock counts them; see
+// SharedSlots).
+func (p FlowPolicy) Arrays() (names []string, maxInFlight []int32, byRound []bool) {
 	add := func(prefix string, m map[string]Limit) {
 		for _, name := range slices.Sorted(maps.Keys(m)) {
 			l := m[name]
-			names, maxInFlight, rated = append(names, prefix+name), append(maxInFlight, int32(l.MaxInFlight)), append(rated, !l.Rate.IsZero())
+			g := Group{Name: prefix + name, Limit: l}
+			names, maxInFlight = append(names, g.Name), append(maxInFlight, int32(l.MaxInFlight))
+			byRound = append(byRound, !l.Rate.IsZero() || g.SharedSlots())
 		}
 	}
 	add(GroupNamespace, p.Namespaces)
 	add(GroupHandler, p.Handlers)
-	return names, maxInFlight, rated
+	return names, maxInFlight, byRound
+}
+
+// SharedSlots reports whether g's slots are shared by the steps of several
+// namespaces: a handler's concurrency limit. The admissions of different
+// namespaces take turns on it, not only on their namespace.
+func (g Group) SharedSlots() bool {
+	return g.MaxInFlight > 0 && strings.HasPrefix(g.Name, GroupHandler)
 }
 
 // StepGroups lays out the flow groups of a new step of namespace/template

@@ -222,3 +222,16 @@ handler = "noop"
 		require.ErrorContains(t, err, tc.msg, tc.head+tc.step)
 	}
 }
+
+func TestPolicyArraysLeaveSharedAndRatedGroupsToARound(t *testing.T) {
+	p := FlowPolicy{
+		Namespaces: map[string]Limit{"a": {MaxInFlight: 5}, "b": {Rate: Rate{Count: 1, Per: time.Second}}},
+		Handlers:   map[string]Limit{"http": {MaxInFlight: 2}, "shell": {Rate: Rate{Count: 3, Per: time.Second}}},
+	}
+	names, maxes, byRound := p.Arrays()
+	require.Equal(t, []string{"namespace:a", "namespace:b", "handler:http", "handler:shell"}, names)
+	require.Equal(t, []int32{5, 0, 2, 0}, maxes)
+	// A namespace's slots are its own; a handler's span namespaces, and a
+	// rate's tokens are the round's.
+	require.Equal(t, []bool{false, true, true, true}, byRound)
+}

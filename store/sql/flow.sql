@@ -11,6 +11,18 @@ SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock(@class::int, hashtex
 -- Counts the slots in use of each group of a namespace's steps.
 SELECT g, count(*) FROM tasker.flow_slots s, unnest(s.groups) g WHERE s.namespace = @namespace GROUP BY g;
 
+-- name: flow_shared_lock
+-- Makes the admissions of every namespace whose steps share the slots of
+-- group @group (a handler's concurrency limit) take turns, until the
+-- transaction ends. Taken after the namespace's lock, one group at a time
+-- in the order of their names.
+SELECT pg_advisory_xact_lock(@class::int, hashtext(@group));
+
+-- name: flow_shared_in_use
+-- Counts the slots in use of each of @groups across every namespace.
+SELECT g, count(*) FROM tasker.flow_slots s, unnest(s.groups) g
+WHERE s.groups && @groups::text[] AND g = ANY(@groups::text[]) GROUP BY g;
+
 -- name: flow_candidates
 -- The throttled steps of a namespace in the order they are offered slots:
 -- keys take turns (each key's first step, then each key's second, ...);

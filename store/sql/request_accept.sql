@@ -13,7 +13,8 @@ ON CONFLICT (request_id) DO NOTHING;
 -- The flow columns come as text (flow_groups and its limits, one
 -- PostgreSQL array literal per step, NULL for a step under no limit). A
 -- root planned @throttled is admitted at once, @enqueued, where
--- tasker.flow_direct lets it (after flow_gate).
+-- tasker.flow_direct lets it (after flow_gate; @policy_by_round, the
+-- groups only a round admits, as workflow.FlowPolicy.Arrays gives them).
 WITH x AS (
     SELECT * FROM unnest(@steps::uuid[], @names::text[], @positions::int[], @handlers::text[], @configs::text[],
         @states::text[], @max_attempts::int[], @retryable::bool[], @timeouts_ms::bigint[],
@@ -28,7 +29,7 @@ WITH x AS (
     SELECT d AS step_uuid FROM tasker.flow_direct(@namespace,
         (SELECT array_agg(step_uuid) FROM demand), (SELECT array_agg(name) FROM demand),
         (SELECT array_agg(max) FROM demand), (SELECT array_agg(interval_us) FROM demand),
-        @policy_groups::text[], @policy_max::int[], @policy_rated::bool[], '{}') d
+        @policy_groups::text[], @policy_max::int[], @policy_by_round::bool[], '{}') d
     WHERE EXISTS (SELECT FROM demand)
 ), y AS (
     SELECT x.*, CASE WHEN x.st = @throttled AND x.u IN (SELECT step_uuid FROM direct) THEN @enqueued ELSE x.st END AS state

@@ -69,7 +69,9 @@ WITH m AS (
 ), demand AS (
     -- The children under flow limits that the moves make ready, once per
     -- group they need, offered for admission at once (tasker.flow_direct,
-    -- which counts the slots the moves give back as free).
+    -- which counts the slots the moves give back as free; its policy_rated
+    -- takes @policy_by_round, the groups only a round admits:
+    -- workflow.FlowPolicy.Arrays).
     SELECT c.step_uuid, g.name, g.max, g.interval_us
     FROM tasker.steps c, unnest(c.flow_groups, c.flow_max, c.flow_interval_us) AS g(name, max, interval_us)
     WHERE c.step_uuid = ANY(@children::uuid[]) AND c.flow_groups IS NOT NULL AND c.state = @pending
@@ -80,7 +82,7 @@ WITH m AS (
     SELECT d AS step_uuid FROM tasker.flow_direct(@namespace,
         (SELECT array_agg(step_uuid) FROM demand), (SELECT array_agg(name) FROM demand),
         (SELECT array_agg(max) FROM demand), (SELECT array_agg(interval_us) FROM demand),
-        @policy_groups::text[], @policy_max::int[], @policy_rated::bool[],
+        @policy_groups::text[], @policy_max::int[], @policy_by_round::bool[],
         ARRAY(SELECT g FROM moved mv, unnest(mv.flow_groups) g WHERE mv.to_state <> ALL(@slot_states::text[]))) d
     WHERE EXISTS (SELECT FROM demand)
 ), released AS (
