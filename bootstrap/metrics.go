@@ -32,6 +32,7 @@ type Metrics struct {
 	admitted     *prometheus.CounterVec
 	admitErrors  prometheus.Counter
 	flowDrift    *prometheus.CounterVec
+	checkErrors  prometheus.Counter
 }
 
 // breakerValue maps a breaker state to the gauge value.
@@ -104,12 +105,16 @@ func NewMetrics() *Metrics {
 			Name: "tasker_flow_drift_repaired_total",
 			Help: "Rows of the flow tables this node's checks removed because they disagreed with the steps' states, by table (flow_slots: slots given back, flow_waiting: waits dropped).",
 		}, []string{"table"}),
+		checkErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tasker_flow_check_errors_total",
+			Help: "Checks of the flow tables against the steps' states (one a minute on each orchestration node) that failed; the next check tries again.",
+		}),
 	}
 	for _, table := range []string{"flow_slots", "flow_waiting"} {
 		m.flowDrift.WithLabelValues(table)
 	}
 	m.Registry.MustRegister(m.tasks, m.steps, m.attempts, m.stepDuration, m.breaker, m.requests, m.held,
-		m.fires, m.pruned, m.pruneRuns, m.pruneSeconds, m.throttled, m.admitted, m.admitErrors, m.flowDrift,
+		m.fires, m.pruned, m.pruneRuns, m.pruneSeconds, m.throttled, m.admitted, m.admitErrors, m.flowDrift, m.checkErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -139,9 +144,11 @@ func (m *Metrics) flowAdmitted(namespace string, r store.FlowRound, err error) {
 	}
 }
 
-// flowRepaired counts the rows a check of the flow tables removed.
+// flowRepaired counts the rows a check of the flow tables removed, or the
+// check's failure.
 func (m *Metrics) flowRepaired(d store.FlowDrift, err error) {
 	if err != nil {
+		m.checkErrors.Inc()
 		return
 	}
 	m.flowDrift.WithLabelValues("flow_slots").Add(float64(d.Slots))
