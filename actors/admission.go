@@ -151,14 +151,19 @@ func (a *admission) round(ctx actor.Context) {
 			ok = false
 			continue
 		}
-		if r.Admitted > 0 && r.Admitted+r.Held[store.HeldBySlots]+r.Held[store.HeldByRate] >= store.FlowWindow {
+		held := r.Held[store.HeldBySlots] + r.Held[store.HeldByRate] + r.Held[store.HeldByPause]
+		if r.Admitted > 0 && r.Admitted+held >= store.FlowWindow {
 			next = 0 // more may wait beyond the window
 		}
 		if r.RetryIn > 0 {
 			next = min(next, max(r.RetryIn, time.Millisecond))
 		}
-		parts = append(parts, fmt.Sprintf("%s: %d admitted, %d waiting for slots, %d for tokens",
-			ns, r.Admitted, r.Held[store.HeldBySlots], r.Held[store.HeldByRate]))
+		part := fmt.Sprintf("%s: %d admitted, %d waiting for slots, %d for tokens",
+			ns, r.Admitted, r.Held[store.HeldBySlots], r.Held[store.HeldByRate])
+		if n := r.Held[store.HeldByPause]; n > 0 {
+			part += fmt.Sprintf(", %d for a pause to end", n)
+		}
+		parts = append(parts, part)
 	}
 	if !ok {
 		a.timer.after(ctx, next)

@@ -91,7 +91,7 @@ func NewMetrics() *Metrics {
 		}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasker_steps_throttled_total",
-			Help: "Throttled steps this node's admissions left waiting for the first time, or by another kind of limit than before, by namespace and reason (slots: a concurrency limit, rate: a rate limit).",
+			Help: "Throttled steps this node's admissions left waiting for the first time, or by another kind of limit than before, by namespace and reason (slots: a concurrency limit, rate: a rate limit, pause: a key or host paused by a Retry-After answer).",
 		}, []string{"namespace", "reason"}),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasker_steps_admitted_total",
@@ -137,7 +137,7 @@ func (m *Metrics) flowAdmitted(namespace string, r store.FlowRound, err error) {
 	if r.Admitted > 0 {
 		m.admitted.WithLabelValues(namespace).Add(float64(r.Admitted))
 	}
-	for _, kind := range []string{store.HeldBySlots, store.HeldByRate} {
+	for _, kind := range []string{store.HeldBySlots, store.HeldByRate, store.HeldByPause} {
 		if n := r.NewlyHeld[kind]; n > 0 {
 			m.throttled.WithLabelValues(namespace, kind).Add(float64(n))
 		}

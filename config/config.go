@@ -230,10 +230,16 @@ type Namespace struct {
 	// Burst is how many steps may start at once under rate; 0 and 1 both
 	// mean one at a time. Defaults to 0.
 	Burst int `toml:"burst"`
+	// RetryAfterPauses is what a Retry-After answer to one of this
+	// namespace's steps pauses besides the step, for as long as its retry
+	// waits: "key" (the step's concurrency key), "host" (the host of an
+	// http step's url) or "" (nothing). Defaults to "".
+	RetryAfterPauses string `toml:"retry_after_pauses"`
 }
 
 // Policy is the flow policy of the configuration: the limits of each
-// namespace that sets any, of each handler, and the aging. The values were
+// namespace that sets any, of each handler, the aging, and what a
+// Retry-After answer pauses in each namespace that says. The values were
 // validated.
 func (c *Config) Policy() workflow.FlowPolicy {
 	p := workflow.FlowPolicy{Namespaces: map[string]workflow.Limit{}, Handlers: map[string]workflow.Limit{},
@@ -245,6 +251,12 @@ func (c *Config) Policy() workflow.FlowPolicy {
 	for name, ns := range c.Namespaces {
 		if l := limit(ns.MaxInFlight, ns.Rate, ns.Burst); !l.IsZero() {
 			p.Namespaces[name] = l
+		}
+		if ns.RetryAfterPauses != "" {
+			if p.Pauses == nil {
+				p.Pauses = map[string]workflow.PauseScope{}
+			}
+			p.Pauses[name] = workflow.PauseScope(ns.RetryAfterPauses)
 		}
 	}
 	for name, h := range c.Flow.Handlers {

@@ -76,6 +76,7 @@ func (c *Config) Validate() error {
 		}
 		v.intRange(key+".max_in_flight", ns.MaxInFlight, 0, 1_000_000)
 		v.rate(key, ns.Rate, ns.Burst)
+		v.oneOf(key+".retry_after_pauses", ns.RetryAfterPauses, "", string(workflow.PauseKey), string(workflow.PauseHost))
 	}
 
 	v.durRange("flow.aging_interval", c.Flow.AgingInterval, 0, 24*time.Hour)

@@ -73,6 +73,9 @@ func TestValidateRules(t *testing.T) {
 			`flow.aging_interval must be between 0s and 24h (got 48h)`},
 		{"flow.handlers rate", func(c *Config) { c.Flow.Handlers = map[string]HandlerFlow{"http": {}} },
 			`flow.handlers.http sets no limit: give it max_in_flight, rate or both`},
+		{"namespaces.retry_after_pauses", func(c *Config) {
+			c.Namespaces = map[string]Namespace{"payments": {Workers: 1, RetryAfterPauses: "tenant"}}
+		}, `namespaces.payments.retry_after_pauses must be one of , key, host (got "tenant")`},
 		{"flow.handlers max_in_flight", func(c *Config) { c.Flow.Handlers = map[string]HandlerFlow{"http": {MaxInFlight: -3}} },
 			`flow.handlers.http.max_in_flight must be between 0 and 1000000 (got -3)`},
 		{"flow.handlers bad rate", func(c *Config) { c.Flow.Handlers = map[string]HandlerFlow{"http": {Rate: "0/s"}} },
@@ -273,6 +276,7 @@ rate = "50/s"
 burst = 10
 [namespaces.reports]
 workers = 2
+retry_after_pauses = "host"
 [flow]
 aging_interval = "30s"
 [flow.handlers.http]
@@ -286,6 +290,7 @@ max_in_flight = 3
 		Namespaces: map[string]workflow.Limit{"payments": {MaxInFlight: 20, Rate: workflow.Rate{Count: 50, Per: time.Second}, Burst: 10}},
 		Handlers: map[string]workflow.Limit{"http": {Rate: workflow.Rate{Count: 6, Per: time.Minute}},
 			"shell": {MaxInFlight: 3}},
-		Aging: 30 * time.Second,
+		Aging:  30 * time.Second,
+		Pauses: map[string]workflow.PauseScope{"reports": workflow.PauseHost},
 	}, c.Policy(), "a namespace without limits is not in the policy")
 }

@@ -136,6 +136,7 @@ type FlowRound struct {
 const (
 	HeldBySlots = "slots"
 	HeldByRate  = "rate"
+	HeldByPause = "pause"
 )
 
 // FlowNamespaces returns the namespaces with throttled steps.
@@ -194,7 +195,11 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 		if err != nil {
 			return err
 		}
-		a := workflow.Admit(cands, inUse, tat, now, FlowHorizon)
+		paused, err := flowPauses(ctx, tx, cands, now)
+		if err != nil {
+			return err
+		}
+		a := workflow.Admit(cands, inUse, tat, paused, now, FlowHorizon)
 		if !a.Retry.IsZero() {
 			round.RetryIn = max(a.Retry.Sub(now), time.Microsecond)
 		}
@@ -219,9 +224,13 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 		kinds := make(map[uuid.UUID]string, len(a.Held))
 		for _, h := range a.Held {
 			heldSteps, heldReasons = append(heldSteps, h.Step), append(heldReasons, h.Reason)
-			kinds[h.Step] = HeldBySlots
-			if h.Rated {
+			switch {
+			case h.Rated:
 				kinds[h.Step] = HeldByRate
+			case h.Paused:
+				kinds[h.Step] = HeldByPause
+			default:
+				kinds[h.Step] = HeldBySlots
 			}
 			round.Held[kinds[h.Step]]++
 		}
@@ -328,6 +337,35 @@ func flowSharedSlots(ctx context.Context, tx pgx.Tx, cands []workflow.Candidate,
 	)
 	_, err = pgx.ForEachRow(rows, []any{&group, &n}, func() error { inUse[group] = n; return nil })
 	return err
+}
+
+// flowPauses reads the pauses of the candidates' groups that have not
+// ended at now.
+func flowPauses(ctx context.Context, tx pgx.Tx, cands []workflow.Candidate, now time.Time) (map[string]time.Time, error) {
+	seen := map[string]bool{}
+	var names []string
+	for _, c := range cands {
+		for _, g := range c.Groups {
+			if (workflow.PauseKey.Paused(g.Name) || workflow.PauseHost.Paused(g.Name)) && !seen[g.Name] {
+				seen[g.Name] = true
+				names = append(names, g.Name)
+			}
+		}
+	}
+	paused := map[string]time.Time{}
+	if len(names) == 0 {
+		return paused, nil
+	}
+	rows, err := stmt("flow_pauses_read").query(ctx, tx, args{"names": names, "now": now})
+	if err != nil {
+		return nil, err
+	}
+	var (
+		name  string
+		until time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name, &until}, func() error { paused[name] = until; return nil })
+	return paused, err
 }
 
 // flowBuckets reads and locks the token buckets of the candidates' rated

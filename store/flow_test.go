@@ -591,3 +591,48 @@ max_per_key = 1`, "")
 	require.Equal(t, 1, h.admit().Admitted)
 	require.Equal(t, workflow.StepStateEnqueued, step(t, h.show(second), "first").State)
 }
+
+// TestFlowRetryAfterPausesTheKey: in a namespace whose Retry-After answers
+// pause the key, a 429 to one customer's step holds that customer's next
+// step (not admitted at once, then held by the round with the reason)
+// while another customer's goes through.
+func TestFlowRetryAfterPausesTheKey(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("keyed", `concurrency_key = "{{context.customer}}"
+max_per_key = 100`, "")
+	h.st.SetFlowPolicy(workflow.FlowPolicy{Pauses: map[string]workflow.PauseScope{flowNamespace: workflow.PauseKey}})
+	h.inject("first", h.failing(func(int) error { return workflow.Retryable("http_429", 30*time.Second, "too many requests") }, 1))
+	first := h.submit(flowNamespace, "keyed", `{"even_number": 2, "customer": "c1"}`)
+	require.Equal(t, 1, h.work(flowNamespace))
+	h.applyAll()
+	require.Equal(t, workflow.StepStateWaitingForRetry, h.show(first).Steps[0].State)
+	var (
+		until  time.Time
+		reason string
+	)
+	require.NoError(t, h.pool.QueryRow(h.ctx, `SELECT until, reason FROM tasker.flow_pauses WHERE name = $1`,
+		"key:"+flowNamespace+"/keyed=c1").Scan(&until, &reason))
+	require.WithinDuration(t, time.Now().Add(30*time.Second), until, 5*time.Second)
+	require.Contains(t, reason, "a Retry-After answer of 30000 ms to step")
+
+	h.inject("first", nil)
+	second := h.submit(flowNamespace, "keyed", `{"even_number": 2, "customer": "c1"}`)
+	other := h.submit(flowNamespace, "keyed", `{"even_number": 2, "customer": "c2"}`)
+	require.Equal(t, workflow.StepStateThrottled, h.show(second).Steps[0].State, "the paused key's step is left to a round")
+	require.Equal(t, workflow.StepStateEnqueued, h.show(other).Steps[0].State, "another key's is admitted at once")
+	r := h.admit()
+	require.Zero(t, r.Admitted)
+	require.Equal(t, map[string]int{"pause": 1}, r.Held)
+	require.Equal(t, map[string]int{"pause": 1}, r.NewlyHeld)
+	require.InDelta(t, 27*time.Second, r.RetryIn, float64(5*time.Second), "the round is due when the pause comes within the horizon")
+	d := h.show(second)
+	require.Contains(t, d.Steps[0].ThrottledReason, "key:"+flowNamespace+"/keyed=c1: paused by a Retry-After answer until ")
+
+	// A namespace that does not say so pauses nothing.
+	h.st.SetFlowPolicy(workflow.FlowPolicy{})
+	h.inject("first", h.failing(func(int) error { return workflow.Retryable("http_429", 30*time.Second, "too many requests") }, 1))
+	h.submit(flowNamespace, "keyed", `{"even_number": 2, "customer": "c3"}`)
+	h.work(flowNamespace)
+	h.applyAll()
+	require.Equal(t, int64(1), h.count("SELECT count(*) FROM tasker.flow_pauses"))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -181,6 +182,10 @@ type resultPlan struct {
 	// limited is true when the step is under a flow limit (its children
 	// likely are too).
 	limited bool
+	// pause is how long a Retry-After answer pauses the step's groups of
+	// pauseScope (its retry's delay); zero for none.
+	pause      time.Duration
+	pauseScope workflow.PauseScope
 
 	movedCounts
 	finalState workflow.TaskState
@@ -360,6 +365,9 @@ func (s *Store) resultDecide(c resultCall, r resultRow, correlation uuid.UUID) (
 	case d.Retry():
 		t := s.now().Add(d.Delay)
 		p.retryAt = &t
+		if scope := s.FlowPolicy().Pauses[*r.namespace]; scope != "" && r.limited && o.RetryAfter > 0 {
+			p.pause, p.pauseScope = d.Delay, scope
+		}
 		if p.retryMsg, err = (queue.StepMessage{TaskUUID: res.TaskUUID, StepUUID: res.StepUUID, CorrelationID: correlation}).Encode(); err != nil {
 			return nil, "", fmt.Errorf("encoding step message: %w", err)
 		}
@@ -406,7 +414,7 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 			attempt: c.res.Attempt, outcomeAttempt: &c.res.Attempt, errJSON: c.poison, retryAt: p.retryAt,
 			releaseReason: releasePrefix + p.stepName + releaseCompleteSuffix, children: p.children, childMsgs: p.childMsgs,
 			retryMsg: p.retryMsg, msgID: c.msgID, stepMsgID: c.stepMsgID, archive: c.archive(), archiveReason: c.reason,
-			limited: p.limited, into: &p.movedCounts,
+			limited: p.limited, pause: p.pause, pauseScope: p.pauseScope, into: &p.movedCounts,
 		})
 		p.finalState = resultTaskState
 		if !p.d.Retry() {
@@ -498,7 +506,11 @@ type stepMove struct {
 	archiveReason  string
 	// limited is true when the step is under a flow limit.
 	limited bool
-	into    *movedCounts
+	// pause is how long the move pauses the step's groups of pauseScope
+	// (resultPlan.pause).
+	pause      time.Duration
+	pauseScope workflow.PauseScope
+	into       *movedCounts
 }
 
 // movedCounts receives what a step move did: whether the step moved (its
@@ -592,7 +604,34 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		})
 		return err
 	})
+	s.queueFlowPauses(b, moves)
 	return nil
+}
+
+// queueFlowPauses adds to b, after the moves, the pauses that their
+// Retry-After answers ask for (flow_pause), one statement per scope.
+func (s *Store) queueFlowPauses(b *pgx.Batch, moves []stepMove) {
+	byScope := map[workflow.PauseScope][]stepMove{}
+	for _, m := range moves {
+		if m.pause > 0 {
+			byScope[m.pauseScope] = append(byScope[m.pauseScope], m)
+		}
+	}
+	for _, scope := range slices.Sorted(maps.Keys(byScope)) {
+		prefix := workflow.GroupKey
+		if scope == workflow.PauseHost {
+			prefix = workflow.GroupHost
+		}
+		var (
+			steps  [][16]byte
+			pauses []int64
+		)
+		for _, m := range byScope[scope] {
+			steps, pauses = append(steps, m.step), append(pauses, m.pause.Microseconds())
+		}
+		stmt("flow_pause").queue(b, args{"steps": steps, "pauses_us": pauses, "scope": prefix + "%",
+			"waiting": string(workflow.StepStateWaitingForRetry)})
+	}
 }
 
 // queueTasksFinalize adds to b the finalization of tasks, each in state

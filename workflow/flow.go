@@ -26,7 +26,32 @@ const (
 	GroupStep      = "step:"
 	GroupKey       = "key:"
 	GroupHandler   = "handler:"
+	GroupHost      = "host:"
 )
+
+// PauseScope is what a Retry-After answer to a step of a namespace pauses
+// besides the step itself (FlowPolicy.Pauses).
+type PauseScope string
+
+// Pause scopes.
+const (
+	// PauseKey pauses the step's concurrency key: no other step of the key
+	// is admitted until the Retry-After has passed.
+	PauseKey PauseScope = "key"
+	// PauseHost pauses the host of an http step's url.
+	PauseHost PauseScope = "host"
+)
+
+// Paused reports whether a Retry-After pauses group name under scope.
+func (s PauseScope) Paused(name string) bool {
+	switch s {
+	case PauseKey:
+		return strings.HasPrefix(name, GroupKey)
+	case PauseHost:
+		return strings.HasPrefix(name, GroupHost)
+	}
+	return false
+}
 
 // MaxKeyLength bounds a rendered concurrency key, in bytes.
 const MaxKeyLength = 200
@@ -144,6 +169,9 @@ type FlowPolicy struct {
 	Handlers   map[string]Limit
 	// Aging raises a waiting step's priority by one level per interval.
 	Aging time.Duration
+	// Pauses says, per namespace, what a step's Retry-After answer (an
+	// http 429 or 503) pauses for as long: the step's key or its host.
+	Pauses map[string]PauseScope
 }
 
 // Current is g with the limit the policy sets now, for the groups the
@@ -214,7 +242,71 @@ func StepGroups(p FlowPolicy, namespace, template string, st StepTemplate, conte
 			groups = append(groups, Group{Name: key, Limit: f.KeyLimit})
 		}
 	}
+	if p.Pauses[namespace] == PauseHost {
+		if host := StepHost(st, context); host != "" {
+			groups = append(groups, Group{Name: GroupHost + host})
+		}
+	}
 	return groups, key, nil
+}
+
+// StepHost is the host an http step calls, from its url rendered with the
+// task's context; "" for another handler, or when the host comes from a
+// parent's result (known only when the step runs) or does not render.
+func StepHost(st StepTemplate, context json.RawMessage) string {
+	if st.Handler != "http" {
+		return ""
+	}
+	var cfg struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal(st.Config, &cfg); err != nil || cfg.URL == "" {
+		return ""
+	}
+	// Only the part before the path names the host.
+	head := cfg.URL
+	if i := strings.Index(head, "://"); i >= 0 {
+		if j := strings.IndexAny(head[i+3:], "/?#"); j >= 0 {
+			head = head[:i+3+j]
+		}
+	}
+	if strings.Contains(head, "{{parents") {
+		return ""
+	}
+	rendered, err := NewPlaceholders(StepInput{Context: context}).Expand(head, nil)
+	if err != nil {
+		return ""
+	}
+	return urlHost(rendered)
+}
+
+// urlHost is the host of an absolute url's authority, lower case, without
+// user information or port; "" when there is none.
+func urlHost(u string) string {
+	_, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return ""
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	var host string
+	if strings.HasPrefix(rest, "[") {
+		end := strings.IndexByte(rest, ']')
+		if end < 0 {
+			return ""
+		}
+		host = rest[1:end]
+	} else {
+		host, _, _ = strings.Cut(rest, ":")
+	}
+	if host == "" || len(host) > MaxKeyLength || strings.ContainsAny(host, " \t\n{}") {
+		return ""
+	}
+	return strings.ToLower(host)
 }
 
 // RenderKey renders a concurrency key from a task's context: the same
@@ -267,9 +359,11 @@ type Held struct {
 	Step   uuid.UUID
 	Reason string
 	// Group is the group that holds it; Rated is true when it waits for a
-	// token rather than a slot.
-	Group string
-	Rated bool
+	// token rather than a slot, Paused when it waits for a pause of the
+	// group to end.
+	Group  string
+	Rated  bool
+	Paused bool
 }
 
 // Admission is the outcome of one admission.
@@ -280,10 +374,9 @@ type Admission struct {
 	// tokens.
 	Buckets map[string]time.Time
 	// Retry is when the next admission should run for the steps held only
-	// by a rate: when the earliest of them comes within the horizon, but
+	// by a rate or a pause: when the earliest of them comes within the horizon, but
 	// not sooner than a sixth of the horizon from now, so that rounds book
-	// tokens in runs rather than one at a time (zero when none is held by
-	// a rate).
+	// tokens in runs rather than one at a time (zero when none is held so).
 	Retry time.Time
 }
 
@@ -294,8 +387,9 @@ type Admission struct {
 // bucket is a generic cell rate: tat is the time its next token would be
 // due with the bucket empty; a step may start at tat - (burst-1) tokens,
 // and each start moves tat one interval on. Taking a slot or a token makes
-// it unavailable to the next candidates.
-func Admit(cands []Candidate, used map[string]int, tat map[string]time.Time, now time.Time, horizon time.Duration) Admission {
+// it unavailable to the next candidates. A group paused (until the time
+// paused gives) lets no step start before then.
+func Admit(cands []Candidate, used map[string]int, tat, paused map[string]time.Time, now time.Time, horizon time.Duration) Admission {
 	a := Admission{Buckets: map[string]time.Time{}}
 	inUse := maps.Clone(used)
 	if inUse == nil {
@@ -321,19 +415,30 @@ func Admit(cands []Candidate, used map[string]int, tat map[string]time.Time, now
 			continue
 		}
 		start := now
-		var slowest Group
+		var (
+			slowest Group
+			pause   bool
+		)
 		for _, g := range c.Groups {
+			if until, ok := paused[g.Name]; ok && until.After(start) {
+				start, slowest, pause = until, g, true
+			}
 			if g.Rate.IsZero() {
 				continue
 			}
 			tolerance := time.Duration(max(g.Burst, 1)-1) * g.Rate.Interval()
 			if at := bucket(g.Name).Add(-tolerance); at.After(start) {
-				start, slowest = at, g
+				start, slowest, pause = at, g, false
 			}
 		}
 		if wait := start.Sub(now); wait > horizon {
-			a.Held = append(a.Held, Held{Step: c.Step, Group: slowest.Name, Rated: true,
-				Reason: fmt.Sprintf("%s: at its rate of %s", slowest.Name, perSecond(slowest.Rate))})
+			h := Held{Step: c.Step, Group: slowest.Name, Rated: !pause, Paused: pause,
+				Reason: fmt.Sprintf("%s: at its rate of %s", slowest.Name, perSecond(slowest.Rate))}
+			if pause {
+				h.Reason = fmt.Sprintf("%s: paused by a Retry-After answer until %s", slowest.Name,
+					start.UTC().Format(time.RFC3339))
+			}
+			a.Held = append(a.Held, h)
 			retry := later(start.Add(-horizon), now.Add(horizon/6))
 			if a.Retry.IsZero() || retry.Before(a.Retry) {
 				a.Retry = retry

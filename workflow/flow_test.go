@@ -56,14 +56,14 @@ func TestAdmitSlots(t *testing.T) {
 		{Step: ids[4], Groups: []Group{ns, key("d")}},
 	}
 	used := map[string]int{"key:t=c": 1}
-	a := Admit(cands, used, nil, time.Now(), time.Second)
+	a := Admit(cands, used, nil, nil, time.Now(), time.Second)
 	require.Equal(t, []Admitted{{Step: ids[0]}, {Step: ids[2]}, {Step: ids[4]}}, a.Admitted)
 	require.Equal(t, []Held{
 		{Step: ids[1], Group: "key:t=a", Reason: "key:t=a: all 1 slots in use"},
 		{Step: ids[3], Group: "key:t=c", Reason: "key:t=c: all 1 slots in use"},
 	}, a.Held)
 	require.Equal(t, map[string]int{"key:t=c": 1}, used, "the caller's counts are left alone")
-	a = Admit(cands[4:], map[string]int{"namespace:n": 3}, nil, time.Now(), time.Second)
+	a = Admit(cands[4:], map[string]int{"namespace:n": 3}, nil, nil, time.Now(), time.Second)
 	require.Empty(t, a.Admitted)
 	require.Equal(t, "namespace:n: all 3 slots in use", a.Held[0].Reason)
 }
@@ -75,7 +75,7 @@ func TestAdmitRateIsAGenericCellRate(t *testing.T) {
 	for range 10 {
 		cands = append(cands, Candidate{Step: uuid.New(), Groups: []Group{g}})
 	}
-	a := Admit(cands, nil, nil, now, time.Second)
+	a := Admit(cands, nil, nil, nil, now, time.Second)
 	// Two at once (the burst), then one per 250 ms up to the horizon.
 	var delays []time.Duration
 	for _, ad := range a.Admitted {
@@ -97,19 +97,19 @@ func TestAdmitRateIsAGenericCellRate(t *testing.T) {
 	for range 200 {
 		many = append(many, Candidate{Step: uuid.New(), Groups: []Group{fast}})
 	}
-	f := Admit(many, nil, nil, now, time.Second)
+	f := Admit(many, nil, nil, nil, now, time.Second)
 	require.Len(t, f.Admitted, 101)
 	require.Equal(t, now.Add(time.Second/6), f.Retry)
 
 	// Half a second later, from the bucket as it was left: two more.
 	later := now.Add(500 * ms)
-	b := Admit(cands[6:], nil, a.Buckets, later, time.Second)
+	b := Admit(cands[6:], nil, a.Buckets, nil, later, time.Second)
 	require.Len(t, b.Admitted, 2)
 	require.Equal(t, 750*ms, b.Admitted[0].Delay)
 	require.Equal(t, 1000*ms, b.Admitted[1].Delay)
 
 	// A bucket left idle refills to its burst, not beyond.
-	c := Admit(cands, nil, a.Buckets, now.Add(time.Hour), 0)
+	c := Admit(cands, nil, a.Buckets, nil, now.Add(time.Hour), 0)
 	require.Len(t, c.Admitted, 2)
 }
 
@@ -117,7 +117,7 @@ func TestAdmitHeldBySlotsTakesNoToken(t *testing.T) {
 	rated := Group{Name: "handler:h", Limit: Limit{Rate: Rate{Count: 1, Per: time.Second}}}
 	full := Group{Name: "key:t=a", Limit: Limit{MaxInFlight: 1}}
 	a := Admit([]Candidate{{Step: uuid.New(), Groups: []Group{rated, full}}, {Step: uuid.New(), Groups: []Group{rated}}},
-		map[string]int{"key:t=a": 1}, nil, time.Now(), 0)
+		map[string]int{"key:t=a": 1}, nil, nil, time.Now(), 0)
 	require.Len(t, a.Admitted, 1, "the second takes the token the first could not use")
 	require.Zero(t, a.Admitted[0].Delay)
 }
@@ -234,4 +234,58 @@ func TestPolicyArraysLeaveSharedAndRatedGroupsToARound(t *testing.T) {
 	// A namespace's slots are its own; a handler's span namespaces, and a
 	// rate's tokens are the round's.
 	require.Equal(t, []bool{false, true, true, true}, byRound)
+}
+
+func TestStepGroupsForPauses(t *testing.T) {
+	keyed := StepTemplate{Name: "charge", Handler: "http",
+		Flow:   StepFlow{Key: "{{context.customer}}", KeyScope: "n/order", KeyLimit: Limit{MaxInFlight: 2}},
+		Config: json.RawMessage(`{"url": "https://{{context.region}}.API.example.com/charge/{{parents.a.id}}"}`)}
+	ctx := json.RawMessage(`{"customer": "c7", "region": "eu"}`)
+	groups, _, err := StepGroups(FlowPolicy{}, "n", "order", keyed, ctx)
+	require.NoError(t, err)
+	require.Equal(t, []Group{{Name: "key:n/order=c7", Limit: Limit{MaxInFlight: 2}}}, groups)
+
+	groups, _, err = StepGroups(FlowPolicy{Pauses: map[string]PauseScope{"n": PauseHost}}, "n", "order", keyed, ctx)
+	require.NoError(t, err)
+	require.Equal(t, []Group{{Name: "key:n/order=c7", Limit: Limit{MaxInFlight: 2}}, {Name: "host:eu.api.example.com"}}, groups,
+		"the host renders from the context; the path does not matter")
+
+	for url, host := range map[string]string{
+		"http://127.0.0.1:8080/x":            "127.0.0.1",
+		"https://{{parents.a.host}}/x":       "",
+		"https://{{context.missing}}.com/":   "",
+		"not a url":                          "",
+		"https://user:pw@Example.COM:8443/x": "example.com",
+		"https://[::1/x":                     "",
+		"https://[::1]:9000?q={{parents.a}}": "::1",
+	} {
+		st := StepTemplate{Name: "s", Handler: "http", Config: json.RawMessage(`{"url": "` + url + `"}`)}
+		require.Equal(t, host, StepHost(st, ctx), url)
+	}
+	require.Empty(t, StepHost(StepTemplate{Name: "s", Handler: "noop", Config: json.RawMessage(`{"url": "http://a/"}`)}, nil))
+	require.True(t, PauseKey.Paused("key:n/order=c7"))
+	require.False(t, PauseKey.Paused("host:a"))
+	require.True(t, PauseHost.Paused("host:a"))
+}
+
+func TestAdmitHoldsAPausedGroup(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	paused := Group{Name: "key:n/order=c7"}
+	other := Group{Name: "key:n/order=c8"}
+	ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+	cands := []Candidate{{Step: ids[0], Groups: []Group{paused}}, {Step: ids[1], Groups: []Group{other}}, {Step: ids[2], Groups: []Group{paused}}}
+	a := Admit(cands, nil, nil, map[string]time.Time{paused.Name: now.Add(30 * time.Second)}, now, time.Second)
+	require.Equal(t, []Admitted{{Step: ids[1]}}, a.Admitted, "only the key not paused")
+	require.Len(t, a.Held, 2)
+	require.True(t, a.Held[0].Paused)
+	require.False(t, a.Held[0].Rated)
+	require.Equal(t, "key:n/order=c7: paused by a Retry-After answer until 2026-12-02T12:00:30Z", a.Held[0].Reason)
+	require.Equal(t, now.Add(29*time.Second), a.Retry, "the next round when the pause ends within the horizon")
+
+	// Within the horizon the step goes, delayed to the pause's end.
+	b := Admit(cands[:1], nil, nil, map[string]time.Time{paused.Name: now.Add(400 * time.Millisecond)}, now, time.Second)
+	require.Equal(t, []Admitted{{Step: ids[0], Delay: 400 * time.Millisecond}}, b.Admitted)
+	// A pause that has ended holds nothing.
+	c := Admit(cands[:1], nil, nil, map[string]time.Time{paused.Name: now.Add(-time.Second)}, now, time.Second)
+	require.Equal(t, []Admitted{{Step: ids[0]}}, c.Admitted)
 }

@@ -157,5 +157,27 @@ WITH slots AS (
     DELETE FROM tasker.flow_waiting f
     WHERE NOT EXISTS (SELECT FROM tasker.steps s WHERE s.step_uuid = f.step_uuid AND s.state = @throttled)
     RETURNING f.step_uuid
+), ended AS (
+    -- Pauses that have ended (not drift: their rows are left to here).
+    DELETE FROM tasker.flow_pauses WHERE until < clock_timestamp() - interval '1 minute'
 )
 SELECT (SELECT count(*) FROM slots), (SELECT count(*) FROM waiting);
+
+-- name: flow_pauses_read
+-- The pauses of @names that have not ended at @now.
+SELECT name, until FROM tasker.flow_pauses WHERE name = ANY(@names::text[]) AND until > @now;
+
+-- name: flow_pause
+-- Pauses, for each step of @steps that a Retry-After answer sends to
+-- @waiting (its retry), its groups that @scope ('key:%' or 'host:%') names,
+-- for the step's delay in @pauses_us from now; a longer pause already in
+-- place stays.
+INSERT INTO tasker.flow_pauses (name, until, step_uuid, reason)
+SELECT DISTINCT ON (g) g, clock_timestamp() + make_interval(secs => p.us / 1e6), s.step_uuid,
+    'a Retry-After answer of ' || p.us / 1000 || ' ms to step ' || s.step_uuid
+FROM unnest(@steps::uuid[], @pauses_us::bigint[]) AS p(step_uuid, us)
+    JOIN tasker.steps s ON s.step_uuid = p.step_uuid AND s.state = @waiting, unnest(s.flow_groups) g
+WHERE g LIKE @scope
+ORDER BY g, p.us DESC
+ON CONFLICT (name) DO UPDATE SET until = excluded.until, step_uuid = excluded.step_uuid, reason = excluded.reason
+    WHERE flow_pauses.until < excluded.until;
