@@ -26,6 +26,11 @@ type LimitsPage struct {
 	// asked; GroupsTotal counts them all.
 	Groups      []store.FlowGroupUsage `json:"groups"`
 	GroupsTotal int                    `json:"groups_total"`
+	// Pauses are the keys and hosts a Retry-After answer paused and whose
+	// pause has not ended, those ending last first, at most the limit
+	// asked; PausesTotal counts them all.
+	Pauses      []store.FlowPause `json:"pauses"`
+	PausesTotal int               `json:"pauses_total"`
 }
 
 // ConfiguredLimit is one limit of the configuration: of a namespace
@@ -35,28 +40,40 @@ type ConfiguredLimit struct {
 	MaxInFlight int    `json:"max_in_flight,omitempty"`
 	Rate        string `json:"rate,omitempty"`
 	Burst       int    `json:"burst,omitempty"`
+	// RetryAfterPauses is what a Retry-After answer pauses in a namespace
+	// (namespaces.<ns>.retry_after_pauses): "key", "host" or empty.
+	RetryAfterPauses string `json:"retry_after_pauses,omitempty"`
 }
 
-// configuredLimits lists limits by name.
-func configuredLimits(m map[string]workflow.Limit) []ConfiguredLimit {
-	out := make([]ConfiguredLimit, 0, len(m))
-	for _, name := range slices.Sorted(maps.Keys(m)) {
+// configuredLimits lists limits by name, with the pauses of the names
+// that have one (namespaces only).
+func configuredLimits(m map[string]workflow.Limit, pauses map[string]workflow.PauseScope) []ConfiguredLimit {
+	names := slices.Sorted(maps.Keys(m))
+	for name := range pauses {
+		if _, ok := m[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	out := make([]ConfiguredLimit, 0, len(names))
+	for _, name := range names {
 		l := m[name]
-		out = append(out, ConfiguredLimit{Name: name, MaxInFlight: l.MaxInFlight, Rate: l.Rate.String(), Burst: l.Burst})
+		out = append(out, ConfiguredLimit{Name: name, MaxInFlight: l.MaxInFlight, Rate: l.Rate.String(), Burst: l.Burst,
+			RetryAfterPauses: string(pauses[name])})
 	}
 	return out
 }
 
 // Limits shows the configured flow limits and their use: every namespace's
-// counts, and the busiest limit groups, at most limit of them (defaults to
-// ListLimitDefault).
+// counts, the busiest limit groups and the pauses in force, at most limit
+// of each (defaults to ListLimitDefault).
 func (o Operator) Limits(ctx context.Context, limit int) (LimitsPage, error) {
 	limit, err := checkLimit(limit)
 	if err != nil {
 		return LimitsPage{}, err
 	}
 	policy := o.Store.FlowPolicy()
-	page := LimitsPage{Namespaces: configuredLimits(policy.Namespaces), Handlers: configuredLimits(policy.Handlers)}
+	page := LimitsPage{Namespaces: configuredLimits(policy.Namespaces, policy.Pauses), Handlers: configuredLimits(policy.Handlers, nil)}
 	if policy.Aging > 0 {
 		page.AgingInterval = policy.Aging.String()
 	}
@@ -74,5 +91,10 @@ func (o Operator) Limits(ctx context.Context, limit int) (LimitsPage, error) {
 	})
 	page.GroupsTotal = len(groups)
 	page.Groups = nonNil(groups[:min(len(groups), limit)])
+	pauses, total, err := o.Store.FlowPauses(ctx, limit)
+	if err != nil {
+		return LimitsPage{}, err
+	}
+	page.Pauses, page.PausesTotal = nonNil(pauses), total
 	return page, nil
 }

@@ -3,6 +3,7 @@ package bootstrap_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tasker-run/tasker/actors"
 	"github.com/tasker-run/tasker/api"
+	"github.com/tasker-run/tasker/config"
 	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/testsupport"
 	"github.com/tasker-run/tasker/workflow"
@@ -102,4 +104,47 @@ func TestFlowVisible(t *testing.T) {
 		_, _, body := httpGet(t, base+"/debug/actors?format=text", "")
 		return strings.Contains(string(body), `admission [admission] running detail="last round flow_vis: 0 admitted, 1 waiting for slots, 0 for tokens"`), nil
 	})
+}
+
+// TestRetryAfterPausesTheHost: in a namespace with retry_after_pauses =
+// "host", a real 429 with Retry-After from a local server pauses the host:
+// the next task's step to it waits, throttled, with the pause as its
+// reason, and /v1/limits' page lists the pause.
+func TestRetryAfterPausesTheHost(t *testing.T) {
+	t.Parallel()
+	srv := testsupport.NewScriptedServer(t, testsupport.Reply{Status: http.StatusTooManyRequests, RetryAfter: "60"}, testsupport.Reply{})
+	n := rsStart(t, rsSetup{
+		templates: map[string]string{
+			"h_pause/call.toml": rsOneStep("h_pause", "call", "http",
+				fmt.Sprintf("config = { url = %q }\n[steps.retry]\nmax_attempts = 3", srv.URL+"/orders")),
+		},
+		configure: func(cfg *config.Config) {
+			cfg.Namespaces["h_pause"] = config.Namespace{Workers: 2, AllowedHosts: []string{"127.0.0.1"}, RetryAfterPauses: "host"}
+		},
+	})
+	first := n.submit("h_pause", "call")
+	testsupport.WaitFor(t, rsWait, "the first call to wait for its retry", func() (bool, error) {
+		d, ok := n.show(first)
+		return ok && d.Steps[0].State == workflow.StepStateWaitingForRetry, nil
+	})
+	second := n.submit("h_pause", "call")
+	var d store.TaskDetail
+	testsupport.WaitFor(t, rsWait, "the second call to be held by the pause", func() (bool, error) {
+		var ok bool
+		d, ok = n.show(second)
+		return ok && d.Steps[0].State == workflow.StepStateThrottled &&
+			strings.Contains(d.Steps[0].ThrottledReason, "paused by a Retry-After answer"), nil
+	})
+	require.Contains(t, d.Steps[0].ThrottledReason, "host:127.0.0.1: paused by a Retry-After answer until ")
+	require.Equal(t, 1, srv.Requests(), "the paused host was not called again")
+
+	ctx, cancel := rsCtx()
+	defer cancel()
+	page, err := api.Operator{Store: n.node.Store()}.Limits(ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, []api.ConfiguredLimit{{Name: "h_pause", RetryAfterPauses: "host"}}, page.Namespaces)
+	require.Len(t, page.Pauses, 1)
+	require.Equal(t, "host:127.0.0.1", page.Pauses[0].Group)
+	require.WithinDuration(t, time.Now().Add(time.Minute), page.Pauses[0].Until, 10*time.Second)
+	require.Equal(t, 1, page.PausesTotal)
 }

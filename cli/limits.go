@@ -35,18 +35,30 @@ func writeLimits(w io.Writer, p api.LimitsPage, now time.Time) error {
 		fmt.Fprintln(w, "no namespace or handler limits configured (templates may declare their own)")
 	} else {
 		tw := newTable(w)
-		fmt.Fprintln(tw, "LIMIT\tMAX IN FLIGHT\tRATE\tBURST")
+		fmt.Fprintln(tw, "LIMIT\tMAX IN FLIGHT\tRATE\tBURST\tRETRY-AFTER PAUSES")
 		for _, l := range p.Namespaces {
-			fmt.Fprintf(tw, "namespaces.%s\t%s\t%s\t%s\n", l.Name, orDash(l.MaxInFlight), cmp.Or(l.Rate, "-"), orDash(l.Burst))
+			fmt.Fprintf(tw, "namespaces.%s\t%s\t%s\t%s\t%s\n", l.Name, orDash(l.MaxInFlight), cmp.Or(l.Rate, "-"), orDash(l.Burst),
+				cmp.Or(l.RetryAfterPauses, "-"))
 		}
 		for _, l := range p.Handlers {
-			fmt.Fprintf(tw, "flow.handlers.%s\t%s\t%s\t%s\n", l.Name, orDash(l.MaxInFlight), cmp.Or(l.Rate, "-"), orDash(l.Burst))
+			fmt.Fprintf(tw, "flow.handlers.%s\t%s\t%s\t%s\t-\n", l.Name, orDash(l.MaxInFlight), cmp.Or(l.Rate, "-"), orDash(l.Burst))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(w, "aging interval: %s\n", cmp.Or(p.AgingInterval, "-"))
+	if len(p.Pauses) > 0 {
+		fmt.Fprintf(w, "\npaused by Retry-After answers (%d of %d):\n", len(p.Pauses), p.PausesTotal)
+		tw := newTable(w)
+		fmt.Fprintln(tw, "GROUP\tFOR\tREASON")
+		for _, ps := range p.Pauses {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", oneLine(ps.Group, 80), roundDuration(ps.Until.Sub(now)), oneLine(ps.Reason, 120))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	if len(p.Usage) == 0 {
 		_, err := fmt.Fprintln(w, "\nno step holds a slot or waits")
 		return err

@@ -7,11 +7,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/api"
+	"github.com/tasker-run/tasker/store"
 	"github.com/tasker-run/tasker/testsupport"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -54,8 +56,8 @@ func TestCLILimits(t *testing.T) {
 	group := "key:" + testsupport.FlowKeyScope + "=c1"
 
 	out := e.ok("limits")
-	assert.Regexp(t, `(?m)^namespaces\.flow_vis\s+10\s+-\s+-$`, out)
-	assert.Regexp(t, `(?m)^flow\.handlers\.sleep\s+-\s+100/s\s+-$`, out)
+	assert.Regexp(t, `(?m)^namespaces\.flow_vis\s+10\s+-\s+-\s+-$`, out)
+	assert.Regexp(t, `(?m)^flow\.handlers\.sleep\s+-\s+100/s\s+-\s+-$`, out)
 	assert.Contains(t, out, "aging interval: ")
 	assert.Regexp(t, `(?m)^flow_vis\s+1\s+1\s+\S+$`, out, "the namespace's slots in use and steps waiting")
 	assert.Contains(t, out, "groups, most steps waiting first (3 of 3):")
@@ -82,4 +84,21 @@ func TestCLILimitsNone(t *testing.T) {
 	out := e.ok("limits")
 	assert.Contains(t, out, "no namespace or handler limits configured")
 	assert.Contains(t, out, "no step holds a slot or waits")
+}
+
+// The pauses of Retry-After answers are listed with how long they last.
+func TestWriteLimitsPauses(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	require.NoError(t, writeLimits(&b, api.LimitsPage{
+		Namespaces: []api.ConfiguredLimit{{Name: "payments", RetryAfterPauses: "host"}},
+		Pauses: []store.FlowPause{{Group: "host:api.example.com", Until: now.Add(90 * time.Second),
+			Reason: "a Retry-After answer of 90000 ms to step 0193"}},
+		PausesTotal: 3,
+	}, now))
+	out := b.String()
+	assert.Regexp(t, `(?m)^namespaces\.payments\s+-\s+-\s+-\s+host$`, out)
+	assert.Contains(t, out, "paused by Retry-After answers (1 of 3):")
+	assert.Regexp(t, `(?m)^host:api\.example\.com\s+1m30s\s+a Retry-After answer of 90000 ms to step 0193$`, out)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -62,4 +63,35 @@ func (s *Store) FlowSlotsByScope(ctx context.Context) ([]FlowScopeSlots, error) 
 		return nil, fmt.Errorf("reading flow slots by scope: %w", translate(err))
 	}
 	return out, nil
+}
+
+// FlowPause is a flow group paused by a Retry-After answer.
+type FlowPause struct {
+	Group string    `json:"group"`
+	Until time.Time `json:"until"`
+	// Step is the step whose answer set the pause; Reason says what it was.
+	Step   uuid.UUID `json:"step_uuid"`
+	Reason string    `json:"reason"`
+}
+
+// FlowPauses returns the pauses that have not ended, those ending last
+// first, at most limit of them, and how many there are.
+func (s *Store) FlowPauses(ctx context.Context, limit int) ([]FlowPause, int, error) {
+	rows, err := stmt("flow_pauses_list").query(ctx, s.pool, args{"limit": limit})
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading flow pauses: %w", translate(err))
+	}
+	var (
+		out   []FlowPause
+		p     FlowPause
+		total int
+	)
+	_, err = pgx.ForEachRow(rows, []any{&p.Group, &p.Until, scanUUID(&p.Step), &p.Reason, &total}, func() error {
+		out = append(out, p)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading flow pauses: %w", translate(err))
+	}
+	return out, total, nil
 }

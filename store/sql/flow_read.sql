@@ -18,3 +18,10 @@ ORDER BY 1;
 SELECT s.namespace, CASE WHEN g LIKE 'key:%' THEN split_part(g, '=', 1) ELSE g END, count(*)
 FROM tasker.flow_slots s, unnest(s.groups) g
 GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- name: flow_pauses_list
+-- The pauses that have not ended, those ending last first, at most @limit,
+-- and how many there are.
+SELECT name, until, step_uuid, reason, count(*) OVER ()
+FROM tasker.flow_pauses WHERE until > clock_timestamp()
+ORDER BY until DESC, name LIMIT @limit;
