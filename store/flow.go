@@ -170,15 +170,7 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 			return err
 		}
 		inUse := map[string]int{}
-		rows, err := stmt("flow_in_use").query(ctx, tx, args{"namespace": namespace})
-		if err != nil {
-			return err
-		}
-		var (
-			group string
-			n     int
-		)
-		if _, err := pgx.ForEachRow(rows, []any{&group, &n}, func() error { inUse[group] = n; return nil }); err != nil {
+		if err := groupValues(ctx, tx, "flow_in_use", args{"namespace": namespace}, inUse); err != nil {
 			return err
 		}
 		if _, err := stmt("flow_keys_forget").exec(ctx, tx, args{"namespace": namespace}); err != nil {
@@ -309,92 +301,70 @@ func (s *Store) flowCandidates(ctx context.Context, tx pgx.Tx, namespace string,
 // every namespace. While the locks are held no other admission takes those
 // slots, and admission at once leaves such steps to a round.
 func flowSharedSlots(ctx context.Context, tx pgx.Tx, cands []workflow.Candidate, inUse map[string]int) error {
-	seen := map[string]bool{}
-	for _, c := range cands {
-		for _, g := range c.Groups {
-			if g.SharedSlots() {
-				seen[g.Name] = true
-			}
-		}
-	}
-	if len(seen) == 0 {
+	groups := candidateGroups(cands, workflow.Group.SharedSlots)
+	if len(groups) == 0 {
 		return nil
 	}
-	groups := slices.Sorted(maps.Keys(seen))
 	for _, g := range groups {
 		if _, err := stmt("flow_shared_lock").exec(ctx, tx, args{"class": int32(flowSharedLockClass), "group": g}); err != nil {
 			return err
 		}
 		delete(inUse, g)
 	}
-	rows, err := stmt("flow_shared_in_use").query(ctx, tx, args{"groups": groups})
-	if err != nil {
-		return err
-	}
-	var (
-		group string
-		n     int
-	)
-	_, err = pgx.ForEachRow(rows, []any{&group, &n}, func() error { inUse[group] = n; return nil })
-	return err
+	return groupValues(ctx, tx, "flow_shared_in_use", args{"groups": groups}, inUse)
 }
 
 // flowPauses reads the pauses of the candidates' groups that have not
 // ended at now.
 func flowPauses(ctx context.Context, tx pgx.Tx, cands []workflow.Candidate, now time.Time) (map[string]time.Time, error) {
-	seen := map[string]bool{}
-	var names []string
-	for _, c := range cands {
-		for _, g := range c.Groups {
-			if (workflow.PauseKey.Paused(g.Name) || workflow.PauseHost.Paused(g.Name)) && !seen[g.Name] {
-				seen[g.Name] = true
-				names = append(names, g.Name)
-			}
-		}
-	}
 	paused := map[string]time.Time{}
+	names := candidateGroups(cands, func(g workflow.Group) bool {
+		return workflow.PauseKey.Paused(g.Name) || workflow.PauseHost.Paused(g.Name)
+	})
 	if len(names) == 0 {
 		return paused, nil
 	}
-	rows, err := stmt("flow_pauses_read").query(ctx, tx, args{"names": names, "now": now})
-	if err != nil {
-		return nil, err
-	}
-	var (
-		name  string
-		until time.Time
-	)
-	_, err = pgx.ForEachRow(rows, []any{&name, &until}, func() error { paused[name] = until; return nil })
-	return paused, err
+	return paused, groupValues(ctx, tx, "flow_pauses_read", args{"names": names, "now": now}, paused)
 }
 
 // flowBuckets reads and locks the token buckets of the candidates' rated
 // groups.
 func flowBuckets(ctx context.Context, tx pgx.Tx, cands []workflow.Candidate) (map[string]time.Time, error) {
-	seen := map[string]bool{}
-	var names []string
-	for _, c := range cands {
-		for _, g := range c.Groups {
-			if !g.Rate.IsZero() && !seen[g.Name] {
-				seen[g.Name] = true
-				names = append(names, g.Name)
-			}
-		}
-	}
 	tat := map[string]time.Time{}
+	names := candidateGroups(cands, func(g workflow.Group) bool { return !g.Rate.IsZero() })
 	if len(names) == 0 {
 		return tat, nil
 	}
-	rows, err := stmt("flow_buckets_lock").query(ctx, tx, args{"names": names})
+	return tat, groupValues(ctx, tx, "flow_buckets_lock", args{"names": names}, tat)
+}
+
+// candidateGroups lists the names of the candidates' groups that keep
+// accepts, each once, in order.
+func candidateGroups(cands []workflow.Candidate, keep func(workflow.Group) bool) []string {
+	seen := map[string]bool{}
+	for _, c := range cands {
+		for _, g := range c.Groups {
+			if keep(g) {
+				seen[g.Name] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// groupValues runs statement name, whose rows are a group's name and a
+// value, into into.
+func groupValues[V any](ctx context.Context, tx pgx.Tx, name string, a args, into map[string]V) error {
+	rows, err := stmt(name).query(ctx, tx, a)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var (
-		name string
-		at   time.Time
+		group string
+		v     V
 	)
-	_, err = pgx.ForEachRow(rows, []any{&name, &at}, func() error { tat[name] = at; return nil })
-	return tat, err
+	_, err = pgx.ForEachRow(rows, []any{&group, &v}, func() error { into[group] = v; return nil })
+	return err
 }
 
 // FlowGroupUsage is one flow group with steps in it.
