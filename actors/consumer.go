@@ -130,6 +130,12 @@ func (c *consumer) handleOne(m queue.Message, lease time.Time) {
 	if c.loop.sys.stopping.Load() {
 		return
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			c.loop.sys.applyFailed(c.loop.queue, m.ID, m.ReadCount, fmt.Errorf("panic: %v", r))
+			panic(r)
+		}
+	}()
 	held := heldTry{breaker: c.loop.breaker, lease: func() time.Time { return lease }, queue: c.loop.queue}
 	err := c.loop.sys.runHeld(held, func() error {
 		// Bounded by the shutdown timeout too: a transaction stuck on an
@@ -141,6 +147,7 @@ func (c *consumer) handleOne(m queue.Message, lease time.Time) {
 	})
 	if err != nil {
 		c.loop.sys.log.Warn("handling message failed; it is left to redelivery", "queue", c.loop.queue, "msg_id", m.ID, "error", err)
+		c.loop.sys.applyFailed(c.loop.queue, m.ID, m.ReadCount, err)
 	}
 }
 
@@ -153,8 +160,10 @@ func (c *consumer) handleOne(m queue.Message, lease time.Time) {
 func (c *consumer) handleDue(ctx actor.Context, d outcomeDue) {
 	s, self := c.loop.sys, ctx.Self()
 	go func() {
+		q := queue.NamespaceQueue(d.Due.Namespace)
 		defer func() {
 			if r := recover(); r != nil {
+				s.applyFailed(q, d.Due.MsgID, d.ReadCount, fmt.Errorf("panic: %v", r))
 				s.system.Root.Send(self, duePanicked{Value: r})
 			}
 		}()
@@ -162,9 +171,8 @@ func (c *consumer) handleDue(ctx actor.Context, d outcomeDue) {
 			return
 		}
 		// The step message stays invisible while the outcome is applied,
-		// however slow the database is: read again, its deliveries would
-		// count towards the outcome's quarantine.
-		q := queue.NamespaceQueue(d.Due.Namespace)
+		// however slow the database is: read again, it would be applied
+		// twice at once.
 		lease := &leaseEnd{}
 		lease.set(d.Lease)
 		defer s.keepInvisible(q, d.Due.MsgID, s.namespaceVisibility(d.Due.Namespace), lease)()
@@ -177,6 +185,7 @@ func (c *consumer) handleDue(ctx actor.Context, d outcomeDue) {
 		if err != nil {
 			s.log.Warn("applying outcome failed; its step message is left to redelivery", "namespace", d.Due.Namespace,
 				"msg_id", d.Due.MsgID, "step_uuid", d.Due.StepUUID, "error", err)
+			s.applyFailed(q, d.Due.MsgID, d.ReadCount, err)
 		}
 	}()
 }
@@ -187,9 +196,12 @@ func acceptRequest(ctx context.Context, s *System, m queue.Message) error {
 		out store.RequestOutcome
 		err error
 	)
-	if max := s.settings.MaxDeliveries; max > 0 && m.ReadCount > max {
-		out, err = s.deps.Store.RequestReject(ctx, m,
-			fmt.Sprintf("request delivered %d times, more than queue.max_deliveries (%d)", m.ReadCount, max))
+	reason, quarantine, err := s.overDelivered(ctx, "request", queueTaskRequests, m.ID, m.ReadCount)
+	if err != nil {
+		return err
+	}
+	if quarantine {
+		out, err = s.deps.Store.RequestReject(ctx, m, reason)
 	} else {
 		out, err = s.deps.Store.RequestAccept(ctx, m)
 	}
@@ -220,7 +232,11 @@ func applyResult(ctx context.Context, s *System, m queue.Message) error {
 		out store.ResultOutcome
 		err error
 	)
-	if reason, ok := s.overDelivered(m.ReadCount); ok {
+	reason, quarantine, err := s.overDelivered(ctx, "result", queueStepResults, m.ID, m.ReadCount)
+	if err != nil {
+		return err
+	}
+	if quarantine {
 		s.log.Error("quarantining a step result that keeps failing", "msg_id", m.ID, "reason", reason)
 		out, err = s.deps.Store.ResultQuarantine(ctx, m, reason)
 	} else {
@@ -236,7 +252,11 @@ func applyDue(ctx context.Context, s *System, d outcomeDue) error {
 		out store.ResultOutcome
 		err error
 	)
-	if reason, ok := s.overDelivered(d.ReadCount); ok {
+	reason, quarantine, err := s.overDelivered(ctx, "result", queue.NamespaceQueue(d.Due.Namespace), d.Due.MsgID, d.ReadCount)
+	if err != nil {
+		return err
+	}
+	if quarantine {
 		s.log.Error("quarantining a step outcome that keeps failing", "namespace", d.Due.Namespace, "msg_id", d.Due.MsgID,
 			"reason", reason)
 		out, err = s.deps.Store.OutcomeQuarantine(ctx, d.Due, reason)
@@ -246,14 +266,48 @@ func applyDue(ctx context.Context, s *System, d outcomeDue) error {
 	return s.resultApplied(d.Due.MsgID, out, err)
 }
 
-// overDelivered says why a result delivered readCount times is quarantined,
-// when it is.
-func (s *System) overDelivered(readCount int) (string, bool) {
+// deliveryBackstop is how many times queue.max_deliveries a message may be
+// delivered, whatever failed, before it is quarantined: a node that dies
+// while it applies records no failure.
+const deliveryBackstop = 4
+
+// overDelivered says whether message msgID of queueName, a request or a
+// result (what) delivered readCount times, is quarantined, and why. Past
+// queue.max_deliveries it reads the deliveries that failed through the
+// message's own fault (System.applyFailed): a message is quarantined when
+// that many failed, or when it was delivered deliveryBackstop times as
+// often. A message delivered again only because the node or the database
+// was overloaded is applied.
+func (s *System) overDelivered(ctx context.Context, what, queueName string, msgID int64, readCount int) (string, bool, error) {
 	max := s.settings.MaxDeliveries
 	if max <= 0 || readCount <= max {
-		return "", false
+		return "", false, nil
 	}
-	return fmt.Sprintf("result delivered %d times, more than queue.max_deliveries (%d)", readCount, max), true
+	if readCount > deliveryBackstop*max {
+		return fmt.Sprintf("%s delivered %d times, more than %d × queue.max_deliveries (%d)", what, readCount, deliveryBackstop, max), true, nil
+	}
+	failed, last, err := s.deps.Store.ApplyFailures(ctx, queueName, msgID)
+	if err != nil {
+		return "", false, err
+	}
+	if failed < max {
+		return "", false, nil
+	}
+	return fmt.Sprintf("%s failed on %d of %d deliveries, queue.max_deliveries is %d; last: %s", what, failed, readCount-1, max, last), true, nil
+}
+
+// applyFailed records a failed delivery of message msgID of queueName when
+// the failure may be the message's own (store.MessageFault); a failure to
+// record it is logged.
+func (s *System) applyFailed(queueName string, msgID int64, readCount int, cause error) {
+	if !store.MessageFault(cause) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.handlerCtx, dbTimeout)
+	defer cancel()
+	if _, err := s.deps.Store.ApplyFailed(ctx, queueName, msgID, readCount, cause); err != nil {
+		s.log.Warn("recording a failed apply failed", "queue", queueName, "msg_id", msgID, "error", err)
+	}
 }
 
 // resultApplied logs and reports what applying the result of message msgID

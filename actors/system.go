@@ -33,6 +33,11 @@ type Store interface {
 	StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error)
 	StepOutcomeRecord(ctx context.Context, o store.Outcome) error
 	MessageArchive(ctx context.Context, queueName string, id int64, reason string) error
+	// ApplyFailed and ApplyFailures count the deliveries of an
+	// orchestration message that failed through its own fault
+	// (store.MessageFault), which queue.max_deliveries bounds.
+	ApplyFailed(ctx context.Context, queueName string, msgID int64, readCount int, cause error) (int, error)
+	ApplyFailures(ctx context.Context, queueName string, msgID int64) (int, string, error)
 }
 
 // Queue is what the actors need of the queue client.

@@ -336,6 +336,18 @@ func (s *outageStore) MessageArchive(ctx context.Context, queueName string, id i
 	return err
 }
 
+func (s *outageStore) ApplyFailed(ctx context.Context, queueName string, msgID int64, readCount int, cause error) (int, error) {
+	n, err := s.next.ApplyFailed(ctx, queueName, msgID, readCount, cause)
+	s.c.record(err)
+	return n, err
+}
+
+func (s *outageStore) ApplyFailures(ctx context.Context, queueName string, msgID int64) (int, string, error) {
+	n, last, err := s.next.ApplyFailures(ctx, queueName, msgID)
+	s.c.record(err)
+	return n, last, err
+}
+
 // outagePool opens a pool straight on the database, past any proxy.
 func outagePool(t *testing.T, url string) *pgxpool.Pool {
 	t.Helper()

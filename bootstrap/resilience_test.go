@@ -631,12 +631,29 @@ func TestPoisonAndStaleMessages(t *testing.T) {
 		require.Equal(t, workflow.StepStateError, step.State)
 		e := rsErrorOf(t, step)
 		require.Equal(t, "poison", e.Kind)
-		require.Contains(t, e.Message, "result delivered 3 times")
+		require.Contains(t, e.Message, "result failed on 2 of 2 deliveries, queue.max_deliveries is 2; last: ")
+		require.Contains(t, e.Message, testsupport.ErrInjected.Error())
 		// The outcome was handed over in the node: its step message, which
 		// came back with it, is what is archived.
 		require.Equal(t, 1, archived("a_poison_queue", step.StepUUID.String()), "the step message is archived")
 		require.Zero(t, archived("q_poison_queue", step.StepUUID.String()))
 		require.Zero(t, archived("a_orchestration_step_results", step.StepUUID.String()), "no result message")
+	})
+
+	t.Run("result delivered again only through overload", func(t *testing.T) {
+		n := n.with(t)
+		// Timeouts are the database's fault, not the result's: past
+		// queue.max_deliveries of them the result is still applied.
+		failures := n.count(`SELECT count(*) FROM tasker.apply_failures`)
+		n.faults.Fail(testsupport.OpResultApply, context.DeadlineExceeded, 0)
+		id := n.submit("poison", "job")
+		testsupport.WaitFor(t, rsWait, "the step message's third delivery", func() (bool, error) {
+			return n.count(`SELECT COALESCE(max(read_ct), 0) FROM pgmq.q_poison_queue`) >= 3, nil
+		})
+		n.faults.Clear(testsupport.OpResultApply)
+		d := n.waitTask(id, workflow.TaskStateComplete)
+		require.Equal(t, workflow.StepStateComplete, d.Steps[0].State)
+		require.Equal(t, failures, n.count(`SELECT count(*) FROM tasker.apply_failures`), "no failure counted against it")
 	})
 
 	t.Run("undecodable step message", func(t *testing.T) {

@@ -163,7 +163,11 @@ type Queue struct {
 	// BatchSize is the most messages one read takes. Defaults to 50.
 	BatchSize int `toml:"batch_size"`
 	// MaxDeliveries is how many times a message may be read; a message read
-	// more often is poison and is archived. Defaults to 5.
+	// more often is poison and is archived. A task request or a step result
+	// past it is archived only when that many of its deliveries failed
+	// through its own fault (store.MessageFault), or when it was read 4 times
+	// as often: one read again only through overload is applied. Defaults
+	// to 5.
 	MaxDeliveries int `toml:"max_deliveries"`
 	// MaxRequestBytes is the largest task request accepted; a larger one is
 	// archived as rejected. Defaults to 262144 (256 KiB).
