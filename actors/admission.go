@@ -151,7 +151,10 @@ func (a *admission) round(ctx actor.Context) {
 			ok = false
 			continue
 		}
-		held := r.Held[store.HeldBySlots] + r.Held[store.HeldByRate] + r.Held[store.HeldByPause]
+		held := 0
+		for _, n := range r.Held {
+			held += n
+		}
 		if r.Admitted > 0 && r.Admitted+held >= store.FlowWindow {
 			next = 0 // more may wait beyond the window
 		}

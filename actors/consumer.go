@@ -305,7 +305,7 @@ func (s *System) applyFailed(queueName string, msgID int64, readCount int, cause
 	}
 	ctx, cancel := context.WithTimeout(s.handlerCtx, dbTimeout)
 	defer cancel()
-	if _, err := s.deps.Store.ApplyFailed(ctx, queueName, msgID, readCount, cause); err != nil {
+	if err := s.deps.Store.ApplyFailed(ctx, queueName, msgID, readCount, cause); err != nil {
 		s.log.Warn("recording a failed apply failed", "queue", queueName, "msg_id", msgID, "error", err)
 	}
 }

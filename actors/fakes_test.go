@@ -140,9 +140,7 @@ func (s *memStore) RequestAccept(context.Context, queue.Message) (store.RequestO
 	return store.RequestOutcome{}, nil
 }
 
-func (s *memStore) ApplyFailed(context.Context, string, int64, int, error) (int, error) {
-	return 1, nil
-}
+func (s *memStore) ApplyFailed(context.Context, string, int64, int, error) error { return nil }
 
 func (s *memStore) ApplyFailures(context.Context, string, int64) (int, string, error) {
 	return 0, "", nil

@@ -36,7 +36,7 @@ type Store interface {
 	// ApplyFailed and ApplyFailures count the deliveries of an
 	// orchestration message that failed through its own fault
 	// (store.MessageFault), which queue.max_deliveries bounds.
-	ApplyFailed(ctx context.Context, queueName string, msgID int64, readCount int, cause error) (int, error)
+	ApplyFailed(ctx context.Context, queueName string, msgID int64, readCount int, cause error) error
 	ApplyFailures(ctx context.Context, queueName string, msgID int64) (int, string, error)
 }
 

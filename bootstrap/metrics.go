@@ -137,8 +137,8 @@ func (m *Metrics) flowAdmitted(namespace string, r store.FlowRound, err error) {
 	if r.Admitted > 0 {
 		m.admitted.WithLabelValues(namespace).Add(float64(r.Admitted))
 	}
-	for _, kind := range []string{store.HeldBySlots, store.HeldByRate, store.HeldByPause} {
-		if n := r.NewlyHeld[kind]; n > 0 {
+	for kind, n := range r.NewlyHeld {
+		if n > 0 {
 			m.throttled.WithLabelValues(namespace, kind).Add(float64(n))
 		}
 	}

@@ -336,10 +336,10 @@ func (s *outageStore) MessageArchive(ctx context.Context, queueName string, id i
 	return err
 }
 
-func (s *outageStore) ApplyFailed(ctx context.Context, queueName string, msgID int64, readCount int, cause error) (int, error) {
-	n, err := s.next.ApplyFailed(ctx, queueName, msgID, readCount, cause)
+func (s *outageStore) ApplyFailed(ctx context.Context, queueName string, msgID int64, readCount int, cause error) error {
+	err := s.next.ApplyFailed(ctx, queueName, msgID, readCount, cause)
 	s.c.record(err)
-	return n, err
+	return err
 }
 
 func (s *outageStore) ApplyFailures(ctx context.Context, queueName string, msgID int64) (int, string, error) {

@@ -46,21 +46,19 @@ func MessageFault(err error) bool {
 }
 
 // ApplyFailed records that the delivery of message msgID of queueName read
-// readCount times failed to apply with err (a MessageFault), and returns
-// how many of its deliveries have failed so far. A delivery tried several
-// times counts once.
-func (s *Store) ApplyFailed(ctx context.Context, queueName string, msgID int64, readCount int, cause error) (int, error) {
+// readCount times failed to apply with cause (a MessageFault). A delivery
+// tried several times counts once (ApplyFailures).
+func (s *Store) ApplyFailed(ctx context.Context, queueName string, msgID int64, readCount int, cause error) error {
 	text := cause.Error()
 	if len(text) > maxFailureText {
 		text = strings.ToValidUTF8(text[:maxFailureText], "")
 	}
-	var n int
-	if err := stmt("apply_failed").queryRow(ctx, s.pool, args{
+	if _, err := stmt("apply_failed").exec(ctx, s.pool, args{
 		"queue_name": queueName, "msg_id": msgID, "read_count": readCount, "error": text,
-	}).Scan(&n); err != nil {
-		return 0, fmt.Errorf("recording a failed apply of message %d of %s: %w", msgID, queueName, translate(err))
+	}); err != nil {
+		return fmt.Errorf("recording a failed apply of message %d of %s: %w", msgID, queueName, translate(err))
 	}
-	return n, nil
+	return nil
 }
 
 // ApplyFailures returns how many deliveries of message msgID of queueName

@@ -127,8 +127,9 @@ type FlowRound struct {
 	// NewlyHeld counts, of those, the steps held for the first time or by
 	// another limit than before, by kind.
 	NewlyHeld map[string]int
-	// RetryIn is how long after the round a step held only by a rate can
-	// be admitted (by the server's clock); zero when none is.
+	// RetryIn is how long after the round the next round can admit a step
+	// held by a rate or a pause (workflow.Admission.Retry, by the server's
+	// clock); zero when none is held so.
 	RetryIn time.Duration
 }
 

@@ -618,10 +618,6 @@ func (s *Store) queueFlowPauses(b *pgx.Batch, moves []stepMove) {
 		}
 	}
 	for _, scope := range slices.Sorted(maps.Keys(byScope)) {
-		prefix := workflow.GroupKey
-		if scope == workflow.PauseHost {
-			prefix = workflow.GroupHost
-		}
 		var (
 			steps  [][16]byte
 			pauses []int64
@@ -629,7 +625,7 @@ func (s *Store) queueFlowPauses(b *pgx.Batch, moves []stepMove) {
 		for _, m := range byScope[scope] {
 			steps, pauses = append(steps, m.step), append(pauses, m.pause.Microseconds())
 		}
-		stmt("flow_pause").queue(b, args{"steps": steps, "pauses_us": pauses, "scope": prefix + "%",
+		stmt("flow_pause").queue(b, args{"steps": steps, "pauses_us": pauses, "scope": scope.Prefix() + "%",
 			"waiting": string(workflow.StepStateWaitingForRetry)})
 	}
 }

@@ -42,15 +42,21 @@ const (
 	PauseHost PauseScope = "host"
 )
 
-// Paused reports whether a Retry-After pauses group name under scope.
-func (s PauseScope) Paused(name string) bool {
+// Prefix is the prefix of the names of the groups scope pauses; "" for
+// none.
+func (s PauseScope) Prefix() string {
 	switch s {
 	case PauseKey:
-		return strings.HasPrefix(name, GroupKey)
+		return GroupKey
 	case PauseHost:
-		return strings.HasPrefix(name, GroupHost)
+		return GroupHost
 	}
-	return false
+	return ""
+}
+
+// Paused reports whether a Retry-After pauses group name under scope.
+func (s PauseScope) Paused(name string) bool {
+	return s.Prefix() != "" && strings.HasPrefix(name, s.Prefix())
 }
 
 // MaxKeyLength bounds a rendered concurrency key, in bytes.
@@ -263,33 +269,29 @@ func StepHost(st StepTemplate, context json.RawMessage) string {
 	if err := json.Unmarshal(st.Config, &cfg); err != nil || cfg.URL == "" {
 		return ""
 	}
-	// Only the part before the path names the host.
-	head := cfg.URL
-	if i := strings.Index(head, "://"); i >= 0 {
-		if j := strings.IndexAny(head[i+3:], "/?#"); j >= 0 {
-			head = head[:i+3+j]
-		}
-	}
-	if strings.Contains(head, "{{parents") {
-		return ""
-	}
-	rendered, err := NewPlaceholders(StepInput{Context: context}).Expand(head, nil)
-	if err != nil {
-		return ""
-	}
-	return urlHost(rendered)
-}
-
-// urlHost is the host of an absolute url's authority, lower case, without
-// user information or port; "" when there is none.
-func urlHost(u string) string {
-	_, rest, ok := strings.Cut(u, "://")
+	// Only the authority names the host: placeholders in the path may
+	// come from parents.
+	_, authority, ok := strings.Cut(cfg.URL, "://")
 	if !ok {
 		return ""
 	}
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		rest = rest[:i]
+	if i := strings.IndexAny(authority, "/?#"); i >= 0 {
+		authority = authority[:i]
 	}
+	if strings.Contains(authority, "{{parents") {
+		return ""
+	}
+	rendered, err := NewPlaceholders(StepInput{Context: context}).Expand(authority, nil)
+	if err != nil {
+		return ""
+	}
+	return authorityHost(rendered)
+}
+
+// authorityHost is the host of a url's authority, lower case, without user
+// information or port; "" when there is none.
+func authorityHost(authority string) string {
+	rest := authority
 	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
 		rest = rest[i+1:]
 	}
@@ -303,7 +305,7 @@ func urlHost(u string) string {
 	} else {
 		host, _, _ = strings.Cut(rest, ":")
 	}
-	if host == "" || len(host) > MaxKeyLength || strings.ContainsAny(host, " \t\n{}") {
+	if host == "" || len(host) > MaxKeyLength || strings.ContainsAny(host, " \t\n{}/?#") {
 		return ""
 	}
 	return strings.ToLower(host)
@@ -373,10 +375,11 @@ type Admission struct {
 	// Buckets holds the new next-token time of each bucket that gave
 	// tokens.
 	Buckets map[string]time.Time
-	// Retry is when the next admission should run for the steps held only
-	// by a rate or a pause: when the earliest of them comes within the horizon, but
-	// not sooner than a sixth of the horizon from now, so that rounds book
-	// tokens in runs rather than one at a time (zero when none is held so).
+	// Retry is when the next admission should run for the steps held by a
+	// rate or a pause: when the earliest of them comes within the horizon,
+	// but not sooner than a sixth of the horizon from now, so that rounds
+	// book tokens in runs rather than one at a time (zero when none is held
+	// so).
 	Retry time.Time
 }
 
@@ -432,11 +435,11 @@ func Admit(cands []Candidate, used map[string]int, tat, paused map[string]time.T
 			}
 		}
 		if wait := start.Sub(now); wait > horizon {
-			h := Held{Step: c.Step, Group: slowest.Name, Rated: !pause, Paused: pause,
-				Reason: fmt.Sprintf("%s: at its rate of %s", slowest.Name, perSecond(slowest.Rate))}
+			h := Held{Step: c.Step, Group: slowest.Name, Rated: !pause, Paused: pause}
 			if pause {
-				h.Reason = fmt.Sprintf("%s: paused by a Retry-After answer until %s", slowest.Name,
-					start.UTC().Format(time.RFC3339))
+				h.Reason = fmt.Sprintf("%s: paused by a Retry-After answer until %s", slowest.Name, start.UTC().Format(time.RFC3339))
+			} else {
+				h.Reason = fmt.Sprintf("%s: at its rate of %s", slowest.Name, perSecond(slowest.Rate))
 			}
 			a.Held = append(a.Held, h)
 			retry := later(start.Add(-horizon), now.Add(horizon/6))

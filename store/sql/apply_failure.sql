@@ -14,8 +14,7 @@ VALUES (@queue_name, @msg_id, 1, @read_count, @error)
 ON CONFLICT (queue_name, msg_id) DO UPDATE
 SET failures = f.failures + CASE WHEN excluded.last_read > f.last_read THEN 1 ELSE 0 END,
     last_read = greatest(f.last_read, excluded.last_read), last_error = excluded.last_error,
-    updated_at = clock_timestamp()
-RETURNING failures;
+    updated_at = clock_timestamp();
 
 -- name: apply_failures_read
 -- The failed deliveries of message @msg_id of @queue_name and the last
