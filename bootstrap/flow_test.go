@@ -54,7 +54,7 @@ func TestFlowVisible(t *testing.T) {
 		`tasker_steps_throttled_total{namespace="flow_vis",reason="slots"} 1`,
 		`tasker_flow_admission_errors_total 0`,
 		`tasker_flow_check_errors_total 0`,
-		`tasker_flow_drift_repaired_total{table="flow_slots"} 0`,
+		`tasker_flow_drift_repaired_total{table="flow_counts"} 0`,
 		`tasker_flow_drift_repaired_total{table="flow_waiting"} 0`,
 		// One series for every key of the scope.
 		`tasker_slots_in_use{group="key:flow_vis/per_customer",namespace="flow_vis"} 1`,

@@ -103,14 +103,14 @@ func NewMetrics() *Metrics {
 		}),
 		flowDrift: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasker_flow_drift_repaired_total",
-			Help: "Rows of the flow tables this node's checks removed because they disagreed with the steps' states, by table (flow_slots: slots given back, flow_waiting: waits dropped).",
+			Help: "What this node's checks of the flow tables set right because it disagreed with the steps' states, by table (flow_counts: by how much the slot counts were off, flow_waiting: waits counted wrong, dropped or added).",
 		}, []string{"table"}),
 		checkErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tasker_flow_check_errors_total",
 			Help: "Checks of the flow tables against the steps' states (one a minute on each orchestration node) that failed; the next check tries again.",
 		}),
 	}
-	for _, table := range []string{"flow_slots", "flow_waiting"} {
+	for _, table := range []string{"flow_counts", "flow_waiting"} {
 		m.flowDrift.WithLabelValues(table)
 	}
 	m.Registry.MustRegister(m.tasks, m.steps, m.attempts, m.stepDuration, m.breaker, m.requests, m.held,
@@ -151,7 +151,7 @@ func (m *Metrics) flowRepaired(d store.FlowDrift, err error) {
 		m.checkErrors.Inc()
 		return
 	}
-	m.flowDrift.WithLabelValues("flow_slots").Add(float64(d.Slots))
+	m.flowDrift.WithLabelValues("flow_counts").Add(float64(d.Slots))
 	m.flowDrift.WithLabelValues("flow_waiting").Add(float64(d.Waiting))
 }
 

@@ -27,7 +27,7 @@ func TestFlowMetrics(t *testing.T) {
 	require.InDelta(t, 2, counterValue(t, m.throttled.WithLabelValues("a", store.HeldBySlots)), 0)
 	require.InDelta(t, 5, counterValue(t, m.throttled.WithLabelValues("a", store.HeldByRate)), 0)
 	require.InDelta(t, 1, counterValue(t, m.admitErrors), 0)
-	require.InDelta(t, 2, counterValue(t, m.flowDrift.WithLabelValues("flow_slots")), 0)
+	require.InDelta(t, 2, counterValue(t, m.flowDrift.WithLabelValues("flow_counts")), 0)
 	require.InDelta(t, 1, counterValue(t, m.flowDrift.WithLabelValues("flow_waiting")), 0)
 	series := make(chan prometheus.Metric, 10)
 	m.admitted.Collect(series)

@@ -35,10 +35,6 @@ const FlowWindow = 512
 // (2.5 s) before a rate loses a token.
 const FlowHorizon = 3 * time.Second
 
-// flowGate is the transaction setting that says whether the transaction
-// holds the admission lock of namespace (flow_gate in sql/result_apply.sql).
-func flowGate(namespace string) string { return "tasker.flow_gate_" + namespace }
-
 // SetFlowPolicy replaces the flow limits the configuration sets (a reload).
 // Steps created before keep the groups they were created with; the limits
 // of namespace and handler groups are read at each admission, so changed
@@ -170,15 +166,16 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 		if err := stmt("flow_lock").queryRow(ctx, tx, args{"class": int32(flowLockClass), "namespace": namespace}).Scan(&now); err != nil {
 			return err
 		}
-		inUse := map[string]int{}
-		if err := groupValues(ctx, tx, "flow_in_use", args{"namespace": namespace}, inUse); err != nil {
-			return err
-		}
 		if _, err := stmt("flow_keys_forget").exec(ctx, tx, args{"namespace": namespace}); err != nil {
 			return err
 		}
 		cands, messages, err := s.flowCandidates(ctx, tx, namespace, policy)
 		if err != nil || len(cands) == 0 {
+			return err
+		}
+		inUse := map[string]int{}
+		groups := candidateGroups(cands, func(workflow.Group) bool { return true })
+		if err := groupValues(ctx, tx, "flow_counts_lock", args{"namespace": namespace, "groups": groups}, inUse); err != nil {
 			return err
 		}
 		if err := flowSharedSlots(ctx, tx, cands, inUse); err != nil {
@@ -418,20 +415,30 @@ func (s *Store) FlowUsage(ctx context.Context) ([]FlowGroupUsage, error) {
 	return out, nil
 }
 
-// FlowDrift is what a repair of the flow tables removed.
+// FlowDrift is what a repair of the flow tables set right.
 type FlowDrift struct {
+	// Slots is by how much the counts of slots in use were off, summed
+	// over the groups; Waiting the same for the counts of waiting steps,
+	// plus the waiting rows dropped or added.
 	Slots, Waiting int
 }
 
-// FlowRepair removes slots held by steps that no longer hold one, and
-// waiting rows of steps no longer throttled.
+// FlowRepair sets the flow counters to what the steps' states say, under
+// the lock of every counter, deletes those at zero, and sets the waiting
+// rows right.
 func (s *Store) FlowRepair(ctx context.Context) (FlowDrift, error) {
 	var d FlowDrift
-	if err := stmt("flow_repair").queryRow(ctx, s.pool, args{
-		"slot_states": states(workflow.StepStatesWhere(workflow.StepState.HoldsSlot)),
-		"throttled":   string(workflow.StepStateThrottled),
-	}).Scan(&d.Slots, &d.Waiting); err != nil {
-		return d, fmt.Errorf("repairing the flow tables: %w", translate(err))
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := stmt("flow_counts_lock_all").exec(ctx, tx, nil); err != nil {
+			return err
+		}
+		return stmt("flow_repair").queryRow(ctx, tx, args{
+			"slot_states": states(workflow.StepStatesWhere(workflow.StepState.HoldsSlot)),
+			"throttled":   string(workflow.StepStateThrottled),
+		}).Scan(&d.Slots, &d.Waiting)
+	})
+	if err != nil {
+		return FlowDrift{}, fmt.Errorf("repairing the flow tables: %w", translate(err))
 	}
 	return d, nil
 }

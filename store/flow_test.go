@@ -78,16 +78,21 @@ func (h *harness) stepStates() map[string]int {
 	return h.countsBy("SELECT state, count(*) FROM tasker.steps WHERE namespace = $1 GROUP BY state", flowNamespace)
 }
 
-// slotsByGroup counts the slots held per group, from flow_slots, and checks
-// them against the steps' own states.
+// slotsByGroup returns the slots in use per group, from the flow counters,
+// and checks every counter against the steps' own states.
 func (h *harness) slotsByGroup() map[string]int {
 	h.t.Helper()
 	var drift int
-	require.NoError(h.t, h.pool.QueryRow(h.ctx, `SELECT count(*) FROM tasker.steps s
-		WHERE s.flow_groups IS NOT NULL AND (s.state IN ('enqueued', 'in_progress', 'waiting_for_retry'))
-			<> EXISTS (SELECT FROM tasker.flow_slots f WHERE f.step_uuid = s.step_uuid)`).Scan(&drift))
-	require.Zero(h.t, drift, "flow_slots disagree with the steps' states")
-	return h.countsBy("SELECT g, count(*) FROM tasker.flow_slots, unnest(groups) g GROUP BY g")
+	require.NoError(h.t, h.pool.QueryRow(h.ctx, `WITH truth AS (
+			SELECT s.namespace, g AS name,
+				count(*) FILTER (WHERE s.state IN ('enqueued', 'in_progress', 'waiting_for_retry')) AS in_use,
+				count(*) FILTER (WHERE s.state = 'throttled') AS waiting
+			FROM tasker.steps s, unnest(array_prepend('', s.flow_groups)) g
+			WHERE s.flow_groups IS NOT NULL GROUP BY 1, 2)
+		SELECT count(*) FROM truth t FULL JOIN tasker.flow_counts c ON c.namespace = t.namespace AND c.name = t.name
+		WHERE coalesce(t.in_use, 0) <> coalesce(c.in_use, 0) OR coalesce(t.waiting, 0) <> coalesce(c.waiting, 0)`).Scan(&drift))
+	require.Zero(h.t, drift, "flow counters disagree with the steps' states")
+	return h.countsBy("SELECT name, in_use FROM tasker.flow_counts WHERE name <> '' AND in_use > 0")
 }
 
 func (h *harness) admit() store.FlowRound {
@@ -294,9 +299,9 @@ func TestFlowRepairGivesBackLeakedSlots(t *testing.T) {
 	h.flowTemplate("one_at_a_time", "", "concurrency = 1")
 	task := h.submit(flowNamespace, "one_at_a_time", `{"even_number": 2}`)
 	require.Equal(t, map[string]int{"step:" + flowNamespace + "/one_at_a_time/first": 1}, h.slotsByGroup())
-	_, err := h.pool.Exec(h.ctx, `ALTER TABLE tasker.steps DISABLE TRIGGER steps_flow;
+	_, err := h.pool.Exec(h.ctx, `ALTER TABLE tasker.steps DISABLE TRIGGER steps_flow_updated;
 		UPDATE tasker.steps SET state = 'complete' WHERE task_uuid = '`+task.String()+`' AND name = 'first';
-		ALTER TABLE tasker.steps ENABLE TRIGGER steps_flow`)
+		ALTER TABLE tasker.steps ENABLE TRIGGER steps_flow_updated`)
 	require.NoError(t, err)
 	drift, err := h.st.FlowRepair(h.ctx)
 	require.NoError(t, err)

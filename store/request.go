@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -264,9 +266,16 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 		stored    []byte // the request's that made the task
 	}
 	var batched []*created
-	gated := map[string]bool{} // namespaces whose admission lock the batch tries
 	b := newBatch()
-	for i, c := range calls {
+	// By namespace: every transaction takes the flow counters of
+	// namespaces in the same order (migrations/0014_flow_counts.sql).
+	order := make([]int, len(calls))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(calls[i].req.Namespace, calls[j].req.Namespace) })
+	for _, i := range order {
+		c := calls[i]
 		req := c.req
 		a := &answers[i]
 		a.res = RequestOutcome{RequestID: req.RequestID}
@@ -286,7 +295,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 			a.err = err
 			continue
 		}
-		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent, &cr.throttled, gated); err != nil {
+		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent, &cr.throttled); err != nil {
 			a.err = err
 			continue
 		}
@@ -323,7 +332,7 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 // of the request (this one, or the one an earlier request with its id
 // created) is scanned into task, the roots sent into sent. It returns the
 // new task's id.
-func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64, throttled *int, gated map[string]bool) (uuid.UUID, error) {
+func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64, throttled *int) (uuid.UUID, error) {
 	req := c.req
 	taskContext := req.Context
 	if taskContext == "" {
@@ -355,7 +364,6 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		edgeFrom, edgeTo                  [][16]byte
 		rootIDs                           [][16]byte
 		rootMsgs                          [][]byte
-		limited                           bool // a root is under a flow limit
 		moveSteps                         [][16]byte
 		moveFrom, moveTo, moveWhy         []string
 		taskFrom, taskTo, taskWhy         []string
@@ -373,9 +381,6 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		timeouts[i] = st.Timeout.Milliseconds()
 		backoffBase[i], backoffMax[i] = st.Retry.BackoffBase.Milliseconds(), st.Retry.BackoffMax.Milliseconds()
 		flow.set(i, st.Groups, st.Key)
-		if st.State == throttleTo {
-			limited = true
-		}
 		if st.Root() {
 			msg, err := queue.StepMessage{TaskUUID: p.Task, StepUUID: st.ID, CorrelationID: correlation}.Encode()
 			if err != nil {
@@ -401,12 +406,6 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		"context": taskContext, "priority": req.Priority, "requested_by": req.RequestedBy, "digest": digest,
 		"trace": queue.TraceHeaders(req.Trace),
 	})
-	if limited && !gated[req.Namespace] {
-		// Once per namespace and batch: a later statement of the batch sees
-		// the slots this one counted.
-		gated[req.Namespace] = true
-		stmt("flow_gate").queue(b, args{"gate": flowGate(req.Namespace), "class": int32(flowLockClass), "namespace": req.Namespace})
-	}
 	policyGroups, policyMax, policyByRound := s.FlowPolicy().Arrays()
 	stmt("task_steps_insert").queue(b, args{
 		"task": id, "namespace": req.Namespace, "enqueued": string(enqueueTo), "steps": ids, "names": names,

@@ -421,6 +421,9 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 			finalize[c.res.TaskUUID] = p
 		}
 	}
+	// In order: every transaction takes the flow counters of namespaces in
+	// the same order (migrations/0014_flow_counts.sql).
+	slices.Sort(namespaces)
 	for _, ns := range namespaces {
 		if err := s.queueStepsMove(b, ns, byNamespace[ns]); err != nil {
 			return err
@@ -531,15 +534,7 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 	if err != nil {
 		return err
 	}
-	policy := s.FlowPolicy()
-	gate := !policy.Namespaces[namespace].IsZero()
-	for _, m := range moves {
-		gate = gate || (m.limited && len(m.children) > 0)
-	}
-	if gate {
-		stmt("flow_gate").queue(b, args{"gate": flowGate(namespace), "class": int32(flowLockClass), "namespace": namespace})
-	}
-	policyGroups, policyMax, policyByRound := policy.Arrays()
+	policyGroups, policyMax, policyByRound := s.FlowPolicy().Arrays()
 	n := len(moves)
 	var (
 		steps, tasks    = make([][16]byte, n), make([][16]byte, n)

@@ -1,5 +1,5 @@
 -- Flow control: admitting throttled steps under their limits (see
--- migrations/0011_flow_control.sql).
+-- migrations/0011_flow_control.sql and 0014_flow_counts.sql).
 
 -- name: flow_lock
 -- Makes the admissions of one namespace take turns, on every node, until
@@ -7,9 +7,13 @@
 -- the one clock the token buckets of every node are read against.
 SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock(@class::int, hashtext(@namespace))) l;
 
--- name: flow_in_use
--- Counts the slots in use of each group of a namespace's steps.
-SELECT g, count(*) FROM tasker.flow_slots s, unnest(s.groups) g WHERE s.namespace = @namespace GROUP BY g;
+-- name: flow_counts_lock
+-- Locks the counters of @groups of a namespace (and the namespace's ''),
+-- in the order every statement takes them, and returns each group's slots
+-- in use: until the round commits, no admission at once takes them.
+SELECT name, in_use FROM tasker.flow_counts
+WHERE namespace = @namespace AND (name = ANY(@groups::text[]) OR name = '')
+ORDER BY name FOR UPDATE;
 
 -- name: flow_shared_lock
 -- Makes the admissions of every namespace whose steps share the slots of
@@ -19,9 +23,10 @@ SELECT g, count(*) FROM tasker.flow_slots s, unnest(s.groups) g WHERE s.namespac
 SELECT pg_advisory_xact_lock(@class::int, hashtext(@group));
 
 -- name: flow_shared_in_use
--- Counts the slots in use of each of @groups across every namespace.
-SELECT g, count(*) FROM tasker.flow_slots s, unnest(s.groups) g
-WHERE s.groups && @groups::text[] AND g = ANY(@groups::text[]) GROUP BY g;
+-- Adds up the slots in use of each of @groups (handler groups) across every
+-- namespace.
+SELECT name, sum(in_use) FROM tasker.flow_counts
+WHERE name LIKE 'handler:%' AND name = ANY(@groups::text[]) GROUP BY name;
 
 -- name: flow_candidates
 -- The throttled steps of a namespace in the order they are offered slots:
@@ -120,48 +125,77 @@ SELECT namespace FROM ns WHERE namespace IS NOT NULL;
 
 -- name: flow_usage
 -- Every group with a step in it: its slots in use, its steps waiting (and
--- the oldest wait), and the limits its steps declared (the largest, for
--- groups whose steps declared different ones; 0 for the groups whose
--- limits the configuration sets).
-WITH slots AS (
-    SELECT s.namespace, g.name, count(*) AS in_use
-    FROM tasker.flow_slots s, unnest(s.groups) AS g(name) GROUP BY 1, 2
-), waiting AS (
-    SELECT w.namespace, g.name, count(*) AS waiting, min(w.since) AS oldest
-    FROM tasker.flow_waiting w JOIN LATERAL (SELECT flow_groups FROM tasker.steps WHERE step_uuid = w.step_uuid OFFSET 0) st ON true,
-        unnest(st.flow_groups) AS g(name)
-    GROUP BY 1, 2
-), declared AS (
-    SELECT g.name, max(g.max) AS max_in_flight, min(NULLIF(g.interval_us, 0)) AS interval_us, max(g.burst) AS burst
-    FROM (SELECT step_uuid FROM tasker.flow_slots UNION ALL SELECT step_uuid FROM tasker.flow_waiting) x
-        JOIN LATERAL (SELECT * FROM tasker.steps WHERE step_uuid = x.step_uuid OFFSET 0) st ON true,
-        unnest(st.flow_groups, st.flow_max, st.flow_interval_us, st.flow_burst) AS g(name, max, interval_us, burst)
-    GROUP BY 1
+-- the oldest wait), and the limits its steps declared (0 for the groups
+-- whose limits the configuration sets).
+WITH oldest AS (
+    SELECT w.namespace, g.name, min(w.since) AS since
+    FROM tasker.flow_waiting w, unnest(w.groups) AS g(name) GROUP BY 1, 2
 )
-SELECT coalesce(s.namespace, w.namespace), coalesce(s.name, w.name), coalesce(s.in_use, 0), coalesce(w.waiting, 0),
-    w.oldest, coalesce(d.max_in_flight, 0), coalesce(d.interval_us, 0), coalesce(d.burst, 0)
-FROM slots s FULL JOIN waiting w ON w.namespace = s.namespace AND w.name = s.name
-    LEFT JOIN declared d ON d.name = coalesce(s.name, w.name)
+SELECT c.namespace, c.name, c.in_use, c.waiting, o.since, c.max_in_flight, c.interval_us, c.burst
+FROM tasker.flow_counts c LEFT JOIN oldest o ON o.namespace = c.namespace AND o.name = c.name
+WHERE c.name <> '' AND (c.in_use > 0 OR c.waiting > 0)
 ORDER BY 1, 2;
 
+-- name: flow_counts_lock_all
+-- Locks every counter, in order, for a repair: a transaction that changes a
+-- counter after this waits for the repair, and one that changed it before
+-- has committed.
+SELECT FROM tasker.flow_counts ORDER BY namespace, name FOR UPDATE;
+
 -- name: flow_repair
--- Gives back the slots of steps that no longer hold one and drops the
--- waiting rows of steps no longer throttled (neither happens while the
--- trigger keeps them; a change made with the trigger disabled would leave
--- them). Returns how many of each it removed.
-WITH slots AS (
-    DELETE FROM tasker.flow_slots f
-    WHERE NOT EXISTS (SELECT FROM tasker.steps s WHERE s.step_uuid = f.step_uuid AND s.state = ANY(@slot_states::text[]))
-    RETURNING f.step_uuid
-), waiting AS (
+-- After flow_counts_lock_all, in the same transaction: sets every counter
+-- that disagrees with the steps' states to what they say (neither happens
+-- while the triggers keep them; a change made with the triggers disabled
+-- would leave them wrong), deletes the counters at zero, drops the waiting
+-- rows of steps no longer throttled and adds those of throttled steps
+-- without one. Returns by how much the groups' slot counts were off (the
+-- namespaces' '' aside: their totals), and the waits set right (counts
+-- and rows).
+WITH truth AS (
+    SELECT s.namespace, g AS name,
+        count(*) FILTER (WHERE s.state = ANY(@slot_states::text[]))::int AS in_use,
+        count(*) FILTER (WHERE s.state = @throttled)::int AS waiting
+    FROM tasker.steps s, unnest(array_prepend('', s.flow_groups)) g
+    WHERE s.flow_groups IS NOT NULL AND (s.state = ANY(@slot_states::text[]) OR s.state = @throttled)
+    GROUP BY 1, 2
+), wrong AS (
+    SELECT c.namespace, c.name, coalesce(t.in_use, 0) AS in_use, coalesce(t.waiting, 0) AS waiting,
+        abs(c.in_use - coalesce(t.in_use, 0)) AS slots_off, abs(c.waiting - coalesce(t.waiting, 0)) AS waiting_off
+    FROM tasker.flow_counts c LEFT JOIN truth t ON t.namespace = c.namespace AND t.name = c.name
+    WHERE c.in_use <> coalesce(t.in_use, 0) OR c.waiting <> coalesce(t.waiting, 0)
+    UNION ALL
+    SELECT t.namespace, t.name, t.in_use, t.waiting, t.in_use, t.waiting FROM truth t
+    WHERE NOT EXISTS (SELECT FROM tasker.flow_counts c WHERE c.namespace = t.namespace AND c.name = t.name)
+), fixed AS (
+    INSERT INTO tasker.flow_counts AS f (namespace, name, in_use, waiting)
+    SELECT namespace, name, in_use, waiting FROM wrong ORDER BY namespace, name
+    ON CONFLICT (namespace, name) DO UPDATE SET in_use = excluded.in_use, waiting = excluded.waiting
+    RETURNING 1
+), idle AS (
+    -- Not drift: a key seen once would otherwise keep its row for ever.
+    DELETE FROM tasker.flow_counts c WHERE c.in_use = 0 AND c.waiting = 0
+        AND NOT EXISTS (SELECT FROM wrong w WHERE w.namespace = c.namespace AND w.name = c.name)
+    RETURNING 1
+), left_waiting AS (
     DELETE FROM tasker.flow_waiting f
     WHERE NOT EXISTS (SELECT FROM tasker.steps s WHERE s.step_uuid = f.step_uuid AND s.state = @throttled)
-    RETURNING f.step_uuid
+    RETURNING 1
+), missing_waits AS (
+    INSERT INTO tasker.flow_waiting (step_uuid, task_uuid, namespace, flow_key, groups, priority)
+    SELECT s.step_uuid, s.task_uuid, s.namespace, coalesce(s.flow_key, ''), s.flow_groups, t.priority
+    FROM tasker.steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+    WHERE s.flow_groups IS NOT NULL AND s.state = @throttled
+        AND NOT EXISTS (SELECT FROM tasker.flow_waiting w WHERE w.step_uuid = s.step_uuid)
+    ON CONFLICT (step_uuid) DO NOTHING
+    RETURNING 1
 ), ended AS (
     -- Pauses that have ended (not drift: their rows are left to here).
     DELETE FROM tasker.flow_pauses WHERE until < clock_timestamp() - interval '1 minute'
 )
-SELECT (SELECT count(*) FROM slots), (SELECT count(*) FROM waiting);
+SELECT (SELECT coalesce(sum(slots_off), 0) FROM wrong WHERE name <> ''),
+    (SELECT coalesce(sum(waiting_off), 0) FROM wrong WHERE name <> '') + (SELECT count(*) FROM left_waiting)
+        + (SELECT count(*) FROM missing_waits)
+FROM (SELECT count(*) FROM fixed) f, (SELECT count(*) FROM idle) i;
 
 -- name: flow_pauses_read
 -- The pauses of @names that have not ended at @now.

@@ -1,22 +1,21 @@
 -- Reading flow control for operators, /health and the metrics: reads that
--- stay small however many keys wait (see migrations/0011_flow_control.sql).
+-- stay small however many keys wait (see migrations/0011_flow_control.sql
+-- and 0014_flow_counts.sql).
 
 -- name: flow_namespace_usage
--- Per namespace with a step under a limit: its slots in use, its steps
--- waiting and the oldest wait; through the namespace indexes of both
--- tables.
-SELECT coalesce(s.namespace, w.namespace), coalesce(s.in_use, 0), coalesce(w.waiting, 0), w.oldest
-FROM (SELECT namespace, count(*) AS in_use FROM tasker.flow_slots GROUP BY namespace) s
-    FULL JOIN (SELECT namespace, count(*) AS waiting, min(since) AS oldest FROM tasker.flow_waiting GROUP BY namespace) w
-        ON w.namespace = s.namespace
+-- Per namespace with a step under a limit: its slots in use and its steps
+-- waiting (its counter ''), and the oldest wait.
+SELECT c.namespace, c.in_use, c.waiting,
+    (SELECT min(w.since) FROM tasker.flow_waiting w WHERE w.namespace = c.namespace)
+FROM tasker.flow_counts c WHERE c.name = '' AND (c.in_use > 0 OR c.waiting > 0)
 ORDER BY 1;
 
 -- name: flow_scope_slots
 -- The slots in use per namespace and group, the groups of one key scope
 -- (key:<scope>=<key>) counted together as key:<scope>: as many rows as
 -- the templates declare groups, not as many as there are keys.
-SELECT s.namespace, CASE WHEN g LIKE 'key:%' THEN split_part(g, '=', 1) ELSE g END, count(*)
-FROM tasker.flow_slots s, unnest(s.groups) g
+SELECT namespace, CASE WHEN name LIKE 'key:%' THEN split_part(name, '=', 1) ELSE name END, sum(in_use)
+FROM tasker.flow_counts WHERE name <> '' AND in_use > 0
 GROUP BY 1, 2 ORDER BY 1, 2;
 
 -- name: flow_pauses_list

@@ -13,8 +13,8 @@ ON CONFLICT (request_id) DO NOTHING;
 -- The flow columns come as text (flow_groups and its limits, one
 -- PostgreSQL array literal per step, NULL for a step under no limit). A
 -- root planned @throttled is admitted at once, @enqueued, where
--- tasker.flow_direct lets it (after flow_gate; @policy_by_round, the
--- groups only a round admits, as workflow.FlowPolicy.Arrays gives them).
+-- tasker.flow_direct lets it (@policy_by_round, the groups only a round
+-- admits, as workflow.FlowPolicy.Arrays gives them).
 WITH x AS (
     SELECT * FROM unnest(@steps::uuid[], @names::text[], @positions::int[], @handlers::text[], @configs::text[],
         @states::text[], @max_attempts::int[], @retryable::bool[], @timeouts_ms::bigint[],

@@ -83,7 +83,8 @@ WITH m AS (
         (SELECT array_agg(step_uuid) FROM demand), (SELECT array_agg(name) FROM demand),
         (SELECT array_agg(max) FROM demand), (SELECT array_agg(interval_us) FROM demand),
         @policy_groups::text[], @policy_max::int[], @policy_by_round::bool[],
-        ARRAY(SELECT g FROM moved mv, unnest(mv.flow_groups) g WHERE mv.to_state <> ALL(@slot_states::text[]))) d
+        ARRAY(SELECT g FROM moved mv, unnest(mv.flow_groups) g
+            WHERE mv.from_state = ANY(@slot_states::text[]) AND mv.to_state <> ALL(@slot_states::text[]))) d
     WHERE EXISTS (SELECT FROM demand)
 ), released AS (
     -- The children by their key alone (@children; @child_parents holds the
@@ -158,17 +159,6 @@ SELECT mv.step_uuid, (SELECT count(*) FROM released r WHERE r.parent = mv.step_u
     mv.limited OR EXISTS (SELECT FROM released r WHERE r.parent = mv.step_uuid AND r.throttled)
 FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w, (SELECT count(*) FROM acked) a,
     (SELECT count(*) FROM archived) x, (SELECT count(*) FROM step_archived) y;
-
--- name: flow_gate
--- Takes the admission lock of @namespace for the rest of the transaction
--- if no other transaction holds it, without waiting, and records in the
--- transaction's setting @gate whether it did: the statements after it
--- (decisions_apply, task_steps_insert) then admit ready steps under flow
--- limits at once where their groups have room (tasker.flow_direct); each
--- sees every slot taken before the lock was. Without the lock they leave
--- those steps to the admission (waiting for it would make every apply and
--- creation of the namespace take turns).
-SELECT set_config(@gate, CASE WHEN pg_try_advisory_xact_lock(@class::int, hashtext(@namespace)) THEN 'on' ELSE 'off' END, true);
 
 -- name: tasks_finalize
 -- Ends each task of @tasks that is in the state at the same index of

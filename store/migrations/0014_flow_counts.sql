@@ -1,0 +1,199 @@
+-- Flow control by counters: a group's slots in use and steps waiting are
+-- one row of tasker.flow_counts, not counted from one row per step, so
+-- that an admission at once reads them in constant time and a limit that
+-- is never reached costs one counter row per group and statement.
+--
+-- Three statement triggers on tasker.steps keep the counters and
+-- tasker.flow_waiting true to the steps' states, whatever statement
+-- changes them, in the same transaction: each adds up the statement's
+-- changes per group and writes each counter once, so a batch that frees
+-- 64 slots and takes 64 writes nothing to a counter whose net change is
+-- zero. The row '' of a namespace counts every step of the namespace
+-- under a limit, whatever its groups.
+--
+-- Counters are written in the order of (namespace, name), and an
+-- admission at once first locks every counter its statement will change
+-- in that order (tasker.flow_direct), so two transactions never wait on
+-- each other in a cycle; while it holds them no other transaction can
+-- take those groups' slots, which makes the check and the take one step.
+
+CREATE TABLE tasker.flow_counts (
+    namespace text NOT NULL,
+    -- A flow group's name, or '' for the namespace's steps under any limit.
+    name      text NOT NULL,
+    in_use    int  NOT NULL DEFAULT 0,
+    waiting   int  NOT NULL DEFAULT 0,
+    -- The limits the group's steps declared, as the last of them to change
+    -- it did (0: none; namespace and handler groups take theirs from the
+    -- configuration).
+    max_in_flight int    NOT NULL DEFAULT 0,
+    interval_us   bigint NOT NULL DEFAULT 0,
+    burst         int    NOT NULL DEFAULT 0,
+    PRIMARY KEY (namespace, name)
+) WITH (fillfactor = 50);
+-- A handler's slots are shared by every namespace: its rounds add them up.
+CREATE INDEX flow_counts_handler ON tasker.flow_counts (name) WHERE name LIKE 'handler:%';
+
+-- A change of steps under a limit, as the triggers collect it: the step's
+-- own row change (+1, -1 or 0 for its slot and its wait).
+CREATE TYPE tasker.flow_change AS (
+    step_uuid uuid,
+    task_uuid uuid,
+    namespace text,
+    flow_key  text,
+    groups    text[],
+    maxes     int[],
+    intervals bigint[],
+    bursts    int[],
+    in_use    int,
+    waiting   int
+);
+
+-- Applies changes: the counters (net per group, in lock order), and the
+-- waiting rows of steps that became or stopped being throttled. In
+-- PL/pgSQL, as every function here, so that its plans are made once per
+-- session.
+CREATE FUNCTION tasker.flow_count(p_changes tasker.flow_change[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tasker.flow_counts AS f (namespace, name, in_use, waiting, max_in_flight, interval_us, burst)
+    SELECT c.namespace, g.name, sum(c.in_use), sum(c.waiting),
+        coalesce(max(g.max), 0), coalesce(max(g.interval_us), 0), coalesce(max(g.burst), 0)
+    FROM unnest(p_changes) c, unnest(array_prepend('', c.groups), array_prepend(0, c.maxes),
+        array_prepend(0::bigint, c.intervals), array_prepend(0, c.bursts)) AS g(name, max, interval_us, burst)
+    WHERE c.in_use <> 0 OR c.waiting <> 0
+    GROUP BY 1, 2 HAVING sum(c.in_use) <> 0 OR sum(c.waiting) <> 0
+    ORDER BY 1, 2
+    ON CONFLICT ON CONSTRAINT flow_counts_pkey DO UPDATE SET in_use = f.in_use + excluded.in_use,
+        waiting = f.waiting + excluded.waiting, max_in_flight = excluded.max_in_flight,
+        interval_us = excluded.interval_us, burst = excluded.burst;
+    IF EXISTS (SELECT FROM unnest(p_changes) c WHERE c.waiting <> 0) THEN
+        DELETE FROM tasker.flow_waiting w
+        WHERE w.step_uuid IN (SELECT c.step_uuid FROM unnest(p_changes) c WHERE c.waiting < 0);
+        INSERT INTO tasker.flow_waiting (step_uuid, task_uuid, namespace, flow_key, groups, priority)
+        SELECT c.step_uuid, c.task_uuid, c.namespace, coalesce(c.flow_key, ''), c.groups, t.priority
+        FROM unnest(p_changes) c JOIN tasker.tasks t ON t.task_uuid = c.task_uuid
+        WHERE c.waiting > 0
+        ON CONFLICT (step_uuid) DO NOTHING;
+    END IF;
+END
+$$;
+
+-- The states of workflow.StepState.HoldsSlot (store tests check the two
+-- agree), and of a step waiting for its admission.
+CREATE FUNCTION tasker.flow_holds(state text) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN state IN ('enqueued', 'in_progress', 'waiting_for_retry') THEN 1 ELSE 0 END
+$$;
+CREATE FUNCTION tasker.flow_waits(state text) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN state = 'throttled' THEN 1 ELSE 0 END
+$$;
+
+CREATE FUNCTION tasker.steps_flow_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    changes tasker.flow_change[] := ARRAY(
+        SELECT ROW(n.step_uuid, n.task_uuid, n.namespace, n.flow_key, n.flow_groups, n.flow_max, n.flow_interval_us,
+            n.flow_burst, tasker.flow_holds(n.state), tasker.flow_waits(n.state))::tasker.flow_change
+        FROM new_steps n WHERE n.flow_groups IS NOT NULL);
+BEGIN
+    IF cardinality(changes) > 0 THEN
+        PERFORM tasker.flow_count(changes);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION tasker.steps_flow_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    changes tasker.flow_change[] := ARRAY(
+        SELECT ROW(n.step_uuid, n.task_uuid, n.namespace, n.flow_key, n.flow_groups, n.flow_max, n.flow_interval_us,
+            n.flow_burst, tasker.flow_holds(n.state) - tasker.flow_holds(o.state),
+            tasker.flow_waits(n.state) - tasker.flow_waits(o.state))::tasker.flow_change
+        FROM new_steps n JOIN old_steps o ON o.step_uuid = n.step_uuid
+        WHERE n.flow_groups IS NOT NULL AND n.state <> o.state);
+BEGIN
+    IF cardinality(changes) > 0 THEN
+        PERFORM tasker.flow_count(changes);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION tasker.steps_flow_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    changes tasker.flow_change[] := ARRAY(
+        SELECT ROW(o.step_uuid, o.task_uuid, o.namespace, o.flow_key, o.flow_groups, o.flow_max, o.flow_interval_us,
+            o.flow_burst, -tasker.flow_holds(o.state), -tasker.flow_waits(o.state))::tasker.flow_change
+        FROM old_steps o WHERE o.flow_groups IS NOT NULL);
+BEGIN
+    IF cardinality(changes) > 0 THEN
+        PERFORM tasker.flow_count(changes);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- The counters start from the steps as they are.
+INSERT INTO tasker.flow_counts (namespace, name, in_use, waiting)
+SELECT s.namespace, g, sum(tasker.flow_holds(s.state)), sum(tasker.flow_waits(s.state))
+FROM tasker.steps s, unnest(array_prepend('', s.flow_groups)) g
+WHERE s.flow_groups IS NOT NULL AND s.state IN ('throttled', 'enqueued', 'in_progress', 'waiting_for_retry')
+GROUP BY 1, 2;
+
+DROP TRIGGER steps_flow ON tasker.steps;
+DROP FUNCTION tasker.steps_flow();
+DROP TABLE tasker.flow_slots;
+
+CREATE TRIGGER steps_flow_inserted AFTER INSERT ON tasker.steps
+    REFERENCING NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_inserted();
+CREATE TRIGGER steps_flow_updated AFTER UPDATE ON tasker.steps
+    REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_updated();
+CREATE TRIGGER steps_flow_deleted AFTER DELETE ON tasker.steps
+    REFERENCING OLD TABLE AS old_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_deleted();
+
+-- The steps among a demand (each step once per group it needs: its id, the
+-- group, and the group's limits as the step declared them) that may be
+-- admitted at once by the statement making them ready. It locks, in order,
+-- the counters of every group the statement changes (the demand's, those
+-- of freed — the groups of the slots the same statement gives back, which
+-- count as free — and the namespace's ''), so it sees every slot taken by
+-- a transaction before and none is taken until it commits; it admits a
+-- step when every group has a slot for it and for every step of the group
+-- that waits already (so no waiting step is passed), and none of its
+-- groups is rated (tokens are a round's) or paused. The configuration's
+-- limits of namespace and handler groups come as policy_*.
+DROP FUNCTION tasker.flow_direct(text, uuid[], text[], int[], bigint[], text[], int[], bool[], text[]);
+CREATE FUNCTION tasker.flow_direct(p_namespace text, p_steps uuid[], p_groups text[], p_maxes int[],
+    p_intervals bigint[], p_policy_groups text[], p_policy_max int[], p_policy_rated bool[], p_freed text[])
+RETURNS SETOF uuid LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    WITH demand AS (
+        SELECT * FROM unnest(p_steps, p_groups, p_maxes, p_intervals) AS d(step_uuid, name, max, interval_us)
+    ), locked AS (
+        INSERT INTO tasker.flow_counts AS f (namespace, name)
+        SELECT p_namespace, n.name
+        FROM (SELECT d.name FROM demand d UNION SELECT unnest(p_freed) UNION SELECT '') n
+        ORDER BY n.name
+        ON CONFLICT ON CONSTRAINT flow_counts_pkey DO UPDATE SET in_use = f.in_use
+        RETURNING f.name, f.in_use, f.waiting
+    ), limits AS (
+        SELECT d.name, count(*) AS wanted,
+            max(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.max, 0)
+                ELSE d.max END) AS max_in_flight,
+            bool_or(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.rated, false)
+                ELSE d.interval_us > 0 END) AS rated,
+            (SELECT count(*) FROM unnest(p_freed) AS x(name) WHERE x.name = d.name) AS freed
+        FROM demand d
+            LEFT JOIN unnest(p_policy_groups, p_policy_max, p_policy_rated) AS p(name, max, rated) ON p.name = d.name
+        GROUP BY d.name
+    ), counted AS (
+        SELECT l.name, l.wanted, l.max_in_flight, k.in_use - l.freed + k.waiting AS in_use
+        FROM limits l JOIN locked k ON k.name = l.name
+        WHERE NOT l.rated AND l.max_in_flight > 0
+    )
+    SELECT DISTINCT d.step_uuid FROM demand d
+    WHERE NOT EXISTS (SELECT FROM limits l WHERE l.rated)
+        AND NOT EXISTS (SELECT FROM counted c WHERE c.in_use + c.wanted > c.max_in_flight)
+        AND NOT EXISTS (SELECT FROM demand p JOIN tasker.flow_pauses f ON f.name = p.name
+            WHERE p.step_uuid = d.step_uuid AND f.until > clock_timestamp());
+END
+$$;
