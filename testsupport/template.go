@@ -83,8 +83,11 @@ func buildTemplate(ctx context.Context, base string, admin *pgxpool.Pool, kind t
 	if exists {
 		return name, nil
 	}
-	// Templates of an older schema are dropped, if no run still uses them.
-	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix)
+	// Templates of an older schema are dropped, if no run still uses them;
+	// not one that another binary is building (name_suffix), which it is
+	// about to rename.
+	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1) AND length(datname) = $2",
+		prefix, len(name))
 	if err == nil {
 		stale, _ := pgx.CollectRows(rows, pgx.RowTo[string])
 		for _, s := range stale {
@@ -152,15 +155,15 @@ func templateDigest(kind templateKind) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
-// createFrom creates database name as a copy of template. A copy fails
-// while another session is connected to the template (only a moment, when
-// another binary has just built it); it is tried again.
 // missingDatabase reports whether err says a database does not exist.
 func missingDatabase(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
 }
 
+// createFrom creates database name as a copy of template. A copy fails
+// while another session is connected to the template (only a moment, when
+// another binary has just built it); it is tried again.
 func createFrom(ctx context.Context, admin *pgxpool.Pool, name, template string) error {
 	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " TEMPLATE " + pgx.Identifier{template}.Sanitize()
 	for {
