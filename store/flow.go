@@ -24,6 +24,17 @@ const flowLockClass = 0x666c6f77
 // whose slots several namespaces share ('flox').
 const flowSharedLockClass = 0x666c6f78
 
+// flowShards is how many shards a namespace's flow counters have
+// (tasker.flow_shards).
+const flowShards = 8
+
+// queueFlowShard adds to b the choice of the shard of the namespaces' flow
+// counters that b's transaction writes: which shard does not change what
+// is admitted, only which transactions wait on each other's counters.
+func (s *Store) queueFlowShard(b *pgx.Batch, offset int) {
+	stmt("flow_shard").queue(b, args{"shard": int32((s.flowShard + offset) % flowShards)})
+}
+
 // FlowWindow is the most throttled steps one admission looks at.
 const FlowWindow = 512
 
@@ -233,6 +244,9 @@ func (s *Store) FlowAdmit(ctx context.Context, namespace string) (FlowRound, err
 			"node_id": s.nodeID, "wake_channel": WakeChannel, "wake_queue": stepQueue,
 			"bucket_names": bucketNames, "bucket_tats": bucketTimes, "held_steps": heldSteps, "held_reasons": heldReasons,
 		}).Scan(&moved, &_sent, &_woke, &_b, &newlyHeld); err != nil {
+			return err
+		}
+		if _, err := stmt("flow_spread").exec(ctx, tx, args{"namespace": namespace, "groups": groups}); err != nil {
 			return err
 		}
 		for _, id := range newlyHeld {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tasker-run/tasker/backoff"
@@ -72,6 +73,16 @@ func (h *harness) countsBy(sql string, args ...any) map[string]int {
 	return out
 }
 
+// ints runs a query of one int column and returns its rows.
+func (h *harness) ints(sql string, args ...any) []int {
+	h.t.Helper()
+	rows, err := h.pool.Query(h.ctx, sql, args...)
+	require.NoError(h.t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	require.NoError(h.t, err)
+	return out
+}
+
 // stepStates counts the steps of flowNamespace by state.
 func (h *harness) stepStates() map[string]int {
 	h.t.Helper()
@@ -89,10 +100,12 @@ func (h *harness) slotsByGroup() map[string]int {
 				count(*) FILTER (WHERE s.state = 'throttled') AS waiting
 			FROM tasker.steps s, unnest(array_prepend('', s.flow_groups)) g
 			WHERE s.flow_groups IS NOT NULL GROUP BY 1, 2)
-		SELECT count(*) FROM truth t FULL JOIN tasker.flow_counts c ON c.namespace = t.namespace AND c.name = t.name
+		, counts AS (SELECT namespace, name, sum(in_use) AS in_use, sum(waiting) AS waiting
+			FROM tasker.flow_counts GROUP BY 1, 2)
+		SELECT count(*) FROM truth t FULL JOIN counts c ON c.namespace = t.namespace AND c.name = t.name
 		WHERE coalesce(t.in_use, 0) <> coalesce(c.in_use, 0) OR coalesce(t.waiting, 0) <> coalesce(c.waiting, 0)`).Scan(&drift))
 	require.Zero(h.t, drift, "flow counters disagree with the steps' states")
-	return h.countsBy("SELECT name, in_use FROM tasker.flow_counts WHERE name <> '' AND in_use > 0")
+	return h.countsBy("SELECT name, sum(in_use) FROM tasker.flow_counts WHERE name <> '' GROUP BY name HAVING sum(in_use) > 0")
 }
 
 func (h *harness) admit() store.FlowRound {
@@ -195,6 +208,34 @@ func TestFlowNamespaceLimitFromPolicy(t *testing.T) {
 	require.NoError(t, h.st.TaskCancel(h.ctx, task, ""))
 	require.Equal(t, 1, h.admit().Admitted)
 	require.Equal(t, map[string]int{"namespace:" + flowNamespace: 4}, h.slotsByGroup())
+}
+
+// TestFlowNamespaceShardsShareTheLimit fills one shard of a namespace
+// limit large enough to split (256: 32 a shard): one store's creations
+// admit 32 at once, the rest wait for a round, which admits them against
+// the whole limit and spreads the slots over the shards, so that the next
+// creations are admitted at once again; a limit below 32 a shard is not
+// split (TestFlowNamespaceLimitFromPolicy).
+func TestFlowNamespaceShardsShareTheLimit(t *testing.T) {
+	h := newHarness(t, store.Options{})
+	h.flowTemplate("plain", "", "")
+	h.st.SetFlowPolicy(workflow.FlowPolicy{Namespaces: map[string]workflow.Limit{flowNamespace: {MaxInFlight: 256}}})
+	for range 40 {
+		h.submit(flowNamespace, "plain", `{"even_number": 2}`)
+	}
+	require.Equal(t, map[string]int{"enqueued": 32, "throttled": 8, "pending": 40}, h.stepStates(), "one shard's share admitted at once")
+	shards := func() []int {
+		return h.ints(`SELECT in_use FROM tasker.flow_counts WHERE namespace = $1 AND name = $2 ORDER BY shard`,
+			flowNamespace, "namespace:"+flowNamespace)
+	}
+	require.Equal(t, 8, h.admit().Admitted, "the round admits against the whole limit")
+	require.Equal(t, []int{5, 5, 5, 5, 5, 5, 5, 5}, shards(), "and spreads the slots over the shards")
+	for range 27 {
+		h.submit(flowNamespace, "plain", `{"even_number": 2}`)
+	}
+	require.Equal(t, map[string]int{"enqueued": 67, "pending": 67}, h.stepStates(), "admitted at once again")
+	require.Equal(t, map[string]int{"namespace:" + flowNamespace: 67}, h.slotsByGroup())
+	require.Equal(t, 67, h.ints(`SELECT sum(in_use)::int FROM tasker.flow_counts WHERE namespace = $1 AND name = ''`, flowNamespace)[0])
 }
 
 func TestFlowRateDelaysTheMessage(t *testing.T) {

@@ -265,7 +265,14 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 		digest    []byte // this request's
 		stored    []byte // the request's that made the task
 	}
-	var batched []*created
+	var (
+		batched []*created
+		// The roots under flow limits of the batch's tasks, by namespace,
+		// admitted together once every task is in (task_roots_admit).
+		limited    = map[string]*limitedRoots{}
+		namespaces []string
+		admitted   = map[uuid.UUID]*[2]int64{} // per task: roots enqueued, waiting
+	)
 	b := newBatch()
 	// By namespace: every transaction takes the flow counters of
 	// namespaces in the same order (migrations/0014_flow_counts.sql).
@@ -295,19 +302,39 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 			a.err = err
 			continue
 		}
-		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent, &cr.throttled); err != nil {
+		lr := limited[req.Namespace]
+		if lr == nil {
+			lr = &limitedRoots{}
+		}
+		before := len(lr.steps)
+		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent, lr); err != nil {
 			a.err = err
 			continue
+		}
+		if len(lr.steps) > before && limited[req.Namespace] == nil {
+			limited[req.Namespace] = lr
+			namespaces = append(namespaces, req.Namespace)
 		}
 		batched = append(batched, cr)
 	}
 	if len(batched) == 0 {
 		return answers, nil
 	}
+	if len(namespaces) > 0 {
+		s.queueFlowShard(b, 0)
+	}
+	for _, ns := range namespaces {
+		if err := s.queueRootsAdmit(b, ns, limited[ns], admitted); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("creating tasks: %w", translate(err))
 	}
 	for _, cr := range batched {
+		if n := admitted[cr.id]; n != nil {
+			cr.sent, cr.throttled = cr.sent+n[0], int(n[1])
+		}
 		if cr.throttled > 0 {
 			s.flowChanged()
 		}
@@ -326,13 +353,50 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 	return answers, nil
 }
 
+// limitedRoots are roots under flow limits of new tasks of one namespace,
+// and their messages, to admit together (task_roots_admit).
+type limitedRoots struct {
+	steps [][16]byte
+	msgs  [][]byte
+}
+
+// queueRootsAdmit adds to b the admission of the roots under flow limits
+// of a batch's new tasks of namespace; each task's count of roots enqueued
+// and waiting goes to admitted.
+func (s *Store) queueRootsAdmit(b *pgx.Batch, namespace string, roots *limitedRoots, admitted map[uuid.UUID]*[2]int64) error {
+	st, err := stmt("task_roots_admit").forQueues("step_queue", queue.NamespaceQueue(namespace))
+	if err != nil {
+		return err
+	}
+	policyGroups, policyMax, policyByRound := s.FlowPolicy().Arrays()
+	st.queue(b, args{
+		"namespace": namespace, "roots": roots.steps, "messages": roots.msgs, "pending": string(workflow.StepStatePending),
+		"enqueued": string(enqueueTo), "throttled": string(throttleTo), "ready_reason": workflow.ReasonStepReady,
+		"throttled_reason": workflow.ReasonStepThrottled, "node_id": s.nodeID, "wake_channel": WakeChannel,
+		"wake_queue": queue.NamespaceQueue(namespace), "policy_groups": policyGroups, "policy_max": policyMax,
+		"policy_by_round": policyByRound,
+	}).Query(func(rows pgx.Rows) error {
+		var (
+			task            uuid.UUID
+			enqueued, waits int64
+		)
+		_, err := pgx.ForEachRow(rows, []any{scanUUID(&task), &enqueued, &waits}, func() error {
+			admitted[task] = &[2]int64{enqueued, waits}
+			return nil
+		})
+		return err
+	})
+	return nil
+}
+
 // queueTaskCreate adds one task's creation to b, as workflow plans it: the
 // task row first, then every other row only if that row is the one this
 // batch inserted, the roots' messages, and the request's deletion. The task
 // of the request (this one, or the one an earlier request with its id
-// created) is scanned into task, the roots sent into sent. It returns the
-// new task's id.
-func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64, throttled *int) (uuid.UUID, error) {
+// created) is scanned into task, the roots sent into sent. Roots under flow
+// limits are inserted pending and added to limited, for the batch to
+// admit together. It returns the new task's id.
+func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64, limited *limitedRoots) (uuid.UUID, error) {
 	req := c.req
 	taskContext := req.Context
 	if taskContext == "" {
@@ -368,6 +432,7 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		moveFrom, moveTo, moveWhy         []string
 		taskFrom, taskTo, taskWhy         []string
 		flow                              = newFlowColumns(n)
+		waits                             = map[int]bool{} // roots left to the batch's admission
 	)
 	ids = make([][16]byte, n)
 	for i, st := range p.Steps {
@@ -386,6 +451,11 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 			if err != nil {
 				return uuid.Nil, fmt.Errorf("encoding step message: %w", err)
 			}
+			if st.State == throttleTo {
+				waits[i], states[i] = true, string(workflow.StepStatePending)
+				limited.steps, limited.msgs = append(limited.steps, ids[i]), append(limited.msgs, msg)
+				continue
+			}
 			rootIDs, rootMsgs = append(rootIDs, ids[i]), append(rootMsgs, msg)
 		}
 	}
@@ -393,6 +463,9 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		edgeFrom, edgeTo = append(edgeFrom, ids[e.From]), append(edgeTo, ids[e.To])
 	}
 	for _, m := range p.StepMoves {
+		if waits[m.Step] && m.To == throttleTo {
+			continue // recorded by task_roots_admit
+		}
 		moveSteps = append(moveSteps, ids[m.Step])
 		moveFrom, moveTo, moveWhy = append(moveFrom, string(m.From)), append(moveTo, string(m.To)), append(moveWhy, m.Reason)
 	}
@@ -406,15 +479,13 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		"context": taskContext, "priority": req.Priority, "requested_by": req.RequestedBy, "digest": digest,
 		"trace": queue.TraceHeaders(req.Trace),
 	})
-	policyGroups, policyMax, policyByRound := s.FlowPolicy().Arrays()
 	stmt("task_steps_insert").queue(b, args{
 		"task": id, "namespace": req.Namespace, "enqueued": string(enqueueTo), "steps": ids, "names": names,
 		"positions": positions, "handlers": handlers, "configs": configs, "states": states,
 		"max_attempts": maxAttempts, "retryable": retryable, "timeouts_ms": timeouts,
 		"backoff_base_ms": backoffBase, "backoff_max_ms": backoffMax, "waiting": waiting,
 		"flow_groups": flow.groups, "flow_max": flow.max, "flow_interval_us": flow.intervalUS, "flow_burst": flow.burst,
-		"flow_keys": flow.keys, "throttled": string(throttleTo), "policy_groups": policyGroups, "policy_max": policyMax,
-		"policy_by_round": policyByRound,
+		"flow_keys": flow.keys,
 	})
 	if len(edgeFrom) > 0 {
 		stmt("task_edges_insert").queue(b, args{"task": id, "from_steps": edgeFrom, "to_steps": edgeTo})
@@ -424,18 +495,13 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 	})
 	stmt("task_step_transitions_insert").queue(b, args{
 		"task": id, "steps": moveSteps, "from_states": moveFrom, "to_states": moveTo, "reasons": moveWhy, "node_id": s.nodeID,
-		"throttled": string(throttleTo), "enqueued": string(enqueueTo), "ready_reason": workflow.ReasonStepReady,
 	})
 	var woke, acked int64
 	roots.queue(b, args{
 		"roots": rootIDs, "messages": rootMsgs, "enqueued": string(enqueueTo), "task": id, "wake_channel": WakeChannel, "wake_queue": stepQueue,
 		"msg_id": c.msgID, "request_id": pgUUID(req.RequestID), "digest": digest, "trace": queue.TraceHeaders(req.Trace),
 	}).QueryRow(func(row pgx.Row) error {
-		if err := row.Scan(scanUUID(task), stored, sent, &woke, &acked); err != nil {
-			return err
-		}
-		*throttled = len(rootIDs) - int(*sent)
-		return nil
+		return row.Scan(scanUUID(task), stored, sent, &woke, &acked)
 	})
 	return p.Task, nil
 }

@@ -424,6 +424,13 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 	// In order: every transaction takes the flow counters of namespaces in
 	// the same order (migrations/0014_flow_counts.sql).
 	slices.Sort(namespaces)
+	policy := s.FlowPolicy()
+	for _, p := range plans {
+		if p.limited || !policy.Namespaces[p.namespace].IsZero() {
+			s.queueFlowShard(b, 1)
+			break
+		}
+	}
 	for _, ns := range namespaces {
 		if err := s.queueStepsMove(b, ns, byNamespace[ns]); err != nil {
 			return err

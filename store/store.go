@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,11 @@ type Store struct {
 	flow      atomic.Pointer[workflow.FlowPolicy]
 	// flowSignal wakes the admission (FlowSignal).
 	flowSignal chan struct{}
+	// flowShard is the shard of the namespaces' flow counters this store's
+	// task creations write; its result applies write the next one
+	// (migrations/0014_flow_counts.sql). Drawn at random, so that the
+	// stores of several nodes mostly write different shards.
+	flowShard int
 
 	// Concurrent calls of the hot operations are grouped into batches
 	// (see batcher).
@@ -90,6 +96,7 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 		now:        opts.Now,
 		templates:  newTemplateCache(),
 		flowSignal: make(chan struct{}, 1),
+		flowShard:  rand.IntN(flowShards),
 	}
 	st.backoff.Store(&opts.Backoff)
 	st.accepts = newBatcher(func(c acceptCall) any { return c.req.RequestID }, st.acceptRequests)

@@ -11,16 +11,31 @@
 -- zero. The row '' of a namespace counts every step of the namespace
 -- under a limit, whatever its groups.
 --
--- Counters are written in the order of (namespace, name), and an
+-- Counters are written in the order of (namespace, name, shard), and an
 -- admission at once first locks every counter its statement will change
 -- in that order (tasker.flow_direct), so two transactions never wait on
 -- each other in a cycle; while it holds them no other transaction can
 -- take those groups' slots, which makes the check and the take one step.
+--
+-- A namespace's counters ('' and namespace:…), which every transaction of
+-- the namespace changes, are split in 8 shards so that transactions do not
+-- queue on one row: a transaction writes only its own shard (the setting
+-- tasker.flow_shard, each store's task creation and result apply taking
+-- their own), and admits at once only within that shard's share of the
+-- limit (the limit split evenly over the shards; a limit below 32 per
+-- shard is not split: its admissions lock every shard and check the
+-- whole). Every shard within its share keeps the whole within the limit. A shard's count can be below
+-- zero (slots taken in another shard given back in this one) and a share
+-- can fill up while others have room: the step then waits for a round,
+-- which locks every shard, admits against the whole, and spreads the
+-- whole evenly over the shards again (tasker.flow_spread).
 
 CREATE TABLE tasker.flow_counts (
     namespace text NOT NULL,
     -- A flow group's name, or '' for the namespace's steps under any limit.
     name      text NOT NULL,
+    -- 0 to tasker.flow_shards(name) - 1.
+    shard     int  NOT NULL DEFAULT 0,
     in_use    int  NOT NULL DEFAULT 0,
     waiting   int  NOT NULL DEFAULT 0,
     -- The limits the group's steps declared, as the last of them to change
@@ -29,10 +44,40 @@ CREATE TABLE tasker.flow_counts (
     max_in_flight int    NOT NULL DEFAULT 0,
     interval_us   bigint NOT NULL DEFAULT 0,
     burst         int    NOT NULL DEFAULT 0,
-    PRIMARY KEY (namespace, name)
+    PRIMARY KEY (namespace, name, shard)
 ) WITH (fillfactor = 50);
 -- A handler's slots are shared by every namespace: its rounds add them up.
 CREATE INDEX flow_counts_handler ON tasker.flow_counts (name) WHERE name LIKE 'handler:%';
+
+-- How many shards a group's counter has, and the one the transaction
+-- writes.
+CREATE FUNCTION tasker.flow_shards(name text) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN name = '' OR name LIKE 'namespace:%' THEN 8 ELSE 1 END
+$$;
+CREATE FUNCTION tasker.flow_shard(name text) RETURNS int LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('tasker.flow_shard', true), '')::int, 0) % tasker.flow_shards(name)
+$$;
+-- A shard's share of a limit.
+CREATE FUNCTION tasker.flow_share(max int, name text, shard int) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+    SELECT max / tasker.flow_shards(name) + CASE WHEN shard < max % tasker.flow_shards(name) THEN 1 ELSE 0 END
+$$;
+
+-- Spreads the slots in use of each of p_names (every shard of them locked
+-- and present) evenly over their shards: with the whole within the limit,
+-- every shard is then within its share.
+CREATE FUNCTION tasker.flow_spread(p_namespace text, p_names text[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE tasker.flow_counts f
+    SET in_use = t.total / tasker.flow_shards(f.name)
+        + CASE WHEN f.shard < t.total % tasker.flow_shards(f.name) THEN 1 ELSE 0 END
+    FROM (SELECT c.name, sum(c.in_use)::int AS total FROM tasker.flow_counts c
+        WHERE c.namespace = p_namespace AND c.name = ANY(p_names) AND tasker.flow_shards(c.name) > 1
+        GROUP BY c.name) t
+    WHERE f.namespace = p_namespace AND f.name = t.name
+        AND f.in_use <> t.total / tasker.flow_shards(f.name)
+            + CASE WHEN f.shard < t.total % tasker.flow_shards(f.name) THEN 1 ELSE 0 END;
+END
+$$;
 
 -- A change of steps under a limit, as the triggers collect it: the step's
 -- own row change (+1, -1 or 0 for its slot and its wait).
@@ -55,14 +100,14 @@ CREATE TYPE tasker.flow_change AS (
 -- session.
 CREATE FUNCTION tasker.flow_count(p_changes tasker.flow_change[]) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO tasker.flow_counts AS f (namespace, name, in_use, waiting, max_in_flight, interval_us, burst)
-    SELECT c.namespace, g.name, sum(c.in_use), sum(c.waiting),
+    INSERT INTO tasker.flow_counts AS f (namespace, name, shard, in_use, waiting, max_in_flight, interval_us, burst)
+    SELECT c.namespace, g.name, tasker.flow_shard(g.name), sum(c.in_use), sum(c.waiting),
         coalesce(max(g.max), 0), coalesce(max(g.interval_us), 0), coalesce(max(g.burst), 0)
     FROM unnest(p_changes) c, unnest(array_prepend('', c.groups), array_prepend(0, c.maxes),
         array_prepend(0::bigint, c.intervals), array_prepend(0, c.bursts)) AS g(name, max, interval_us, burst)
     WHERE c.in_use <> 0 OR c.waiting <> 0
     GROUP BY 1, 2 HAVING sum(c.in_use) <> 0 OR sum(c.waiting) <> 0
-    ORDER BY 1, 2
+    ORDER BY 1, 2, 3
     ON CONFLICT ON CONSTRAINT flow_counts_pkey DO UPDATE SET in_use = f.in_use + excluded.in_use,
         waiting = f.waiting + excluded.waiting, max_in_flight = excluded.max_in_flight,
         interval_us = excluded.interval_us, burst = excluded.burst;
@@ -92,7 +137,7 @@ DECLARE
     changes tasker.flow_change[] := ARRAY(
         SELECT ROW(n.step_uuid, n.task_uuid, n.namespace, n.flow_key, n.flow_groups, n.flow_max, n.flow_interval_us,
             n.flow_burst, tasker.flow_holds(n.state), tasker.flow_waits(n.state))::tasker.flow_change
-        FROM new_steps n WHERE n.flow_groups IS NOT NULL);
+        FROM new_steps n WHERE n.flow_groups IS NOT NULL AND tasker.flow_holds(n.state) + tasker.flow_waits(n.state) > 0);
 BEGIN
     IF cardinality(changes) > 0 THEN
         PERFORM tasker.flow_count(changes);
@@ -108,7 +153,9 @@ DECLARE
             n.flow_burst, tasker.flow_holds(n.state) - tasker.flow_holds(o.state),
             tasker.flow_waits(n.state) - tasker.flow_waits(o.state))::tasker.flow_change
         FROM new_steps n JOIN old_steps o ON o.step_uuid = n.step_uuid
-        WHERE n.flow_groups IS NOT NULL AND n.state <> o.state);
+        WHERE n.flow_groups IS NOT NULL AND n.state <> o.state
+            AND (tasker.flow_holds(n.state) <> tasker.flow_holds(o.state)
+                OR tasker.flow_waits(n.state) <> tasker.flow_waits(o.state)));
 BEGIN
     IF cardinality(changes) > 0 THEN
         PERFORM tasker.flow_count(changes);
@@ -122,7 +169,7 @@ DECLARE
     changes tasker.flow_change[] := ARRAY(
         SELECT ROW(o.step_uuid, o.task_uuid, o.namespace, o.flow_key, o.flow_groups, o.flow_max, o.flow_interval_us,
             o.flow_burst, -tasker.flow_holds(o.state), -tasker.flow_waits(o.state))::tasker.flow_change
-        FROM old_steps o WHERE o.flow_groups IS NOT NULL);
+        FROM old_steps o WHERE o.flow_groups IS NOT NULL AND tasker.flow_holds(o.state) + tasker.flow_waits(o.state) > 0);
 BEGIN
     IF cardinality(changes) > 0 THEN
         PERFORM tasker.flow_count(changes);
@@ -131,12 +178,16 @@ BEGIN
 END
 $$;
 
--- The counters start from the steps as they are.
-INSERT INTO tasker.flow_counts (namespace, name, in_use, waiting)
-SELECT s.namespace, g, sum(tasker.flow_holds(s.state)), sum(tasker.flow_waits(s.state))
-FROM tasker.steps s, unnest(array_prepend('', s.flow_groups)) g
-WHERE s.flow_groups IS NOT NULL AND s.state IN ('throttled', 'enqueued', 'in_progress', 'waiting_for_retry')
-GROUP BY 1, 2;
+-- The counters start from the steps as they are, spread over their shards.
+INSERT INTO tasker.flow_counts (namespace, name, shard, in_use, waiting)
+SELECT t.namespace, t.name, sh,
+    t.in_use / tasker.flow_shards(t.name) + CASE WHEN sh < t.in_use % tasker.flow_shards(t.name) THEN 1 ELSE 0 END,
+    CASE WHEN sh = 0 THEN t.waiting ELSE 0 END
+FROM (SELECT s.namespace, g AS name, sum(tasker.flow_holds(s.state))::int AS in_use,
+        sum(tasker.flow_waits(s.state))::int AS waiting
+    FROM tasker.steps s, unnest(array_prepend('', s.flow_groups)) g
+    WHERE s.flow_groups IS NOT NULL AND s.state IN ('throttled', 'enqueued', 'in_progress', 'waiting_for_retry')
+    GROUP BY 1, 2) t, generate_series(0, tasker.flow_shards(t.name) - 1) sh;
 
 DROP TRIGGER steps_flow ON tasker.steps;
 DROP FUNCTION tasker.steps_flow();
@@ -152,13 +203,14 @@ CREATE TRIGGER steps_flow_deleted AFTER DELETE ON tasker.steps
 -- The steps among a demand (each step once per group it needs: its id, the
 -- group, and the group's limits as the step declared them) that may be
 -- admitted at once by the statement making them ready. It locks, in order,
--- the counters of every group the statement changes (the demand's, those
--- of freed — the groups of the slots the same statement gives back, which
--- count as free — and the namespace's ''), so it sees every slot taken by
--- a transaction before and none is taken until it commits; it admits a
--- step when every group has a slot for it and for every step of the group
--- that waits already (so no waiting step is passed), and none of its
--- groups is rated (tokens are a round's) or paused. The configuration's
+-- the counters (the transaction's shards) of every group the statement
+-- changes (the demand's, those of freed — the groups of the slots the same
+-- statement gives back, which count as free — and the namespace's ''), so
+-- it sees every slot taken in them before and none is taken until it
+-- commits; it admits the steps, in the order they come, while every group's
+-- shard has, within its share of the limit, a slot for each beside every
+-- step of the group that waits already (so no waiting step is passed), and
+-- none of a step's groups is rated (tokens are a round's) or paused. The configuration's
 -- limits of namespace and handler groups come as policy_*.
 DROP FUNCTION tasker.flow_direct(text, uuid[], text[], int[], bigint[], text[], int[], bool[], text[]);
 CREATE FUNCTION tasker.flow_direct(p_namespace text, p_steps uuid[], p_groups text[], p_maxes int[],
@@ -167,16 +219,10 @@ RETURNS SETOF uuid LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY
     WITH demand AS (
-        SELECT * FROM unnest(p_steps, p_groups, p_maxes, p_intervals) AS d(step_uuid, name, max, interval_us)
-    ), locked AS (
-        INSERT INTO tasker.flow_counts AS f (namespace, name)
-        SELECT p_namespace, n.name
-        FROM (SELECT d.name FROM demand d UNION SELECT unnest(p_freed) UNION SELECT '') n
-        ORDER BY n.name
-        ON CONFLICT ON CONSTRAINT flow_counts_pkey DO UPDATE SET in_use = f.in_use
-        RETURNING f.name, f.in_use, f.waiting
+        SELECT d.*, min(d.n) OVER (PARTITION BY d.step_uuid) AS pos
+        FROM unnest(p_steps, p_groups, p_maxes, p_intervals) WITH ORDINALITY AS d(step_uuid, name, max, interval_us, n)
     ), limits AS (
-        SELECT d.name, count(*) AS wanted,
+        SELECT d.name,
             max(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.max, 0)
                 ELSE d.max END) AS max_in_flight,
             bool_or(CASE WHEN d.name LIKE 'namespace:%' OR d.name LIKE 'handler:%' THEN coalesce(p.rated, false)
@@ -185,14 +231,48 @@ BEGIN
         FROM demand d
             LEFT JOIN unnest(p_policy_groups, p_policy_max, p_policy_rated) AS p(name, max, rated) ON p.name = d.name
         GROUP BY d.name
+    ), counters AS (
+        -- The counters to lock: the transaction's shard of each group, or
+        -- every shard of a sharded group whose limit is too small to split
+        -- (its check is then against the whole).
+        SELECT n.name, sh.shard
+        FROM (SELECT d.name FROM demand d UNION SELECT unnest(p_freed) UNION SELECT '') n
+            LEFT JOIN limits l ON l.name = n.name AND NOT l.rated AND l.max_in_flight > 0
+                AND l.max_in_flight < 32 * tasker.flow_shards(n.name),
+            LATERAL (SELECT generate_series(0, tasker.flow_shards(n.name) - 1) WHERE l.name IS NOT NULL
+                UNION ALL SELECT tasker.flow_shard(n.name) WHERE l.name IS NULL) AS sh(shard)
+    ), locked AS (
+        INSERT INTO tasker.flow_counts AS f (namespace, name, shard)
+        SELECT p_namespace, c.name, c.shard FROM counters c
+        ORDER BY c.name, c.shard
+        ON CONFLICT ON CONSTRAINT flow_counts_pkey DO UPDATE SET in_use = f.in_use
+        RETURNING f.name, f.shard, f.in_use
     ), counted AS (
-        SELECT l.name, l.wanted, l.max_in_flight, k.in_use - l.freed + k.waiting AS in_use
-        FROM limits l JOIN locked k ON k.name = l.name
+        -- The locked shards' slots in use against their share of the limit
+        -- (all of it, when every shard is locked); and, as a guard for a
+        -- limit lowered below the slots in use, the whole as last committed.
+        -- Both count the group's waiting steps (every shard's) as taken.
+        SELECT l.name, least(
+                CASE WHEN count(*) > 1 THEN l.max_in_flight
+                    ELSE tasker.flow_share(l.max_in_flight::int, l.name, min(k.shard)) END
+                - (sum(k.in_use) - l.freed + w.waiting),
+                l.max_in_flight - (w.in_use - l.freed + w.waiting)) AS room
+        FROM limits l JOIN locked k ON k.name = l.name,
+            LATERAL (SELECT coalesce(sum(c.in_use), 0) AS in_use, coalesce(sum(c.waiting), 0) AS waiting
+                FROM tasker.flow_counts c WHERE c.namespace = p_namespace AND c.name = l.name) w
         WHERE NOT l.rated AND l.max_in_flight > 0
+        GROUP BY l.name, l.max_in_flight, l.freed, w.in_use, w.waiting
+    ), ranked AS (
+        -- Within each group, the steps in the order they came: the first
+        -- `room` of them fit. A step needs a place in every group, and
+        -- counts in each even where another holds it back, so no group
+        -- gives more than its room.
+        SELECT d.step_uuid, d.name, dense_rank() OVER (PARTITION BY d.name ORDER BY d.pos) AS rank FROM demand d
     )
     SELECT DISTINCT d.step_uuid FROM demand d
-    WHERE NOT EXISTS (SELECT FROM limits l WHERE l.rated)
-        AND NOT EXISTS (SELECT FROM counted c WHERE c.in_use + c.wanted > c.max_in_flight)
+    WHERE NOT EXISTS (SELECT FROM demand r JOIN limits l ON l.name = r.name WHERE r.step_uuid = d.step_uuid AND l.rated)
+        AND NOT EXISTS (SELECT FROM ranked r JOIN counted c ON c.name = r.name
+            WHERE r.step_uuid = d.step_uuid AND r.rank > c.room)
         AND NOT EXISTS (SELECT FROM demand p JOIN tasker.flow_pauses f ON f.name = p.name
             WHERE p.step_uuid = d.step_uuid AND f.until > clock_timestamp());
 END

@@ -8,12 +8,30 @@
 SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock(@class::int, hashtext(@namespace))) l;
 
 -- name: flow_counts_lock
--- Locks the counters of @groups of a namespace (and the namespace's ''),
--- in the order every statement takes them, and returns each group's slots
--- in use: until the round commits, no admission at once takes them.
-SELECT name, in_use FROM tasker.flow_counts
-WHERE namespace = @namespace AND (name = ANY(@groups::text[]) OR name = '')
-ORDER BY name FOR UPDATE;
+-- Locks every shard of the counters of @groups of a namespace (and of the
+-- namespace's ''), making those missing, in the order every statement
+-- takes them, and returns each group's slots in use: until the round
+-- commits, no admission at once takes any.
+WITH locked AS (
+    INSERT INTO tasker.flow_counts AS f (namespace, name, shard)
+    SELECT @namespace, g, sh FROM unnest(array_prepend('', @groups::text[])) g,
+        generate_series(0, tasker.flow_shards(g) - 1) sh
+    ORDER BY 2, 3
+    ON CONFLICT ON CONSTRAINT flow_counts_pkey DO UPDATE SET in_use = f.in_use
+    RETURNING f.name, f.in_use
+)
+SELECT name, sum(in_use) FROM locked GROUP BY name;
+
+-- name: flow_spread
+-- After a round's admissions: spreads the slots in use of its groups
+-- evenly over their shards (tasker.flow_spread), so that each shard's
+-- share has room again.
+SELECT tasker.flow_spread(@namespace, array_prepend('', @groups::text[]));
+
+-- name: flow_shard
+-- The shard of the namespace counters that the transaction writes
+-- (migrations/0014_flow_counts.sql).
+SELECT set_config('tasker.flow_shard', (@shard::int)::text, true);
 
 -- name: flow_shared_lock
 -- Makes the admissions of every namespace whose steps share the slots of
@@ -130,17 +148,24 @@ SELECT namespace FROM ns WHERE namespace IS NOT NULL;
 WITH oldest AS (
     SELECT w.namespace, g.name, min(w.since) AS since
     FROM tasker.flow_waiting w, unnest(w.groups) AS g(name) GROUP BY 1, 2
+), counts AS (
+    SELECT namespace, name, sum(in_use) AS in_use, sum(waiting) AS waiting, max(max_in_flight) AS max_in_flight,
+        max(interval_us) AS interval_us, max(burst) AS burst
+    FROM tasker.flow_counts WHERE name <> '' GROUP BY 1, 2
 )
 SELECT c.namespace, c.name, c.in_use, c.waiting, o.since, c.max_in_flight, c.interval_us, c.burst
-FROM tasker.flow_counts c LEFT JOIN oldest o ON o.namespace = c.namespace AND o.name = c.name
-WHERE c.name <> '' AND (c.in_use > 0 OR c.waiting > 0)
+FROM counts c LEFT JOIN oldest o ON o.namespace = c.namespace AND o.name = c.name
+WHERE c.in_use > 0 OR c.waiting > 0
 ORDER BY 1, 2;
 
 -- name: flow_counts_lock_all
--- Locks every counter, in order, for a repair: a transaction that changes a
--- counter after this waits for the repair, and one that changed it before
--- has committed.
-SELECT FROM tasker.flow_counts ORDER BY namespace, name FOR UPDATE;
+-- Locks every shard of every counter, making those missing, in order, for
+-- a repair: a transaction that changes a counter after this waits for the
+-- repair, and one that changed it before has committed.
+INSERT INTO tasker.flow_counts AS f (namespace, name, shard)
+SELECT DISTINCT c.namespace, c.name, sh FROM tasker.flow_counts c, generate_series(0, tasker.flow_shards(c.name) - 1) sh
+ORDER BY 1, 2, 3
+ON CONFLICT ON CONSTRAINT flow_counts_pkey DO UPDATE SET in_use = f.in_use;
 
 -- name: flow_repair
 -- After flow_counts_lock_all, in the same transaction: sets every counter
@@ -158,23 +183,31 @@ WITH truth AS (
     FROM tasker.steps s, unnest(array_prepend('', s.flow_groups)) g
     WHERE s.flow_groups IS NOT NULL AND (s.state = ANY(@slot_states::text[]) OR s.state = @throttled)
     GROUP BY 1, 2
+), counts AS (
+    SELECT namespace, name, sum(in_use)::int AS in_use, sum(waiting)::int AS waiting
+    FROM tasker.flow_counts GROUP BY 1, 2
 ), wrong AS (
-    SELECT c.namespace, c.name, coalesce(t.in_use, 0) AS in_use, coalesce(t.waiting, 0) AS waiting,
-        abs(c.in_use - coalesce(t.in_use, 0)) AS slots_off, abs(c.waiting - coalesce(t.waiting, 0)) AS waiting_off
-    FROM tasker.flow_counts c LEFT JOIN truth t ON t.namespace = c.namespace AND t.name = c.name
-    WHERE c.in_use <> coalesce(t.in_use, 0) OR c.waiting <> coalesce(t.waiting, 0)
-    UNION ALL
-    SELECT t.namespace, t.name, t.in_use, t.waiting, t.in_use, t.waiting FROM truth t
-    WHERE NOT EXISTS (SELECT FROM tasker.flow_counts c WHERE c.namespace = t.namespace AND c.name = t.name)
+    SELECT coalesce(c.namespace, t.namespace) AS namespace, coalesce(c.name, t.name) AS name,
+        coalesce(t.in_use, 0) AS in_use, coalesce(t.waiting, 0) AS waiting,
+        abs(coalesce(c.in_use, 0) - coalesce(t.in_use, 0)) AS slots_off,
+        abs(coalesce(c.waiting, 0) - coalesce(t.waiting, 0)) AS waiting_off
+    FROM counts c FULL JOIN truth t ON t.namespace = c.namespace AND t.name = c.name
+    WHERE coalesce(c.in_use, 0) <> coalesce(t.in_use, 0) OR coalesce(c.waiting, 0) <> coalesce(t.waiting, 0)
 ), fixed AS (
-    INSERT INTO tasker.flow_counts AS f (namespace, name, in_use, waiting)
-    SELECT namespace, name, in_use, waiting FROM wrong ORDER BY namespace, name
-    ON CONFLICT (namespace, name) DO UPDATE SET in_use = excluded.in_use, waiting = excluded.waiting
+    -- Each wrong counter set to the truth, spread over its shards.
+    INSERT INTO tasker.flow_counts AS f (namespace, name, shard, in_use, waiting)
+    SELECT w.namespace, w.name, sh,
+        w.in_use / tasker.flow_shards(w.name) + CASE WHEN sh < w.in_use % tasker.flow_shards(w.name) THEN 1 ELSE 0 END,
+        CASE WHEN sh = 0 THEN w.waiting ELSE 0 END
+    FROM wrong w, generate_series(0, tasker.flow_shards(w.name) - 1) sh
+    ORDER BY 1, 2, 3
+    ON CONFLICT ON CONSTRAINT flow_counts_pkey DO UPDATE SET in_use = excluded.in_use, waiting = excluded.waiting
     RETURNING 1
 ), idle AS (
     -- Not drift: a key seen once would otherwise keep its row for ever.
-    DELETE FROM tasker.flow_counts c WHERE c.in_use = 0 AND c.waiting = 0
-        AND NOT EXISTS (SELECT FROM wrong w WHERE w.namespace = c.namespace AND w.name = c.name)
+    DELETE FROM tasker.flow_counts f
+    WHERE (f.namespace, f.name) IN (SELECT namespace, name FROM counts WHERE in_use = 0 AND waiting = 0)
+        AND NOT EXISTS (SELECT FROM wrong w WHERE w.namespace = f.namespace AND w.name = f.name)
     RETURNING 1
 ), left_waiting AS (
     DELETE FROM tasker.flow_waiting f

@@ -7,7 +7,9 @@
 -- waiting (its counter ''), and the oldest wait.
 SELECT c.namespace, c.in_use, c.waiting,
     (SELECT min(w.since) FROM tasker.flow_waiting w WHERE w.namespace = c.namespace)
-FROM tasker.flow_counts c WHERE c.name = '' AND (c.in_use > 0 OR c.waiting > 0)
+FROM (SELECT namespace, sum(in_use) AS in_use, sum(waiting) AS waiting FROM tasker.flow_counts
+    WHERE name = '' GROUP BY 1) c
+WHERE c.in_use > 0 OR c.waiting > 0
 ORDER BY 1;
 
 -- name: flow_scope_slots
@@ -15,8 +17,8 @@ ORDER BY 1;
 -- (key:<scope>=<key>) counted together as key:<scope>: as many rows as
 -- the templates declare groups, not as many as there are keys.
 SELECT namespace, CASE WHEN name LIKE 'key:%' THEN split_part(name, '=', 1) ELSE name END, sum(in_use)
-FROM tasker.flow_counts WHERE name <> '' AND in_use > 0
-GROUP BY 1, 2 ORDER BY 1, 2;
+FROM tasker.flow_counts WHERE name <> ''
+GROUP BY 1, 2 HAVING sum(in_use) > 0 ORDER BY 1, 2;
 
 -- name: flow_pauses_list
 -- The pauses that have not ended, those ending last first, at most @limit,

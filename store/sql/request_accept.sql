@@ -12,35 +12,21 @@ ON CONFLICT (request_id) DO NOTHING;
 -- name: task_steps_insert
 -- The flow columns come as text (flow_groups and its limits, one
 -- PostgreSQL array literal per step, NULL for a step under no limit). A
--- root planned @throttled is admitted at once, @enqueued, where
--- tasker.flow_direct lets it (@policy_by_round, the groups only a round
--- admits, as workflow.FlowPolicy.Arrays gives them).
+-- root under a flow limit comes as pending: task_roots_admit admits the
+-- batch's together.
 WITH x AS (
     SELECT * FROM unnest(@steps::uuid[], @names::text[], @positions::int[], @handlers::text[], @configs::text[],
         @states::text[], @max_attempts::int[], @retryable::bool[], @timeouts_ms::bigint[],
         @backoff_base_ms::bigint[], @backoff_max_ms::bigint[], @waiting::int[], @flow_groups::text[],
         @flow_max::text[], @flow_interval_us::text[], @flow_burst::text[], @flow_keys::text[])
         AS x(u, nm, p, h, c, st, m, r, t, bb, bm, w, fg, fm, fi, fb, fk)
-), demand AS (
-    SELECT x.u AS step_uuid, g.name, g.max, g.interval_us
-    FROM x, unnest(x.fg::text[], x.fm::int[], x.fi::bigint[]) AS g(name, max, interval_us)
-    WHERE x.st = @throttled
-), direct AS (
-    SELECT d AS step_uuid FROM tasker.flow_direct(@namespace,
-        (SELECT array_agg(step_uuid) FROM demand), (SELECT array_agg(name) FROM demand),
-        (SELECT array_agg(max) FROM demand), (SELECT array_agg(interval_us) FROM demand),
-        @policy_groups::text[], @policy_max::int[], @policy_by_round::bool[], '{}') d
-    WHERE EXISTS (SELECT FROM demand)
-), y AS (
-    SELECT x.*, CASE WHEN x.st = @throttled AND x.u IN (SELECT step_uuid FROM direct) THEN @enqueued ELSE x.st END AS state
-    FROM x
 )
 INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
     max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at,
     flow_groups, flow_max, flow_interval_us, flow_burst, flow_key)
-SELECT u, @task, nm, p, @namespace, h, c::jsonb, state, m, r, t, bb, bm, w,
-    CASE WHEN state = @enqueued THEN now() END, fg::text[], fm::int[], fi::bigint[], fb::int[], fk
-FROM y
+SELECT u, @task, nm, p, @namespace, h, c::jsonb, st, m, r, t, bb, bm, w,
+    CASE WHEN st = @enqueued THEN now() END, fg::text[], fm::int[], fi::bigint[], fb::int[], fk
+FROM x
 WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task);
 
 -- name: task_edges_insert
@@ -56,17 +42,56 @@ WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
 ORDER BY n;
 
 -- name: task_step_transitions_insert
--- A root planned to wait (@throttled) that task_steps_insert admitted at
--- once is recorded as enqueued, with @ready_reason.
 INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-SELECT x.s, @task, NULLIF(x.f, ''), coalesce(a.state, x.o), CASE WHEN a.state IS NULL THEN x.r ELSE @ready_reason END,
-    0, @node_id
+SELECT x.s, @task, NULLIF(x.f, ''), x.o, x.r, 0, @node_id
 FROM unnest(@steps::uuid[], @from_states::text[], @to_states::text[], @reasons::text[])
     WITH ORDINALITY AS x(s, f, o, r, n)
-    LEFT JOIN LATERAL (SELECT st.state FROM tasker.steps st
-        WHERE x.o = @throttled AND st.step_uuid = x.s AND st.state = @enqueued OFFSET 0) a ON true
 WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
 ORDER BY x.n;
+
+-- name: task_roots_admit
+-- Admits the roots under flow limits of a batch's new tasks of @namespace
+-- (@roots, still pending; those of a repeated request were never inserted)
+-- in one statement: @enqueued where tasker.flow_direct lets them
+-- (@policy_by_round, the groups only a round admits, as
+-- workflow.FlowPolicy.Arrays gives them), with their messages
+-- (@messages) to {{step_queue}} and the wake-up of its poller, else
+-- @throttled to wait for a round; each with its transition. Returns, per
+-- task, how many of its roots were enqueued and how many wait.
+WITH demand AS (
+    SELECT s.step_uuid, g.name, g.max, g.interval_us
+    FROM tasker.steps s, unnest(s.flow_groups, s.flow_max, s.flow_interval_us) AS g(name, max, interval_us)
+    WHERE s.step_uuid = ANY(@roots::uuid[]) AND s.state = @pending
+), direct AS (
+    SELECT d AS step_uuid FROM tasker.flow_direct(@namespace,
+        (SELECT array_agg(step_uuid) FROM demand), (SELECT array_agg(name) FROM demand),
+        (SELECT array_agg(max) FROM demand), (SELECT array_agg(interval_us) FROM demand),
+        @policy_groups::text[], @policy_max::int[], @policy_by_round::bool[], '{}') d
+    WHERE EXISTS (SELECT FROM demand)
+), moved AS (
+    UPDATE tasker.steps s
+    SET state = CASE WHEN s.step_uuid IN (SELECT step_uuid FROM direct) THEN @enqueued ELSE @throttled END,
+        enqueued_at = CASE WHEN s.step_uuid IN (SELECT step_uuid FROM direct) THEN now() END
+    WHERE s.step_uuid = ANY(@roots::uuid[]) AND s.state = @pending AND s.waiting_parents = 0
+    RETURNING s.step_uuid, s.task_uuid, s.state
+), recorded AS (
+    INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
+    SELECT step_uuid, task_uuid, @pending, state,
+        CASE WHEN state = @enqueued THEN @ready_reason ELSE @throttled_reason END, 0, @node_id
+    FROM moved
+), sent AS (
+    INSERT INTO {{step_queue}} (vt, message, headers)
+    SELECT clock_timestamp(), m.msg, (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = mv.task_uuid)
+    FROM unnest(@roots::uuid[], @messages::jsonb[]) WITH ORDINALITY AS m(step_uuid, msg, n)
+        JOIN moved mv ON mv.step_uuid = m.step_uuid AND mv.state = @enqueued
+    ORDER BY m.n
+    RETURNING msg_id
+), woke AS (
+    SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM moved WHERE state = @enqueued)
+)
+SELECT mv.task_uuid, count(*) FILTER (WHERE mv.state = @enqueued), count(*) FILTER (WHERE mv.state = @throttled)
+FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w
+GROUP BY mv.task_uuid;
 
 -- name: task_roots_send
 -- Sends the messages of the enqueued roots of @roots to {{step_queue}},
