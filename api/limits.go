@@ -1,7 +1,6 @@
 package api
 
 import (
-	"cmp"
 	"context"
 	"maps"
 	"slices"
@@ -82,15 +81,11 @@ func (o Operator) Limits(ctx context.Context, limit int) (LimitsPage, error) {
 		return LimitsPage{}, err
 	}
 	page.Usage = nonNil(usage)
-	groups, err := o.Store.FlowUsage(ctx)
+	groups, total, err := o.Store.FlowUsage(ctx, limit)
 	if err != nil {
 		return LimitsPage{}, err
 	}
-	slices.SortStableFunc(groups, func(a, b store.FlowGroupUsage) int {
-		return cmp.Or(cmp.Compare(b.Waiting, a.Waiting), cmp.Compare(b.InUse, a.InUse))
-	})
-	page.GroupsTotal = len(groups)
-	page.Groups = nonNil(groups[:min(len(groups), limit)])
+	page.Groups, page.GroupsTotal = nonNil(groups), total
 	pauses, total, err := o.Store.FlowPauses(ctx, limit)
 	if err != nil {
 		return LimitsPage{}, err

@@ -395,20 +395,22 @@ type FlowGroupUsage struct {
 	Burst       int    `json:"burst,omitempty"`
 }
 
-// FlowUsage returns every flow group with a step holding a slot or
-// waiting, by namespace and group name.
-func (s *Store) FlowUsage(ctx context.Context) ([]FlowGroupUsage, error) {
+// FlowUsage returns the flow groups with a step holding a slot or
+// waiting, those with the most steps waiting and then in use first, at
+// most limit of them, and how many there are.
+func (s *Store) FlowUsage(ctx context.Context, limit int) ([]FlowGroupUsage, int, error) {
 	policy := s.FlowPolicy()
-	rows, err := stmt("flow_usage").query(ctx, s.pool, nil)
+	rows, err := stmt("flow_usage").query(ctx, s.pool, args{"limit": int32(limit)})
 	if err != nil {
-		return nil, fmt.Errorf("reading flow usage: %w", translate(err))
+		return nil, 0, fmt.Errorf("reading flow usage: %w", translate(err))
 	}
 	var (
 		out      []FlowGroupUsage
 		u        FlowGroupUsage
 		interval int64
+		total    int
 	)
-	_, err = pgx.ForEachRow(rows, []any{&u.Namespace, &u.Group, &u.InUse, &u.Waiting, &u.OldestWait, &u.MaxInFlight, &interval, &u.Burst}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&u.Namespace, &u.Group, &u.InUse, &u.Waiting, &u.OldestWait, &u.MaxInFlight, &interval, &u.Burst, &total}, func() error {
 		g := workflow.Group{Name: u.Group, Limit: workflow.Limit{MaxInFlight: u.MaxInFlight, Burst: u.Burst}}
 		if interval > 0 {
 			g.Rate = workflow.Rate{Count: 1, Per: time.Duration(interval) * time.Microsecond}
@@ -424,9 +426,9 @@ func (s *Store) FlowUsage(ctx context.Context) ([]FlowGroupUsage, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading flow usage: %w", translate(err))
+		return nil, 0, fmt.Errorf("reading flow usage: %w", translate(err))
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // FlowDrift is what a repair of the flow tables set right.

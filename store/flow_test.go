@@ -140,8 +140,10 @@ max_per_key = 2`, "")
 	require.Equal(t, workflow.StepStateThrottled, step(t, d, "first").State)
 
 	// The held step says why.
-	usage, err := h.st.FlowUsage(h.ctx)
+	usage, total, err := h.st.FlowUsage(h.ctx, 10)
 	require.NoError(t, err)
+	require.Equal(t, 2, total)
+	require.Equal(t, acme, usage[0].Group, "the group with steps waiting first")
 	require.Contains(t, usage, store.FlowGroupUsage{Namespace: flowNamespace, Group: acme, InUse: 2, Waiting: 1,
 		OldestWait: usage[0].OldestWait, MaxInFlight: 2})
 

@@ -57,7 +57,8 @@ $$;
 CREATE FUNCTION tasker.flow_shard(name text) RETURNS int LANGUAGE sql STABLE AS $$
     SELECT coalesce(nullif(current_setting('tasker.flow_shard', true), '')::int, 0) % tasker.flow_shards(name)
 $$;
--- A shard's share of a limit.
+-- A shard's share of a count split evenly over the group's shards: of a
+-- limit, or of the slots in use that a round or a repair spreads.
 CREATE FUNCTION tasker.flow_share(max int, name text, shard int) RETURNS int LANGUAGE sql IMMUTABLE AS $$
     SELECT max / tasker.flow_shards(name) + CASE WHEN shard < max % tasker.flow_shards(name) THEN 1 ELSE 0 END
 $$;
@@ -68,14 +69,12 @@ $$;
 CREATE FUNCTION tasker.flow_spread(p_namespace text, p_names text[]) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE tasker.flow_counts f
-    SET in_use = t.total / tasker.flow_shards(f.name)
-        + CASE WHEN f.shard < t.total % tasker.flow_shards(f.name) THEN 1 ELSE 0 END
+    SET in_use = tasker.flow_share(t.total, f.name, f.shard)
     FROM (SELECT c.name, sum(c.in_use)::int AS total FROM tasker.flow_counts c
         WHERE c.namespace = p_namespace AND c.name = ANY(p_names) AND tasker.flow_shards(c.name) > 1
         GROUP BY c.name) t
     WHERE f.namespace = p_namespace AND f.name = t.name
-        AND f.in_use <> t.total / tasker.flow_shards(f.name)
-            + CASE WHEN f.shard < t.total % tasker.flow_shards(f.name) THEN 1 ELSE 0 END;
+        AND f.in_use <> tasker.flow_share(t.total, f.name, f.shard);
 END
 $$;
 
@@ -132,45 +131,34 @@ CREATE FUNCTION tasker.flow_waits(state text) RETURNS int LANGUAGE sql IMMUTABLE
     SELECT CASE WHEN state = 'throttled' THEN 1 ELSE 0 END
 $$;
 
-CREATE FUNCTION tasker.steps_flow_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The triggers' function: the statement's changes of steps under a limit,
+-- those rows only whose change counts (+1 or -1 for a slot or a wait).
+CREATE FUNCTION tasker.steps_flow_count() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    changes tasker.flow_change[] := ARRAY(
-        SELECT ROW(n.step_uuid, n.task_uuid, n.namespace, n.flow_key, n.flow_groups, n.flow_max, n.flow_interval_us,
-            n.flow_burst, tasker.flow_holds(n.state), tasker.flow_waits(n.state))::tasker.flow_change
-        FROM new_steps n WHERE n.flow_groups IS NOT NULL AND tasker.flow_holds(n.state) + tasker.flow_waits(n.state) > 0);
+    changes tasker.flow_change[];
 BEGIN
-    IF cardinality(changes) > 0 THEN
-        PERFORM tasker.flow_count(changes);
+    IF TG_OP = 'INSERT' THEN
+        changes := ARRAY(
+            SELECT ROW(n.step_uuid, n.task_uuid, n.namespace, n.flow_key, n.flow_groups, n.flow_max,
+                n.flow_interval_us, n.flow_burst, tasker.flow_holds(n.state), tasker.flow_waits(n.state))::tasker.flow_change
+            FROM new_steps n
+            WHERE n.flow_groups IS NOT NULL AND tasker.flow_holds(n.state) + tasker.flow_waits(n.state) > 0);
+    ELSIF TG_OP = 'UPDATE' THEN
+        changes := ARRAY(
+            SELECT ROW(n.step_uuid, n.task_uuid, n.namespace, n.flow_key, n.flow_groups, n.flow_max,
+                n.flow_interval_us, n.flow_burst, tasker.flow_holds(n.state) - tasker.flow_holds(o.state),
+                tasker.flow_waits(n.state) - tasker.flow_waits(o.state))::tasker.flow_change
+            FROM new_steps n JOIN old_steps o ON o.step_uuid = n.step_uuid
+            WHERE n.flow_groups IS NOT NULL AND n.state <> o.state
+                AND (tasker.flow_holds(n.state) <> tasker.flow_holds(o.state)
+                    OR tasker.flow_waits(n.state) <> tasker.flow_waits(o.state)));
+    ELSE
+        changes := ARRAY(
+            SELECT ROW(o.step_uuid, o.task_uuid, o.namespace, o.flow_key, o.flow_groups, o.flow_max,
+                o.flow_interval_us, o.flow_burst, -tasker.flow_holds(o.state), -tasker.flow_waits(o.state))::tasker.flow_change
+            FROM old_steps o
+            WHERE o.flow_groups IS NOT NULL AND tasker.flow_holds(o.state) + tasker.flow_waits(o.state) > 0);
     END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE FUNCTION tasker.steps_flow_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    changes tasker.flow_change[] := ARRAY(
-        SELECT ROW(n.step_uuid, n.task_uuid, n.namespace, n.flow_key, n.flow_groups, n.flow_max, n.flow_interval_us,
-            n.flow_burst, tasker.flow_holds(n.state) - tasker.flow_holds(o.state),
-            tasker.flow_waits(n.state) - tasker.flow_waits(o.state))::tasker.flow_change
-        FROM new_steps n JOIN old_steps o ON o.step_uuid = n.step_uuid
-        WHERE n.flow_groups IS NOT NULL AND n.state <> o.state
-            AND (tasker.flow_holds(n.state) <> tasker.flow_holds(o.state)
-                OR tasker.flow_waits(n.state) <> tasker.flow_waits(o.state)));
-BEGIN
-    IF cardinality(changes) > 0 THEN
-        PERFORM tasker.flow_count(changes);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE FUNCTION tasker.steps_flow_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    changes tasker.flow_change[] := ARRAY(
-        SELECT ROW(o.step_uuid, o.task_uuid, o.namespace, o.flow_key, o.flow_groups, o.flow_max, o.flow_interval_us,
-            o.flow_burst, -tasker.flow_holds(o.state), -tasker.flow_waits(o.state))::tasker.flow_change
-        FROM old_steps o WHERE o.flow_groups IS NOT NULL AND tasker.flow_holds(o.state) + tasker.flow_waits(o.state) > 0);
-BEGIN
     IF cardinality(changes) > 0 THEN
         PERFORM tasker.flow_count(changes);
     END IF;
@@ -181,7 +169,7 @@ $$;
 -- The counters start from the steps as they are, spread over their shards.
 INSERT INTO tasker.flow_counts (namespace, name, shard, in_use, waiting)
 SELECT t.namespace, t.name, sh,
-    t.in_use / tasker.flow_shards(t.name) + CASE WHEN sh < t.in_use % tasker.flow_shards(t.name) THEN 1 ELSE 0 END,
+    tasker.flow_share(t.in_use, t.name, sh),
     CASE WHEN sh = 0 THEN t.waiting ELSE 0 END
 FROM (SELECT s.namespace, g AS name, sum(tasker.flow_holds(s.state))::int AS in_use,
         sum(tasker.flow_waits(s.state))::int AS waiting
@@ -194,11 +182,11 @@ DROP FUNCTION tasker.steps_flow();
 DROP TABLE tasker.flow_slots;
 
 CREATE TRIGGER steps_flow_inserted AFTER INSERT ON tasker.steps
-    REFERENCING NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_inserted();
+    REFERENCING NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_count();
 CREATE TRIGGER steps_flow_updated AFTER UPDATE ON tasker.steps
-    REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_updated();
+    REFERENCING OLD TABLE AS old_steps NEW TABLE AS new_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_count();
 CREATE TRIGGER steps_flow_deleted AFTER DELETE ON tasker.steps
-    REFERENCING OLD TABLE AS old_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_deleted();
+    REFERENCING OLD TABLE AS old_steps FOR EACH STATEMENT EXECUTE FUNCTION tasker.steps_flow_count();
 
 -- The steps among a demand (each step once per group it needs: its id, the
 -- group, and the group's limits as the step declared them) that may be

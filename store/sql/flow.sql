@@ -142,9 +142,10 @@ WITH RECURSIVE ns AS (
 SELECT namespace FROM ns WHERE namespace IS NOT NULL;
 
 -- name: flow_usage
--- Every group with a step in it: its slots in use, its steps waiting (and
--- the oldest wait), and the limits its steps declared (0 for the groups
--- whose limits the configuration sets).
+-- The groups with a step in it, those with the most steps waiting and then
+-- in use first, at most @limit, and how many there are: each group's slots
+-- in use, its steps waiting (and the oldest wait), and the limits its
+-- steps declared (0 for the groups whose limits the configuration sets).
 WITH oldest AS (
     SELECT w.namespace, g.name, min(w.since) AS since
     FROM tasker.flow_waiting w, unnest(w.groups) AS g(name) GROUP BY 1, 2
@@ -153,10 +154,11 @@ WITH oldest AS (
         max(interval_us) AS interval_us, max(burst) AS burst
     FROM tasker.flow_counts WHERE name <> '' GROUP BY 1, 2
 )
-SELECT c.namespace, c.name, c.in_use, c.waiting, o.since, c.max_in_flight, c.interval_us, c.burst
+SELECT c.namespace, c.name, c.in_use, c.waiting, o.since, c.max_in_flight, c.interval_us, c.burst, count(*) OVER ()
 FROM counts c LEFT JOIN oldest o ON o.namespace = c.namespace AND o.name = c.name
 WHERE c.in_use > 0 OR c.waiting > 0
-ORDER BY 1, 2;
+ORDER BY c.waiting DESC, c.in_use DESC, 1, 2
+LIMIT @limit;
 
 -- name: flow_counts_lock_all
 -- Locks every shard of every counter, making those missing, in order, for
@@ -197,7 +199,7 @@ WITH truth AS (
     -- Each wrong counter set to the truth, spread over its shards.
     INSERT INTO tasker.flow_counts AS f (namespace, name, shard, in_use, waiting)
     SELECT w.namespace, w.name, sh,
-        w.in_use / tasker.flow_shards(w.name) + CASE WHEN sh < w.in_use % tasker.flow_shards(w.name) THEN 1 ELSE 0 END,
+        tasker.flow_share(w.in_use, w.name, sh),
         CASE WHEN sh = 0 THEN w.waiting ELSE 0 END
     FROM wrong w, generate_series(0, tasker.flow_shards(w.name) - 1) sh
     ORDER BY 1, 2, 3
