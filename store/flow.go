@@ -73,21 +73,19 @@ func (s *Store) flowChanged() {
 	}
 }
 
-// flowColumns are the flow columns of new steps, as task_steps_insert takes
+// flowColumns are the flow columns of new steps, as tasks_steps_insert takes
 // them: one PostgreSQL array literal per step, or NULL.
 type flowColumns struct {
 	groups, max, intervalUS, burst []*string
 	keys                           []*string
 }
 
-func newFlowColumns(n int) flowColumns {
-	return flowColumns{groups: make([]*string, n), max: make([]*string, n), intervalUS: make([]*string, n),
-		burst: make([]*string, n), keys: make([]*string, n)}
-}
-
-// set fills step i's columns from its groups and key.
-func (f flowColumns) set(i int, groups []workflow.Group, key string) {
+// add appends a step's columns from its groups and key: NULLs for a step
+// under no limit.
+func (f *flowColumns) add(groups []workflow.Group, key string) {
 	if len(groups) == 0 {
+		f.groups, f.max, f.intervalUS, f.burst = append(f.groups, nil), append(f.max, nil), append(f.intervalUS, nil), append(f.burst, nil)
+		f.keys = append(f.keys, nil)
 		return
 	}
 	names, maxes, intervals, bursts := make([]string, len(groups)), make([]string, len(groups)), make([]string, len(groups)), make([]string, len(groups))
@@ -98,8 +96,9 @@ func (f flowColumns) set(i int, groups []workflow.Group, key string) {
 		bursts[j] = strconv.Itoa(g.Burst)
 	}
 	text := func(v []string) *string { s := pgArray(v); return &s }
-	f.groups[i], f.max[i], f.intervalUS[i], f.burst[i] = text(names), text(maxes), text(intervals), text(bursts)
-	f.keys[i] = &key
+	f.groups, f.max = append(f.groups, text(names)), append(f.max, text(maxes))
+	f.intervalUS, f.burst = append(f.intervalUS, text(intervals)), append(f.burst, text(bursts))
+	f.keys = append(f.keys, &key)
 }
 
 // pgArray writes a PostgreSQL array literal of v, every element quoted.

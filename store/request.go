@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -246,9 +247,10 @@ type templateKey struct{ namespace, name, version string }
 
 // acceptRequests creates the tasks of a batch of requests: a look-up per
 // distinct template asked for, then every task's creation with its
-// request's deletion in one implicit transaction. A request whose template
-// is refused is answered with the refusal (the caller rejects it); a
-// repeated request creates nothing and is acknowledged.
+// request's deletion in one implicit transaction, one statement per kind
+// of row for the whole batch (taskRows). A request whose template is
+// refused is answered with the refusal (the caller rejects it); a repeated
+// request creates nothing and is acknowledged.
 func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answer[RequestOutcome], error) {
 	answers := make([]answer[RequestOutcome], len(calls))
 	type resolved struct {
@@ -257,23 +259,20 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 	}
 	templates := map[templateKey]resolved{}
 	type created struct {
-		i    int
-		id   uuid.UUID
-		sent int64
+		i  int
+		id uuid.UUID
 		// throttled counts the roots waiting for their admission.
 		throttled int
 		digest    []byte // this request's
-		stored    []byte // the request's that made the task
 	}
 	var (
 		batched []*created
-		// The roots under flow limits of the batch's tasks, by namespace,
-		// admitted together once every task is in (task_roots_admit).
-		limited    = map[string]*limitedRoots{}
-		namespaces []string
-		admitted   = map[uuid.UUID]*[2]int64{} // per task: roots enqueued, waiting
+		rows    = &taskRows{}
+		// Per request id: the task of its id and that task's digest.
+		made     = map[uuid.UUID]madeTask{}
+		sent     = map[uuid.UUID]int64{}
+		admitted = map[uuid.UUID]*[2]int64{} // per task: roots enqueued, waiting
 	)
-	b := newBatch()
 	// By namespace: every transaction takes the flow counters of
 	// namespaces in the same order (migrations/0014_flow_counts.sql).
 	order := make([]int, len(calls))
@@ -302,47 +301,41 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 			a.err = err
 			continue
 		}
-		lr := limited[req.Namespace]
-		if lr == nil {
-			lr = &limitedRoots{}
-		}
-		before := len(lr.steps)
-		if cr.id, err = s.queueTaskCreate(b, c, r.tmpl, cr.digest, &a.res.TaskUUID, &cr.stored, &cr.sent, lr); err != nil {
+		if cr.id, err = s.planTaskCreate(rows, c, r.tmpl, cr.digest); err != nil {
 			a.err = err
 			continue
-		}
-		if len(lr.steps) > before && limited[req.Namespace] == nil {
-			limited[req.Namespace] = lr
-			namespaces = append(namespaces, req.Namespace)
 		}
 		batched = append(batched, cr)
 	}
 	if len(batched) == 0 {
 		return answers, nil
 	}
-	if len(namespaces) > 0 {
-		s.queueFlowShard(b, 0)
-	}
-	for _, ns := range namespaces {
-		if err := s.queueRootsAdmit(b, ns, limited[ns], admitted); err != nil {
-			return nil, err
-		}
+	b := newBatch()
+	if err := s.queueTasksCreate(b, rows, made, sent, admitted); err != nil {
+		return nil, err
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("creating tasks: %w", translate(err))
 	}
 	for _, cr := range batched {
-		if n := admitted[cr.id]; n != nil {
-			cr.sent, cr.throttled = cr.sent+n[0], int(n[1])
+		out := &answers[cr.i].res
+		m, ok := made[out.RequestID]
+		if !ok {
+			answers[cr.i].err = fmt.Errorf("request_id %s: no task holds it after its creation", out.RequestID)
+			continue
 		}
-		if cr.throttled > 0 {
+		out.TaskUUID = m.task
+		n, throttled := sent[cr.id], 0
+		if a := admitted[cr.id]; a != nil {
+			n, throttled = n+a[0], int(a[1])
+		}
+		if throttled > 0 {
 			s.flowChanged()
 		}
-		out := &answers[cr.i].res
 		switch {
-		case out.TaskUUID == cr.id:
-			out.Created, out.Enqueued, out.Throttled = true, int(cr.sent), cr.throttled
-		case cr.stored != nil && !bytes.Equal(cr.stored, cr.digest):
+		case m.task == cr.id:
+			out.Created, out.Enqueued, out.Throttled = true, int(n), throttled
+		case m.digest != nil && !bytes.Equal(m.digest, cr.digest):
 			// The request id made a task of another request: this one is
 			// not a repeat, and is refused rather than taken for one.
 			answers[cr.i].err = &RefusedError{Action: "task request", Reason: fmt.Sprintf(
@@ -353,17 +346,154 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 	return answers, nil
 }
 
-// limitedRoots are roots under flow limits of new tasks of one namespace,
-// and their messages, to admit together (task_roots_admit).
-type limitedRoots struct {
+// madeTask is the task a request id made, and that task's request digest
+// (nil for a task from before digests were kept).
+type madeTask struct {
+	task   uuid.UUID
+	digest []byte
+}
+
+// taskRows are the rows of a batch's new tasks, as the statements that
+// insert them take them: one element per task, step, edge or transition,
+// each naming its task.
+type taskRows struct {
+	// The tasks, with their requests.
+	tasks, requestIDs, correlations               [][16]byte
+	templateIDs                                   []int64
+	namespaces, names, versions, states, contexts []string
+	priorities                                    []int32
+	requestedBy                                   []string
+	digests, traces                               [][]byte
+	msgIDs                                        []*int64
+	taskMoveTasks                                 [][16]byte
+	taskFrom, taskTo, taskWhy                     []string
+	steps, stepTasks                              [][16]byte
+	stepNamespaces, stepNames, handlers, configs  []string
+	stepStates                                    []string
+	positions, maxAttempts, waiting               []int32
+	retryable                                     []bool
+	timeouts, backoffBase, backoffMax             []int64
+	flow                                          flowColumns
+	edgeTasks, edgeFrom, edgeTo                   [][16]byte
+	moveSteps, moveTasks                          [][16]byte
+	moveFrom, moveTo, moveWhy                     []string
+	// The roots to enqueue at once, and those under flow limits left to
+	// the batch's admission (task_roots_admit), by namespace.
+	roots, limited map[string]*rootMessages
+}
+
+// rootMessages are roots of new tasks of one namespace and their messages.
+type rootMessages struct {
 	steps [][16]byte
 	msgs  [][]byte
+}
+
+// addRoot adds step's message to the roots of namespace in to.
+func addRoot(to *map[string]*rootMessages, namespace string, step [16]byte, msg []byte) {
+	if *to == nil {
+		*to = map[string]*rootMessages{}
+	}
+	r := (*to)[namespace]
+	if r == nil {
+		r = &rootMessages{}
+		(*to)[namespace] = r
+	}
+	r.steps, r.msgs = append(r.steps, step), append(r.msgs, msg)
+}
+
+// queueTasksCreate adds to b the creation of rows' tasks: the task rows
+// first, then every other row only if its task is one this batch
+// inserted, the roots' messages (one statement per namespace), the
+// admission of the roots under flow limits (one per namespace), and the
+// requests' deletion. What each request id made goes to made, the roots
+// sent of each task to sent, those admitted or left waiting to admitted.
+func (s *Store) queueTasksCreate(b *pgx.Batch, rows *taskRows, made map[uuid.UUID]madeTask, sent map[uuid.UUID]int64, admitted map[uuid.UUID]*[2]int64) error {
+	stmt("tasks_insert").queue(b, args{
+		"tasks": rows.tasks, "request_ids": rows.requestIDs, "correlation_ids": rows.correlations,
+		"template_ids": rows.templateIDs, "namespaces": rows.namespaces, "names": rows.names, "versions": rows.versions,
+		"states": rows.states, "contexts": rows.contexts, "priorities": rows.priorities,
+		"requested_by": rows.requestedBy, "digests": rows.digests, "traces": rows.traces,
+	})
+	stmt("tasks_steps_insert").queue(b, args{
+		"steps": rows.steps, "tasks": rows.stepTasks, "namespaces": rows.stepNamespaces, "enqueued": string(enqueueTo),
+		"names": rows.stepNames, "positions": rows.positions, "handlers": rows.handlers, "configs": rows.configs,
+		"states": rows.stepStates, "max_attempts": rows.maxAttempts, "retryable": rows.retryable,
+		"timeouts_ms": rows.timeouts, "backoff_base_ms": rows.backoffBase, "backoff_max_ms": rows.backoffMax,
+		"waiting": rows.waiting, "flow_groups": rows.flow.groups, "flow_max": rows.flow.max,
+		"flow_interval_us": rows.flow.intervalUS, "flow_burst": rows.flow.burst, "flow_keys": rows.flow.keys,
+	})
+	if len(rows.edgeFrom) > 0 {
+		stmt("tasks_edges_insert").queue(b, args{"tasks": rows.edgeTasks, "from_steps": rows.edgeFrom, "to_steps": rows.edgeTo})
+	}
+	stmt("tasks_transitions_insert").queue(b, args{
+		"tasks": rows.taskMoveTasks, "from_states": rows.taskFrom, "to_states": rows.taskTo, "reasons": rows.taskWhy,
+		"node_id": s.nodeID,
+	})
+	if len(rows.moveSteps) > 0 {
+		stmt("tasks_step_transitions_insert").queue(b, args{
+			"steps": rows.moveSteps, "tasks": rows.moveTasks, "from_states": rows.moveFrom, "to_states": rows.moveTo,
+			"reasons": rows.moveWhy, "node_id": s.nodeID,
+		})
+	}
+	for _, ns := range slices.Sorted(maps.Keys(rows.roots)) {
+		stepQueue := queue.NamespaceQueue(ns)
+		st, err := stmt("tasks_roots_send").forQueues("step_queue", stepQueue)
+		if err != nil {
+			return err
+		}
+		r := rows.roots[ns]
+		st.queue(b, args{
+			"roots": r.steps, "messages": r.msgs, "enqueued": string(enqueueTo), "wake_channel": WakeChannel,
+			"wake_queue": stepQueue,
+		}).Query(func(res pgx.Rows) error {
+			var (
+				task uuid.UUID
+				n    int64
+			)
+			_, err := pgx.ForEachRow(res, []any{scanUUID(&task), &n}, func() error {
+				sent[task] = n
+				return nil
+			})
+			return err
+		})
+	}
+	if len(rows.limited) > 0 {
+		s.queueFlowShard(b, 0)
+		// In order: every transaction takes the flow counters of
+		// namespaces in the same order (migrations/0014_flow_counts.sql).
+		for _, ns := range slices.Sorted(maps.Keys(rows.limited)) {
+			if err := s.queueRootsAdmit(b, ns, rows.limited[ns], admitted); err != nil {
+				return err
+			}
+		}
+	}
+	ack, err := stmt("requests_ack").forQueues("request_queue", queue.TaskRequestsQueue)
+	if err != nil {
+		return err
+	}
+	ack.queue(b, args{
+		"request_ids": rows.requestIDs, "tasks": rows.tasks, "msg_ids": rows.msgIDs, "digests": rows.digests,
+	}).Query(func(res pgx.Rows) error {
+		var (
+			request uuid.UUID
+			task    *[16]byte
+			digest  []byte
+		)
+		_, err := pgx.ForEachRow(res, []any{scanUUID(&request), &task, &digest}, func() error {
+			if task != nil {
+				made[request] = madeTask{task: *task, digest: digest}
+			}
+			return nil
+		})
+		return err
+	})
+	return nil
 }
 
 // queueRootsAdmit adds to b the admission of the roots under flow limits
 // of a batch's new tasks of namespace; each task's count of roots enqueued
 // and waiting goes to admitted.
-func (s *Store) queueRootsAdmit(b *pgx.Batch, namespace string, roots *limitedRoots, admitted map[uuid.UUID]*[2]int64) error {
+func (s *Store) queueRootsAdmit(b *pgx.Batch, namespace string, roots *rootMessages, admitted map[uuid.UUID]*[2]int64) error {
 	st, err := stmt("task_roots_admit").forQueues("step_queue", queue.NamespaceQueue(namespace))
 	if err != nil {
 		return err
@@ -389,14 +519,10 @@ func (s *Store) queueRootsAdmit(b *pgx.Batch, namespace string, roots *limitedRo
 	return nil
 }
 
-// queueTaskCreate adds one task's creation to b, as workflow plans it: the
-// task row first, then every other row only if that row is the one this
-// batch inserted, the roots' messages, and the request's deletion. The task
-// of the request (this one, or the one an earlier request with its id
-// created) is scanned into task, the roots sent into sent. Roots under flow
-// limits are inserted pending and added to limited, for the batch to
-// admit together. It returns the new task's id.
-func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplate, digest []byte, task *uuid.UUID, stored *[]byte, sent *int64, limited *limitedRoots) (uuid.UUID, error) {
+// planTaskCreate adds one task's rows to rows, as workflow plans it, and
+// returns the new task's id. Roots under flow limits are inserted pending,
+// for the batch to admit together.
+func (s *Store) planTaskCreate(rows *taskRows, c acceptCall, tmpl resolvedTemplate, digest []byte) (uuid.UUID, error) {
 	req := c.req
 	taskContext := req.Context
 	if taskContext == "" {
@@ -409,100 +535,69 @@ func (s *Store) queueTaskCreate(b *pgx.Batch, c acceptCall, tmpl resolvedTemplat
 		return uuid.Nil, &RefusedError{Action: "task request",
 			Reason: fmt.Sprintf("template %s/%s %s: %v", req.Namespace, req.Name, tmpl.Version, err)}
 	}
-	stepQueue := queue.NamespaceQueue(req.Namespace)
-	roots, err := stmt("task_roots_send").forQueues("step_queue", stepQueue, "request_queue", queue.TaskRequestsQueue)
-	if err != nil {
+	if _, err := queue.Table(queue.NamespaceQueue(req.Namespace)); err != nil {
 		return uuid.Nil, err
 	}
 	correlation := req.CorrelationID
 	if correlation == uuid.Nil {
 		correlation = req.RequestID
 	}
-	n := len(p.Steps)
-	var (
-		ids                               [][16]byte
-		names, handlers, configs, states  = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		positions, maxAttempts, waiting   = make([]int32, n), make([]int32, n), make([]int32, n)
-		retryable                         = make([]bool, n)
-		timeouts, backoffBase, backoffMax = make([]int64, n), make([]int64, n), make([]int64, n)
-		edgeFrom, edgeTo                  [][16]byte
-		rootIDs                           [][16]byte
-		rootMsgs                          [][]byte
-		moveSteps                         [][16]byte
-		moveFrom, moveTo, moveWhy         []string
-		taskFrom, taskTo, taskWhy         []string
-		flow                              = newFlowColumns(n)
-		waits                             = map[int]bool{} // roots left to the batch's admission
-	)
-	ids = make([][16]byte, n)
+	// Encoded before anything is added, so a failure leaves rows whole.
+	msgs := make([][]byte, len(p.Steps))
 	for i, st := range p.Steps {
-		ids[i] = st.ID
-		names[i], handlers[i], positions[i], states[i] = st.Name, st.Handler, int32(i), string(st.State)
-		configs[i] = string(st.Config)
-		if configs[i] == "" {
-			configs[i] = "{}"
-		}
-		maxAttempts[i], retryable[i], waiting[i] = int32(st.Retry.MaxAttempts), st.Retry.Retryable, int32(len(st.DependsOn))
-		timeouts[i] = st.Timeout.Milliseconds()
-		backoffBase[i], backoffMax[i] = st.Retry.BackoffBase.Milliseconds(), st.Retry.BackoffMax.Milliseconds()
-		flow.set(i, st.Groups, st.Key)
 		if st.Root() {
-			msg, err := queue.StepMessage{TaskUUID: p.Task, StepUUID: st.ID, CorrelationID: correlation}.Encode()
-			if err != nil {
+			if msgs[i], err = (queue.StepMessage{TaskUUID: p.Task, StepUUID: st.ID, CorrelationID: correlation}).Encode(); err != nil {
 				return uuid.Nil, fmt.Errorf("encoding step message: %w", err)
 			}
-			if st.State == throttleTo {
-				waits[i], states[i] = true, string(workflow.StepStatePending)
-				limited.steps, limited.msgs = append(limited.steps, ids[i]), append(limited.msgs, msg)
-				continue
-			}
-			rootIDs, rootMsgs = append(rootIDs, ids[i]), append(rootMsgs, msg)
 		}
 	}
+	id := pgUUID(p.Task)
+	rows.tasks, rows.requestIDs, rows.correlations = append(rows.tasks, id), append(rows.requestIDs, pgUUID(req.RequestID)), append(rows.correlations, pgUUID(correlation))
+	rows.templateIDs = append(rows.templateIDs, tmpl.ID)
+	rows.namespaces, rows.names, rows.versions = append(rows.namespaces, req.Namespace), append(rows.names, req.Name), append(rows.versions, tmpl.Version)
+	rows.states, rows.contexts = append(rows.states, string(p.State)), append(rows.contexts, taskContext)
+	rows.priorities, rows.requestedBy = append(rows.priorities, int32(req.Priority)), append(rows.requestedBy, req.RequestedBy)
+	rows.digests, rows.traces = append(rows.digests, digest), append(rows.traces, queue.TraceHeaders(req.Trace))
+	rows.msgIDs = append(rows.msgIDs, c.msgID)
+	waits := map[int]bool{} // roots left to the batch's admission
+	for i, st := range p.Steps {
+		state := string(st.State)
+		if st.Root() {
+			if st.State == throttleTo {
+				waits[i], state = true, string(workflow.StepStatePending)
+				addRoot(&rows.limited, req.Namespace, st.ID, msgs[i])
+			} else {
+				addRoot(&rows.roots, req.Namespace, st.ID, msgs[i])
+			}
+		}
+		config := string(st.Config)
+		if config == "" {
+			config = "{}"
+		}
+		rows.steps, rows.stepTasks = append(rows.steps, st.ID), append(rows.stepTasks, id)
+		rows.stepNamespaces, rows.stepNames, rows.handlers = append(rows.stepNamespaces, req.Namespace), append(rows.stepNames, st.Name), append(rows.handlers, st.Handler)
+		rows.configs, rows.stepStates = append(rows.configs, config), append(rows.stepStates, state)
+		rows.positions, rows.maxAttempts = append(rows.positions, int32(i)), append(rows.maxAttempts, int32(st.Retry.MaxAttempts))
+		rows.waiting, rows.retryable = append(rows.waiting, int32(len(st.DependsOn))), append(rows.retryable, st.Retry.Retryable)
+		rows.timeouts = append(rows.timeouts, st.Timeout.Milliseconds())
+		rows.backoffBase, rows.backoffMax = append(rows.backoffBase, st.Retry.BackoffBase.Milliseconds()), append(rows.backoffMax, st.Retry.BackoffMax.Milliseconds())
+		rows.flow.add(st.Groups, st.Key)
+	}
 	for _, e := range p.Edges {
-		edgeFrom, edgeTo = append(edgeFrom, ids[e.From]), append(edgeTo, ids[e.To])
+		rows.edgeTasks = append(rows.edgeTasks, id)
+		rows.edgeFrom, rows.edgeTo = append(rows.edgeFrom, p.Steps[e.From].ID), append(rows.edgeTo, p.Steps[e.To].ID)
 	}
 	for _, m := range p.StepMoves {
 		if waits[m.Step] && m.To == throttleTo {
 			continue // recorded by task_roots_admit
 		}
-		moveSteps = append(moveSteps, ids[m.Step])
-		moveFrom, moveTo, moveWhy = append(moveFrom, string(m.From)), append(moveTo, string(m.To)), append(moveWhy, m.Reason)
+		rows.moveSteps, rows.moveTasks = append(rows.moveSteps, p.Steps[m.Step].ID), append(rows.moveTasks, id)
+		rows.moveFrom, rows.moveTo, rows.moveWhy = append(rows.moveFrom, string(m.From)), append(rows.moveTo, string(m.To)), append(rows.moveWhy, m.Reason)
 	}
 	for _, m := range p.TaskMoves {
-		taskFrom, taskTo, taskWhy = append(taskFrom, string(m.From)), append(taskTo, string(m.To)), append(taskWhy, m.Reason)
+		rows.taskMoveTasks = append(rows.taskMoveTasks, id)
+		rows.taskFrom, rows.taskTo, rows.taskWhy = append(rows.taskFrom, string(m.From)), append(rows.taskTo, string(m.To)), append(rows.taskWhy, m.Reason)
 	}
-	id := pgUUID(p.Task)
-	stmt("task_insert").queue(b, args{
-		"task": id, "request_id": pgUUID(req.RequestID), "correlation_id": pgUUID(correlation), "template_id": tmpl.ID,
-		"namespace": req.Namespace, "name": req.Name, "version": tmpl.Version, "state": string(p.State),
-		"context": taskContext, "priority": req.Priority, "requested_by": req.RequestedBy, "digest": digest,
-		"trace": queue.TraceHeaders(req.Trace),
-	})
-	stmt("task_steps_insert").queue(b, args{
-		"task": id, "namespace": req.Namespace, "enqueued": string(enqueueTo), "steps": ids, "names": names,
-		"positions": positions, "handlers": handlers, "configs": configs, "states": states,
-		"max_attempts": maxAttempts, "retryable": retryable, "timeouts_ms": timeouts,
-		"backoff_base_ms": backoffBase, "backoff_max_ms": backoffMax, "waiting": waiting,
-		"flow_groups": flow.groups, "flow_max": flow.max, "flow_interval_us": flow.intervalUS, "flow_burst": flow.burst,
-		"flow_keys": flow.keys,
-	})
-	if len(edgeFrom) > 0 {
-		stmt("task_edges_insert").queue(b, args{"task": id, "from_steps": edgeFrom, "to_steps": edgeTo})
-	}
-	stmt("task_transitions_insert").queue(b, args{
-		"task": id, "from_states": taskFrom, "to_states": taskTo, "reasons": taskWhy, "node_id": s.nodeID,
-	})
-	stmt("task_step_transitions_insert").queue(b, args{
-		"task": id, "steps": moveSteps, "from_states": moveFrom, "to_states": moveTo, "reasons": moveWhy, "node_id": s.nodeID,
-	})
-	var woke, acked int64
-	roots.queue(b, args{
-		"roots": rootIDs, "messages": rootMsgs, "enqueued": string(enqueueTo), "task": id, "wake_channel": WakeChannel, "wake_queue": stepQueue,
-		"msg_id": c.msgID, "request_id": pgUUID(req.RequestID), "digest": digest, "trace": queue.TraceHeaders(req.Trace),
-	}).QueryRow(func(row pgx.Row) error {
-		return row.Scan(scanUUID(task), stored, sent, &woke, &acked)
-	})
 	return p.Task, nil
 }
 

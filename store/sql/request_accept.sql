@@ -1,52 +1,69 @@
--- Creating a task from a request, in one implicit transaction: the task row
--- first, then every other row only if that row is the one this transaction
--- inserted (a repeated request inserts nothing, and so creates nothing).
+-- Creating the tasks of a batch of requests, in one implicit transaction
+-- and one statement per kind of row for the whole batch: the task rows
+-- first, then every other row only if its task is one this transaction
+-- inserted (a repeated request inserts nothing, and so creates nothing;
+-- task ids are new, so a task that exists is one inserted here). Each row
+-- looks its task up by key: OFFSET 0 keeps the EXISTS a subquery, which a
+-- plan made while the tables were empty would otherwise turn into a join
+-- walking the whole of tasks_pkey.
 
--- name: task_insert
+-- name: tasks_insert
+-- In the order of the request ids, the order every batch inserts them in,
+-- so two batches holding the same requests never wait on each other in a
+-- cycle.
 INSERT INTO tasker.tasks (task_uuid, request_id, correlation_id, template_id, namespace, name,
     version, state, context, priority, requested_by, request_digest, trace)
-VALUES (@task, @request_id, @correlation_id, @template_id, @namespace, @name, @version, @state,
-    @context::jsonb, @priority, @requested_by, @digest, @trace::jsonb)
+SELECT x.task_uuid, x.request_id, x.correlation_id, x.template_id, x.namespace, x.name, x.version, x.state,
+    x.context::jsonb, x.priority, x.requested_by, x.digest, x.trace
+FROM unnest(@tasks::uuid[], @request_ids::uuid[], @correlation_ids::uuid[], @template_ids::bigint[],
+    @namespaces::text[], @names::text[], @versions::text[], @states::text[], @contexts::text[],
+    @priorities::int[], @requested_by::text[], @digests::bytea[], @traces::jsonb[])
+    AS x(task_uuid, request_id, correlation_id, template_id, namespace, name, version, state, context,
+        priority, requested_by, digest, trace)
+ORDER BY x.request_id
 ON CONFLICT (request_id) DO NOTHING;
 
--- name: task_steps_insert
--- The flow columns come as text (flow_groups and its limits, one
--- PostgreSQL array literal per step, NULL for a step under no limit). A
--- root under a flow limit comes as pending: task_roots_admit admits the
--- batch's together.
+-- name: tasks_steps_insert
+-- One row of the arrays per step, with its task and namespace. The flow
+-- columns come as text (flow_groups and its limits, one PostgreSQL array
+-- literal per step, NULL for a step under no limit). A root under a flow
+-- limit comes as pending: task_roots_admit admits the batch's together.
 WITH x AS (
-    SELECT * FROM unnest(@steps::uuid[], @names::text[], @positions::int[], @handlers::text[], @configs::text[],
-        @states::text[], @max_attempts::int[], @retryable::bool[], @timeouts_ms::bigint[],
-        @backoff_base_ms::bigint[], @backoff_max_ms::bigint[], @waiting::int[], @flow_groups::text[],
-        @flow_max::text[], @flow_interval_us::text[], @flow_burst::text[], @flow_keys::text[])
-        AS x(u, nm, p, h, c, st, m, r, t, bb, bm, w, fg, fm, fi, fb, fk)
+    SELECT * FROM unnest(@steps::uuid[], @tasks::uuid[], @namespaces::text[], @names::text[], @positions::int[],
+        @handlers::text[], @configs::text[], @states::text[], @max_attempts::int[], @retryable::bool[],
+        @timeouts_ms::bigint[], @backoff_base_ms::bigint[], @backoff_max_ms::bigint[], @waiting::int[],
+        @flow_groups::text[], @flow_max::text[], @flow_interval_us::text[], @flow_burst::text[], @flow_keys::text[])
+        AS x(u, task, ns, nm, p, h, c, st, m, r, t, bb, bm, w, fg, fm, fi, fb, fk)
 )
 INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
     max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at,
     flow_groups, flow_max, flow_interval_us, flow_burst, flow_key)
-SELECT u, @task, nm, p, @namespace, h, c::jsonb, st, m, r, t, bb, bm, w,
+SELECT u, task, nm, p, ns, h, c::jsonb, st, m, r, t, bb, bm, w,
     CASE WHEN st = @enqueued THEN now() END, fg::text[], fm::int[], fi::bigint[], fb::int[], fk
 FROM x
-WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task);
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = x.task OFFSET 0);
 
--- name: task_edges_insert
+-- name: tasks_edges_insert
 INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
-SELECT @task, f, t FROM unnest(@from_steps::uuid[], @to_steps::uuid[]) AS x(f, t)
-WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task);
+SELECT x.task, x.f, x.t FROM unnest(@tasks::uuid[], @from_steps::uuid[], @to_steps::uuid[]) AS x(task, f, t)
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = x.task OFFSET 0);
 
--- name: task_transitions_insert
+-- name: tasks_transitions_insert
+-- In the order given, each task's in the order of its moves.
 INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, reason, node_id)
-SELECT @task, NULLIF(f, ''), o, r, @node_id
-FROM unnest(@from_states::text[], @to_states::text[], @reasons::text[]) WITH ORDINALITY AS x(f, o, r, n)
-WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
-ORDER BY n;
+SELECT x.task, NULLIF(x.f, ''), x.o, x.r, @node_id
+FROM unnest(@tasks::uuid[], @from_states::text[], @to_states::text[], @reasons::text[])
+    WITH ORDINALITY AS x(task, f, o, r, n)
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = x.task OFFSET 0)
+ORDER BY x.n;
 
--- name: task_step_transitions_insert
+-- name: tasks_step_transitions_insert
+-- In the order given, each task's in the order of its moves.
 INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-SELECT x.s, @task, NULLIF(x.f, ''), x.o, x.r, 0, @node_id
-FROM unnest(@steps::uuid[], @from_states::text[], @to_states::text[], @reasons::text[])
-    WITH ORDINALITY AS x(s, f, o, r, n)
-WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
+SELECT x.s, x.task, NULLIF(x.f, ''), x.o, x.r, 0, @node_id
+FROM unnest(@steps::uuid[], @tasks::uuid[], @from_states::text[], @to_states::text[], @reasons::text[])
+    WITH ORDINALITY AS x(s, task, f, o, r, n)
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = x.task OFFSET 0)
 ORDER BY x.n;
 
 -- name: task_roots_admit
@@ -93,34 +110,49 @@ SELECT mv.task_uuid, count(*) FILTER (WHERE mv.state = @enqueued), count(*) FILT
 FROM moved mv, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w
 GROUP BY mv.task_uuid;
 
--- name: task_roots_send
--- Sends the messages of the enqueued roots of @roots to {{step_queue}},
--- with the trace context
--- @trace as their headers, and wakes its poller, if the
--- task is new; deletes the request @msg_id from {{request_queue}} (none for
--- a task created without a message) if it created the task or repeats the
--- request that did (same digest; a task from before digests were kept
--- counts as the same); returns the task of the request and its digest.
+-- name: tasks_roots_send
+-- Sends the messages (@messages) of the enqueued roots of @roots, new
+-- tasks' roots of one namespace, to {{step_queue}}, each with its task's
+-- trace context as its headers, and wakes its poller; a root of a task not
+-- inserted here was never inserted either, and sends nothing. Returns, per
+-- task, how many it sent.
 WITH roots AS (
-    -- The roots enqueued (not throttled) get a message.
-    SELECT m.msg, m.n FROM unnest(@roots::uuid[], @messages::jsonb[]) WITH ORDINALITY AS m(step_uuid, msg, n)
-    WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = @task)
-        AND (SELECT st.state FROM tasker.steps st WHERE st.step_uuid = m.step_uuid) = @enqueued
+    -- Each root by its key (OFFSET 0 keeps the look-up a subquery).
+    SELECT m.msg, m.n, r.task_uuid
+    FROM unnest(@roots::uuid[], @messages::jsonb[]) WITH ORDINALITY AS m(step_uuid, msg, n)
+        CROSS JOIN LATERAL (SELECT st.task_uuid FROM tasker.steps st
+            WHERE st.step_uuid = m.step_uuid AND st.state = @enqueued OFFSET 0) r
 ), sent AS (
     INSERT INTO {{step_queue}} (vt, message, headers)
-    SELECT clock_timestamp(), msg, @trace::jsonb FROM roots ORDER BY n
+    SELECT clock_timestamp(), msg, (SELECT t.trace FROM tasker.tasks t WHERE t.task_uuid = roots.task_uuid)
+    FROM roots ORDER BY n
     RETURNING msg_id
 ), woke AS (
     SELECT pg_notify(@wake_channel, @wake_queue) WHERE EXISTS (SELECT FROM roots)
+)
+SELECT task_uuid, count(*) FROM roots, (SELECT count(*) FROM sent) s, (SELECT count(*) FROM woke) w
+GROUP BY task_uuid;
+
+-- name: requests_ack
+-- For each request of the batch (@request_ids, with the task it would have
+-- made, its message and its digest), returns the task of its request id
+-- and that task's digest; deletes its message from {{request_queue}} (none
+-- for a task created without a message) if it created the task or repeats
+-- the request that did (same digest; a task from before digests were kept
+-- counts as the same).
+WITH r AS (
+    SELECT r.request_id, r.task_uuid, r.msg_id, r.digest, t.task_uuid AS made, t.request_digest AS stored
+    FROM unnest(@request_ids::uuid[], @tasks::uuid[], @msg_ids::bigint[], @digests::bytea[])
+            WITH ORDINALITY AS r(request_id, task_uuid, msg_id, digest, n)
+        -- The task by its request id alone (OFFSET 0 keeps it a subquery).
+        LEFT JOIN LATERAL (SELECT task_uuid, request_digest FROM tasker.tasks
+            WHERE request_id = r.request_id OFFSET 0) t ON true
 ), acked AS (
-    DELETE FROM {{request_queue}} WHERE msg_id = @msg_id::bigint
-        AND EXISTS (SELECT FROM tasker.tasks WHERE request_id = @request_id
-            AND (task_uuid = @task OR request_digest IS NULL OR request_digest = @digest::bytea))
+    DELETE FROM {{request_queue}} WHERE msg_id = ANY(@msg_ids::bigint[]) AND msg_id IN (SELECT msg_id FROM r
+        WHERE made = task_uuid OR (made IS NOT NULL AND (stored IS NULL OR stored = digest)))
     RETURNING msg_id
 )
-SELECT t.task_uuid, t.request_digest, (SELECT count(*) FROM sent), (SELECT count(*) FROM woke),
-    (SELECT count(*) FROM acked)
-FROM tasker.tasks t WHERE t.request_id = @request_id;
+SELECT request_id, made, stored FROM r, (SELECT count(*) FROM acked) a;
 
 -- name: request_reject
 -- Keeps a request that cannot be honoured where an operator can list it.
