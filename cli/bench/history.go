@@ -126,8 +126,8 @@ func (h *history) fill(ctx context.Context) error {
 }
 
 // historyWriters is how many chunks are written at once. The node is not
-// running yet, and PostgreSQL spends the time on per-row work (foreign key
-// checks, index entries) that its backends do in parallel.
+// running yet, and PostgreSQL spends the time on per-row work (index
+// entries) that its backends do in parallel.
 const historyWriters = 4
 
 // inChunks calls write for [from, to) ranges of historyChunk tasks out of

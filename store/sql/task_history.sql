@@ -90,8 +90,8 @@ SELECT count(*) FROM g;
 
 -- name: task_history_delete
 -- Deletes up to @limit history tasks with their steps, edges and
--- transitions: the children first, set-based, so that the cascades find
--- nothing left to do.
+-- transitions, set-based (none of them has a foreign key to cascade from
+-- the tasks).
 WITH doomed AS MATERIALIZED (
     SELECT task_uuid FROM tasker.tasks
     WHERE namespace = @namespace AND requested_by = @requested_by AND context->>'bench_history' = @mark
@@ -165,15 +165,18 @@ DELETE FROM {{queue}} WHERE message->>'task_uuid' IN
     (SELECT task_uuid::text FROM tasker.tasks WHERE request_id = ANY(@ids::uuid[]));
 
 -- name: request_tasks_delete
--- Deletes the requests' tasks with their transitions (the transition tables
--- have no foreign keys); steps and edges go with the tasks (ON DELETE
--- CASCADE).
+-- Deletes the requests' tasks with their steps, edges and transitions (none
+-- of which has a foreign key to cascade from the tasks).
 WITH doomed AS (
     SELECT task_uuid FROM tasker.tasks WHERE request_id = ANY(@ids::uuid[])
 ), step_moves AS (
     DELETE FROM tasker.step_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed)
 ), task_moves AS (
     DELETE FROM tasker.task_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed)
+), edges AS (
+    DELETE FROM tasker.step_edges WHERE task_uuid IN (SELECT task_uuid FROM doomed)
+), steps AS (
+    DELETE FROM tasker.steps WHERE task_uuid IN (SELECT task_uuid FROM doomed)
 )
 DELETE FROM tasker.tasks WHERE task_uuid IN (SELECT task_uuid FROM doomed);
 
