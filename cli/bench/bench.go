@@ -100,6 +100,10 @@ type Options struct {
 	// CPUProfile, when set, receives a CPU profile of the process (which
 	// hosts the node) while the node runs. Defaults to "".
 	CPUProfile string
+	// MemProfile, when set, receives the process's allocation profile
+	// (pprof "allocs": every sampled allocation since the process began,
+	// the run's setup included) when the node's run ends. Defaults to "".
+	MemProfile string
 	// Verbose logs the node at the configured level instead of warn.
 	// Defaults to false.
 	Verbose bool
@@ -132,6 +136,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Keep, "keep", false, "keep the run's tasks and history in the database (default: delete them after the report)")
 	fs.BoolVar(&o.Retention, "retention", false, "run the node's pruning as [retention] configures it, beside the load (default: off)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the node to this file")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write the process's allocation profile to this file when the run ends (go tool pprof -sample_index=alloc_objects)")
 	fs.BoolVar(&o.Verbose, "verbose", false, "log the node at the configured level (default: warnings only)")
 }
 
@@ -265,13 +270,28 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 	return rep, runErr
 }
 
-// profile starts a CPU profile into path ("" does nothing) and returns the
-// function that stops it.
-func profile(path string) (func() error, error) {
-	if path == "" {
-		return func() error { return nil }, nil
+// profile starts a CPU profile into cpuPath ("" for none) and returns the
+// function that stops it and writes the allocation profile into memPath
+// ("" for none).
+func profile(cpuPath, memPath string) (func() error, error) {
+	writeAllocs := func() error {
+		if memPath == "" {
+			return nil
+		}
+		f, err := os.Create(memPath)
+		if err != nil {
+			return fmt.Errorf("--memprofile: %w", err)
+		}
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			_ = f.Close() // the write's error is the one to report
+			return fmt.Errorf("--memprofile: %w", err)
+		}
+		return f.Close()
 	}
-	f, err := os.Create(path)
+	if cpuPath == "" {
+		return writeAllocs, nil
+	}
+	f, err := os.Create(cpuPath)
 	if err != nil {
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
@@ -281,7 +301,7 @@ func profile(path string) (func() error, error) {
 	}
 	return func() error {
 		pprof.StopCPUProfile()
-		return f.Close()
+		return errors.Join(f.Close(), writeAllocs())
 	}, nil
 }
 

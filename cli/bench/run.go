@@ -157,7 +157,7 @@ func (r *run) measureBefore(ctx context.Context) (err error) {
 // execute starts the node, submits (steady mode), waits until every
 // request of the run is finished with, and stops the node.
 func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
-	stopProfile, err := profile(r.o.CPUProfile)
+	stopProfile, err := profile(r.o.CPUProfile, r.o.MemProfile)
 	if err != nil {
 		return err
 	}
