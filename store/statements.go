@@ -57,8 +57,9 @@ func stmt(name string) *statement {
 	return st
 }
 
-// bind orders a's values as the statement's parameters. A missing or an
-// unknown name is a programming error.
+// bind orders a's values as the statement's parameters, its slices as the
+// arrays that encode without boxing their elements (arrayArg). A missing or
+// an unknown name is a programming error.
 func (st *statement) bind(a args) []any {
 	if len(a) != len(st.params) {
 		panic(fmt.Sprintf("store: statement %s takes %d arguments %v, given %d", st.name, len(st.params), st.params, len(a)))
@@ -69,7 +70,7 @@ func (st *statement) bind(a args) []any {
 		if !ok {
 			panic(fmt.Sprintf("store: statement %s: argument %s missing", st.name, p))
 		}
-		out[i] = v
+		out[i] = arrayArg(v)
 	}
 	return out
 }
