@@ -154,25 +154,28 @@ type StepMessage struct {
 	CorrelationID uuid.UUID
 }
 
-type stepMessageJSON struct {
-	TaskUUID uuid.UUID `json:"task_uuid"`
-	StepUUID uuid.UUID `json:"step_uuid"`
-	// A message without one (it is optional) encodes without the key: the
-	// nil UUID would not decode.
-	CorrelationID uuid.UUID `json:"correlation_id,omitzero"`
-}
-
 // Encode returns the message's JSON.
 func (m StepMessage) Encode() ([]byte, error) { return m.MarshalJSON() }
 
 // MarshalJSON encodes the message with the field names of the namespace queues.
 func (m StepMessage) MarshalJSON() ([]byte, error) {
-	return json.Marshal(stepMessageJSON(m))
+	return appendStepJSON(make([]byte, 0, stepJSONSize), m.TaskUUID, m.StepUUID, m.CorrelationID, false, 0), nil
 }
+
+// stepJSONSize holds a step message or result with every field.
+const stepJSONSize = 160
 
 // DecodeStepMessage parses and validates a step message: task_uuid and step_uuid are
 // required; correlation_id is optional. Failures are a *ValidationError.
 func DecodeStepMessage(data []byte) (StepMessage, error) {
+	if task, step, corr, _, ok := decodeStepFlat(data, false); ok {
+		return StepMessage{TaskUUID: task, StepUUID: step, CorrelationID: corr}, nil
+	}
+	return decodeStepMessage(data)
+}
+
+// decodeStepMessage is DecodeStepMessage for every shape of message.
+func decodeStepMessage(data []byte) (StepMessage, error) {
 	d := newDecoder("step message", data)
 	m := StepMessage{
 		TaskUUID:      d.uuid("task_uuid", true),
@@ -195,24 +198,25 @@ type StepResult struct {
 	Attempt int
 }
 
-type stepResultJSON struct {
-	TaskUUID      uuid.UUID `json:"task_uuid"`
-	StepUUID      uuid.UUID `json:"step_uuid"`
-	CorrelationID uuid.UUID `json:"correlation_id,omitzero"`
-	Attempt       int       `json:"attempt"`
-}
-
 // Encode returns the result's JSON.
 func (r StepResult) Encode() ([]byte, error) { return r.MarshalJSON() }
 
 // MarshalJSON encodes the result with the field names of the step results queue.
 func (r StepResult) MarshalJSON() ([]byte, error) {
-	return json.Marshal(stepResultJSON(r))
+	return appendStepJSON(make([]byte, 0, stepJSONSize), r.TaskUUID, r.StepUUID, r.CorrelationID, true, r.Attempt), nil
 }
 
 // DecodeStepResult parses and validates a step result: task_uuid, step_uuid and attempt
 // (at least 1) are required; correlation_id is optional. Failures are a *ValidationError.
 func DecodeStepResult(data []byte) (StepResult, error) {
+	if task, step, corr, attempt, ok := decodeStepFlat(data, true); ok {
+		return StepResult{TaskUUID: task, StepUUID: step, CorrelationID: corr, Attempt: attempt}, nil
+	}
+	return decodeStepResult(data)
+}
+
+// decodeStepResult is DecodeStepResult for every shape of result.
+func decodeStepResult(data []byte) (StepResult, error) {
 	d := newDecoder("step result", data)
 	r := StepResult{
 		TaskUUID:      d.uuid("task_uuid", true),
