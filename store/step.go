@@ -213,9 +213,11 @@ func (s *Store) StepOutcomeRecord(ctx context.Context, o Outcome) error {
 			c.retryAfterMS = &ms
 		}
 	}
-	c.body, err = queue.StepResult{TaskUUID: o.TaskUUID, StepUUID: o.StepUUID, CorrelationID: o.CorrelationID, Attempt: o.Attempt}.Encode()
-	if err != nil {
-		return fmt.Errorf("encoding step result: %w", err)
+	if !o.Direct { // a Direct outcome sends no result message
+		c.body, err = queue.StepResult{TaskUUID: o.TaskUUID, StepUUID: o.StepUUID, CorrelationID: o.CorrelationID, Attempt: o.Attempt}.Encode()
+		if err != nil {
+			return fmt.Errorf("encoding step result: %w", err)
+		}
 	}
 	_, err = s.outcomes.do(ctx, c)
 	return err
