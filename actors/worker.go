@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
+	"log/slog"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -15,6 +13,9 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/store"
@@ -67,7 +68,7 @@ func (w *worker) queueName() string { return queue.NamespaceQueue(w.ns.Name) }
 const dbTimeout = 5 * time.Second
 
 func (w *worker) run(job stepJob) {
-	log := w.sys.log.With("namespace", w.ns.Name, "msg_id", job.MsgID, "step_uuid", job.StepUUID)
+	log := &jobLog{base: w.sys.log, namespace: w.ns.Name, job: &job}
 	breaker := w.sys.Breakers()[w.ns.Name]
 	base := w.sys.handlerCtx
 	q := w.queueName()
@@ -79,14 +80,14 @@ func (w *worker) run(job stepJob) {
 
 	if job.StepUUID == uuid.Nil {
 		reason := "undecodable step message: " + job.Undecodable
-		log.Warn("archiving a step message that does not decode", "queue", q, "reason", reason)
+		log.get().Warn("archiving a step message that does not decode", "queue", q, "reason", reason)
 		err := w.sys.runHeld(held, func() error {
 			ctx, cancel := context.WithTimeout(base, dbTimeout)
 			defer cancel()
 			return w.sys.deps.Store.MessageArchive(ctx, q, job.MsgID, reason)
 		})
 		if err != nil {
-			log.Warn("archiving the undecodable step message failed; it will be read again", "error", err)
+			log.get().Warn("archiving the undecodable step message failed; it will be read again", "error", err)
 		}
 		return
 	}
@@ -107,7 +108,7 @@ func (w *worker) run(job stepJob) {
 		return err
 	})
 	if err != nil {
-		log.Warn("starting step failed; the message is left to redelivery", "error", err)
+		log.get().Warn("starting step failed; the message is left to redelivery", "error", err)
 		return
 	}
 	if work.OutcomeWaiting {
@@ -116,23 +117,23 @@ func (w *worker) run(job stepJob) {
 		// on through the result queue from a node that applies none.
 		due := w.due(work, job, lease.get())
 		if w.sys.handOver(due) {
-			log.Info("step message came back with its outcome waiting; handing the outcome over", "attempt", work.Attempt)
+			log.get().Info("step message came back with its outcome waiting; handing the outcome over", "attempt", work.Attempt)
 			return
 		}
-		log.Info("step message came back with its outcome waiting; sending it to the result queue", "attempt", work.Attempt)
+		log.get().Info("step message came back with its outcome waiting; sending it to the result queue", "attempt", work.Attempt)
 		err := w.sys.runHeld(held, func() error {
 			ctx, cancel := context.WithTimeout(base, dbTimeout)
 			defer cancel()
 			return w.sys.deps.Store.OutcomeForward(ctx, due.Due)
 		})
 		if err != nil {
-			log.Warn("sending the waiting outcome failed; the message is left to redelivery", "error", err)
+			log.get().Warn("sending the waiting outcome failed; the message is left to redelivery", "error", err)
 		}
 		return
 	}
 	if stale {
 		// Cancelled, finished, or already recorded: acknowledge.
-		log.Debug("step message is stale; deleting it")
+		log.get().Debug("step message is stale; deleting it")
 		_ = w.sys.runHeld(held, func() error {
 			ctx, cancel := context.WithTimeout(base, dbTimeout)
 			defer cancel()
@@ -141,7 +142,7 @@ func (w *worker) run(job stepJob) {
 		})
 		return
 	}
-	log = log.With("task_uuid", work.TaskUUID, "step", work.StepName, "attempt", work.Attempt)
+	log.started(&work)
 	// The message stays invisible until the outcome is recorded, however
 	// long the handler and the recording (through an outage) take.
 	stopExtend := w.sys.keepInvisible(w.queueName(), job.MsgID, w.ns.VisibilityTimeout, lease)
@@ -163,7 +164,7 @@ func (w *worker) run(job stepJob) {
 		if base.Err() != nil {
 			// The node is shutting down past its timeout: leave the message
 			// for redelivery rather than record a failure it did not cause.
-			log.Warn("handler cancelled by shutdown; the message will be redelivered")
+			log.get().Warn("handler cancelled by shutdown; the message will be redelivered")
 			return
 		}
 	}
@@ -172,7 +173,7 @@ func (w *worker) run(job stepJob) {
 		w.sys.deps.StepFinished(w.ns.Name, stepErr == nil, elapsed)
 	}
 	if stepErr != nil {
-		log.Info("step attempt failed", "kind", stepErr.Kind, "retryable", stepErr.Retryable, "error", stepErr.Message)
+		log.get().Info("step attempt failed", "kind", stepErr.Kind, "retryable", stepErr.Retryable, "error", stepErr.Message)
 	}
 	out := store.Outcome{
 		MsgID: job.MsgID, Namespace: w.ns.Name, TaskUUID: work.TaskUUID, StepUUID: work.StepUUID,
@@ -191,19 +192,45 @@ func (w *worker) run(job stepJob) {
 		defer cancel()
 		err := w.sys.deps.Store.StepOutcomeRecord(ctx, out)
 		if errors.Is(err, store.ErrStale) {
-			log.Info("outcome is stale: another attempt is current")
+			log.get().Info("outcome is stale: another attempt is current")
 			superseded = true
 			return nil
 		}
 		return err
 	})
 	if err != nil {
-		log.Warn("recording outcome failed; the message is left to redelivery", "error", err)
+		log.get().Warn("recording outcome failed; the message is left to redelivery", "error", err)
 		return
 	}
 	if out.Direct && !superseded && !w.sys.handOver(w.due(work, job, lease.get())) {
-		log.Warn("the step-result actor is gone; the outcome waits for its step message's redelivery")
+		log.get().Warn("the step-result actor is gone; the outcome waits for its step message's redelivery")
 	}
+}
+
+// jobLog is a job's logger, built on its first use: most jobs log nothing,
+// and building one formats its attributes (a tenth of a step's
+// allocations, measured with tasker bench --memprofile).
+type jobLog struct {
+	base      *slog.Logger
+	namespace string
+	job       *stepJob
+	work      *store.StepWork // once the attempt has started
+	l         *slog.Logger
+}
+
+func (j *jobLog) get() *slog.Logger {
+	if j.l == nil {
+		j.l = j.base.With("namespace", j.namespace, "msg_id", j.job.MsgID, "step_uuid", j.job.StepUUID)
+		if w := j.work; w != nil {
+			j.l = j.l.With("task_uuid", w.TaskUUID, "step", w.StepName, "attempt", w.Attempt)
+		}
+	}
+	return j.l
+}
+
+// started adds the attempt's task, step and attempt to the job's logger.
+func (j *jobLog) started(w *store.StepWork) {
+	j.work, j.l = w, nil
 }
 
 // due is what the step-result actor is handed of work's attempt, recorded
