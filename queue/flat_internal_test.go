@@ -2,6 +2,7 @@ package queue
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"github.com/google/uuid"
@@ -124,4 +125,16 @@ func TestStepFlatTakesTaskersMessages(t *testing.T) {
 	_, _, _, attempt, ok := decodeStepFlat(data, true)
 	require.True(t, ok)
 	require.Equal(t, 4, attempt)
+}
+
+// NamespaceQueue names a namespace's queue without allocating once it has
+// named it, and keeps no more than namespaceQueuesMax names.
+func TestNamespaceQueueKeepsItsNames(t *testing.T) {
+	require.Equal(t, "billing_queue", NamespaceQueue("billing"))
+	require.Zero(t, testing.AllocsPerRun(100, func() { _ = NamespaceQueue("billing") }))
+	for i := range 2 * namespaceQueuesMax {
+		require.Equal(t, "ns"+strconv.Itoa(i)+"_queue", NamespaceQueue("ns"+strconv.Itoa(i)))
+	}
+	require.LessOrEqual(t, len(*namespaceQueues.Load()), namespaceQueuesMax)
+	require.Equal(t, "billing_queue", NamespaceQueue("billing"))
 }
