@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/workflow"
@@ -265,7 +266,7 @@ func (s *Store) resultsDecide(ctx context.Context, calls []resultCall, pending [
 			var (
 				step        uuid.UUID
 				r           resultRow
-				correlation *[16]byte
+				correlation pgtype.UUID
 			)
 			if err := rows.Scan(scanUUID(&step), &r.taskState, &correlation, &r.state, &r.name, &r.namespace,
 				&r.attempts, &r.attemptsBase, &r.maxAttempts, &r.retryable, &r.outcomeAttempt, &r.outcomeOK, &r.errJSON,
@@ -273,22 +274,18 @@ func (s *Store) resultsDecide(ctx context.Context, calls []resultCall, pending [
 				return err
 			}
 			i := index[step]
-			var corr uuid.UUID
-			if correlation != nil {
-				corr = *correlation
-			}
-			p, why, err := s.resultDecide(calls[i], r, corr)
+			p, why, err := s.resultDecide(calls[i], r, correlation.Bytes)
 			switch {
 			case err != nil:
 				answers[i].err = err
 			case why != "":
 				a := &answers[i].res
 				a.Ignored, a.Reason = true, why
-				if r.taskState != nil {
-					a.TaskState = workflow.TaskState(*r.taskState)
+				if r.taskState.Valid {
+					a.TaskState = workflow.TaskState(r.taskState.String)
 				}
-				if r.state != nil {
-					a.StepState, a.Namespace = workflow.StepState(*r.state), *r.namespace
+				if r.state.Valid {
+					a.StepState, a.Namespace = workflow.StepState(r.state.String), r.namespace.String
 				}
 				ignored = append(ignored, i)
 			default:
@@ -305,15 +302,16 @@ func (s *Store) resultsDecide(ctx context.Context, calls []resultCall, pending [
 }
 
 // resultRow is what result_read returns of one result; a missing task or
-// step reads as nil.
+// step reads as not Valid. (Scanned into pgtype values, not pointers: a
+// pointer is an allocation per column.)
 type resultRow struct {
-	taskState, state, name, namespace         *string
-	attempts, attemptsBase, maxAttempts       *int
-	retryable                                 *bool
-	outcomeAttempt                            *int
-	outcomeOK                                 *bool
+	taskState, state, name, namespace         pgtype.Text
+	attempts, attemptsBase, maxAttempts       pgtype.Int4
+	retryable                                 pgtype.Bool
+	outcomeAttempt                            pgtype.Int4
+	outcomeOK                                 pgtype.Bool
 	errJSON                                   []byte
-	retryAfterMS, backoffBaseMS, backoffMaxMS *int64
+	retryAfterMS, backoffBaseMS, backoffMaxMS pgtype.Int8
 	children                                  [][16]byte
 	// limited is true when the step is under a flow limit.
 	limited bool
@@ -324,35 +322,36 @@ type resultRow struct {
 func (s *Store) resultDecide(c resultCall, r resultRow, correlation uuid.UUID) (*resultPlan, string, error) {
 	res := c.res
 	switch {
-	case r.taskState == nil:
+	case !r.taskState.Valid:
 		return nil, "task does not exist", nil
-	case workflow.TaskState(*r.taskState) != resultTaskState:
-		return nil, fmt.Sprintf("task is %s", *r.taskState), nil
-	case r.state == nil:
+	case workflow.TaskState(r.taskState.String) != resultTaskState:
+		return nil, fmt.Sprintf("task is %s", r.taskState.String), nil
+	case !r.state.Valid:
 		return nil, "step does not exist", nil
-	case !takesOutcome(workflow.StepState(*r.state)) || *r.attempts != res.Attempt || r.outcomeAttempt == nil || *r.outcomeAttempt != res.Attempt:
-		return nil, fmt.Sprintf("attempt %d is not current (step %s, attempt %d)", res.Attempt, *r.state, *r.attempts), nil
+	case !takesOutcome(workflow.StepState(r.state.String)) || int(r.attempts.Int32) != res.Attempt || !r.outcomeAttempt.Valid ||
+		int(r.outcomeAttempt.Int32) != res.Attempt:
+		return nil, fmt.Sprintf("attempt %d is not current (step %s, attempt %d)", res.Attempt, r.state.String, r.attempts.Int32), nil
 	}
-	o := workflow.Outcome{OK: *r.outcomeOK}
+	o := workflow.Outcome{OK: r.outcomeOK.Bool}
 	if c.poison != nil {
 		o = workflow.Outcome{Kind: "poison", Message: c.reason}
 	} else if !o.OK {
 		var se storedError
 		_ = json.Unmarshal(r.errJSON, &se)
 		o.Kind, o.Message, o.Retryable = se.Kind, se.Message, se.Retryable
-		if r.retryAfterMS != nil {
-			o.RetryAfter = time.Duration(*r.retryAfterMS) * time.Millisecond
+		if r.retryAfterMS.Valid {
+			o.RetryAfter = time.Duration(r.retryAfterMS.Int64) * time.Millisecond
 		}
 	}
-	policy := s.backoff.Load().WithOverrides(time.Duration(*r.backoffBaseMS)*time.Millisecond, time.Duration(*r.backoffMaxMS)*time.Millisecond)
-	from := workflow.StepState(*r.state)
+	policy := s.backoff.Load().WithOverrides(time.Duration(r.backoffBaseMS.Int64)*time.Millisecond, time.Duration(r.backoffMaxMS.Int64)*time.Millisecond)
+	from := workflow.StepState(r.state.String)
 	d, err := workflow.Decide(from, o, workflow.Attempts{
-		Made: *r.attempts - *r.attemptsBase, Max: *r.maxAttempts, Retryable: *r.retryable, Backoff: policy,
+		Made: int(r.attempts.Int32 - r.attemptsBase.Int32), Max: int(r.maxAttempts.Int32), Retryable: r.retryable.Bool, Backoff: policy,
 	})
 	if err != nil {
 		return nil, "", err
 	}
-	p := &resultPlan{namespace: *r.namespace, stepName: *r.name, from: from, d: d, limited: r.limited}
+	p := &resultPlan{namespace: r.namespace.String, stepName: r.name.String, from: from, d: d, limited: r.limited}
 	switch {
 	case d.To.Satisfies():
 		p.children = r.children
@@ -365,7 +364,7 @@ func (s *Store) resultDecide(c resultCall, r resultRow, correlation uuid.UUID) (
 	case d.Retry():
 		t := s.now().Add(d.Delay)
 		p.retryAt = &t
-		if scope := s.FlowPolicy().Pauses[*r.namespace]; scope != "" && r.limited && o.RetryAfter > 0 {
+		if scope := s.FlowPolicy().Pauses[r.namespace.String]; scope != "" && r.limited && o.RetryAfter > 0 {
 			p.pause, p.pauseScope = d.Delay, scope
 		}
 		if p.retryMsg, err = (queue.StepMessage{TaskUUID: res.TaskUUID, StepUUID: res.StepUUID, CorrelationID: correlation}).Encode(); err != nil {

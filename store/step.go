@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasker-run/tasker/queue"
 	"github.com/tasker-run/tasker/workflow"
@@ -88,29 +89,34 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 		"reason_redelivered": reasonRedelivered, "reason_taken": reasonTaken, "outcome_states": outcomeStates,
 	}).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
+			// Scanned into pgtype values (the columns an outcome_waiting
+			// row leaves NULL) and byte slices, not pointers or
+			// json.RawMessage: each of those is an allocation or a JSON
+			// parse per column.
 			var (
 				w         StepWork
-				timeoutMS *int64
-				maxAtt    *int
-				stepName  *string
-				handler   *string
-				taskName  *string
-				corr      *[16]byte
+				timeoutMS pgtype.Int8
+				maxAtt    pgtype.Int4
+				stepName  pgtype.Text
+				handler   pgtype.Text
+				taskName  pgtype.Text
+				corr      pgtype.UUID
 				trace     []byte
 			)
 			if err := rows.Scan(scanUUID(&w.StepUUID), scanUUID(&w.TaskUUID), &w.Namespace, &stepName, &handler, &w.Attempt,
-				&maxAtt, &timeoutMS, &w.Config, &taskName, &corr, &w.Context, &trace, &w.OutcomeWaiting); err != nil {
+				&maxAtt, &timeoutMS, (*[]byte)(&w.Config), &taskName, &corr, (*[]byte)(&w.Context), &trace,
+				&w.OutcomeWaiting); err != nil {
 				return err
 			}
 			// Checked when the request was accepted.
 			w.Trace, _ = queue.TraceFromHeaders(trace)
-			w.CorrelationID = *corr
+			w.CorrelationID = corr.Bytes
 			if w.OutcomeWaiting {
 				answers[index[w.StepUUID]] = answer[StepWork]{res: w}
 				continue
 			}
-			w.StepName, w.Handler, w.MaxAttempts, w.TaskName = *stepName, *handler, *maxAtt, *taskName
-			w.Timeout = time.Duration(*timeoutMS) * time.Millisecond
+			w.StepName, w.Handler, w.MaxAttempts, w.TaskName = stepName.String, handler.String, int(maxAtt.Int32), taskName.String
+			w.Timeout = time.Duration(timeoutMS.Int64) * time.Millisecond
 			w.Parents = map[string]json.RawMessage{}
 			answers[index[w.StepUUID]] = answer[StepWork]{res: w}
 		}
