@@ -55,6 +55,36 @@ type batchCall[Req, Res any] struct {
 	ctx  context.Context
 	req  Req
 	done chan answer[Res]
+	// flight is the flush the call is in, once taken; left says its
+	// caller has stopped waiting, counted that the flush has counted it
+	// gone.
+	flight  atomic.Pointer[flight]
+	left    atomic.Bool
+	counted atomic.Bool
+}
+
+// flight is a flush in progress: its context is cancelled once every
+// caller in it has left.
+type flight struct {
+	live   atomic.Int64
+	cancel context.CancelFunc
+}
+
+// leave counts c's caller gone from its flush, if it is in one yet; the
+// flush counts it when it starts otherwise (batcher.context). Whichever of
+// the two comes second sees the other's store.
+func (c *batchCall[Req, Res]) leave() {
+	c.left.Store(true)
+	if f := c.flight.Load(); f != nil {
+		c.count(f)
+	}
+}
+
+// count counts c gone from f, once.
+func (c *batchCall[Req, Res]) count(f *flight) {
+	if c.counted.CompareAndSwap(false, true) && f.live.Add(-1) == 0 {
+		f.cancel()
+	}
 }
 
 // batchMax bounds one flush: large enough that a backlog drains in few
@@ -85,6 +115,7 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	case a := <-c.done:
 		return a.res, a.err
 	case <-ctx.Done():
+		c.leave()
 		var zero Res
 		return zero, ctx.Err()
 	}
@@ -172,41 +203,36 @@ func (b *batcher[Req, Res]) run(batch []*batchCall[Req, Res]) {
 	}
 }
 
-// context is the flush's context: it ends when every caller's has ended,
+// context is the flush's context: it ends when every caller's has ended
+// (each caller counts itself gone as it stops waiting, batchCall.leave),
 // and at the latest of their deadlines.
 func (b *batcher[Req, Res]) context(batch []*batchCall[Req, Res]) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
+	f := &flight{cancel: cancel}
+	f.live.Store(int64(len(batch)))
 	var (
 		latest   time.Time
 		deadline = true
-		live     atomic.Int64
 	)
-	live.Store(int64(len(batch)))
-	stops := make([]func() bool, len(batch))
-	for i, c := range batch {
+	for _, c := range batch {
 		d, ok := c.ctx.Deadline()
 		if !ok {
 			deadline = false
 		} else if d.After(latest) {
 			latest = d
 		}
-		stops[i] = context.AfterFunc(c.ctx, func() {
-			if live.Add(-1) == 0 {
-				cancel()
-			}
-		})
+		c.flight.Store(f)
 	}
-	release := func() {
-		for _, stop := range stops {
-			stop()
+	for _, c := range batch {
+		if c.left.Load() {
+			c.count(f)
 		}
-		cancel()
 	}
 	if deadline {
 		dctx, dcancel := context.WithDeadline(ctx, latest)
-		return dctx, func() { dcancel(); release() }
+		return dctx, func() { dcancel(); cancel() }
 	}
-	return ctx, release
+	return ctx, cancel
 }
 
 // safeFlush turns a panic of the flush into an error of the batch, and a

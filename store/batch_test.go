@@ -192,3 +192,54 @@ func TestBatcherIsolatesAFailedBatch(t *testing.T) {
 	assert.NoError(t, results[14])
 	assert.Equal(t, []int{1, 3, 1, 1, 1}, sizes, "the batch of three failed, then each ran alone")
 }
+
+// TestBatcherFlushEndsWhenAllCallersLeave: callers leaving at any moment,
+// before or while their flush starts, are all counted, so the flush is
+// cancelled once the last has gone; while one caller stays, it is not.
+func TestBatcherFlushEndsWhenAllCallersLeave(t *testing.T) {
+	for round := range 50 {
+		stay := round%2 == 1
+		g := newGate()
+		b := newBatcher(nil, g.flush)
+		// A first flush holds the batcher, so the next calls wait in
+		// pending and are taken together.
+		first := make(chan error, 1)
+		go func() { _, err := b.do(context.Background(), 0); first <- err }()
+		<-g.entered
+		var (
+			wg      sync.WaitGroup
+			cancels []context.CancelFunc
+		)
+		for i := range 8 {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancels = append(cancels, cancel)
+			wg.Go(func() {
+				res, err := b.do(ctx, i+1)
+				if stay && i == 0 {
+					assert.NoError(t, err)
+					assert.Equal(t, 10, res)
+				}
+			})
+		}
+		waitBatcher(t, b, func() bool { return len(b.pending) == 8 })
+		// Let the first flush end; the eight are taken while they leave.
+		g.release <- struct{}{}
+		require.NoError(t, <-first)
+		for i, cancel := range cancels {
+			if !(stay && i == 0) {
+				cancel()
+			}
+		}
+		if stay {
+			<-g.entered
+			g.release <- struct{}{} // the flush waited for its caller: released, it answers
+			wg.Wait()
+			cancels[0]()
+			continue
+		}
+		wg.Wait()
+		// Every caller left: a flush that started returns on its own
+		// context's end (the gate is never released again).
+		waitBatcher(t, b, func() bool { return !b.running })
+	}
+}
