@@ -175,7 +175,7 @@ func (c *consumer) handleDue(ctx actor.Context, d outcomeDue) {
 		// twice at once.
 		lease := &leaseEnd{}
 		lease.set(d.Lease)
-		defer s.keepInvisible(q, d.Due.MsgID, s.namespaceVisibility(d.Due.Namespace), lease)()
+		defer s.keepInvisible(q, d.Due.MsgID, s.namespaceVisibility(d.Due.Namespace), lease).stop()
 		held := heldTry{breaker: c.loop.breaker, lease: lease.get, queue: q}
 		err := s.runHeld(held, func() error {
 			hctx, cancel := context.WithTimeout(s.handlerCtx, dbTimeout)

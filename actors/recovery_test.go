@@ -138,3 +138,45 @@ func TestWorkerRecordsHeldOutcomeAfterOutage(t *testing.T) {
 	require.Equal(t, int64(3), h.runs.Load(), "no handler ran again")
 	require.Equal(t, int64(3), ft.faults.Calls(testsupport.OpStepStart), "no step started again")
 }
+
+// held is a handler that runs until released, counting its runs.
+type held struct {
+	runs    atomic.Int64
+	release chan struct{}
+}
+
+func (h *held) Handle(ctx context.Context, _ workflow.StepInput) (json.RawMessage, error) {
+	h.runs.Add(1)
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return json.RawMessage(`{}`), nil
+}
+
+// A handler that runs for many visibility timeouts keeps its message
+// invisible (the worker extends it every half timeout): no other read
+// takes it, and the step runs once.
+func TestLongHandlerKeepsItsMessage(t *testing.T) {
+	t.Parallel()
+	h := &held{release: make(chan struct{})}
+	ns := namespace("alpha", 2)
+	ns.VisibilityTimeout = 200 * time.Millisecond
+	ft := startFakeTree(t, actors.Intensity{MaxRestarts: 10, Window: time.Minute}, h, ns)
+	q := queue.NamespaceQueue("alpha")
+	ft.q.pushSteps(t, "alpha", 1)
+	ft.sys.Wake(q)
+	// Ten extensions are ten half timeouts: the message would have come
+	// back four times without them.
+	testsupport.WaitFor(t, 10*time.Second, "the message's visibility to be extended ten times", func() (bool, error) {
+		return ft.faults.Calls(testsupport.OpSetVisibility(q)) >= 10, nil
+	})
+	require.Equal(t, int64(1), h.runs.Load(), "the step ran once")
+	require.Equal(t, int64(1), ft.faults.Calls(testsupport.OpStepStart), "the step started once")
+	close(h.release)
+	testsupport.WaitFor(t, 10*time.Second, "the outcome to be recorded", func() (bool, error) {
+		return ft.q.length(q) == 0, nil
+	})
+	require.Equal(t, int64(1), h.runs.Load())
+}

@@ -145,8 +145,7 @@ func (w *worker) run(job stepJob) {
 	log.started(&work)
 	// The message stays invisible until the outcome is recorded, however
 	// long the handler and the recording (through an outage) take.
-	stopExtend := w.sys.keepInvisible(w.queueName(), job.MsgID, w.ns.VisibilityTimeout, lease)
-	defer stopExtend()
+	defer w.sys.keepInvisible(w.queueName(), job.MsgID, w.ns.VisibilityTimeout, lease).stop()
 
 	started := time.Now()
 	var (
@@ -304,46 +303,91 @@ func (w *worker) execute(base context.Context, work store.StepWork) ([]byte, *wo
 }
 
 // keepInvisible extends the visibility of message msgID of queue q by vt
-// every half vt, moving lease on with each success, until the returned func
-// is called (which waits for it): a long handler, or an outcome slow to be
-// applied, is not taken for a lost one and read again by another node.
-func (s *System) keepInvisible(q string, msgID int64, vt time.Duration, lease *leaseEnd) func() {
+// every half vt, moving lease on with each success, until its stop is
+// called (which waits for an extension under way): a long handler, or an
+// outcome slow to be applied, is not taken for a lost one and read again
+// by another node. Nothing runs until the first extension is due: most
+// steps end long before.
+func (s *System) keepInvisible(q string, msgID int64, vt time.Duration, lease *leaseEnd) *visibilityKeeper {
+	k := &visibilityKeeper{sys: s, queue: q, msgID: msgID, vt: vt, lease: lease}
 	if vt <= 0 {
-		return func() {}
+		return k
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
 	// The first extension comes a quarter vt before the lease ends, and
 	// at once when less is left (an outcome handed over late in it).
 	first := min(vt/2, max(0, time.Until(lease.get())-vt/4))
-	go func() {
-		defer wg.Done()
-		t := time.NewTimer(first)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				t.Reset(vt / 2)
-				cctx, ccancel := context.WithTimeout(ctx, vt/2)
-				asked := time.Now()
-				err := s.deps.Queue.SetVisibility(cctx, q, msgID, vt)
-				ccancel()
-				if err == nil {
-					lease.set(asked.Add(vt))
-				}
-				// Not found: the outcome was just recorded or applied, deleting it.
-				if err != nil && ctx.Err() == nil && !errors.Is(err, queue.ErrNotFound) {
-					s.log.Warn("extending message visibility failed", "queue", q, "msg_id", msgID, "error", err)
-				}
-			}
+	k.mu.Lock()
+	k.timer = time.AfterFunc(first, k.extend)
+	k.mu.Unlock()
+	return k
+}
+
+// visibilityKeeper is one message's keepInvisible.
+type visibilityKeeper struct {
+	sys   *System
+	queue string
+	msgID int64
+	vt    time.Duration
+	lease *leaseEnd
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	stopped bool
+	// cancel ends the extension under way; nil when none is.
+	cancel context.CancelFunc
+	idle   *sync.Cond // signalled when an extension ends
+}
+
+// extend extends the message's visibility once, and sets the timer for
+// the next.
+func (k *visibilityKeeper) extend() {
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), k.vt/2)
+	k.cancel = cancel
+	k.mu.Unlock()
+
+	asked := time.Now()
+	err := k.sys.deps.Queue.SetVisibility(ctx, k.queue, k.msgID, k.vt)
+	cancel()
+	if err == nil {
+		k.lease.set(asked.Add(k.vt))
+	}
+
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cancel = nil
+	if k.idle != nil {
+		k.idle.Broadcast()
+	}
+	// Not found: the outcome was just recorded or applied, deleting it.
+	if err != nil && !k.stopped && !errors.Is(err, queue.ErrNotFound) {
+		k.sys.log.Warn("extending message visibility failed", "queue", k.queue, "msg_id", k.msgID, "error", err)
+	}
+	if !k.stopped {
+		k.timer.Reset(k.vt / 2)
+	}
+}
+
+// stop ends the extensions, cancelling one under way and waiting for it.
+func (k *visibilityKeeper) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopped = true
+	if k.timer != nil {
+		k.timer.Stop()
+	}
+	if k.cancel != nil {
+		k.cancel()
+		if k.idle == nil {
+			k.idle = sync.NewCond(&k.mu)
 		}
-	}()
-	return func() {
-		cancel()
-		wg.Wait()
+		for k.cancel != nil {
+			k.idle.Wait()
+		}
 	}
 }
 
