@@ -1,6 +1,10 @@
 package store
 
-import "github.com/jackc/pgx/v5/pgtype"
+import (
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+)
 
 // The statements pass their batches as arrays. pgx encodes a Go slice
 // element by element through an interface, boxing each element: a heap
@@ -49,6 +53,70 @@ func (n *int64Elem) Int64Value() (pgtype.Int8, error) {
 	return pgtype.Int8{Int64: int64(*n), Valid: true}, nil
 }
 
+// The slices of pointers, whose nil elements are NULLs, go to pgx as
+// their own pointers, converted to the element types above: pgx encodes
+// them by reflection otherwise, an allocation per element.
+
+// nullInt64Array encodes []*int64 as a bigint[].
+type nullInt64Array []*int64
+
+func (a nullInt64Array) Dimensions() []pgtype.ArrayDimension { return dimensions(len(a), a == nil) }
+func (a nullInt64Array) Index(i int) any {
+	if a[i] == nil {
+		return nil
+	}
+	return (*int64Elem)(a[i])
+}
+func (a nullInt64Array) IndexType() any { return (*int64Elem)(nil) }
+
+// nullInt32Array encodes []*int32 as an int[].
+type nullInt32Array []*int32
+
+func (a nullInt32Array) Dimensions() []pgtype.ArrayDimension { return dimensions(len(a), a == nil) }
+func (a nullInt32Array) Index(i int) any {
+	if a[i] == nil {
+		return nil
+	}
+	return (*int32Elem)(a[i])
+}
+func (a nullInt32Array) IndexType() any { return (*int32Elem)(nil) }
+
+type int32Elem int32
+
+func (n *int32Elem) Int64Value() (pgtype.Int8, error) {
+	return pgtype.Int8{Int64: int64(*n), Valid: true}, nil
+}
+
+// nullTextArray encodes []*string as a text[].
+type nullTextArray []*string
+
+func (a nullTextArray) Dimensions() []pgtype.ArrayDimension { return dimensions(len(a), a == nil) }
+func (a nullTextArray) Index(i int) any {
+	if a[i] == nil {
+		return nil
+	}
+	return (*textElem)(a[i])
+}
+func (a nullTextArray) IndexType() any { return (*textElem)(nil) }
+
+// nullTimeArray encodes []*time.Time as a timestamptz[].
+type nullTimeArray []*time.Time
+
+func (a nullTimeArray) Dimensions() []pgtype.ArrayDimension { return dimensions(len(a), a == nil) }
+func (a nullTimeArray) Index(i int) any {
+	if a[i] == nil {
+		return nil
+	}
+	return (*timeElem)(a[i])
+}
+func (a nullTimeArray) IndexType() any { return (*timeElem)(nil) }
+
+type timeElem time.Time
+
+func (t *timeElem) TimestamptzValue() (pgtype.Timestamptz, error) {
+	return pgtype.Timestamptz{Time: time.Time(*t), Valid: true}, nil
+}
+
 // dimensions are those of a one-dimensional array of n elements, or none
 // (NULL) for a nil slice.
 func dimensions(n int, null bool) []pgtype.ArrayDimension {
@@ -68,6 +136,14 @@ func arrayArg(v any) any {
 		return textArray(a)
 	case []int64:
 		return int64Array(a)
+	case []*int64:
+		return nullInt64Array(a)
+	case []*int32:
+		return nullInt32Array(a)
+	case []*string:
+		return nullTextArray(a)
+	case []*time.Time:
+		return nullTimeArray(a)
 	}
 	return v
 }
