@@ -226,7 +226,7 @@ func TestBatcherFlushEndsWhenAllCallersLeave(t *testing.T) {
 		g.release <- struct{}{}
 		require.NoError(t, <-first)
 		for i, cancel := range cancels {
-			if !(stay && i == 0) {
+			if !stay || i != 0 {
 				cancel()
 			}
 		}

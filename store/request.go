@@ -259,11 +259,9 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 	}
 	templates := map[templateKey]resolved{}
 	type created struct {
-		i  int
-		id uuid.UUID
-		// throttled counts the roots waiting for their admission.
-		throttled int
-		digest    []byte // this request's
+		i      int
+		id     uuid.UUID
+		digest []byte // this request's
 	}
 	var (
 		batched []*created
