@@ -163,7 +163,7 @@ func (m StepMessage) MarshalJSON() ([]byte, error) {
 }
 
 // stepJSONSize holds a step message or result with every field.
-const stepJSONSize = 160
+const stepJSONSize = 192
 
 // DecodeStepMessage parses and validates a step message: task_uuid and step_uuid are
 // required; correlation_id is optional. Failures are a *ValidationError.

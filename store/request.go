@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -271,24 +270,27 @@ func (s *Store) acceptRequests(ctx context.Context, calls []acceptCall) ([]answe
 		sent     = map[uuid.UUID]int64{}
 		admitted = map[uuid.UUID]*[2]int64{} // per task: roots enqueued, waiting
 	)
-	// By namespace: every transaction takes the flow counters of
-	// namespaces in the same order (migrations/0014_flow_counts.sql).
-	order := make([]int, len(calls))
-	for i := range order {
-		order[i] = i
+	// The templates first: the batch's rows are then sized at once.
+	resolvedOf := make([]resolved, len(calls))
+	tasks, steps := 0, 0
+	for i, c := range calls {
+		key := templateKey{c.req.Namespace, c.req.Name, c.req.Version}
+		r, ok := templates[key]
+		if !ok {
+			r.tmpl, r.err = s.templateResolve(ctx, s.pool, c.req.Namespace, c.req.Name, c.req.Version)
+			templates[key] = r
+		}
+		resolvedOf[i] = r
+		if r.err == nil {
+			tasks, steps = tasks+1, steps+len(r.tmpl.Steps)
+		}
 	}
-	slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(calls[i].req.Namespace, calls[j].req.Namespace) })
-	for _, i := range order {
-		c := calls[i]
+	rows.grow(tasks, steps)
+	for i, c := range calls {
 		req := c.req
 		a := &answers[i]
 		a.res = RequestOutcome{RequestID: req.RequestID}
-		key := templateKey{req.Namespace, req.Name, req.Version}
-		r, ok := templates[key]
-		if !ok {
-			r.tmpl, r.err = s.templateResolve(ctx, s.pool, req.Namespace, req.Name, req.Version)
-			templates[key] = r
-		}
+		r := resolvedOf[i]
 		if r.err != nil {
 			a.err = r.err
 			continue
@@ -378,6 +380,35 @@ type taskRows struct {
 	// The roots to enqueue at once, and those under flow limits left to
 	// the batch's admission (task_roots_admit), by namespace.
 	roots, limited map[string]*rootMessages
+}
+
+// grow makes room in rows for tasks more tasks of steps more steps in
+// all, so that planning them appends without growing a slice again (a
+// task's moves and edges are taken to be about as many as its steps).
+func (r *taskRows) grow(tasks, steps int) {
+	r.tasks, r.requestIDs, r.correlations = slices.Grow(r.tasks, tasks), slices.Grow(r.requestIDs, tasks), slices.Grow(r.correlations, tasks)
+	r.templateIDs, r.priorities = slices.Grow(r.templateIDs, tasks), slices.Grow(r.priorities, tasks)
+	for _, v := range []*[]string{&r.namespaces, &r.names, &r.versions, &r.states, &r.contexts, &r.requestedBy} {
+		*v = slices.Grow(*v, tasks)
+	}
+	r.digests, r.traces, r.msgIDs = slices.Grow(r.digests, tasks), slices.Grow(r.traces, tasks), slices.Grow(r.msgIDs, tasks)
+	for _, v := range []*[][16]byte{&r.taskMoveTasks, &r.steps, &r.stepTasks, &r.edgeTasks, &r.edgeFrom, &r.edgeTo, &r.moveSteps, &r.moveTasks} {
+		*v = slices.Grow(*v, steps)
+	}
+	for _, v := range []*[]string{&r.taskFrom, &r.taskTo, &r.taskWhy, &r.stepNamespaces, &r.stepNames, &r.handlers, &r.configs,
+		&r.stepStates, &r.moveFrom, &r.moveTo, &r.moveWhy} {
+		*v = slices.Grow(*v, steps)
+	}
+	for _, v := range []*[]int32{&r.positions, &r.maxAttempts, &r.waiting} {
+		*v = slices.Grow(*v, steps)
+	}
+	r.retryable = slices.Grow(r.retryable, steps)
+	for _, v := range []*[]int64{&r.timeouts, &r.backoffBase, &r.backoffMax} {
+		*v = slices.Grow(*v, steps)
+	}
+	for _, v := range []*[]*string{&r.flow.groups, &r.flow.max, &r.flow.intervalUS, &r.flow.burst, &r.flow.keys} {
+		*v = slices.Grow(*v, steps)
+	}
 }
 
 // rootMessages are roots of new tasks of one namespace and their messages.
