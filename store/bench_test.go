@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -161,48 +162,93 @@ func BenchmarkCreateMixedDAG(b *testing.B) {
 	benchmarkCreate(b, testsupport.MixedDAGNamespace, testsupport.MixedDAGName, 7)
 }
 
-// BenchmarkResultApply times applying one step result: the first step of a
-// linear task completes and the second is enqueued. The b.N steps are
-// created, started and their outcomes recorded before the timer starts.
-// With callers=64 the results are applied from 64 goroutines at once, as the
-// step-result actor hands a read's messages to the store, which groups them
-// into batches.
-func BenchmarkResultApply(b *testing.B) {
+// benchmarkCallers runs bench for each history size, from 1 caller and
+// from 64 at once (as a node's workers or its step-result actor call the
+// store, which groups concurrent calls into batches).
+func benchmarkCallers(b *testing.B, bench func(b *testing.B, h *harness, callers int)) {
 	for _, history := range historySizes {
 		h := benchHarness(b, history)
 		for _, callers := range []int{1, 64} {
 			b.Run(fmt.Sprintf("history=%d/callers=%d", history, callers), func(b *testing.B) {
-				h := h.with(b)
-				// Drop the second steps enqueued by a previous round.
-				_, err := h.q.Purge(h.ctx, queue.NamespaceQueue(testsupport.LinearNamespace))
-				require.NoError(b, err)
-				reqs := make([]struct{}, b.N)
-				require.NoError(b, concurrently(reqs, func(struct{}) error {
-					_, err := h.st.TaskCreate(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
-					return err
-				}))
-				steps := h.readAll(queue.NamespaceQueue(testsupport.LinearNamespace))
-				require.Len(b, steps, b.N)
-				require.NoError(b, concurrently(steps, h.tryRunStep))
-				results := h.readAll(queue.StepResultsQueue)
-				require.Len(b, results, b.N)
-				_, err = h.pool.Exec(h.ctx, `ANALYZE tasker.tasks, tasker.steps, tasker.step_edges`)
-				require.NoError(b, err)
-
-				apply := func(m queue.Message) error {
-					out, err := h.st.ResultApply(h.ctx, m)
-					if err == nil && (out.Ignored || out.Enqueued != 1) {
-						err = fmt.Errorf("applying result: %+v", out)
-					}
-					return err
-				}
-				b.ResetTimer()
-				if err := concurrentlyN(callers, results, apply); err != nil {
-					b.Fatal(err)
-				}
-				b.StopTimer()
-				reportSteps(b, 1)
+				bench(b, h.with(b), callers)
 			})
 		}
 	}
+}
+
+// firstSteps creates b.N linear tasks and returns their first steps'
+// messages, read (the messages of earlier rounds purged first).
+func firstSteps(b *testing.B, h *harness) []queue.Message {
+	_, err := h.q.Purge(h.ctx, queue.NamespaceQueue(testsupport.LinearNamespace))
+	require.NoError(b, err)
+	reqs := make([]struct{}, b.N)
+	require.NoError(b, concurrently(reqs, func(struct{}) error {
+		_, err := h.st.TaskCreate(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
+		return err
+	}))
+	steps := h.readAll(queue.NamespaceQueue(testsupport.LinearNamespace))
+	require.Len(b, steps, b.N)
+	return steps
+}
+
+// analyze gives the planner the tables' statistics before the timer starts.
+func analyze(b *testing.B, h *harness) {
+	_, err := h.pool.Exec(h.ctx, `ANALYZE tasker.tasks, tasker.steps, tasker.step_edges`)
+	require.NoError(b, err)
+}
+
+// BenchmarkResultApply times applying one step result: the first step of a
+// linear task completes and the second is enqueued. The b.N steps are
+// created, started and their outcomes recorded before the timer starts.
+func BenchmarkResultApply(b *testing.B) {
+	benchmarkCallers(b, func(b *testing.B, h *harness, callers int) {
+		require.NoError(b, concurrently(firstSteps(b, h), h.tryRunStep))
+		results := h.readAll(queue.StepResultsQueue)
+		require.Len(b, results, b.N)
+		analyze(b, h)
+		apply := func(m queue.Message) error {
+			out, err := h.st.ResultApply(h.ctx, m)
+			if err == nil && (out.Ignored || out.Enqueued != 1) {
+				err = fmt.Errorf("applying result: %+v", out)
+			}
+			return err
+		}
+		b.ResetTimer()
+		if err := concurrentlyN(callers, results, apply); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		reportSteps(b, 1)
+	})
+}
+
+// BenchmarkStepStart times starting one attempt as a worker does when it
+// takes a step message: the step moves to in_progress with its transition,
+// and the work comes back with its task's context and its parents' results.
+// The b.N first steps of linear tasks are created and their messages read
+// before the timer starts.
+func BenchmarkStepStart(b *testing.B) {
+	benchmarkCallers(b, func(b *testing.B, h *harness, callers int) {
+		msgs := firstSteps(b, h)
+		steps := make([]uuid.UUID, len(msgs))
+		for i, m := range msgs {
+			sm, err := queue.DecodeStepMessage(m.Body)
+			require.NoError(b, err)
+			steps[i] = sm.StepUUID
+		}
+		analyze(b, h)
+		start := func(step uuid.UUID) error {
+			w, err := h.st.StepStart(h.ctx, step)
+			if err == nil && (w.Attempt != 1 || w.OutcomeWaiting) {
+				err = fmt.Errorf("starting step %s: %+v", step, w)
+			}
+			return err
+		}
+		b.ResetTimer()
+		if err := concurrentlyN(callers, steps, start); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		reportSteps(b, 1)
+	})
 }
