@@ -302,10 +302,10 @@ func (s *Store) resultsDecide(ctx context.Context, calls []resultCall, pending [
 }
 
 // resultRow is what result_read returns of one result; a missing task or
-// step reads as not Valid. (Scanned into pgtype values, not pointers: a
-// pointer is an allocation per column.)
+// step reads as not Valid. (Scanned into pgtype values and interned texts,
+// not pointers: a pointer is an allocation per column.)
 type resultRow struct {
-	taskState, state, name, namespace         pgtype.Text
+	taskState, state, name, namespace         internedText
 	attempts, attemptsBase, maxAttempts       pgtype.Int4
 	retryable                                 pgtype.Bool
 	outcomeAttempt                            pgtype.Int4

@@ -89,28 +89,29 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 		"reason_redelivered": reasonRedelivered, "reason_taken": reasonTaken, "outcome_states": outcomeStates,
 	}).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
-			// Scanned into pgtype values (the columns an outcome_waiting
-			// row leaves NULL) and byte slices, not pointers or
-			// json.RawMessage: each of those is an allocation or a JSON
-			// parse per column.
+			// Scanned into pgtype values and interned texts (the columns
+			// an outcome_waiting row leaves NULL) and byte slices, not
+			// pointers or json.RawMessage: each of those is an allocation
+			// or a JSON parse per column.
 			var (
 				w         StepWork
 				timeoutMS pgtype.Int8
 				maxAtt    pgtype.Int4
-				stepName  pgtype.Text
-				handler   pgtype.Text
-				taskName  pgtype.Text
+				namespace internedText
+				stepName  internedText
+				handler   internedText
+				taskName  internedText
 				corr      pgtype.UUID
 				trace     []byte
 			)
-			if err := rows.Scan(scanUUID(&w.StepUUID), scanUUID(&w.TaskUUID), &w.Namespace, &stepName, &handler, &w.Attempt,
+			if err := rows.Scan(scanUUID(&w.StepUUID), scanUUID(&w.TaskUUID), &namespace, &stepName, &handler, &w.Attempt,
 				&maxAtt, &timeoutMS, (*[]byte)(&w.Config), &taskName, &corr, (*[]byte)(&w.Context), &trace,
 				&w.OutcomeWaiting); err != nil {
 				return err
 			}
 			// Checked when the request was accepted.
 			w.Trace, _ = queue.TraceFromHeaders(trace)
-			w.CorrelationID = corr.Bytes
+			w.CorrelationID, w.Namespace = corr.Bytes, namespace.String
 			if w.OutcomeWaiting {
 				answers[index[w.StepUUID]] = answer[StepWork]{res: w}
 				continue

@@ -1,0 +1,58 @@
+package store
+
+import (
+	"maps"
+	"sync/atomic"
+)
+
+// The hot statements read the same few short texts on every row: step and
+// task states, step names, handlers, namespaces and template names. Each
+// scanned into a string is an allocation; internedText scans them into
+// the strings it has seen before instead. The table is copied on write and
+// bounded, in entries and in the length of what it keeps, so that texts
+// from outside (names in a hostile template) cannot grow it without end.
+
+const (
+	internMax    = 1024
+	internMaxLen = 64
+)
+
+var interned atomic.Pointer[map[string]string]
+
+// intern returns v as a string, the table's when it holds it.
+func intern(v []byte) string {
+	if m := interned.Load(); m != nil {
+		if s, ok := (*m)[string(v)]; ok {
+			return s
+		}
+	}
+	s := string(v)
+	if len(v) > internMaxLen {
+		return s
+	}
+	if old := interned.Load(); old == nil || len(*old) < internMax {
+		next := map[string]string{}
+		if old != nil {
+			next = maps.Clone(*old)
+		}
+		next[s] = s
+		interned.CompareAndSwap(old, &next) // lost to another: a later scan adds it
+	}
+	return s
+}
+
+// internedText scans a text column (NULL as not Valid) through intern.
+type internedText struct {
+	String string
+	Valid  bool
+}
+
+// ScanBytes implements pgtype.BytesScanner.
+func (t *internedText) ScanBytes(v []byte) error {
+	if v == nil {
+		*t = internedText{}
+		return nil
+	}
+	*t = internedText{String: intern(v), Valid: true}
+	return nil
+}
