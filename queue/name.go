@@ -2,11 +2,11 @@ package queue
 
 import (
 	"fmt"
-	"maps"
 	"strings"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tasker-run/tasker/internal/cowmap"
 )
 
 // MaxNameLength is the longest queue name accepted, the same limit real pgmq uses; it keeps
@@ -23,30 +23,19 @@ const (
 
 // NamespaceQueue is the name of the step queue of a namespace.
 func NamespaceQueue(namespace string) string {
-	if m := namespaceQueues.Load(); m != nil {
-		if q, ok := (*m)[namespace]; ok {
-			return q
-		}
+	if q, ok := namespaceQueues.Load()[namespace]; ok {
+		return q
 	}
 	q := namespace + "_queue"
-	if old := namespaceQueues.Load(); old == nil || len(*old) < namespaceQueuesMax {
-		next := map[string]string{}
-		if old != nil {
-			next = maps.Clone(*old)
-		}
-		next[namespace] = q
-		namespaceQueues.CompareAndSwap(old, &next) // lost to another: the next call adds it
-	}
+	namespaceQueues.Add(namespace, q)
 	return q
 }
 
-// namespaceQueues keeps the names NamespaceQueue made, copied on write: it
-// runs several times per step, and each concatenation allocates. It keeps
-// at most namespaceQueuesMax, so that names from outside (an API caller's
-// namespace that does not exist) cannot grow it without end.
-var namespaceQueues atomic.Pointer[map[string]string]
-
-const namespaceQueuesMax = 256
+// namespaceQueues keeps the names NamespaceQueue made: it runs several
+// times per step, and each concatenation allocates. It keeps at most 256,
+// so that names from outside (an API caller's namespace that does not
+// exist) cannot grow it without end.
+var namespaceQueues = cowmap.New[string, string](256)
 
 // ValidateName reports whether name can be a pgmq queue name: 1 to MaxNameLength letters,
 // digits or underscores. Names are case-insensitive (pgmq lower-cases them).

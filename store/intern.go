@@ -1,14 +1,11 @@
 package store
 
-import (
-	"maps"
-	"sync/atomic"
-)
+import "github.com/tasker-run/tasker/internal/cowmap"
 
 // The hot statements read the same few short texts on every row: step and
 // task states, step names, handlers, namespaces and template names. Each
 // scanned into a string is an allocation; internedText scans them into
-// the strings it has seen before instead. The table is copied on write and
+// the strings it has seen before instead. The table (a cowmap) is
 // bounded, in entries and in the length of what it keeps, so that texts
 // from outside (names in a hostile template) cannot grow it without end.
 
@@ -17,26 +14,16 @@ const (
 	internMaxLen = 64
 )
 
-var interned atomic.Pointer[map[string]string]
+var interned = cowmap.New[string, string](internMax)
 
 // intern returns v as a string, the table's when it holds it.
 func intern(v []byte) string {
-	if m := interned.Load(); m != nil {
-		if s, ok := (*m)[string(v)]; ok {
-			return s
-		}
-	}
-	s := string(v)
-	if len(v) > internMaxLen {
+	if s, ok := interned.Load()[string(v)]; ok {
 		return s
 	}
-	if old := interned.Load(); old == nil || len(*old) < internMax {
-		next := map[string]string{}
-		if old != nil {
-			next = maps.Clone(*old)
-		}
-		next[s] = s
-		interned.CompareAndSwap(old, &next) // lost to another: a later scan adds it
+	s := string(v)
+	if len(v) <= internMaxLen {
+		interned.Add(s, s)
 	}
 	return s
 }

@@ -18,14 +18,14 @@ func TestInternKeepsShortTexts(t *testing.T) {
 
 	long := []byte(strings.Repeat("x", internMaxLen+1))
 	require.Equal(t, string(long), intern(long))
-	_, kept := (*interned.Load())[string(long)]
+	_, kept := interned.Load()[string(long)]
 	require.False(t, kept, "a text longer than internMaxLen is not kept")
 
 	for i := range 2 * internMax {
 		v := "step_" + strconv.Itoa(i)
 		require.Equal(t, v, intern([]byte(v)))
 	}
-	require.LessOrEqual(t, len(*interned.Load()), internMax)
+	require.LessOrEqual(t, interned.Len(), internMax)
 
 	var txt internedText
 	require.NoError(t, txt.ScanBytes([]byte("complete")))
