@@ -150,6 +150,20 @@ func ParseTemplate(source string, data []byte, reg *Registry) (*Template, error)
 		}
 		add("unknown key %q", k.String())
 	}
+	// The decoder matches keys to fields regardless of case, and of two keys
+	// that differ only in case one would win at random: every key is
+	// written as its field is named (config's own keys aside).
+	for _, k := range md.Keys() {
+		for i, part := range k {
+			if i >= 2 && k[0] == "steps" && k[1] == "config" {
+				break
+			}
+			if part != strings.ToLower(part) {
+				add("key %q must be written in lower case", k.String())
+				break
+			}
+		}
+	}
 	switch {
 	case t.Namespace == "":
 		add("namespace is required")

@@ -173,6 +173,13 @@ func TestParseTemplateValidationErrors(t *testing.T) {
 			want: []string{`unknown key "owner"`, `unknown key "steps.retries"`, `unknown key "steps.retry.maxattempts"`},
 		},
 		{
+			// Matched regardless of case, two such keys would make the
+			// parse depend on the decoder's map order.
+			name: "keys not in lower case",
+			src:  header + step("a") + "hAndler = \"other\"\n[steps.config]\nOp = 1\n",
+			want: []string{`key "steps.hAndler" must be written in lower case`},
+		},
+		{
 			name: "bad timeout",
 			src:  header + step("a") + "timeout = \"soon\"\n",
 			want: []string{`step "a": timeout "soon" is not a duration like "30s" or "5m"`},
