@@ -564,6 +564,8 @@ func (s *Store) planTaskCreate(rows *taskRows, c acceptCall, tmpl resolvedTempla
 		return uuid.Nil, &RefusedError{Action: "task request",
 			Reason: fmt.Sprintf("template %s/%s %s: %v", req.Namespace, req.Name, tmpl.Version, err)}
 	}
+	// The namespace's queue is named by the batch's statements
+	// (forQueues): a name it refuses fails this request alone, here.
 	if _, err := queue.Table(queue.NamespaceQueue(req.Namespace)); err != nil {
 		return uuid.Nil, err
 	}

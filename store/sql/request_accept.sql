@@ -148,8 +148,10 @@ WITH r AS (
         LEFT JOIN LATERAL (SELECT task_uuid, request_digest FROM tasker.tasks
             WHERE request_id = r.request_id OFFSET 0) t ON true
 ), acked AS (
+    -- The task this request made has its digest, so a digest that matches
+    -- (or none kept) covers both.
     DELETE FROM {{request_queue}} WHERE msg_id = ANY(@msg_ids::bigint[]) AND msg_id IN (SELECT msg_id FROM r
-        WHERE made = task_uuid OR (made IS NOT NULL AND (stored IS NULL OR stored = digest)))
+        WHERE made IS NOT NULL AND (stored IS NULL OR stored = digest))
     RETURNING msg_id
 )
 SELECT request_id, made, stored FROM r, (SELECT count(*) FROM acked) a;
