@@ -180,6 +180,17 @@ func (s *memStore) StepStart(_ context.Context, step uuid.UUID) (store.StepWork,
 	}, nil
 }
 
+// StepsTake reads the messages and starts none of their steps: each worker
+// starts its own (StepStart).
+func (s *memStore) StepsTake(ctx context.Context, namespace string, vt time.Duration, qty int) ([]store.TakenStep, error) {
+	msgs, err := s.q.Read(ctx, queue.NamespaceQueue(namespace), vt, qty)
+	taken := make([]store.TakenStep, len(msgs))
+	for i, m := range msgs {
+		taken[i].Message = m
+	}
+	return taken, err
+}
+
 func (s *memStore) StepOutcomeRecord(_ context.Context, o store.Outcome) error {
 	if !o.Direct {
 		s.q.remove(queue.NamespaceQueue(o.Namespace), o.MsgID)

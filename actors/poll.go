@@ -60,25 +60,36 @@ func (p *pollLoop) current(t pollTick) bool { return t.Gen == p.gen }
 // invisible for vt after the read began), and, when nothing should be read
 // right now, how long to wait.
 func (p *pollLoop) read(qty int) ([]queue.Message, time.Time, time.Duration) {
-	if p.sys.stopping.Load() {
-		return nil, time.Time{}, 0
-	}
 	var msgs []queue.Message
-	lease := time.Now().Add(p.vt)
-	err := p.breaker.Run(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-		defer cancel()
+	lease, wait := p.through(func(ctx context.Context) error {
 		var err error
 		msgs, err = p.sys.deps.Queue.Read(ctx, p.queue, p.vt, qty)
 		return err
 	})
+	return msgs, lease, wait
+}
+
+// through runs one read of the queue (fn) through the breaker, within
+// readTimeout. It returns the end of the lease of what fn read, and, when
+// nothing should be read right now (stopping, the breaker open, the read
+// failed), how long to wait; fn's results are then to be ignored.
+func (p *pollLoop) through(fn func(ctx context.Context) error) (time.Time, time.Duration) {
+	if p.sys.stopping.Load() {
+		return time.Time{}, 0
+	}
+	lease := time.Now().Add(p.vt)
+	err := p.breaker.Run(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+		defer cancel()
+		return fn(ctx)
+	})
 	p.sys.tree.polled(p.path, p.breaker.State())
 	if errors.Is(err, circuitbreaker.ErrOpen) {
-		return nil, time.Time{}, max(p.breaker.RemainingDelay(), minPause)
+		return time.Time{}, max(p.breaker.RemainingDelay(), minPause)
 	}
 	if err != nil {
 		p.sys.log.Warn("reading queue failed", "queue", p.queue, "error", err)
-		return nil, time.Time{}, p.interval
+		return time.Time{}, p.interval
 	}
-	return msgs, lease, 0
+	return lease, 0
 }

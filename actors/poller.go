@@ -1,17 +1,20 @@
 package actors
 
 import (
+	"context"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tasker-run/tasker/queue"
+	"github.com/tasker-run/tasker/store"
 )
 
 // poller reads its namespace's queue and hands each message to an idle
-// worker. It reads only as many messages as it has idle workers, so a
-// message is never taken before someone can run it (its visibility timeout
-// starts when it is read).
+// worker, with its step's attempt started in the read's transaction
+// (store.StepsTake). It reads only as many messages as it has idle workers,
+// so a message is never taken before someone can run it (its visibility
+// timeout starts when it is read).
 type poller struct {
 	loop    pollLoop
 	ns      NamespaceSettings
@@ -82,8 +85,8 @@ func (p *poller) idleCount() int {
 	return n
 }
 
-// poll reads up to one message per idle worker and dispatches them, then
-// schedules the next read.
+// poll takes up to one message per idle worker, starting their steps in
+// the same round trip, and dispatches them, then schedules the next read.
 func (p *poller) poll(ctx actor.Context) {
 	free := p.idleCount()
 	if free == 0 {
@@ -92,7 +95,12 @@ func (p *poller) poll(ctx actor.Context) {
 		return
 	}
 	qty := min(free, p.loop.sys.settings.BatchSize)
-	msgs, lease, wait := p.loop.read(qty)
+	var taken []store.TakenStep
+	lease, wait := p.loop.through(func(rctx context.Context) error {
+		var err error
+		taken, err = p.loop.sys.deps.Store.StepsTake(rctx, p.ns.Name, p.loop.vt, qty)
+		return err
+	})
 	if p.loop.sys.stopping.Load() {
 		return
 	}
@@ -100,10 +108,10 @@ func (p *poller) poll(ctx actor.Context) {
 		p.loop.schedule(ctx, wait)
 		return
 	}
-	for _, m := range msgs {
-		p.dispatch(ctx, m, lease)
+	for _, t := range taken {
+		p.dispatch(ctx, t, lease)
 	}
-	if len(msgs) == qty && p.idleCount() > 0 {
+	if len(taken) == qty && p.idleCount() > 0 {
 		// The queue may hold more: read again at once.
 		p.loop.schedule(ctx, 0)
 		return
@@ -111,9 +119,12 @@ func (p *poller) poll(ctx actor.Context) {
 	p.loop.schedule(ctx, p.loop.interval)
 }
 
-func (p *poller) dispatch(ctx actor.Context, m queue.Message, lease time.Time) {
-	job := stepJob{MsgID: m.ID, ReadCount: m.ReadCount, Lease: lease}
-	if step, err := queue.DecodeStepMessage(m.Body); err == nil {
+func (p *poller) dispatch(ctx actor.Context, t store.TakenStep, lease time.Time) {
+	m := t.Message
+	job := stepJob{MsgID: m.ID, ReadCount: m.ReadCount, Lease: lease, Work: t.Work}
+	if t.Work != nil {
+		job.TaskUUID, job.StepUUID = t.Work.TaskUUID, t.Work.StepUUID
+	} else if step, err := queue.DecodeStepMessage(m.Body); err == nil {
 		job.TaskUUID, job.StepUUID = step.TaskUUID, step.StepUUID
 	} else {
 		job.Undecodable = err.Error()

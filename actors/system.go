@@ -31,6 +31,9 @@ type Store interface {
 	OutcomeQuarantine(ctx context.Context, d store.OutcomeDue, reason string) (store.ResultOutcome, error)
 	OutcomeForward(ctx context.Context, d store.OutcomeDue) error
 	StepStart(ctx context.Context, step uuid.UUID) (store.StepWork, error)
+	// StepsTake is a poller's read of a step queue, which starts the
+	// messages' steps in the same transaction.
+	StepsTake(ctx context.Context, namespace string, vt time.Duration, qty int) ([]store.TakenStep, error)
 	StepOutcomeRecord(ctx context.Context, o store.Outcome) error
 	MessageArchive(ctx context.Context, queueName string, id int64, reason string) error
 	// ApplyFailed and ApplyFailures count the deliveries of an

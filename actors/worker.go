@@ -96,20 +96,26 @@ func (w *worker) run(job stepJob) {
 		work  store.StepWork
 		stale bool
 	)
-	err := w.sys.runHeld(held, func() error {
-		ctx, cancel := context.WithTimeout(base, dbTimeout)
-		defer cancel()
-		var err error
-		work, err = w.sys.deps.Store.StepStart(ctx, job.StepUUID)
-		if errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound) {
-			stale = true
-			return nil
+	if job.Work != nil {
+		work = *job.Work
+	} else {
+		// The read started nothing: the step is in no state to start, or
+		// its message came twice in one read.
+		err := w.sys.runHeld(held, func() error {
+			ctx, cancel := context.WithTimeout(base, dbTimeout)
+			defer cancel()
+			var err error
+			work, err = w.sys.deps.Store.StepStart(ctx, job.StepUUID)
+			if errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound) {
+				stale = true
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			log.get().Warn("starting step failed; the message is left to redelivery", "error", err)
+			return
 		}
-		return err
-	})
-	if err != nil {
-		log.get().Warn("starting step failed; the message is left to redelivery", "error", err)
-		return
 	}
 	if work.OutcomeWaiting {
 		// An outcome recorded in a node that did not apply it (it died, or
@@ -183,7 +189,7 @@ func (w *worker) run(job stepJob) {
 	// The handler has run: its outcome is worth recording through the
 	// shutdown too, rather than running it again on redelivery.
 	held.untilShutdown = true
-	err = w.sys.runHeld(held, func() error {
+	err := w.sys.runHeld(held, func() error {
 		// base ends only when the shutdown timeout has passed; then an
 		// unreachable database must not hold the worker up (the message
 		// is redelivered).

@@ -324,6 +324,12 @@ func (s *outageStore) StepStart(ctx context.Context, step uuid.UUID) (store.Step
 	return w, err
 }
 
+func (s *outageStore) StepsTake(ctx context.Context, namespace string, vt time.Duration, qty int) ([]store.TakenStep, error) {
+	taken, err := s.next.StepsTake(ctx, namespace, vt, qty)
+	s.c.record(err)
+	return taken, err
+}
+
 func (s *outageStore) StepOutcomeRecord(ctx context.Context, o store.Outcome) error {
 	err := s.next.StepOutcomeRecord(ctx, o)
 	s.c.record(err)
@@ -363,14 +369,20 @@ func outagePool(t *testing.T, url string) *pgxpool.Pool {
 func outageSubmitMix(t *testing.T, db *pgxpool.Pool, n int) []uuid.UUID {
 	t.Helper()
 	ids := make([]uuid.UUID, 0, n)
+	// In one transaction: the node sees every request at once, not the
+	// first ones run to the end while the last are being sent.
+	tx, err := db.Begin(t.Context())
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(t.Context())) }()
 	for i := range n {
 		id := uuid.Must(uuid.NewV7())
 		body, err := testsupport.ReferenceRequest(id, i, "outage-test")
 		require.NoError(t, err)
-		_, err = db.Exec(t.Context(), `SELECT pgmq.send($1, $2::jsonb)`, queue.TaskRequestsQueue, body)
+		_, err = tx.Exec(t.Context(), `SELECT pgmq.send($1, $2::jsonb)`, queue.TaskRequestsQueue, body)
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
+	require.NoError(t, tx.Commit(t.Context()))
 	return ids
 }
 

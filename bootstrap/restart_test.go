@@ -79,7 +79,9 @@ func restartUnderLoad(t *testing.T, mode string) restartFigures {
 	testsupport.WaitFor(t, time.Minute, "the tasks to be under way", func() (bool, error) {
 		n, err := outageCount(t.Context(), before,
 			`SELECT count(*) FROM tasker.step_transitions WHERE to_state = 'complete'`)
-		return n >= restartTasks/2, err
+		// A few completions: the node is running them, and most tasks
+		// (of up to eight steps) are still to finish however fast it is.
+		return n >= restartTasks/8, err
 	})
 	complete, err := outageCount(t.Context(), before, `SELECT count(*) FROM tasker.tasks WHERE state = 'complete'`)
 	require.NoError(t, err)

@@ -196,15 +196,38 @@ func (h *harness) runStep(msg queue.Message) store.StepWork {
 	return w
 }
 
-// work runs every visible message of a namespace queue and returns how many
-// it ran.
+// work takes every visible message of a namespace queue as a node's poller
+// does (StepsTake, which starts their steps), runs each, and returns how
+// many it ran.
 func (h *harness) work(namespace string) int {
 	h.t.Helper()
-	msgs := h.readAll(queue.NamespaceQueue(namespace))
-	for _, m := range msgs {
-		h.runStep(m)
+	n := 0
+	for {
+		taken, err := h.st.StepsTake(h.ctx, namespace, readVT, 100)
+		require.NoError(h.t, err)
+		if len(taken) == 0 {
+			return n
+		}
+		for _, tk := range taken {
+			w := h.startTaken(tk)
+			require.NoError(h.t, h.st.StepOutcomeRecord(h.ctx, h.outcome(tk.Message, w)))
+		}
+		n += len(taken)
 	}
-	return len(msgs)
+}
+
+// startTaken is the worker given a taken message: the take's attempt, or,
+// when the take started none, StepStart's, which must succeed.
+func (h *harness) startTaken(tk store.TakenStep) store.StepWork {
+	h.t.Helper()
+	if tk.Work != nil {
+		sm, err := queue.DecodeStepMessage(tk.Message.Body)
+		require.NoError(h.t, err)
+		require.Equal(h.t, sm.StepUUID, tk.Work.StepUUID)
+		require.Equal(h.t, sm.TaskUUID, tk.Work.TaskUUID)
+		return *tk.Work
+	}
+	return h.start(tk.Message)
 }
 
 // apply applies one result message; it must not fail.

@@ -1,9 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -141,6 +144,143 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 		return nil, fmt.Errorf("starting steps: %w", translate(err))
 	}
 	return answers, nil
+}
+
+// TakenStep is one message a poller took from a namespace's step queue
+// (StepsTake).
+type TakenStep struct {
+	// Message is the message as read: ID, ReadCount and Body are set.
+	Message queue.Message
+	// Work is the attempt started for the message's step, or nil when the
+	// read started none: the reader decodes the message and starts its step
+	// (StepStart), which says why it cannot when it cannot (stale, an
+	// outcome waiting, not a step message).
+	Work *StepWork
+}
+
+// StepsTake reads up to qty messages of namespace's step queue, oldest
+// first, making them invisible for vt (pgmq's read), and starts the step of
+// each, as StepStart does, in the same transaction: one round trip and one
+// commit for both. A message whose step is in no state to start, one that
+// names no step, and the second message of a step in one read are returned
+// without Work, for the reader to handle as before starts were read.
+//
+// The transaction is committed once the rows have arrived. A connection
+// lost before they did rolls it back; one lost during the commit leaves the
+// reader holding the messages and their attempts, which it runs: a take
+// that committed has no other reader, and one that did not has its
+// attempts' outcomes refused as stale and its messages read again
+// (at-least-once).
+func (s *Store) StepsTake(ctx context.Context, namespace string, vt time.Duration, qty int) ([]TakenStep, error) {
+	q := queue.NamespaceQueue(namespace)
+	if qty <= 0 || qty > math.MaxInt32 {
+		return nil, fmt.Errorf("taking steps from queue %s: quantity %d out of range", q, qty)
+	}
+	if vt <= 0 || vt > time.Duration(math.MaxInt32)*time.Second {
+		return nil, fmt.Errorf("taking steps from queue %s: visibility timeout %s out of range", q, vt)
+	}
+	st, err := stmt("steps_take").forQueues("step_queue", q)
+	if err != nil {
+		return nil, fmt.Errorf("taking steps: %w", err)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op once committed
+	var taken []TakenStep
+	b := newBatch()
+	st.queue(b, args{
+		"qty": int32(qty), "vt_secs": int32((vt + time.Second - 1) / time.Second),
+		"from_states": startFrom, "to_state": startTo, "node_id": s.nodeID,
+		"reason_redelivered": reasonRedelivered, "reason_taken": reasonTaken,
+	}).Query(func(rows pgx.Rows) error {
+		var err error
+		taken, err = scanTaken(rows)
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
+	}
+	if err := tx.Commit(ctx); err != nil && len(taken) == 0 {
+		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
+	}
+	return taken, nil
+}
+
+// scanTaken reads the rows of steps_take: one per message, with its work
+// when its step started, and one per parent result of a started step.
+func scanTaken(rows pgx.Rows) ([]TakenStep, error) {
+	var (
+		taken   []TakenStep
+		parents []struct {
+			step   uuid.UUID
+			name   string
+			result []byte
+		}
+	)
+	for rows.Next() {
+		var (
+			msgID     pgtype.Int8
+			readCount pgtype.Int4
+			body      []byte
+			step      pgtype.UUID
+			task      pgtype.UUID
+			attempts  pgtype.Int4
+			maxAtt    pgtype.Int4
+			timeoutMS pgtype.Int8
+			config    []byte
+			namespace internedText
+			stepName  internedText
+			handler   internedText
+			taskName  internedText
+			corr      pgtype.UUID
+			taskCtx   []byte
+			trace     []byte
+			parent    pgtype.Text
+			result    []byte
+		)
+		if err := rows.Scan(&msgID, &readCount, &body, &step, &task, &namespace, &stepName, &handler, &attempts,
+			&maxAtt, &timeoutMS, &config, &taskName, &corr, &taskCtx, &trace, &parent, &result); err != nil {
+			return nil, err
+		}
+		if !msgID.Valid {
+			parents = append(parents, struct {
+				step   uuid.UUID
+				name   string
+				result []byte
+			}{step.Bytes, parent.String, result})
+			continue
+		}
+		t := TakenStep{Message: queue.Message{ID: msgID.Int64, ReadCount: int(readCount.Int32), Body: body}}
+		if step.Valid {
+			w := &StepWork{
+				TaskUUID: task.Bytes, StepUUID: step.Bytes, CorrelationID: corr.Bytes, Namespace: namespace.String,
+				TaskName: taskName.String, StepName: stepName.String, Handler: handler.String,
+				Attempt: int(attempts.Int32), MaxAttempts: int(maxAtt.Int32),
+				Timeout: time.Duration(timeoutMS.Int64) * time.Millisecond,
+				Context: taskCtx, Config: config, Parents: map[string]json.RawMessage{},
+			}
+			// Checked when the request was accepted.
+			w.Trace, _ = queue.TraceFromHeaders(trace)
+			t.Work = w
+		}
+		taken = append(taken, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// UPDATE … RETURNING has no order; the queue's is the messages' ids.
+	slices.SortFunc(taken, func(a, b TakenStep) int { return cmp.Compare(a.Message.ID, b.Message.ID) })
+	for _, p := range parents {
+		for i := range taken {
+			if w := taken[i].Work; w != nil && w.StepUUID == p.step {
+				w.Parents[p.name] = p.result
+				break
+			}
+		}
+	}
+	return taken, nil
 }
 
 // Outcome is what a worker reports of one attempt.

@@ -97,7 +97,8 @@ const (
 )
 
 // OpRead, OpDelete, OpArchive and OpSetVisibility name the FaultyQueue
-// operations on one queue.
+// operations on one queue. OpRead of a step queue names FaultyStore's
+// StepsTake too, the poller's read of it.
 func OpRead(queueName string) string          { return "Read " + queueName }
 func OpDelete(queueName string) string        { return "Delete " + queueName }
 func OpArchive(queueName string) string       { return "Archive " + queueName }
@@ -281,6 +282,27 @@ func (s *FaultyStore) StepStart(ctx context.Context, step uuid.UUID) (store.Step
 		return store.StepWork{}, err
 	}
 	return s.Store.StepStart(ctx, step)
+}
+
+// StepsTake is a poller's read of a step queue: the faults of OpRead of that
+// queue apply to it. While a fault waits on OpStepStart, a store with a
+// queue client (a *store.Store) only reads the messages, as a read did
+// before it started steps, so that each worker starts its step itself and
+// meets the fault.
+func (s *FaultyStore) StepsTake(ctx context.Context, namespace string, vt time.Duration, qty int) ([]store.TakenStep, error) {
+	q := queue.NamespaceQueue(namespace)
+	if err := s.Faults.intercept(OpRead(q)); err != nil {
+		return nil, err
+	}
+	if r, ok := s.Store.(interface{ Queue() *queue.Client }); ok && s.Faults.Active(OpStepStart) {
+		msgs, err := r.Queue().Read(ctx, q, vt, qty)
+		taken := make([]store.TakenStep, len(msgs))
+		for i, m := range msgs {
+			taken[i].Message = m
+		}
+		return taken, err
+	}
+	return s.Store.StepsTake(ctx, namespace, vt, qty)
 }
 
 func (s *FaultyStore) StepOutcomeRecord(ctx context.Context, o store.Outcome) error {

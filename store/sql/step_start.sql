@@ -43,3 +43,60 @@ SELECT e.to_step, p.name, COALESCE(p.result, 'null'::jsonb)
 FROM tasker.step_edges e
     CROSS JOIN LATERAL (SELECT name, result FROM tasker.steps WHERE step_uuid = e.from_step OFFSET 0) p
 WHERE e.to_step = ANY(@steps::uuid[]);
+
+-- name: steps_take
+-- Takes up to @qty visible messages of {{step_queue}}, oldest first,
+-- skipping those other readers hold, as pgmq's read does (vt moves @vt_secs
+-- on, read_ct counts the read, last_read_at is stamped), and starts, as
+-- step_start does, the step of each message whose step_uuid names a step in
+-- a state the start event allows while no outcome waits: the first message
+-- of each step, when one read takes two. Returns a row per message (parent
+-- NULL), with the started work when it started one (step_uuid NULL
+-- otherwise: the reader decodes the message and starts it, or learns why
+-- not, as step_start), and a row per parent result of each started step.
+WITH taken AS (
+    UPDATE {{step_queue}} SET vt = clock_timestamp() + make_interval(secs => @vt_secs::integer),
+        read_ct = read_ct + 1, last_read_at = clock_timestamp()
+    WHERE msg_id = ANY (ARRAY(SELECT msg_id FROM {{step_queue}} WHERE vt <= clock_timestamp()
+        ORDER BY msg_id LIMIT @qty::integer FOR UPDATE SKIP LOCKED))
+    RETURNING msg_id, read_ct, message
+), named AS (
+    SELECT msg_id, read_ct, message, step_uuid,
+        row_number() OVER (PARTITION BY step_uuid ORDER BY msg_id) AS nth
+    FROM (SELECT msg_id, read_ct, message,
+            CASE WHEN message->>'step_uuid' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                THEN (message->>'step_uuid')::uuid END AS step_uuid
+        FROM taken) t
+), old AS (
+    SELECT step_uuid, state FROM tasker.steps
+    WHERE step_uuid = ANY (ARRAY(SELECT step_uuid FROM named WHERE step_uuid IS NOT NULL))
+        AND state = ANY(@from_states::text[]) AND outcome_attempt IS NULL
+    ORDER BY step_uuid
+    FOR UPDATE
+), moved AS (
+    UPDATE tasker.steps s
+    SET state = @to_state, attempts = s.attempts + 1, last_attempted_at = now(), next_attempt_at = NULL
+    FROM old WHERE s.step_uuid = old.step_uuid
+    RETURNING s.step_uuid, old.state AS from_state, s.task_uuid, s.namespace, s.name, s.handler, s.attempts,
+        s.attempts_base + s.max_attempts AS max_attempts, s.timeout_ms, s.config
+), recorded AS (
+    INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
+    SELECT step_uuid, task_uuid, from_state, @to_state,
+        CASE WHEN from_state = @to_state THEN @reason_redelivered ELSE @reason_taken END, attempts, @node_id
+    FROM moved
+)
+SELECT n.msg_id, n.read_ct, n.message, m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts,
+    m.max_attempts, m.timeout_ms, m.config, t.name, t.correlation_id, t.context, t.trace,
+    NULL::text AS parent, NULL::jsonb AS parent_result
+FROM named n
+    LEFT JOIN moved m ON m.step_uuid = n.step_uuid AND n.nth = 1
+    -- The task by its key (OFFSET 0 keeps the look-up a subquery).
+    LEFT JOIN LATERAL (SELECT name, correlation_id, context, trace FROM tasker.tasks
+        WHERE task_uuid = m.task_uuid OFFSET 0) t ON true
+UNION ALL
+-- Each parent by its key (OFFSET 0 keeps the look-up a subquery).
+SELECT NULL, NULL, NULL, e.to_step, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    p.name, COALESCE(p.result, 'null'::jsonb)
+FROM tasker.step_edges e
+    CROSS JOIN LATERAL (SELECT name, result FROM tasker.steps WHERE step_uuid = e.from_step OFFSET 0) p
+WHERE e.to_step = ANY (ARRAY(SELECT step_uuid FROM moved));
