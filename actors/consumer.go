@@ -329,6 +329,13 @@ func (s *System) resultApplied(msgID int64, out store.ResultOutcome, err error) 
 	case out.TaskState == workflow.TaskStateError:
 		s.log.Warn("task failed", "task_uuid", out.TaskUUID, "step_uuid", out.StepUUID, "step_state", out.StepState)
 	}
+	if out.Enqueued > 0 && out.Namespace != "" {
+		// The steps it made ready are committed: this node's poller of
+		// their queue reads them now rather than when the notification
+		// comes back from the database (a node that runs no workers of the
+		// namespace has no poller to wake).
+		s.Wake(queue.NamespaceQueue(out.Namespace))
+	}
 	if s.deps.ResultApplied != nil {
 		s.deps.ResultApplied(out)
 	}
