@@ -209,47 +209,47 @@ func (s *Store) StepsTake(ctx context.Context, namespace string, vt time.Duratio
 }
 
 // scanTaken reads the rows of steps_take: one per message, with its work
-// when its step started, and one per parent result of a started step.
+// when its step started, and one per parent result of a started step. The
+// columns are scanned into one set of values, reused row after row (each
+// would otherwise escape once per row), and pgtype values and interned
+// texts rather than pointers.
 func scanTaken(rows pgx.Rows) ([]TakenStep, error) {
+	type parentResult struct {
+		step   uuid.UUID
+		name   string
+		result []byte
+	}
 	var (
 		taken   []TakenStep
-		parents []struct {
-			step   uuid.UUID
-			name   string
-			result []byte
-		}
+		parents []parentResult
+
+		msgID     pgtype.Int8
+		readCount pgtype.Int4
+		body      []byte
+		step      pgtype.UUID
+		task      pgtype.UUID
+		attempts  pgtype.Int4
+		maxAtt    pgtype.Int4
+		timeoutMS pgtype.Int8
+		config    []byte
+		namespace internedText
+		stepName  internedText
+		handler   internedText
+		taskName  internedText
+		corr      pgtype.UUID
+		taskCtx   []byte
+		trace     []byte
+		parent    internedText
+		result    []byte
 	)
+	dest := []any{&msgID, &readCount, &body, &step, &task, &namespace, &stepName, &handler, &attempts,
+		&maxAtt, &timeoutMS, &config, &taskName, &corr, &taskCtx, &trace, &parent, &result}
 	for rows.Next() {
-		var (
-			msgID     pgtype.Int8
-			readCount pgtype.Int4
-			body      []byte
-			step      pgtype.UUID
-			task      pgtype.UUID
-			attempts  pgtype.Int4
-			maxAtt    pgtype.Int4
-			timeoutMS pgtype.Int8
-			config    []byte
-			namespace internedText
-			stepName  internedText
-			handler   internedText
-			taskName  internedText
-			corr      pgtype.UUID
-			taskCtx   []byte
-			trace     []byte
-			parent    pgtype.Text
-			result    []byte
-		)
-		if err := rows.Scan(&msgID, &readCount, &body, &step, &task, &namespace, &stepName, &handler, &attempts,
-			&maxAtt, &timeoutMS, &config, &taskName, &corr, &taskCtx, &trace, &parent, &result); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		if !msgID.Valid {
-			parents = append(parents, struct {
-				step   uuid.UUID
-				name   string
-				result []byte
-			}{step.Bytes, parent.String, result})
+			parents = append(parents, parentResult{step.Bytes, parent.String, result})
 			continue
 		}
 		t := TakenStep{Message: queue.Message{ID: msgID.Int64, ReadCount: int(readCount.Int32), Body: body}}
@@ -259,7 +259,7 @@ func scanTaken(rows pgx.Rows) ([]TakenStep, error) {
 				TaskName: taskName.String, StepName: stepName.String, Handler: handler.String,
 				Attempt: int(attempts.Int32), MaxAttempts: int(maxAtt.Int32),
 				Timeout: time.Duration(timeoutMS.Int64) * time.Millisecond,
-				Context: taskCtx, Config: config, Parents: map[string]json.RawMessage{},
+				Context: taskCtx, Config: config,
 			}
 			// Checked when the request was accepted.
 			w.Trace, _ = queue.TraceFromHeaders(trace)
@@ -275,9 +275,17 @@ func scanTaken(rows pgx.Rows) ([]TakenStep, error) {
 	for _, p := range parents {
 		for i := range taken {
 			if w := taken[i].Work; w != nil && w.StepUUID == p.step {
+				if w.Parents == nil {
+					w.Parents = make(map[string]json.RawMessage, 1)
+				}
 				w.Parents[p.name] = p.result
 				break
 			}
+		}
+	}
+	for i := range taken {
+		if w := taken[i].Work; w != nil && w.Parents == nil {
+			w.Parents = map[string]json.RawMessage{}
 		}
 	}
 	return taken, nil
