@@ -252,3 +252,43 @@ func BenchmarkStepStart(b *testing.B) {
 		reportSteps(b, 1)
 	})
 }
+
+// BenchmarkStepsTake times a poller's read of a step queue that starts the
+// steps it takes, fifty messages a read (a namespace's default batch), per
+// step: the messages are read, the steps move to in_progress with their
+// transitions, and the work comes back. The b.N first steps of linear tasks
+// are created before the timer starts.
+func BenchmarkStepsTake(b *testing.B) {
+	for _, history := range historySizes {
+		h := benchHarness(b, history)
+		b.Run(fmt.Sprintf("history=%d/batch=50", history), func(b *testing.B) {
+			h := h.with(b)
+			_, err := h.q.Purge(h.ctx, queue.NamespaceQueue(testsupport.LinearNamespace))
+			require.NoError(b, err)
+			reqs := make([]struct{}, b.N)
+			require.NoError(b, concurrently(reqs, func(struct{}) error {
+				_, err := h.st.TaskCreate(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
+				return err
+			}))
+			analyze(b, h)
+			b.ResetTimer()
+			for n := 0; n < b.N; {
+				taken, err := h.st.StepsTake(h.ctx, testsupport.LinearNamespace, readVT, 50)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(taken) == 0 {
+					b.Fatalf("the queue ran dry after %d of %d steps", n, b.N)
+				}
+				for _, tk := range taken {
+					if tk.Work == nil || tk.Work.Attempt != 1 {
+						b.Fatalf("message %d started no first attempt: %+v", tk.Message.ID, tk.Work)
+					}
+				}
+				n += len(taken)
+			}
+			b.StopTimer()
+			reportSteps(b, 1)
+		})
+	}
+}
