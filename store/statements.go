@@ -26,6 +26,9 @@ import (
 // table) and {{role_archive}} (its archive); forQueues fills them in from
 // validated queue names: the tables' layout is part of the pgmq contract
 // (PGMQ.md), so the same statement serves Tasker's own pgmq and the real one.
+// SQL that two statements share (the start of attempts, which a worker's
+// start and a poller's read both make) is a part, written once behind a
+// "-- part: x" line and placed where a statement says {{part x}}.
 
 //go:embed sql/*.sql
 var sqlFiles embed.FS
@@ -114,9 +117,11 @@ func (st *statement) forQueues(roles ...string) (*statement, error) {
 	return actual.(*statement), nil
 }
 
-// mustLoadStatements reads every statement of the .sql files of fsys.
+// mustLoadStatements reads every statement of the .sql files of fsys, with
+// the parts they name filled in.
 func mustLoadStatements(fsys embed.FS) map[string]*statement {
-	out := map[string]*statement{}
+	bodies := map[string]string{}
+	parts := map[string]string{}
 	files, err := fs.Glob(fsys, "sql/*.sql")
 	if err != nil {
 		panic(err)
@@ -126,19 +131,52 @@ func mustLoadStatements(fsys embed.FS) map[string]*statement {
 		if err != nil {
 			panic(err)
 		}
-		for name, body := range splitStatements(string(data)) {
-			if _, dup := out[name]; dup {
-				panic(fmt.Sprintf("store: statement %s defined twice (%s)", name, path.Base(f)))
+		for key, body := range splitStatements(string(data)) {
+			into, name := bodies, key
+			if p, ok := strings.CutPrefix(key, partPrefix); ok {
+				into, name = parts, p
 			}
-			sql, params := positional(body)
-			out[name] = &statement{name: name, sql: sql, params: params}
+			if _, dup := into[name]; dup {
+				panic(fmt.Sprintf("store: %s defined twice (%s)", key, path.Base(f)))
+			}
+			into[name] = body
 		}
+	}
+	out := map[string]*statement{}
+	for name, body := range bodies {
+		sql, params := positional(withParts(name, body, parts))
+		out[name] = &statement{name: name, sql: sql, params: params}
 	}
 	return out
 }
 
-// splitStatements cuts a file at its "-- name: x" lines; what stands
-// before the first is the file's comment.
+// partPrefix marks, among splitStatements' keys, a part: SQL that two
+// statements share, written once after a "-- part: x" line and placed in
+// each where it says {{part x}}.
+const partPrefix = "part "
+
+// withParts fills in the parts statement name uses.
+func withParts(name, body string, parts map[string]string) string {
+	for {
+		i := strings.Index(body, "{{part ")
+		if i < 0 {
+			return body
+		}
+		j := strings.Index(body[i:], "}}")
+		if j < 0 {
+			panic(fmt.Sprintf("store: statement %s has an unclosed {{part", name))
+		}
+		part, ok := parts[strings.TrimSpace(body[i+len("{{part "):i+j])]
+		if !ok {
+			panic(fmt.Sprintf("store: statement %s names no part defined: %s", name, body[i:i+j+2]))
+		}
+		body = body[:i] + part + body[i+j+2:]
+	}
+}
+
+// splitStatements cuts a file at its "-- name: x" and "-- part: x" lines
+// (a part's key is partPrefix and its name); what stands before the first
+// is the file's comment.
 func splitStatements(file string) map[string]string {
 	out := map[string]string{}
 	var name string
@@ -150,9 +188,15 @@ func splitStatements(file string) map[string]string {
 		body.Reset()
 	}
 	for line := range strings.Lines(file) {
-		if n, ok := strings.CutPrefix(strings.TrimSpace(line), "-- name:"); ok {
+		trimmed := strings.TrimSpace(line)
+		if n, ok := strings.CutPrefix(trimmed, "-- name:"); ok {
 			flush()
 			name = strings.TrimSpace(n)
+			continue
+		}
+		if n, ok := strings.CutPrefix(trimmed, "-- part:"); ok {
+			flush()
+			name = partPrefix + strings.TrimSpace(n)
 			continue
 		}
 		body.WriteString(line)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
 )
 
 // stepMoveArgs are the arguments of one decisions_apply of one step, the hot
@@ -81,4 +82,36 @@ func statementSource(tb testing.TB, name string) string {
 	}
 	tb.Fatalf("no statement %s", name)
 	return ""
+}
+
+// A part is written once and placed in each statement that names it; a
+// statement naming a part no file defines does not load.
+func TestStatementParts(t *testing.T) {
+	file := `-- the file's comment
+-- part: picked
+picked AS (SELECT id FROM t WHERE id = ANY(@ids::int[]))
+
+-- name: first
+WITH {{part picked}} SELECT id FROM picked WHERE id > @min;
+
+-- name: second
+WITH {{part picked}}, twice AS (SELECT id FROM picked) SELECT count(*) FROM twice;
+`
+	split := splitStatements(file)
+	parts := map[string]string{"picked": split[partPrefix+"picked"]}
+	require.Equal(t, "picked AS (SELECT id FROM t WHERE id = ANY(@ids::int[]))", parts["picked"])
+	sql, params := positional(withParts("first", split["first"], parts))
+	require.Equal(t, "WITH picked AS (SELECT id FROM t WHERE id = ANY($1::int[])) SELECT id FROM picked WHERE id > $2", sql)
+	require.Equal(t, []string{"ids", "min"}, params)
+	require.Equal(t, "WITH picked AS (SELECT id FROM t WHERE id = ANY(@ids::int[])), twice AS (SELECT id FROM picked) SELECT count(*) FROM twice",
+		withParts("second", split["second"], parts))
+	require.PanicsWithValue(t, "store: statement third names no part defined: {{part missing}}", func() {
+		withParts("third", "WITH {{part missing}} SELECT 1", parts)
+	})
+	require.PanicsWithValue(t, "store: statement fourth has an unclosed {{part", func() {
+		withParts("fourth", "WITH {{part picked SELECT 1", parts)
+	})
+	for name, st := range statements {
+		require.NotContains(t, st.sql, "{{part", "statement %s", name)
+	}
 }

@@ -1,14 +1,14 @@
--- Starting attempts: a worker took the messages of these steps.
+-- Starting attempts: a poller or a worker took the messages of these steps.
 
--- name: step_start
--- Moves the steps to the start event's state (attempts + 1) from a state the
--- event allows while no outcome waits, locking them in the order of their
--- ids; records the transitions; returns the work with each task's name,
--- correlation and context. Returns too, marked outcome_waiting, the steps
--- on which an outcome waits (in a state that takes one), with its attempt.
-WITH old AS (
+-- part: start_moves
+-- Moves the steps of starting (step_uuid) to the start event's state
+-- (attempts + 1) from a state the event allows while no outcome waits,
+-- locking them in the order of their ids, and records the transitions;
+-- moved holds each with what its work needs.
+old AS (
     SELECT step_uuid, state FROM tasker.steps
-    WHERE step_uuid = ANY(@steps::uuid[]) AND state = ANY(@from_states::text[]) AND outcome_attempt IS NULL
+    WHERE step_uuid = ANY (ARRAY(SELECT step_uuid FROM starting))
+        AND state = ANY(@from_states::text[]) AND outcome_attempt IS NULL
     ORDER BY step_uuid
     FOR UPDATE
 ), moved AS (
@@ -23,6 +23,14 @@ WITH old AS (
         CASE WHEN from_state = @to_state THEN @reason_redelivered ELSE @reason_taken END, attempts, @node_id
     FROM moved
 )
+
+-- name: step_start
+-- Starts the steps (start_moves); returns the work with each task's name,
+-- correlation and context. Returns too, marked outcome_waiting, the steps
+-- on which an outcome waits (in a state that takes one), with its attempt.
+WITH starting AS (
+    SELECT unnest(@steps::uuid[]) AS step_uuid
+), {{part start_moves}}
 SELECT m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts, m.max_attempts,
     m.timeout_ms, m.config, t.name, t.correlation_id, t.context, t.trace, false AS outcome_waiting
 FROM moved m JOIN tasker.tasks t ON t.task_uuid = m.task_uuid
@@ -47,9 +55,8 @@ WHERE e.to_step = ANY(@steps::uuid[]);
 -- name: steps_take
 -- Takes up to @qty visible messages of {{step_queue}}, oldest first,
 -- skipping those other readers hold, as pgmq's read does (vt moves @vt_secs
--- on, read_ct counts the read, last_read_at is stamped), and starts, as
--- step_start does, the step of each message whose step_uuid names a step in
--- a state the start event allows while no outcome waits: the first message
+-- on, read_ct counts the read, last_read_at is stamped), and starts
+-- (start_moves) the step each message's step_uuid names: the first message
 -- of each step, when one read takes two. Returns a row per message (parent
 -- NULL), with the started work when it started one (step_uuid NULL
 -- otherwise: the reader decodes the message and starts it, or learns why
@@ -67,24 +74,9 @@ WITH taken AS (
             CASE WHEN message->>'step_uuid' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
                 THEN (message->>'step_uuid')::uuid END AS step_uuid
         FROM taken) t
-), old AS (
-    SELECT step_uuid, state FROM tasker.steps
-    WHERE step_uuid = ANY (ARRAY(SELECT step_uuid FROM named WHERE step_uuid IS NOT NULL))
-        AND state = ANY(@from_states::text[]) AND outcome_attempt IS NULL
-    ORDER BY step_uuid
-    FOR UPDATE
-), moved AS (
-    UPDATE tasker.steps s
-    SET state = @to_state, attempts = s.attempts + 1, last_attempted_at = now(), next_attempt_at = NULL
-    FROM old WHERE s.step_uuid = old.step_uuid
-    RETURNING s.step_uuid, old.state AS from_state, s.task_uuid, s.namespace, s.name, s.handler, s.attempts,
-        s.attempts_base + s.max_attempts AS max_attempts, s.timeout_ms, s.config
-), recorded AS (
-    INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
-    SELECT step_uuid, task_uuid, from_state, @to_state,
-        CASE WHEN from_state = @to_state THEN @reason_redelivered ELSE @reason_taken END, attempts, @node_id
-    FROM moved
-)
+), starting AS (
+    SELECT step_uuid FROM named WHERE step_uuid IS NOT NULL AND nth = 1
+), {{part start_moves}}
 SELECT n.msg_id, n.read_ct, n.message, m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts,
     m.max_attempts, m.timeout_ms, m.config, t.name, t.correlation_id, t.context, t.trace,
     NULL::text AS parent, NULL::jsonb AS parent_result
