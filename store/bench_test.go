@@ -177,8 +177,17 @@ func benchmarkCallers(b *testing.B, bench func(b *testing.B, h *harness, callers
 }
 
 // firstSteps creates b.N linear tasks and returns their first steps'
-// messages, read (the messages of earlier rounds purged first).
+// messages, read.
 func firstSteps(b *testing.B, h *harness) []queue.Message {
+	createFirstSteps(b, h)
+	steps := h.readAll(queue.NamespaceQueue(testsupport.LinearNamespace))
+	require.Len(b, steps, b.N)
+	return steps
+}
+
+// createFirstSteps creates b.N linear tasks, their first steps' messages
+// left in the queue (the messages of earlier rounds purged first).
+func createFirstSteps(b *testing.B, h *harness) {
 	_, err := h.q.Purge(h.ctx, queue.NamespaceQueue(testsupport.LinearNamespace))
 	require.NoError(b, err)
 	reqs := make([]struct{}, b.N)
@@ -186,9 +195,6 @@ func firstSteps(b *testing.B, h *harness) []queue.Message {
 		_, err := h.st.TaskCreate(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
 		return err
 	}))
-	steps := h.readAll(queue.NamespaceQueue(testsupport.LinearNamespace))
-	require.Len(b, steps, b.N)
-	return steps
 }
 
 // analyze gives the planner the tables' statistics before the timer starts.
@@ -263,13 +269,7 @@ func BenchmarkStepsTake(b *testing.B) {
 		h := benchHarness(b, history)
 		b.Run(fmt.Sprintf("history=%d/batch=50", history), func(b *testing.B) {
 			h := h.with(b)
-			_, err := h.q.Purge(h.ctx, queue.NamespaceQueue(testsupport.LinearNamespace))
-			require.NoError(b, err)
-			reqs := make([]struct{}, b.N)
-			require.NoError(b, concurrently(reqs, func(struct{}) error {
-				_, err := h.st.TaskCreate(h.ctx, request(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`))
-				return err
-			}))
+			createFirstSteps(b, h)
 			analyze(b, h)
 			b.ResetTimer()
 			for n := 0; n < b.N; {
