@@ -11,7 +11,7 @@
 //	├── step_results      applies the outcomes this node's workers hand over,
 //	│                     and the results read from orchestration_step_results
 //	└── ns-<namespace>    one supervisor per namespace (one-for-one)
-//	    ├── poller        reads <namespace>_queue, hands messages to idle workers
+//	    ├── poller        reads <namespace>_queue, starting the steps, and hands the messages to idle workers
 //	    ├── worker-0..N-1 run one step attempt at a time
 //	    └── (breaker)     the namespace's circuit breaker, shown in the tree
 //
@@ -31,8 +31,9 @@
 // failure reason of every actor are kept in the Tree for /debug/actors.
 //
 // Messages between actors are small immutable values (UUIDs and scalars):
-// jobs carry the queue message id and the step's identity, never the step's
-// data, which workers read from the store; an outcome handed from a worker
+// a job carries the queue message id and the step's identity and, when the
+// poller's read started the attempt, what that start read from the store in
+// its transaction, as strings (store.StartedAttempt); an outcome handed from a worker
 // to the step-result actor (outcomeDue) carries the step's identity, the
 // attempt and its step message's id, and the outcome itself stays in the
 // store, where the worker recorded it.

@@ -24,10 +24,10 @@ type stepJob struct {
 	Lease    time.Time
 	TaskUUID uuid.UUID
 	StepUUID uuid.UUID
-	// Work is the attempt the poller's read started (store.StepsTake); nil
-	// when it started none, and the worker starts the step itself. Neither
-	// side changes it once sent.
-	Work *store.StepWork
+	// Started is the attempt the poller's read started (store.StepsTake),
+	// as immutable values; its Attempt is 0 when the read started none,
+	// and the worker starts the step itself.
+	Started store.StartedAttempt
 	// Undecodable says why the message is no step message (StepUUID is
 	// then nil); empty for a good one.
 	Undecodable string

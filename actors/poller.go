@@ -121,9 +121,9 @@ func (p *poller) poll(ctx actor.Context) {
 
 func (p *poller) dispatch(ctx actor.Context, t store.TakenStep, lease time.Time) {
 	m := t.Message
-	job := stepJob{MsgID: m.ID, ReadCount: m.ReadCount, Lease: lease, Work: t.Work}
-	if t.Work != nil {
-		job.TaskUUID, job.StepUUID = t.Work.TaskUUID, t.Work.StepUUID
+	job := stepJob{MsgID: m.ID, ReadCount: m.ReadCount, Lease: lease, Started: t.Started}
+	if t.Started.Attempt > 0 {
+		job.TaskUUID, job.StepUUID = t.Started.TaskUUID, t.Started.StepUUID
 	} else if step, err := queue.DecodeStepMessage(m.Body); err == nil {
 		job.TaskUUID, job.StepUUID = step.TaskUUID, step.StepUUID
 	} else {

@@ -96,8 +96,12 @@ func (w *worker) run(job stepJob) {
 		work  store.StepWork
 		stale bool
 	)
-	if job.Work != nil {
-		work = *job.Work
+	if job.Started.Attempt > 0 {
+		var err error
+		if work, err = job.Started.Work(); err != nil {
+			log.get().Error("the started attempt does not decode; the message is left to redelivery", "error", err)
+			return
+		}
 	} else {
 		// The read started nothing: the step is in no state to start, or
 		// its message came twice in one read.

@@ -281,8 +281,11 @@ func BenchmarkStepsTake(b *testing.B) {
 					b.Fatalf("the queue ran dry after %d of %d steps", n, b.N)
 				}
 				for _, tk := range taken {
-					if tk.Work == nil || tk.Work.Attempt != 1 {
-						b.Fatalf("message %d started no first attempt: %+v", tk.Message.ID, tk.Work)
+					if tk.Started.Attempt != 1 {
+						b.Fatalf("message %d started no first attempt: %+v", tk.Message.ID, tk.Started)
+					}
+					if _, err := tk.Started.Work(); err != nil {
+						b.Fatal(err)
 					}
 				}
 				n += len(taken)

@@ -220,12 +220,14 @@ func (h *harness) work(namespace string) int {
 // when the take started none, StepStart's, which must succeed.
 func (h *harness) startTaken(tk store.TakenStep) store.StepWork {
 	h.t.Helper()
-	if tk.Work != nil {
+	if tk.Started.Attempt > 0 {
 		sm, err := queue.DecodeStepMessage(tk.Message.Body)
 		require.NoError(h.t, err)
-		require.Equal(h.t, sm.StepUUID, tk.Work.StepUUID)
-		require.Equal(h.t, sm.TaskUUID, tk.Work.TaskUUID)
-		return *tk.Work
+		require.Equal(h.t, sm.StepUUID, tk.Started.StepUUID)
+		require.Equal(h.t, sm.TaskUUID, tk.Started.TaskUUID)
+		w, err := tk.Started.Work()
+		require.NoError(h.t, err)
+		return w
 	}
 	return h.start(tk.Message)
 }

@@ -151,11 +151,57 @@ func (s *Store) startSteps(ctx context.Context, steps []uuid.UUID) ([]answer[Ste
 type TakenStep struct {
 	// Message is the message as read: ID, ReadCount and Body are set.
 	Message queue.Message
-	// Work is the attempt started for the message's step, or nil when the
-	// read started none: the reader decodes the message and starts its step
-	// (StepStart), which says why it cannot when it cannot (stale, an
-	// outcome waiting, not a step message).
-	Work *StepWork
+	// Started is the attempt started for the message's step; its Attempt
+	// is 0 when the read started none: the reader decodes the message and
+	// starts its step (StepStart), which says why it cannot when it cannot
+	// (stale, an outcome waiting, not a step message).
+	Started StartedAttempt
+}
+
+// StartedAttempt is an attempt a poller's read started, as immutable
+// values (UUIDs, numbers and strings, the JSON documents as text), so that
+// it can travel from the poller to a worker as an actor message: what the
+// start read of its step and task in its transaction. Work gives the
+// handler's view.
+type StartedAttempt struct {
+	TaskUUID      uuid.UUID
+	StepUUID      uuid.UUID
+	CorrelationID uuid.UUID
+	Namespace     string
+	TaskName      string
+	StepName      string
+	Handler       string
+	Attempt       int
+	MaxAttempts   int
+	Timeout       time.Duration
+	Trace         workflow.Trace
+	// Context and Config are the task's context and the step's config,
+	// JSON; Config is empty when the step has none.
+	Context string
+	Config  string
+	// Parents is a JSON object of the parents' results by step name.
+	Parents string
+}
+
+// Work is the attempt as StepStart gives it. It fails only on a parents'
+// object that is no JSON object, which the statement cannot make.
+func (a StartedAttempt) Work() (StepWork, error) {
+	w := StepWork{
+		TaskUUID: a.TaskUUID, StepUUID: a.StepUUID, CorrelationID: a.CorrelationID, Namespace: a.Namespace,
+		TaskName: a.TaskName, StepName: a.StepName, Handler: a.Handler, Attempt: a.Attempt,
+		MaxAttempts: a.MaxAttempts, Timeout: a.Timeout, Trace: a.Trace, Context: json.RawMessage(a.Context),
+	}
+	if a.Config != "" {
+		w.Config = json.RawMessage(a.Config)
+	}
+	if a.Parents == "" || a.Parents == "{}" {
+		w.Parents = map[string]json.RawMessage{}
+		return w, nil
+	}
+	if err := json.Unmarshal([]byte(a.Parents), &w.Parents); err != nil || w.Parents == nil {
+		return StepWork{}, fmt.Errorf("parents of step %s: not a JSON object: %v", a.StepUUID, err)
+	}
+	return w, nil
 }
 
 // StepsTake reads up to qty messages of namespace's step queue, oldest
@@ -163,14 +209,15 @@ type TakenStep struct {
 // each, as StepStart does, in the same transaction: one round trip and one
 // commit for both. A message whose step is in no state to start, one that
 // names no step, and the second message of a step in one read are returned
-// without Work, for the reader to handle as before starts were read.
+// without a started attempt, for the reader to handle as before starts were
+// read.
 //
-// The transaction is committed once the rows have arrived. A connection
-// lost before they did rolls it back; one lost during the commit leaves the
-// reader holding the messages and their attempts, which it runs: a take
-// that committed has no other reader, and one that did not has its
-// attempts' outcomes refused as stale and its messages read again
-// (at-least-once).
+// It runs in the batch's implicit transaction, which begins with the read:
+// the attempts' timestamps (now()) come after the commit that made the
+// steps ready, as they did when each worker started its own. A connection
+// lost after the commit and before the answer leaves the messages invisible
+// and their steps in progress until vt ends; they are then read again, and
+// started again as redeliveries, as after a node that died (at-least-once).
 func (s *Store) StepsTake(ctx context.Context, namespace string, vt time.Duration, qty int) ([]TakenStep, error) {
 	q := queue.NamespaceQueue(namespace)
 	if qty <= 0 || qty > math.MaxInt32 {
@@ -183,11 +230,6 @@ func (s *Store) StepsTake(ctx context.Context, namespace string, vt time.Duratio
 	if err != nil {
 		return nil, fmt.Errorf("taking steps: %w", err)
 	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op once committed
 	var taken []TakenStep
 	b := newBatch()
 	st.queue(b, args{
@@ -199,71 +241,55 @@ func (s *Store) StepsTake(ctx context.Context, namespace string, vt time.Duratio
 		taken, err = scanTaken(rows)
 		return err
 	})
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
-	}
-	if err := tx.Commit(ctx); err != nil && len(taken) == 0 {
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
 	}
 	return taken, nil
 }
 
-// scanTaken reads the rows of steps_take: one per message, with its work
-// when its step started, and one per parent result of a started step. The
-// columns are scanned into one set of values, reused row after row (each
-// would otherwise escape once per row), and pgtype values and interned
-// texts rather than pointers.
+// scanTaken reads the rows of steps_take, one per message. The columns are
+// scanned into one set of values, reused row after row (each would
+// otherwise escape once per row): pgtype values and interned texts rather
+// than pointers.
 func scanTaken(rows pgx.Rows) ([]TakenStep, error) {
-	type parentResult struct {
-		step   uuid.UUID
-		name   string
-		result []byte
-	}
 	var (
-		taken   []TakenStep
-		parents []parentResult
+		taken []TakenStep
 
-		msgID     pgtype.Int8
-		readCount pgtype.Int4
+		msgID     int64
+		readCount int32
 		body      []byte
 		step      pgtype.UUID
 		task      pgtype.UUID
 		attempts  pgtype.Int4
 		maxAtt    pgtype.Int4
 		timeoutMS pgtype.Int8
-		config    []byte
+		config    pgtype.Text
 		namespace internedText
 		stepName  internedText
 		handler   internedText
 		taskName  internedText
 		corr      pgtype.UUID
-		taskCtx   []byte
+		taskCtx   pgtype.Text
 		trace     []byte
-		parent    internedText
-		result    []byte
+		parents   pgtype.Text
 	)
 	dest := []any{&msgID, &readCount, &body, &step, &task, &namespace, &stepName, &handler, &attempts,
-		&maxAtt, &timeoutMS, &config, &taskName, &corr, &taskCtx, &trace, &parent, &result}
+		&maxAtt, &timeoutMS, &config, &taskName, &corr, &taskCtx, &trace, &parents}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
-		if !msgID.Valid {
-			parents = append(parents, parentResult{step.Bytes, parent.String, result})
-			continue
-		}
-		t := TakenStep{Message: queue.Message{ID: msgID.Int64, ReadCount: int(readCount.Int32), Body: body}}
+		t := TakenStep{Message: queue.Message{ID: msgID, ReadCount: int(readCount), Body: body}}
 		if step.Valid {
-			w := &StepWork{
+			t.Started = StartedAttempt{
 				TaskUUID: task.Bytes, StepUUID: step.Bytes, CorrelationID: corr.Bytes, Namespace: namespace.String,
 				TaskName: taskName.String, StepName: stepName.String, Handler: handler.String,
 				Attempt: int(attempts.Int32), MaxAttempts: int(maxAtt.Int32),
 				Timeout: time.Duration(timeoutMS.Int64) * time.Millisecond,
-				Context: taskCtx, Config: config,
+				Context: taskCtx.String, Config: config.String, Parents: parents.String,
 			}
 			// Checked when the request was accepted.
-			w.Trace, _ = queue.TraceFromHeaders(trace)
-			t.Work = w
+			t.Started.Trace, _ = queue.TraceFromHeaders(trace)
 		}
 		taken = append(taken, t)
 	}
@@ -272,22 +298,6 @@ func scanTaken(rows pgx.Rows) ([]TakenStep, error) {
 	}
 	// UPDATE … RETURNING has no order; the queue's is the messages' ids.
 	slices.SortFunc(taken, func(a, b TakenStep) int { return cmp.Compare(a.Message.ID, b.Message.ID) })
-	for _, p := range parents {
-		for i := range taken {
-			if w := taken[i].Work; w != nil && w.StepUUID == p.step {
-				if w.Parents == nil {
-					w.Parents = make(map[string]json.RawMessage, 1)
-				}
-				w.Parents[p.name] = p.result
-				break
-			}
-		}
-	}
-	for i := range taken {
-		if w := taken[i].Work; w != nil && w.Parents == nil {
-			w.Parents = map[string]json.RawMessage{}
-		}
-	}
 	return taken, nil
 }
 

@@ -24,9 +24,10 @@ func TestStepsTakeStartsTheStepsOfItsMessages(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, taken, 1, "the root's message")
 	root := taken[0]
-	require.NotNil(t, root.Work, "the root started")
+	require.Equal(t, 1, root.Started.Attempt, "the root started")
 	require.Equal(t, 1, root.Message.ReadCount)
-	w := root.Work
+	w, err := root.Started.Work()
+	require.NoError(t, err)
 	require.Equal(t, task, w.TaskUUID)
 	require.Equal(t, testsupport.LinearNamespace, w.Namespace)
 	require.Equal(t, testsupport.LinearName, w.TaskName)
@@ -41,21 +42,21 @@ func TestStepsTakeStartsTheStepsOfItsMessages(t *testing.T) {
 		WHERE step_uuid = $1 AND to_state = 'in_progress' AND attempt = 1 AND node_id = 'taker'
 			AND reason = 'worker took the message'`, w.StepUUID))
 
-	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(root.Message, *w)))
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(root.Message, w)))
 	h.applyAll()
 	taken, err = h.st.StepsTake(h.ctx, testsupport.LinearNamespace, readVT, 10)
 	require.NoError(t, err)
 	require.Len(t, taken, 1, "the second step's message")
-	second := taken[0].Work
-	require.NotNil(t, second)
+	require.Equal(t, 1, taken[0].Started.Attempt)
+	second, err := taken[0].Started.Work()
+	require.NoError(t, err)
 	require.Equal(t, task, second.TaskUUID)
 	require.Len(t, second.Parents, 1)
 	var rootResult json.RawMessage
 	require.NoError(t, h.pool.QueryRow(h.ctx, `SELECT result FROM tasker.steps WHERE step_uuid = $1`, w.StepUUID).Scan(&rootResult))
 	require.JSONEq(t, string(rootResult), string(second.Parents[w.StepName]), "the root's result, by its name")
 
-	// Through the worker's own start, the same work.
-	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(taken[0].Message, *second)))
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, h.outcome(taken[0].Message, second)))
 	requireCleanRun(t, h.runToEnd(task))
 }
 
@@ -85,14 +86,14 @@ func TestStepsTakeLeavesToTheWorkerWhatItCannotStart(t *testing.T) {
 			require.Greater(t, tk.Message.ID, taken[i-1].Message.ID, "in the queue's order")
 		}
 	}
-	require.NotNil(t, taken[0].Work, "the root's first message started it")
+	require.Equal(t, 1, taken[0].Started.Attempt, "the root's first message started it")
 	require.JSONEq(t, string(rootBody), string(taken[0].Message.Body))
 	for i, tk := range taken[1:] {
-		require.Nil(t, tk.Work, "message %d started nothing", i+1)
+		require.Zero(t, tk.Started, "message %d started nothing", i+1)
 	}
 	require.JSONEq(t, string(rootBody), string(taken[1].Message.Body), "the copy, for the worker")
 	require.Equal(t, int64(1), h.count(`SELECT count(*) FROM tasker.step_transitions
-		WHERE step_uuid = $1 AND to_state = 'in_progress'`, taken[0].Work.StepUUID), "started once")
+		WHERE step_uuid = $1 AND to_state = 'in_progress'`, taken[0].Started.StepUUID), "started once")
 	require.Equal(t, int64(5), h.count(`SELECT count(*) FROM pgmq.q_`+q+` WHERE vt > clock_timestamp()`),
 		"every message taken is invisible")
 

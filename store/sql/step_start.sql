@@ -4,7 +4,10 @@
 -- Moves the steps of starting (step_uuid) to the start event's state
 -- (attempts + 1) from a state the event allows while no outcome waits,
 -- locking them in the order of their ids, and records the transitions;
--- moved holds each with what its work needs.
+-- moved holds each with what its work needs. The attempt's time is the
+-- clock's when the statement runs, not its transaction's start: a read that
+-- starts steps finds them once the statement has begun, so only the clock
+-- is sure to come after the commit that made them ready.
 old AS (
     SELECT step_uuid, state FROM tasker.steps
     WHERE step_uuid = ANY (ARRAY(SELECT step_uuid FROM starting))
@@ -13,14 +16,16 @@ old AS (
     FOR UPDATE
 ), moved AS (
     UPDATE tasker.steps s
-    SET state = @to_state, attempts = s.attempts + 1, last_attempted_at = now(), next_attempt_at = NULL
+    SET state = @to_state, attempts = s.attempts + 1, last_attempted_at = clock_timestamp(), next_attempt_at = NULL
     FROM old WHERE s.step_uuid = old.step_uuid
     RETURNING s.step_uuid, old.state AS from_state, s.task_uuid, s.namespace, s.name, s.handler, s.attempts,
-        s.attempts_base + s.max_attempts AS max_attempts, s.timeout_ms, s.config
+        s.attempts_base + s.max_attempts AS max_attempts, s.timeout_ms, s.config, s.last_attempted_at
 ), recorded AS (
-    INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
+    INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id,
+        created_at)
     SELECT step_uuid, task_uuid, from_state, @to_state,
-        CASE WHEN from_state = @to_state THEN @reason_redelivered ELSE @reason_taken END, attempts, @node_id
+        CASE WHEN from_state = @to_state THEN @reason_redelivered ELSE @reason_taken END, attempts, @node_id,
+        last_attempted_at
     FROM moved
 )
 
@@ -57,10 +62,11 @@ WHERE e.to_step = ANY(@steps::uuid[]);
 -- skipping those other readers hold, as pgmq's read does (vt moves @vt_secs
 -- on, read_ct counts the read, last_read_at is stamped), and starts
 -- (start_moves) the step each message's step_uuid names: the first message
--- of each step, when one read takes two. Returns a row per message (parent
--- NULL), with the started work when it started one (step_uuid NULL
--- otherwise: the reader decodes the message and starts it, or learns why
--- not, as step_start), and a row per parent result of each started step.
+-- of each step, when one read takes two. Returns a row per message, with
+-- the started work when it started one (step_uuid NULL otherwise: the
+-- reader decodes the message and starts it, or learns why not, as
+-- step_start), its JSON documents as text and its parents' results as one
+-- object by step name.
 WITH taken AS (
     UPDATE {{step_queue}} SET vt = clock_timestamp() + make_interval(secs => @vt_secs::integer),
         read_ct = read_ct + 1, last_read_at = clock_timestamp()
@@ -78,17 +84,16 @@ WITH taken AS (
     SELECT step_uuid FROM named WHERE step_uuid IS NOT NULL AND nth = 1
 ), {{part start_moves}}
 SELECT n.msg_id, n.read_ct, n.message, m.step_uuid, m.task_uuid, m.namespace, m.name, m.handler, m.attempts,
-    m.max_attempts, m.timeout_ms, m.config, t.name, t.correlation_id, t.context, t.trace,
-    NULL::text AS parent, NULL::jsonb AS parent_result
+    m.max_attempts, m.timeout_ms, m.config::text, t.name, t.correlation_id, t.context::text, t.trace,
+    CASE WHEN m.step_uuid IS NOT NULL THEN
+        -- Each parent by its key (OFFSET 0 keeps the look-up a subquery).
+        (SELECT COALESCE(jsonb_object_agg(p.name, COALESCE(p.result, 'null'::jsonb)), '{}'::jsonb)::text
+        FROM tasker.step_edges e
+            CROSS JOIN LATERAL (SELECT name, result FROM tasker.steps WHERE step_uuid = e.from_step OFFSET 0) p
+        WHERE e.to_step = m.step_uuid)
+    END
 FROM named n
     LEFT JOIN moved m ON m.step_uuid = n.step_uuid AND n.nth = 1
     -- The task by its key (OFFSET 0 keeps the look-up a subquery).
     LEFT JOIN LATERAL (SELECT name, correlation_id, context, trace FROM tasker.tasks
-        WHERE task_uuid = m.task_uuid OFFSET 0) t ON true
-UNION ALL
--- Each parent by its key (OFFSET 0 keeps the look-up a subquery).
-SELECT NULL, NULL, NULL, e.to_step, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-    p.name, COALESCE(p.result, 'null'::jsonb)
-FROM tasker.step_edges e
-    CROSS JOIN LATERAL (SELECT name, result FROM tasker.steps WHERE step_uuid = e.from_step OFFSET 0) p
-WHERE e.to_step = ANY (ARRAY(SELECT step_uuid FROM moved));
+        WHERE task_uuid = m.task_uuid OFFSET 0) t ON true;
