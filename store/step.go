@@ -212,12 +212,15 @@ func (a StartedAttempt) Work() (StepWork, error) {
 // without a started attempt, for the reader to handle as before starts were
 // read.
 //
-// It runs in the batch's implicit transaction, which begins with the read:
-// the attempts' timestamps (now()) come after the commit that made the
-// steps ready, as they did when each worker started its own. A connection
-// lost after the commit and before the answer leaves the messages invisible
-// and their steps in progress until vt ends; they are then read again, and
-// started again as redeliveries, as after a node that died (at-least-once).
+// The transaction is committed once the rows have arrived, as a queue read
+// is (queue.Client.Read). A connection lost before they did rolls it back;
+// one lost during the commit (a server that stops or crashes) leaves the
+// reader holding the messages and their attempts, which it runs: a take
+// that committed has no other reader, and one that did not has its
+// attempts' outcomes refused as stale and its messages read again
+// (at-least-once). In the batch's implicit transaction the commit would
+// come before the answer, and an answer lost then would leave the messages
+// invisible, their steps in progress, until vt ended.
 func (s *Store) StepsTake(ctx context.Context, namespace string, vt time.Duration, qty int) ([]TakenStep, error) {
 	q := queue.NamespaceQueue(namespace)
 	if qty <= 0 || qty > math.MaxInt32 {
@@ -230,6 +233,11 @@ func (s *Store) StepsTake(ctx context.Context, namespace string, vt time.Duratio
 	if err != nil {
 		return nil, fmt.Errorf("taking steps: %w", err)
 	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // a no-op once committed
 	var taken []TakenStep
 	b := newBatch()
 	st.queue(b, args{
@@ -241,7 +249,10 @@ func (s *Store) StepsTake(ctx context.Context, namespace string, vt time.Duratio
 		taken, err = scanTaken(rows)
 		return err
 	})
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
+	}
+	if err := tx.Commit(ctx); err != nil && len(taken) == 0 {
 		return nil, fmt.Errorf("taking steps from queue %s: %w", q, translate(err))
 	}
 	return taken, nil
