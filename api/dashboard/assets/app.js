@@ -130,6 +130,8 @@
         return resp.text().then(function (text) { return [resp.status, text]; });
       })
       .then(function (r) {
+        // Paused while the answer was on its way: the page stays as it is.
+        if (paused) return;
         var doc = new DOMParser().parseFromString(r[1], "text/html");
         document.querySelectorAll("[data-live][id]").forEach(function (el) {
           var next = doc.getElementById(el.id);
@@ -140,7 +142,7 @@
         document.body.setAttribute("data-updated", String(Date.now()));
       })
       .catch(function (err) {
-        if (status) status.textContent = "update failed: " + err.message;
+        if (status && !paused) status.textContent = "update failed: " + err.message;
       })
       .finally(function () { busy = false; });
   }
