@@ -175,8 +175,9 @@ func (s *memStore) OutcomeForward(_ context.Context, d store.OutcomeDue) error {
 
 func (s *memStore) StepStart(_ context.Context, step uuid.UUID) (store.StepWork, error) {
 	return store.StepWork{
-		TaskUUID: uuid.New(), StepUUID: step, StepName: "step", Handler: "step", Attempt: 1, MaxAttempts: 3,
-		Timeout: 30 * time.Second, Context: json.RawMessage(`{}`), Config: json.RawMessage(`{}`),
+		StepAttempt: store.StepAttempt{TaskUUID: uuid.New(), StepUUID: step, StepName: "step", Handler: "step",
+			Attempt: 1, MaxAttempts: 3, Timeout: 30 * time.Second},
+		Context: json.RawMessage(`{}`), Config: json.RawMessage(`{}`),
 	}, nil
 }
 

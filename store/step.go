@@ -17,8 +17,9 @@ import (
 	"github.com/tasker-run/tasker/workflow"
 )
 
-// StepWork is everything a worker needs to run one attempt of a step.
-type StepWork struct {
+// StepAttempt is what names one attempt of a step and bounds it: the
+// facts that StepWork and StartedAttempt both carry.
+type StepAttempt struct {
 	TaskUUID      uuid.UUID
 	StepUUID      uuid.UUID
 	CorrelationID uuid.UUID
@@ -29,12 +30,17 @@ type StepWork struct {
 	Attempt       int
 	MaxAttempts   int
 	Timeout       time.Duration
-	Context       json.RawMessage
-	Config        json.RawMessage
-	// Parents holds the results of the step's parents by step name.
-	Parents map[string]json.RawMessage
 	// Trace is the trace context of the task's request.
 	Trace workflow.Trace
+}
+
+// StepWork is everything a worker needs to run one attempt of a step.
+type StepWork struct {
+	StepAttempt
+	Context json.RawMessage
+	Config  json.RawMessage
+	// Parents holds the results of the step's parents by step name.
+	Parents map[string]json.RawMessage
 	// OutcomeWaiting says that no attempt was started: an outcome of
 	// attempt Attempt, recorded in a node (Outcome.Direct), waits to be
 	// applied. The reader hands it over (OutcomeDue) instead of running
@@ -164,17 +170,7 @@ type TakenStep struct {
 // start read of its step and task in its transaction. Work gives the
 // handler's view.
 type StartedAttempt struct {
-	TaskUUID      uuid.UUID
-	StepUUID      uuid.UUID
-	CorrelationID uuid.UUID
-	Namespace     string
-	TaskName      string
-	StepName      string
-	Handler       string
-	Attempt       int
-	MaxAttempts   int
-	Timeout       time.Duration
-	Trace         workflow.Trace
+	StepAttempt
 	// Context and Config are the task's context and the step's config,
 	// JSON; Config is empty when the step has none.
 	Context string
@@ -186,11 +182,7 @@ type StartedAttempt struct {
 // Work is the attempt as StepStart gives it. It fails only on a parents'
 // object that is no JSON object, which the statement cannot make.
 func (a StartedAttempt) Work() (StepWork, error) {
-	w := StepWork{
-		TaskUUID: a.TaskUUID, StepUUID: a.StepUUID, CorrelationID: a.CorrelationID, Namespace: a.Namespace,
-		TaskName: a.TaskName, StepName: a.StepName, Handler: a.Handler, Attempt: a.Attempt,
-		MaxAttempts: a.MaxAttempts, Timeout: a.Timeout, Trace: a.Trace, Context: json.RawMessage(a.Context),
-	}
+	w := StepWork{StepAttempt: a.StepAttempt, Context: json.RawMessage(a.Context)}
 	if a.Config != "" {
 		w.Config = json.RawMessage(a.Config)
 	}
@@ -293,10 +285,12 @@ func scanTaken(rows pgx.Rows) ([]TakenStep, error) {
 		t := TakenStep{Message: queue.Message{ID: msgID, ReadCount: int(readCount), Body: body}}
 		if step.Valid {
 			t.Started = StartedAttempt{
-				TaskUUID: task.Bytes, StepUUID: step.Bytes, CorrelationID: corr.Bytes, Namespace: namespace.String,
-				TaskName: taskName.String, StepName: stepName.String, Handler: handler.String,
-				Attempt: int(attempts.Int32), MaxAttempts: int(maxAtt.Int32),
-				Timeout: time.Duration(timeoutMS.Int64) * time.Millisecond,
+				StepAttempt: StepAttempt{
+					TaskUUID: task.Bytes, StepUUID: step.Bytes, CorrelationID: corr.Bytes, Namespace: namespace.String,
+					TaskName: taskName.String, StepName: stepName.String, Handler: handler.String,
+					Attempt: int(attempts.Int32), MaxAttempts: int(maxAtt.Int32),
+					Timeout: time.Duration(timeoutMS.Int64) * time.Millisecond,
+				},
 				Context: taskCtx.String, Config: config.String, Parents: parents.String,
 			}
 			// Checked when the request was accepted.
