@@ -65,7 +65,10 @@ func (c *consumer) Receive(ctx actor.Context) {
 	case wake:
 		c.poll(ctx)
 	case outcomeDue:
-		if c.due != nil {
+		switch {
+		case msg.Due.Carried:
+			c.applyCarried(ctx, msg)
+		case c.due != nil:
 			c.handleDue(ctx, msg)
 		}
 	case duePanicked:
@@ -187,6 +190,50 @@ func (c *consumer) handleDue(ctx actor.Context, d outcomeDue) {
 				"msg_id", d.Due.MsgID, "step_uuid", d.Due.StepUUID, "error", err)
 			s.applyFailed(q, d.Due.MsgID, d.ReadCount, err)
 		}
+	}()
+}
+
+// applyCarried applies, on a goroutine of its own (as handleDue), an
+// outcome a worker carries recorded nowhere yet, in one try through the
+// breaker, and answers the worker whether it was applied (or ignored with
+// its step message acknowledged, its task no longer in progress). A worker
+// told no records the outcome itself, so nothing here holds the outcome through
+// a failure, counts the failure against the message or acknowledges
+// anything; the worker keeps the step message invisible meanwhile.
+func (c *consumer) applyCarried(ctx actor.Context, d outcomeDue) {
+	s, self, sender := c.loop.sys, ctx.Self(), ctx.Sender()
+	go func() {
+		applied := false
+		defer func() {
+			r := recover()
+			if sender != nil {
+				s.system.Root.Send(sender, carriedApplied{OK: applied})
+			}
+			if r != nil {
+				s.system.Root.Send(self, duePanicked{Value: r})
+			}
+		}()
+		if s.stopping.Load() || c.due == nil {
+			return
+		}
+		var (
+			out store.ResultOutcome
+			err error
+		)
+		brokeErr := c.loop.breaker.Run(func() error {
+			hctx, cancel := context.WithTimeout(s.handlerCtx, dbTimeout)
+			defer cancel()
+			out, err = s.deps.Store.OutcomeApply(hctx, d.Due)
+			if store.MessageFault(err) || errors.Is(err, store.ErrStale) {
+				return nil // the outcome's, not the database's
+			}
+			return err
+		})
+		if brokeErr != nil || err != nil || out.Unrecorded {
+			return
+		}
+		applied = true
+		_ = s.resultApplied(d.Due.MsgID, out, nil)
 	}()
 }
 

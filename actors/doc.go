@@ -35,6 +35,8 @@
 // poller's read started the attempt, what that start read from the store in
 // its transaction, as strings (store.StartedAttempt); an outcome handed from a worker
 // to the step-result actor (outcomeDue) carries the step's identity, the
-// attempt and its step message's id, and the outcome itself stays in the
-// store, where the worker recorded it.
+// attempt and its step message's id, and either the outcome itself as
+// strings and scalars (store.CarriedOutcome), which the actor records with
+// its application and answers whether it did (carriedApplied), or nothing
+// more: the outcome stays in the store, where the worker recorded it.
 package actors

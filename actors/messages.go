@@ -47,13 +47,19 @@ type workerFree struct {
 type announce struct{ Epoch uint64 }
 
 // outcomeDue hands an outcome a worker of this node recorded (without a
-// result message) to the step-result actor. ReadCount and Lease are those
-// of the step message, which stays invisible until the outcome is applied.
+// result message) to the step-result actor, or one it carries to be
+// recorded with its application (Due.Carried; the actor answers
+// carriedApplied). ReadCount and Lease are those of the step message,
+// which stays invisible until the outcome is applied.
 type outcomeDue struct {
 	Due       store.OutcomeDue
 	ReadCount int
 	Lease     time.Time
 }
+
+// carriedApplied answers an outcomeDue whose outcome was carried
+// (store.OutcomeDue.Carried): OK once it was recorded and applied.
+type carriedApplied struct{ OK bool }
 
 // duePanicked carries a panic of an outcome's application, raised again in
 // the step-result actor so that its supervisor restarts it.

@@ -11,7 +11,7 @@ import (
 // receiver could change under the sender (a time.Time's location is
 // shared and never changed).
 func TestStepMessagesAreValues(t *testing.T) {
-	for _, msg := range []any{stepJob{}, outcomeDue{}, workerFree{}, announce{}, pollTick{}, wake{}} {
+	for _, msg := range []any{stepJob{}, outcomeDue{}, carriedApplied{}, workerFree{}, announce{}, pollTick{}, wake{}} {
 		if path := mutablePart(reflect.TypeOf(msg), reflect.TypeOf(msg).Name()); path != "" {
 			t.Errorf("%T holds a mutable part: %s", msg, path)
 		}

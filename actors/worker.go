@@ -189,6 +189,9 @@ func (w *worker) run(job stepJob) {
 		CorrelationID: work.CorrelationID, Attempt: work.Attempt, Result: result, Err: stepErr,
 		Duration: elapsed, Archive: archive, Direct: !archive && w.sys.canHandOver(),
 	}
+	if out.Direct && w.applyCarried(log, out, w.due(work, job, lease.get())) {
+		return
+	}
 	superseded := false
 	// The handler has run: its outcome is worth recording through the
 	// shutdown too, rather than running it again on redelivery.
@@ -214,6 +217,35 @@ func (w *worker) run(job stepJob) {
 	if out.Direct && !superseded && !w.sys.handOver(w.due(work, job, lease.get())) {
 		log.get().Warn("the step-result actor is gone; the outcome waits for its step message's redelivery")
 	}
+}
+
+// applyCarried hands out, recorded nowhere yet, to this node's step-result
+// actor, which records it with the move it decides in one transaction, and
+// waits for the answer: true once that committed (or the outcome was
+// ignored and its step message acknowledged: its task is no longer in
+// progress). On false (the actor is gone or failed, the database failed,
+// the attempt is no longer current) nothing was written, and the worker
+// records the outcome itself.
+func (w *worker) applyCarried(log *jobLog, out store.Outcome, due outcomeDue) bool {
+	pid := w.sys.resultsActor()
+	if pid == nil {
+		return false
+	}
+	carried, err := out.Carry()
+	if err != nil {
+		log.get().Warn("the outcome does not encode", "error", err)
+		return false
+	}
+	due.Due.Carried, due.Due.Outcome = true, carried
+	// The actor answers within dbTimeout; past it (an actor stuck behind a
+	// restart), the outcome is recorded here, and whichever write comes
+	// second meets the step's compare-and-set.
+	answer, err := w.sys.system.Root.RequestFuture(pid, due, dbTimeout+time.Second).Result()
+	if err != nil {
+		return false
+	}
+	applied, _ := answer.(carriedApplied)
+	return applied.OK
 }
 
 // jobLog is a job's logger, built on its first use: most jobs log nothing,

@@ -295,3 +295,61 @@ func BenchmarkStepsTake(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOutcomeHandOver times, per step, what follows a handler's run on
+// a node that applies its own workers' outcomes, from 64 callers at once:
+// the outcome recorded on the step and then applied from the row
+// (recorded: two calls, two commits), or carried to the apply and recorded
+// with the move (carried: one call, one commit). Either way the first step
+// of a linear task completes and the second is enqueued. The b.N first
+// steps are created and started, and their handlers run, before the timer
+// starts.
+func BenchmarkOutcomeHandOver(b *testing.B) {
+	type ran struct {
+		msg queue.Message
+		w   store.StepWork
+		o   store.Outcome
+	}
+	for _, history := range historySizes {
+		h := benchHarness(b, history)
+		for _, way := range []string{"recorded", "carried"} {
+			b.Run(fmt.Sprintf("history=%d/callers=64/%s", history, way), func(b *testing.B) {
+				h := h.with(b)
+				msgs := firstSteps(b, h)
+				runs := make([]ran, len(msgs))
+				for i, m := range msgs {
+					w := h.start(m)
+					runs[i] = ran{msg: m, w: w, o: h.outcome(m, w)}
+				}
+				analyze(b, h)
+				handOver := func(r ran) error {
+					due := store.OutcomeDue{MsgID: r.msg.ID, Namespace: r.w.Namespace, TaskUUID: r.w.TaskUUID,
+						StepUUID: r.w.StepUUID, Attempt: r.w.Attempt}
+					if way == "carried" {
+						c, err := r.o.Carry()
+						if err != nil {
+							return err
+						}
+						due.Carried, due.Outcome = true, c
+					} else {
+						r.o.Direct = true
+						if err := h.st.StepOutcomeRecord(h.ctx, r.o); err != nil {
+							return err
+						}
+					}
+					out, err := h.st.OutcomeApply(h.ctx, due)
+					if err == nil && (out.Ignored || out.Enqueued != 1) {
+						err = fmt.Errorf("applying outcome: %+v", out)
+					}
+					return err
+				}
+				b.ResetTimer()
+				if err := concurrentlyN(64, runs, handOver); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				reportSteps(b, 1)
+			})
+		}
+	}
+}

@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -250,4 +252,164 @@ func TestWaitingOutcomeForwardedToResultQueue(t *testing.T) {
 	require.NoError(t, h.st.OutcomeForward(h.ctx, due))
 	require.Zero(t, h.queueLen(queue.StepResultsQueue))
 	requireCleanRun(t, h.runToEnd(task))
+}
+
+// runCarried is a worker turn that hands its outcome, recorded nowhere
+// yet, to the step-result actor (OutcomeDue.Carried), which records and
+// applies it in one transaction.
+func (h *harness) runCarried(msg queue.Message) store.ResultOutcome {
+	h.t.Helper()
+	w := h.start(msg)
+	due := h.carried(msg, w, h.outcome(msg, w))
+	out, err := h.st.OutcomeApply(h.ctx, due)
+	require.NoError(h.t, err)
+	return out
+}
+
+// carried is the hand-over of outcome o of attempt w, carried.
+func (h *harness) carried(msg queue.Message, w store.StepWork, o store.Outcome) store.OutcomeDue {
+	h.t.Helper()
+	c, err := o.Carry()
+	require.NoError(h.t, err)
+	return store.OutcomeDue{MsgID: msg.ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID,
+		Attempt: w.Attempt, Carried: true, Outcome: c}
+}
+
+// runToEndCarried runs a task to its end through carried outcomes, checking
+// that each went with its step message and sent no result message.
+func (h *harness) runToEndCarried(task uuid.UUID) store.TaskDetail {
+	h.t.Helper()
+	tk, err := h.st.TaskGet(h.ctx, task)
+	require.NoError(h.t, err)
+	q := queue.NamespaceQueue(tk.Namespace)
+	for round := 0; !tk.State.Terminal(); round++ {
+		require.Less(h.t, round, 50, "task %s does not finish", task)
+		h.makeVisible(tk.Namespace) // a retry's delay, passed
+		msgs := h.readAll(q)
+		require.NotEmpty(h.t, msgs, "task %s is stuck in %s", task, tk.State)
+		for _, m := range msgs {
+			out := h.runCarried(m)
+			require.False(h.t, out.Ignored, "outcome ignored: %s", out.Reason)
+			live, archived := h.inQueue(q, m.ID)
+			require.False(h.t, live || archived, "the step message is deleted with the outcome")
+			require.Zero(h.t, h.queueLen(queue.StepResultsQueue), "no result message")
+		}
+		tk, err = h.st.TaskGet(h.ctx, task)
+		require.NoError(h.t, err)
+	}
+	return h.show(task)
+}
+
+// stepFacts is what a step records of its attempts, without its times.
+func stepFacts(d store.TaskDetail) map[string]string {
+	out := map[string]string{}
+	for _, s := range d.Steps {
+		out[s.Name] = fmt.Sprintf("%s attempts=%d result=%s error=%s duration=%t",
+			s.State, s.Attempts, s.Result, s.Error, s.DurationMS != nil)
+	}
+	return out
+}
+
+// Carried outcomes run the reference workflows, failures and retries
+// included, to the same end as outcomes recorded first: the same
+// transitions, results and errors.
+func TestCarriedOutcomesRunWorkflows(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	retry := h.failing(func(int) error {
+		return &workflow.StepError{Kind: "http_status", Message: "busy", Retryable: true, HTTPStatus: 503, RetryAfter: 2 * time.Second}
+	}, 1)
+	for _, w := range []struct {
+		ns, name, failing string
+	}{
+		{testsupport.LinearNamespace, testsupport.LinearName, ""},
+		{testsupport.DiamondNamespace, testsupport.DiamondName, "diamond_start"},
+		{testsupport.MixedDAGNamespace, testsupport.MixedDAGName, ""},
+	} {
+		t.Run(w.ns, func(t *testing.T) {
+			h := h.with(t)
+			if w.failing != "" {
+				h.inject(w.failing, retry)
+				defer h.inject(w.failing, nil)
+			}
+			carried := h.runToEndCarried(h.submit(w.ns, w.name, `{"even_number": 6}`))
+			task := h.submit(w.ns, w.name, `{"even_number": 6}`)
+			for round := 0; !h.show(task).State.Terminal(); round++ {
+				require.Less(t, round, 50, "task %s does not finish", task)
+				h.makeVisible(w.ns)
+				h.work(w.ns)
+				h.applyAll()
+			}
+			viaQueue := h.show(task)
+			require.Equal(t, workflow.TaskStateComplete, carried.State)
+			if w.failing != "" {
+				require.Equal(t, 2, step(t, carried, w.failing).Attempts, "the first attempt failed, the second ran")
+			}
+			require.Equal(t, taskMoves(viaQueue), taskMoves(carried))
+			require.Equal(t, stepMoves(viaQueue), stepMoves(carried))
+			require.Equal(t, stepFacts(viaQueue), stepFacts(carried))
+		})
+	}
+}
+
+// A carried outcome of an attempt no longer current changes nothing, its
+// step message included (Unrecorded): the worker then records it
+// (StepOutcomeRecord), as it would have without the hand-over. One of a
+// task no longer in progress is ignored as any other outcome: its step
+// message is acknowledged.
+func TestCarriedOutcomeNotAppliedChangesNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, store.Options{})
+	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+	q := queue.NamespaceQueue(testsupport.LinearNamespace)
+	msgs := h.readAll(q)
+	require.Len(t, msgs, 1)
+	w := h.start(msgs[0])
+	o := h.outcome(msgs[0], w)
+
+	stale := h.carried(msgs[0], w, o)
+	stale.Attempt++
+	before := h.show(task)
+	out, err := h.st.OutcomeApply(h.ctx, stale)
+	require.NoError(t, err)
+	require.True(t, out.Ignored)
+	require.True(t, out.Unrecorded)
+	require.Contains(t, out.Reason, "not current")
+	require.Equal(t, before, h.show(task))
+	live, _ := h.inQueue(q, msgs[0].ID)
+	require.True(t, live, "the step message stays for its worker")
+
+	// An outcome recorded meanwhile (the worker gave up waiting and
+	// recorded it): the carried one arrives second and changes nothing.
+	o.Direct = true
+	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, o))
+	before = h.show(task)
+	out, err = h.st.OutcomeApply(h.ctx, h.carried(msgs[0], w, o))
+	require.NoError(t, err)
+	require.True(t, out.Ignored)
+	require.True(t, out.Unrecorded)
+	require.Equal(t, before, h.show(task))
+
+	// The recorded one applies as ever, once.
+	due := store.OutcomeDue{MsgID: msgs[0].ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID, Attempt: w.Attempt}
+	out, err = h.st.OutcomeApply(h.ctx, due)
+	require.NoError(t, err)
+	require.False(t, out.Ignored, out.Reason)
+	require.Equal(t, workflow.StepStateComplete, out.StepState)
+
+	// A carried outcome of a cancelled task: nothing moves, and the step
+	// message goes.
+	next := h.readAll(q)
+	require.Len(t, next, 1)
+	w = h.start(next[0])
+	require.NoError(t, h.st.TaskCancel(h.ctx, task, "test"))
+	before = h.show(task)
+	out, err = h.st.OutcomeApply(h.ctx, h.carried(next[0], w, h.outcome(next[0], w)))
+	require.NoError(t, err)
+	require.True(t, out.Ignored)
+	require.False(t, out.Unrecorded)
+	require.Equal(t, workflow.TaskStateCancelled, out.TaskState)
+	require.Equal(t, before, h.show(task))
+	live, archived := h.inQueue(q, next[0].ID)
+	require.False(t, live || archived, "the step message is acknowledged")
 }

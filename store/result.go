@@ -29,6 +29,13 @@ type ResultOutcome struct {
 	// acknowledged without effect; Reason says why.
 	Ignored bool
 	Reason  string
+	// Unrecorded is set with Ignored for a carried outcome
+	// (OutcomeDue.Carried) of an attempt that is not current while its task
+	// is in progress: nothing was written or acknowledged, and its worker
+	// records it, as it would have without the hand-over (the step message
+	// may be another attempt's now). A carried outcome of a task no longer
+	// in progress is ignored as any other, its step message acknowledged.
+	Unrecorded bool
 	// Archived results (undecodable, or quarantined) were moved to the
 	// result queue's archive.
 	Archived bool
@@ -89,6 +96,13 @@ func (s *Store) resultQuarantine(ctx context.Context, c resultCall, reason strin
 // OutcomeWaiting) instead of starting an attempt: the reader hands it over
 // in its own node. That redelivery is the sweep for outcomes whose node
 // died.
+//
+// A Carried outcome (Outcome) was recorded nowhere yet: OutcomeApply
+// records it on the step with the move it decides, in one transaction, and
+// when it cannot (the attempt is not current, the task no longer in
+// progress, the database failed) it changes nothing, the step message
+// included, and the worker records the outcome itself (StepOutcomeRecord)
+// as it would have without the step-result actor.
 type OutcomeDue struct {
 	MsgID         int64
 	Namespace     string
@@ -96,16 +110,24 @@ type OutcomeDue struct {
 	StepUUID      uuid.UUID
 	CorrelationID uuid.UUID
 	Attempt       int
+	Carried       bool
+	Outcome       CarriedOutcome
 }
 
 func (d OutcomeDue) call() resultCall {
-	return resultCall{stepMsgID: &d.MsgID, namespace: d.Namespace,
+	c := resultCall{stepMsgID: &d.MsgID, namespace: d.Namespace,
 		res: queue.StepResult{TaskUUID: d.TaskUUID, StepUUID: d.StepUUID, Attempt: d.Attempt}}
+	if d.Carried {
+		e := d.Outcome.encoded()
+		c.carried, c.durationMS = &e, d.Outcome.DurationMS
+	}
+	return c
 }
 
 // OutcomeApply applies an outcome handed over in the node as ResultApply
 // applies a result message, in the same batches; the step message is
-// deleted with it, or when the outcome is ignored.
+// deleted with it, or when the outcome is ignored (a Carried one's is
+// not: see OutcomeDue).
 func (s *Store) OutcomeApply(ctx context.Context, d OutcomeDue) (ResultOutcome, error) {
 	return s.results.do(ctx, d.call())
 }
@@ -152,14 +174,18 @@ func (s *Store) messageArchive(ctx context.Context, d db, queueName string, id i
 // queue (msgID), or an outcome handed over in the node, whose step message
 // (stepMsgID of the namespace's queue) is acknowledged instead. A
 // quarantined result carries the poison error that replaces the recorded
-// outcome, and its message is archived rather than deleted.
+// outcome, and its message is archived rather than deleted. A carried
+// outcome (OutcomeDue.Carried) is the outcome itself, recorded with the
+// move.
 type resultCall struct {
-	msgID     *int64
-	stepMsgID *int64
-	namespace string
-	res       queue.StepResult
-	poison    []byte
-	reason    string
+	msgID      *int64
+	stepMsgID  *int64
+	namespace  string
+	res        queue.StepResult
+	poison     []byte
+	reason     string
+	carried    *encodedOutcome
+	durationMS int64
 }
 
 func (c resultCall) archive() bool { return c.poison != nil }
@@ -287,6 +313,10 @@ func (s *Store) resultsDecide(ctx context.Context, calls []resultCall, pending [
 				if r.state.Valid {
 					a.StepState, a.Namespace = workflow.StepState(r.state.String), r.namespace.String
 				}
+				if calls[i].carried != nil && a.TaskState == resultTaskState {
+					a.Unrecorded = true
+					continue
+				}
 				ignored = append(ignored, i)
 			default:
 				p.i = i
@@ -328,19 +358,27 @@ func (s *Store) resultDecide(c resultCall, r resultRow, correlation uuid.UUID) (
 		return nil, fmt.Sprintf("task is %s", r.taskState.String), nil
 	case !r.state.Valid:
 		return nil, "step does not exist", nil
-	case !takesOutcome(workflow.StepState(r.state.String)) || int(r.attempts.Int32) != res.Attempt || !r.outcomeAttempt.Valid ||
-		int(r.outcomeAttempt.Int32) != res.Attempt:
+	case !takesOutcome(workflow.StepState(r.state.String)) || int(r.attempts.Int32) != res.Attempt ||
+		// A carried outcome finds none waiting; any other, its own.
+		r.outcomeAttempt.Valid == (c.carried != nil) || (c.carried == nil && int(r.outcomeAttempt.Int32) != res.Attempt):
 		return nil, fmt.Sprintf("attempt %d is not current (step %s, attempt %d)", res.Attempt, r.state.String, r.attempts.Int32), nil
 	}
 	o := workflow.Outcome{OK: r.outcomeOK.Bool}
+	errJSON, retryAfterMS := r.errJSON, r.retryAfterMS
+	if e := c.carried; e != nil {
+		o.OK, errJSON, retryAfterMS = e.ok, e.errJSON, pgtype.Int8{}
+		if e.retryAfterMS != nil {
+			retryAfterMS = pgtype.Int8{Int64: *e.retryAfterMS, Valid: true}
+		}
+	}
 	if c.poison != nil {
 		o = workflow.Outcome{Kind: "poison", Message: c.reason}
 	} else if !o.OK {
 		var se storedError
-		_ = json.Unmarshal(r.errJSON, &se)
+		_ = json.Unmarshal(errJSON, &se)
 		o.Kind, o.Message, o.Retryable = se.Kind, se.Message, se.Retryable
-		if r.retryAfterMS.Valid {
-			o.RetryAfter = time.Duration(r.retryAfterMS.Int64) * time.Millisecond
+		if retryAfterMS.Valid {
+			o.RetryAfter = time.Duration(retryAfterMS.Int64) * time.Millisecond
 		}
 	}
 	policy := s.backoff.Load().WithOverrides(time.Duration(r.backoffBaseMS.Int64)*time.Millisecond, time.Duration(r.backoffMaxMS.Int64)*time.Millisecond)
@@ -408,13 +446,19 @@ func (s *Store) resultsApply(ctx context.Context, calls []resultCall, plans []*r
 		if _, ok := byNamespace[p.namespace]; !ok {
 			namespaces = append(namespaces, p.namespace)
 		}
-		byNamespace[p.namespace] = append(byNamespace[p.namespace], stepMove{
+		m := stepMove{
 			task: c.res.TaskUUID, step: c.res.StepUUID, from: p.from, d: p.d,
 			attempt: c.res.Attempt, outcomeAttempt: &c.res.Attempt, errJSON: c.poison, retryAt: p.retryAt,
 			releaseReason: releasePrefix + p.stepName + releaseCompleteSuffix, children: p.children, childMsgs: p.childMsgs,
 			retryMsg: p.retryMsg, msgID: c.msgID, stepMsgID: c.stepMsgID, archive: c.archive(), archiveReason: c.reason,
 			limited: p.limited, pause: p.pause, pauseScope: p.pauseScope, into: &p.movedCounts,
-		})
+		}
+		if e := c.carried; e != nil {
+			// Recorded with the move: none waits on the step.
+			m.outcomeAttempt, m.carried = nil, &carriedWrite{encodedOutcome: *e, durationMS: c.durationMS}
+			m.result, m.errJSON = e.result, e.errJSON
+		}
+		byNamespace[p.namespace] = append(byNamespace[p.namespace], m)
 		p.finalState = resultTaskState
 		if !p.d.Retry() {
 			finalize[c.res.TaskUUID] = p
@@ -519,7 +563,17 @@ type stepMove struct {
 	// (resultPlan.pause).
 	pause      time.Duration
 	pauseScope workflow.PauseScope
-	into       *movedCounts
+	// carried is the outcome the move records, when none was recorded
+	// before it (result and errJSON hold its result or error).
+	carried *carriedWrite
+	into    *movedCounts
+}
+
+// carriedWrite is what a move records of a carried outcome beyond its
+// result or error.
+type carriedWrite struct {
+	encodedOutcome
+	durationMS int64
 }
 
 // movedCounts receives what a step move did: whether the step moved (its
@@ -558,6 +612,9 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		retryMsgs       = make([][]byte, n)
 		msgIDs          = make([]*int64, n)
 		stepMsgIDs      = make([]*int64, n)
+		carried         = make([]bool, n)
+		retryAfterMS    = make([]*int64, n)
+		durationsMS     = make([]*int64, n)
 		archive         = make([]bool, n)
 		archiveReasons  = make([]string, n)
 		children        [][16]byte
@@ -575,6 +632,9 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		}
 		retry[i], retryDelays[i], retryMsgs[i] = m.d.Retry(), m.d.Delay.Microseconds(), m.retryMsg
 		msgIDs[i], stepMsgIDs[i], archive[i], archiveReasons[i] = m.msgID, m.stepMsgID, m.archive, m.archiveReason
+		if c := m.carried; c != nil {
+			carried[i], retryAfterMS[i], durationsMS[i] = true, c.retryAfterMS, &c.durationMS
+		}
 		children, childMsgs = append(children, m.children...), append(childMsgs, m.childMsgs...)
 		for range m.children {
 			childParents = append(childParents, m.step)
@@ -585,7 +645,8 @@ func (s *Store) queueStepsMove(b *pgx.Batch, namespace string, moves []stepMove)
 		"steps": steps, "tasks": tasks, "from_states": from, "to_states": to, "results": results, "errors": errs,
 		"next_attempt_ats": nextAttempt, "finished": finished, "attempts": attempts, "outcome_attempts": outcomeAttempts,
 		"reasons": reasons, "release": release, "release_reasons": releaseReasons, "retry": retry,
-		"retry_delays_us": retryDelays, "retry_messages": retryMsgs, "msg_ids": msgIDs, "step_msg_ids": stepMsgIDs, "archive": archive,
+		"retry_delays_us": retryDelays, "retry_messages": retryMsgs, "msg_ids": msgIDs, "step_msg_ids": stepMsgIDs,
+		"carried": carried, "retry_after_ms": retryAfterMS, "durations_ms": durationsMS, "archive": archive,
 		"archive_reasons": archiveReasons, "task_state": string(resultTaskState), "node_id": s.nodeID,
 		"enqueued": string(enqueueTo), "throttled": string(throttleTo), "pending": string(workflow.StepStatePending),
 		"children": children, "child_parents": childParents, "child_messages": childMsgs, "wake_channel": WakeChannel, "wake_queue": stepQueue,

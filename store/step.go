@@ -343,12 +343,85 @@ type storedError struct {
 
 // outcomeCall is one outcome to record in a batch, encoded.
 type outcomeCall struct {
-	o            Outcome
+	o Outcome
+	encodedOutcome
+	body []byte
+}
+
+// encodedOutcome is an outcome as the steps table holds it: the result on
+// success (JSON null for none), else the error as storedError JSON, and a
+// Retry-After in milliseconds when the failure asked for one.
+type encodedOutcome struct {
 	ok           bool
 	result       []byte
 	errJSON      []byte
 	retryAfterMS *int64
-	body         []byte
+}
+
+func (o Outcome) encode() (encodedOutcome, error) {
+	e := encodedOutcome{ok: o.Err == nil}
+	if e.ok {
+		e.result = o.Result
+		if len(e.result) == 0 {
+			e.result = []byte("null")
+		}
+		return e, nil
+	}
+	var err error
+	e.errJSON, err = json.Marshal(storedError{
+		Kind: o.Err.Kind, Message: o.Err.Message, Retryable: o.Err.Retryable,
+		HTTPStatus: o.Err.HTTPStatus, RetryAfter: o.Err.RetryAfter.Milliseconds(),
+		Metadata: o.Err.Metadata, Attempt: o.Attempt,
+	})
+	if err != nil {
+		return e, fmt.Errorf("encoding step error: %w", err)
+	}
+	if o.Err.RetryAfter > 0 {
+		ms := o.Err.RetryAfter.Milliseconds()
+		e.retryAfterMS = &ms
+	}
+	return e, nil
+}
+
+// CarriedOutcome is an outcome handed to this node's step-result actor
+// before anything recorded it (OutcomeDue.Carried), as immutable values:
+// applying it records it on the step in the same transaction as the move
+// it decides, one write of the step and one commit instead of two.
+type CarriedOutcome struct {
+	OK bool
+	// Result is the handler's result (JSON) on success; Error the failure
+	// as steps.error holds it otherwise.
+	Result, Error string
+	// RetryAfterMS is the Retry-After the failure asked for; 0 for none.
+	RetryAfterMS int64
+	DurationMS   int64
+}
+
+// Carry is o as a CarriedOutcome.
+func (o Outcome) Carry() (CarriedOutcome, error) {
+	e, err := o.encode()
+	if err != nil {
+		return CarriedOutcome{}, err
+	}
+	c := CarriedOutcome{OK: e.ok, Result: string(e.result), Error: string(e.errJSON), DurationMS: o.Duration.Milliseconds()}
+	if e.retryAfterMS != nil {
+		c.RetryAfterMS = *e.retryAfterMS
+	}
+	return c, nil
+}
+
+func (c CarriedOutcome) encoded() encodedOutcome {
+	e := encodedOutcome{ok: c.OK}
+	if c.OK {
+		e.result = []byte(c.Result)
+	} else {
+		e.errJSON = []byte(c.Error)
+	}
+	if c.RetryAfterMS > 0 {
+		ms := c.RetryAfterMS
+		e.retryAfterMS = &ms
+	}
+	return e
 }
 
 // StepOutcomeRecord writes a worker's outcome on the step, sends the result
@@ -362,27 +435,11 @@ func (s *Store) StepOutcomeRecord(ctx context.Context, o Outcome) error {
 	if o.Direct && o.Archive {
 		return fmt.Errorf("recording outcome of step %s: a message to archive goes through the result queue", o.StepUUID)
 	}
-	c := outcomeCall{o: o, ok: o.Err == nil}
-	var err error
-	if c.ok {
-		c.result = o.Result
-		if len(c.result) == 0 {
-			c.result = []byte("null")
-		}
-	} else {
-		c.errJSON, err = json.Marshal(storedError{
-			Kind: o.Err.Kind, Message: o.Err.Message, Retryable: o.Err.Retryable,
-			HTTPStatus: o.Err.HTTPStatus, RetryAfter: o.Err.RetryAfter.Milliseconds(),
-			Metadata: o.Err.Metadata, Attempt: o.Attempt,
-		})
-		if err != nil {
-			return fmt.Errorf("encoding step error: %w", err)
-		}
-		if o.Err.RetryAfter > 0 {
-			ms := o.Err.RetryAfter.Milliseconds()
-			c.retryAfterMS = &ms
-		}
+	e, err := o.encode()
+	if err != nil {
+		return err
 	}
+	c := outcomeCall{o: o, encodedOutcome: e}
 	if !o.Direct { // a Direct outcome sends no result message
 		c.body, err = queue.StepResult{TaskUUID: o.TaskUUID, StepUUID: o.StepUUID, CorrelationID: o.CorrelationID, Attempt: o.Attempt}.Encode()
 		if err != nil {

@@ -251,8 +251,15 @@ func (s *FaultyStore) ResultQuarantine(ctx context.Context, msg queue.Message, r
 	return s.Store.ResultQuarantine(ctx, msg, reason)
 }
 
-// OutcomeApply applies a result too: OpResultApply's faults apply to it.
+// OutcomeApply applies a result too: OpResultApply's faults apply to it,
+// and to a carried outcome, which it records as well, OpStepOutcomeRecord's
+// first.
 func (s *FaultyStore) OutcomeApply(ctx context.Context, d store.OutcomeDue) (store.ResultOutcome, error) {
+	if d.Carried {
+		if err := s.Faults.intercept(OpStepOutcomeRecord); err != nil {
+			return store.ResultOutcome{}, err
+		}
+	}
 	if err := s.Faults.intercept(OpResultApply); err != nil {
 		return store.ResultOutcome{}, err
 	}

@@ -34,7 +34,9 @@ SELECT FROM tasker.tasks WHERE task_uuid = ANY(@tasks::uuid[]) ORDER BY task_uui
 -- poller; and the acknowledgement of the result's message: msg_id of
 -- {{result_queue}}, or for an outcome handed over in the node step_msg_id of
 -- {{step_queue}} (either moved to its archive when archive, archive_reason
--- in its headers).
+-- in its headers). A carried outcome (carried: recorded nowhere before the
+-- move) is recorded with it: its result or error, retry_after_ms and
+-- duration_ms, as step_outcome_record would have.
 -- Returns each step moved with the number of children it enqueued, and
 -- whether the move concerns flow control (the step is under a limit, or
 -- a child of it was throttled).
@@ -43,14 +45,17 @@ WITH m AS (
         @results::jsonb[], @errors::jsonb[], @next_attempt_ats::timestamptz[], @finished::bool[], @attempts::int[],
         @outcome_attempts::int[], @reasons::text[], @release::bool[], @release_reasons::text[], @retry::bool[],
         @retry_delays_us::bigint[], @retry_messages::jsonb[], @msg_ids::bigint[], @step_msg_ids::bigint[],
-        @archive::bool[], @archive_reasons::text[])
+        @carried::bool[], @retry_after_ms::bigint[], @durations_ms::bigint[], @archive::bool[], @archive_reasons::text[])
         AS m(step_uuid, task_uuid, from_state, to_state, result, error, next_attempt_at, finished, attempt,
             outcome_attempt, reason, release, release_reason, retry, retry_delay_us, retry_message, msg_id,
-            step_msg_id, archive, archive_reason)
+            step_msg_id, carried, retry_after_ms, duration_ms, archive, archive_reason)
     ORDER BY step_uuid
 ), moved AS (
     UPDATE tasker.steps s SET state = m.to_state, outcome_attempt = NULL, outcome_ok = NULL,
-        result = COALESCE(m.result, s.result), error = COALESCE(m.error, s.error),
+        result = COALESCE(m.result, s.result),
+        error = CASE WHEN m.carried AND m.error IS NULL THEN NULL ELSE COALESCE(m.error, s.error) END,
+        retry_after_ms = CASE WHEN m.carried THEN m.retry_after_ms ELSE s.retry_after_ms END,
+        duration_ms = CASE WHEN m.carried THEN m.duration_ms ELSE s.duration_ms END,
         next_attempt_at = m.next_attempt_at, finished_at = CASE WHEN m.finished THEN now() END
     FROM m
     WHERE s.step_uuid = ANY(@steps::uuid[]) AND s.step_uuid = m.step_uuid AND s.state = m.from_state
