@@ -606,6 +606,7 @@ func TestPoisonAndStaleMessages(t *testing.T) {
 		// and tried again until its lease ends); the third is one more
 		// than queue.max_deliveries allows.
 		n.faults.Fail(testsupport.OpStepStart, nil, 0)
+		defer n.faults.Clear(testsupport.OpStepStart) // the next subtests run without it if this one fails
 		id := n.submit("poison", "job")
 		testsupport.WaitFor(t, rsWait, "the step message's third delivery", func() (bool, error) {
 			return n.count(`SELECT COALESCE(max(read_ct), 0) FROM pgmq.q_poison_queue`) >= 3, nil
@@ -646,6 +647,7 @@ func TestPoisonAndStaleMessages(t *testing.T) {
 		// queue.max_deliveries of them the result is still applied.
 		failures := n.count(`SELECT count(*) FROM tasker.apply_failures`)
 		n.faults.Fail(testsupport.OpResultApply, context.DeadlineExceeded, 0)
+		defer n.faults.Clear(testsupport.OpResultApply)
 		id := n.submit("poison", "job")
 		testsupport.WaitFor(t, rsWait, "the step message's third delivery", func() (bool, error) {
 			return n.count(`SELECT COALESCE(max(read_ct), 0) FROM pgmq.q_poison_queue`) >= 3, nil

@@ -123,6 +123,11 @@ type Faults struct {
 	mu     sync.Mutex
 	active map[string]*activeFault
 	calls  sync.Map // op → *atomic.Int64
+	// starting is held for reading by a step queue read that decided,
+	// without a fault on OpStepStart, to start steps itself, until it
+	// returns; Set of OpStepStart takes it for writing, so that no read
+	// decided before the fault can start the step of a message sent after.
+	starting sync.RWMutex
 }
 
 type activeFault struct {
@@ -133,8 +138,13 @@ type activeFault struct {
 // NewFaults returns an empty set: every call goes through.
 func NewFaults() *Faults { return &Faults{active: map[string]*activeFault{}} }
 
-// Set installs f on op, replacing any fault there.
+// Set installs f on op, replacing any fault there. A fault on OpStepStart
+// is installed once no step queue read that starts steps is in flight.
 func (f *Faults) Set(op string, fault Fault) {
+	if op == OpStepStart {
+		f.starting.Lock()
+		defer f.starting.Unlock()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.active[op] = &activeFault{Fault: fault, left: fault.Times}
@@ -295,12 +305,15 @@ func (s *FaultyStore) StepStart(ctx context.Context, step uuid.UUID) (store.Step
 // queue apply to it. While a fault waits on OpStepStart, a store with a
 // queue client (a *store.Store) only reads the messages, as a read did
 // before it started steps, so that each worker starts its step itself and
-// meets the fault.
+// meets the fault. A read that starts steps holds off the installing of
+// such a fault until it returns (see Faults.Set).
 func (s *FaultyStore) StepsTake(ctx context.Context, namespace string, vt time.Duration, qty int) ([]store.TakenStep, error) {
 	q := queue.NamespaceQueue(namespace)
 	if err := s.Faults.intercept(OpRead(q)); err != nil {
 		return nil, err
 	}
+	s.Faults.starting.RLock()
+	defer s.Faults.starting.RUnlock()
 	if r, ok := s.Store.(interface{ Queue() *queue.Client }); ok && s.Faults.Active(OpStepStart) {
 		msgs, err := r.Queue().Read(ctx, q, vt, qty)
 		taken := make([]store.TakenStep, len(msgs))
