@@ -34,11 +34,7 @@ func (h *harness) runDirect(msg queue.Message) store.OutcomeDue {
 // the step message went with its outcome's application.
 func (h *harness) runToEndDirect(task uuid.UUID) store.TaskDetail {
 	h.t.Helper()
-	tk, err := h.st.TaskGet(h.ctx, task)
-	require.NoError(h.t, err)
-	q := queue.NamespaceQueue(tk.Namespace)
-	for round := 0; !tk.State.Terminal(); round++ {
-		require.Less(h.t, round, 50, "task %s does not finish", task)
+	return h.runRounds(task, func(q string, tk store.Task) {
 		msgs := h.readAll(q)
 		require.NotEmpty(h.t, msgs, "task %s is stuck in %s", task, tk.State)
 		for _, m := range msgs {
@@ -52,10 +48,7 @@ func (h *harness) runToEndDirect(task uuid.UUID) store.TaskDetail {
 			live, archived := h.inQueue(q, m.ID)
 			require.False(h.t, live || archived, "the step message is deleted with the outcome's application")
 		}
-		tk, err = h.st.TaskGet(h.ctx, task)
-		require.NoError(h.t, err)
-	}
-	return h.show(task)
+	})
 }
 
 // Outcomes handed over in the node run the reference workflows to the same
@@ -86,17 +79,14 @@ func TestHandedOverOutcomesRunWorkflows(t *testing.T) {
 func TestHandedOverOutcomeComesBackWithItsMessage(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, store.Options{})
-	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
-	q := queue.NamespaceQueue(testsupport.LinearNamespace)
-	msgs := h.readAll(q)
-	require.Len(t, msgs, 1)
-	lost := h.runDirect(msgs[0]) // never applied: the node is gone
+	task, q, first := h.linearFirst()
+	lost := h.runDirect(first) // never applied: the node is gone
 
 	// The visibility timeout ends; another worker reads the message.
-	require.NoError(t, h.q.SetVisibility(h.ctx, q, msgs[0].ID, 0))
+	require.NoError(t, h.q.SetVisibility(h.ctx, q, first.ID, 0))
 	again := h.readAll(q)
 	require.Len(t, again, 1)
-	require.Equal(t, msgs[0].ID, again[0].ID)
+	require.Equal(t, first.ID, again[0].ID)
 	w := h.start(again[0])
 	require.True(t, w.OutcomeWaiting)
 	require.Equal(t, lost.Attempt, w.Attempt)
@@ -128,12 +118,9 @@ func TestHandedOverOutcomeComesBackWithItsMessage(t *testing.T) {
 func TestDirectOutcomeRecordedAgainAfterLostAnswer(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, store.Options{})
-	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
-	q := queue.NamespaceQueue(testsupport.LinearNamespace)
-	msgs := h.readAll(q)
-	require.Len(t, msgs, 1)
-	w := h.start(msgs[0])
-	o := h.outcome(msgs[0], w)
+	task, q, first := h.linearFirst()
+	w := h.start(first)
+	o := h.outcome(first, w)
 	o.Direct = true
 	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, o))
 	before := step(t, h.show(task), "linear_step_1")
@@ -141,14 +128,14 @@ func TestDirectOutcomeRecordedAgainAfterLostAnswer(t *testing.T) {
 	after := step(t, h.show(task), "linear_step_1")
 	require.Equal(t, before, after, "recording again changes nothing")
 	require.Zero(t, h.queueLen(queue.StepResultsQueue), "no result message")
-	live, _ := h.inQueue(q, msgs[0].ID)
+	live, _ := h.inQueue(q, first.ID)
 	require.True(t, live, "the step message waits for the outcome's application")
 
 	stale := o
 	stale.Attempt = w.Attempt + 1
 	require.ErrorIs(t, h.st.StepOutcomeRecord(h.ctx, stale), store.ErrStale)
 
-	out, err := h.st.OutcomeApply(h.ctx, store.OutcomeDue{MsgID: msgs[0].ID, Namespace: w.Namespace,
+	out, err := h.st.OutcomeApply(h.ctx, store.OutcomeDue{MsgID: first.ID, Namespace: w.Namespace,
 		TaskUUID: w.TaskUUID, StepUUID: w.StepUUID, Attempt: w.Attempt})
 	require.NoError(t, err)
 	require.False(t, out.Ignored, out.Reason)
@@ -224,12 +211,9 @@ func TestHandedOverOutcomeIgnoredOrQuarantined(t *testing.T) {
 func TestWaitingOutcomeForwardedToResultQueue(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, store.Options{})
-	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
-	q := queue.NamespaceQueue(testsupport.LinearNamespace)
-	msgs := h.readAll(q)
-	require.Len(t, msgs, 1)
-	h.runDirect(msgs[0])
-	require.NoError(t, h.q.SetVisibility(h.ctx, q, msgs[0].ID, 0))
+	task, q, first := h.linearFirst()
+	h.runDirect(first)
+	require.NoError(t, h.q.SetVisibility(h.ctx, q, first.ID, 0))
 	again := h.readAll(q)
 	require.Len(t, again, 1)
 	w := h.start(again[0])
@@ -279,11 +263,7 @@ func (h *harness) carried(msg queue.Message, w store.StepWork, o store.Outcome) 
 // that each went with its step message and sent no result message.
 func (h *harness) runToEndCarried(task uuid.UUID) store.TaskDetail {
 	h.t.Helper()
-	tk, err := h.st.TaskGet(h.ctx, task)
-	require.NoError(h.t, err)
-	q := queue.NamespaceQueue(tk.Namespace)
-	for round := 0; !tk.State.Terminal(); round++ {
-		require.Less(h.t, round, 50, "task %s does not finish", task)
+	return h.runRounds(task, func(q string, tk store.Task) {
 		h.makeVisible(tk.Namespace) // a retry's delay, passed
 		msgs := h.readAll(q)
 		require.NotEmpty(h.t, msgs, "task %s is stuck in %s", task, tk.State)
@@ -294,10 +274,7 @@ func (h *harness) runToEndCarried(task uuid.UUID) store.TaskDetail {
 			require.False(h.t, live || archived, "the step message is deleted with the outcome")
 			require.Zero(h.t, h.queueLen(queue.StepResultsQueue), "no result message")
 		}
-		tk, err = h.st.TaskGet(h.ctx, task)
-		require.NoError(h.t, err)
-	}
-	return h.show(task)
+	})
 }
 
 // stepFacts is what a step records of its attempts, without its times.
@@ -333,14 +310,11 @@ func TestCarriedOutcomesRunWorkflows(t *testing.T) {
 				defer h.inject(w.failing, nil)
 			}
 			carried := h.runToEndCarried(h.submit(w.ns, w.name, `{"even_number": 6}`))
-			task := h.submit(w.ns, w.name, `{"even_number": 6}`)
-			for round := 0; !h.show(task).State.Terminal(); round++ {
-				require.Less(t, round, 50, "task %s does not finish", task)
+			viaQueue := h.runRounds(h.submit(w.ns, w.name, `{"even_number": 6}`), func(string, store.Task) {
 				h.makeVisible(w.ns)
 				h.work(w.ns)
 				h.applyAll()
-			}
-			viaQueue := h.show(task)
+			})
 			require.Equal(t, workflow.TaskStateComplete, carried.State)
 			if w.failing != "" {
 				require.Equal(t, 2, step(t, carried, w.failing).Attempts, "the first attempt failed, the second ran")
@@ -360,14 +334,11 @@ func TestCarriedOutcomesRunWorkflows(t *testing.T) {
 func TestCarriedOutcomeNotAppliedChangesNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, store.Options{})
-	task := h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
-	q := queue.NamespaceQueue(testsupport.LinearNamespace)
-	msgs := h.readAll(q)
-	require.Len(t, msgs, 1)
-	w := h.start(msgs[0])
-	o := h.outcome(msgs[0], w)
+	task, q, first := h.linearFirst()
+	w := h.start(first)
+	o := h.outcome(first, w)
 
-	stale := h.carried(msgs[0], w, o)
+	stale := h.carried(first, w, o)
 	stale.Attempt++
 	before := h.show(task)
 	out, err := h.st.OutcomeApply(h.ctx, stale)
@@ -376,7 +347,7 @@ func TestCarriedOutcomeNotAppliedChangesNothing(t *testing.T) {
 	require.True(t, out.Unrecorded)
 	require.Contains(t, out.Reason, "not current")
 	require.Equal(t, before, h.show(task))
-	live, _ := h.inQueue(q, msgs[0].ID)
+	live, _ := h.inQueue(q, first.ID)
 	require.True(t, live, "the step message stays for its worker")
 
 	// An outcome recorded meanwhile (the worker gave up waiting and
@@ -384,14 +355,14 @@ func TestCarriedOutcomeNotAppliedChangesNothing(t *testing.T) {
 	o.Direct = true
 	require.NoError(t, h.st.StepOutcomeRecord(h.ctx, o))
 	before = h.show(task)
-	out, err = h.st.OutcomeApply(h.ctx, h.carried(msgs[0], w, o))
+	out, err = h.st.OutcomeApply(h.ctx, h.carried(first, w, o))
 	require.NoError(t, err)
 	require.True(t, out.Ignored)
 	require.True(t, out.Unrecorded)
 	require.Equal(t, before, h.show(task))
 
 	// The recorded one applies as ever, once.
-	due := store.OutcomeDue{MsgID: msgs[0].ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID, Attempt: w.Attempt}
+	due := store.OutcomeDue{MsgID: first.ID, Namespace: w.Namespace, TaskUUID: w.TaskUUID, StepUUID: w.StepUUID, Attempt: w.Attempt}
 	out, err = h.st.OutcomeApply(h.ctx, due)
 	require.NoError(t, err)
 	require.False(t, out.Ignored, out.Reason)
@@ -412,4 +383,14 @@ func TestCarriedOutcomeNotAppliedChangesNothing(t *testing.T) {
 	require.Equal(t, before, h.show(task))
 	live, archived := h.inQueue(q, next[0].ID)
 	require.False(t, live || archived, "the step message is acknowledged")
+}
+
+// linearFirst submits a linear task and reads its one ready step message.
+func (h *harness) linearFirst() (task uuid.UUID, q string, first queue.Message) {
+	h.t.Helper()
+	task = h.submit(testsupport.LinearNamespace, testsupport.LinearName, `{"even_number": 6}`)
+	q = queue.NamespaceQueue(testsupport.LinearNamespace)
+	msgs := h.readAll(q)
+	require.Len(h.t, msgs, 1)
+	return task, q, msgs[0]
 }

@@ -273,6 +273,22 @@ func (h *harness) runToEnd(task uuid.UUID) store.TaskDetail {
 	return h.show(task)
 }
 
+// runRounds runs a task to its end by calling round with its namespace's
+// queue until the task is terminal, at most 50 times.
+func (h *harness) runRounds(task uuid.UUID, round func(q string, tk store.Task)) store.TaskDetail {
+	h.t.Helper()
+	tk, err := h.st.TaskGet(h.ctx, task)
+	require.NoError(h.t, err)
+	q := queue.NamespaceQueue(tk.Namespace)
+	for n := 0; !tk.State.Terminal(); n++ {
+		require.Less(h.t, n, 50, "task %s does not finish", task)
+		round(q, tk)
+		tk, err = h.st.TaskGet(h.ctx, task)
+		require.NoError(h.t, err)
+	}
+	return h.show(task)
+}
+
 func (h *harness) show(task uuid.UUID) store.TaskDetail {
 	h.t.Helper()
 	d, err := h.st.TaskShow(h.ctx, task)

@@ -99,11 +99,7 @@ func (h *harness) sqlFail(q string, msgID int64, w store.StepWork, stepErr strin
 // worker contract and its results applied by orchestration.
 func (h *harness) runToEndSQL(task uuid.UUID) store.TaskDetail {
 	h.t.Helper()
-	tk, err := h.st.TaskGet(h.ctx, task)
-	require.NoError(h.t, err)
-	q := queue.NamespaceQueue(tk.Namespace)
-	for round := 0; !tk.State.Terminal(); round++ {
-		require.Less(h.t, round, 50, "task %s does not finish", task)
+	return h.runRounds(task, func(q string, _ store.Task) {
 		for _, m := range h.readAll(q) {
 			b, err := h.sqlBegin(q, m.ID)
 			require.NoError(h.t, err)
@@ -117,10 +113,7 @@ func (h *harness) runToEndSQL(task uuid.UUID) store.TaskDetail {
 			require.False(h.t, live, "step_complete deletes the step message")
 		}
 		h.applyAll()
-		tk, err = h.st.TaskGet(h.ctx, task)
-		require.NoError(h.t, err)
-	}
-	return h.show(task)
+	})
 }
 
 func newContractHarness(t *testing.T, lim store.WorkerLimits) *harness {
