@@ -89,7 +89,10 @@ type Report struct {
 	// not PostgreSQL.
 	CPUSeconds           float64 `json:"cpu_seconds"`
 	CPUSecondsPer1KSteps float64 `json:"cpu_seconds_per_1k_steps"`
-	PeakRSSBytes         int64   `json:"peak_rss_bytes"`
+	// PeakRSSBytes is the process's peak resident set from its start
+	// (submitting and any --history fill included) until the last task
+	// finished, before the report reads the run's steps back.
+	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 	// AllocsPerStep and AllocBytesPerStep are the heap allocations of this
 	// process (runtime.MemStats Mallocs and TotalAlloc deltas) over the
 	// same window as CPUSeconds, divided by StepsComplete. The process hosts
@@ -329,7 +332,7 @@ func (r *run) collect(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	rep.PeakRSSBytes = peakRSS()
+	rep.PeakRSSBytes = r.peakRSS
 	if rep.StepsComplete > 0 {
 		rep.AllocsPerStep = float64(r.mallocsEnd-r.mallocsBegan) / float64(rep.StepsComplete)
 		rep.AllocBytesPerStep = float64(r.allocEnd-r.allocBegan) / float64(rep.StepsComplete)

@@ -56,7 +56,10 @@ type run struct {
 	// TotalAlloc) at the same two moments.
 	mallocsBegan, mallocsEnd uint64
 	allocBegan, allocEnd     uint64
-	timedOut                 bool
+	// peakRSS is the process's peak resident set when the last task was
+	// seen finished: the report's reading of every step comes after.
+	peakRSS  int64
+	timedOut bool
 	// workers is the bench namespace's worker count.
 	workers int
 	// steadyBegan and steadyEnded bound the steady submitter; steadyErr is
@@ -198,6 +201,7 @@ func (r *run) execute(ctx context.Context, cfg *config.Config) (err error) {
 	waitErr := r.wait(ctx)
 	r.ended, r.cpuEnd = time.Now(), cpuTime()
 	r.mallocsEnd, r.allocEnd = allocations()
+	r.peakRSS = peakRSS()
 	r.serverEnd = r.db.serverCPU(context.WithoutCancel(ctx))
 	stopSubmit()
 	wg.Wait()
