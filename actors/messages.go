@@ -64,3 +64,8 @@ type carriedApplied struct{ OK bool }
 // duePanicked carries a panic of an outcome's application, raised again in
 // the step-result actor so that its supervisor restarts it.
 type duePanicked struct{ Value any }
+
+// tailPanicked carries a panic of a worker's tail (the wait for a carried
+// outcome's apply, and the recording after it), raised again in the worker
+// so that its supervisor restarts it.
+type tailPanicked struct{ Value any }

@@ -51,10 +51,11 @@ func (n *namespaceSupervisor) spawnChildren(ctx actor.Context) {
 		}
 	}, nil)
 	s.registerWaker(q, poller)
+	tails := make(chan struct{}, max(n.ns.Workers, 1))
 	for i := 0; i < n.ns.Workers; i++ {
 		i := i
 		spawn(ctx, s, workerName(i), KindWorker, n.ns.Name, "", func() actor.Actor {
-			return &worker{sys: s, ns: n.ns, index: i, poller: poller, path: self + "/" + workerName(i)}
+			return &worker{sys: s, ns: n.ns, index: i, poller: poller, path: self + "/" + workerName(i), tails: tails}
 		}, nil)
 	}
 }

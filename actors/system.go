@@ -163,6 +163,8 @@ type System struct {
 
 	// stopping stops pollers from taking new messages.
 	stopping atomic.Bool
+	// tails counts the workers' tails still running (worker.carry).
+	tails sync.WaitGroup
 	// handlerCtx is the parent of every handler's context; cancelled when
 	// the shutdown timeout runs out.
 	handlerCtx    context.Context
@@ -374,8 +376,9 @@ func (s *System) registerWaker(queueName string, pid *actor.PID) {
 }
 
 // Stop stops the tree in order: pollers stop taking messages, in-flight
-// handlers get until ctx's deadline to finish (then they are cancelled and
-// their messages left to redelivery), then the actors stop. Stop is
+// handlers, and the workers' tails that wait for their outcomes' apply, get
+// until ctx's deadline to finish (then they are cancelled and their
+// messages left to redelivery), then the actors stop. Stop is
 // idempotent.
 func (s *System) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
@@ -387,6 +390,9 @@ func (s *System) Stop(ctx context.Context) error {
 			// answers at once once the root has terminated.
 			for s.system.Root.StopFuture(s.root).Wait() != nil {
 			}
+			// The workers have ended their jobs, so no tail starts after
+			// this; a tail's outcome is recorded through the shutdown.
+			s.tails.Wait()
 		}()
 		select {
 		case <-done:

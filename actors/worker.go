@@ -26,8 +26,9 @@ import (
 // handler within the step's timeout while keeping the message invisible,
 // and record the outcome. On a node that runs the step-result actor the
 // outcome is handed to it in the process, and the message is deleted when
-// the outcome is applied; elsewhere recording it sends the result message
-// and deletes the step message.
+// the outcome is applied; the worker takes its next job meanwhile, and a
+// tail goroutine waits for the apply (see carry). Elsewhere recording the
+// outcome sends the result message and deletes the step message.
 // A job occupies the worker's mailbox for the handler's duration; that is
 // the point of having a pool.
 type worker struct {
@@ -36,11 +37,16 @@ type worker struct {
 	index  int
 	poller *actor.PID
 	path   string
+	self   *actor.PID
+	// tails holds a slot for each tail (see carry) of the namespace's
+	// workers; its capacity is their number.
+	tails chan struct{}
 }
 
 func (w *worker) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
+		w.self = ctx.Self()
 		w.sys.tree.setStatus(w.path, StatusRunning)
 		w.sys.tree.setBusy(w.path, false)
 		ctx.Send(w.poller, workerFree{Index: w.index})
@@ -50,6 +56,9 @@ func (w *worker) Receive(ctx actor.Context) {
 		w.sys.tree.setStatus(w.path, StatusStopped)
 	case announce:
 		ctx.Send(w.poller, workerFree{Index: w.index, Announce: true, Epoch: msg.Epoch})
+	case tailPanicked:
+		// Raised here, so that the worker's supervisor restarts it.
+		panic(msg.Value)
 	case stepJob:
 		w.sys.tree.setBusy(w.path, true)
 		w.run(msg)
@@ -155,7 +164,13 @@ func (w *worker) run(job stepJob) {
 	log.started(&work)
 	// The message stays invisible until the outcome is recorded, however
 	// long the handler and the recording (through an outage) take.
-	defer w.sys.keepInvisible(w.queueName(), job.MsgID, w.ns.VisibilityTimeout, lease).stop()
+	keeper := w.sys.keepInvisible(w.queueName(), job.MsgID, w.ns.VisibilityTimeout, lease)
+	carried := false
+	defer func() {
+		if !carried {
+			keeper.stop()
+		}
+	}()
 
 	started := time.Now()
 	var (
@@ -189,9 +204,46 @@ func (w *worker) run(job stepJob) {
 		CorrelationID: work.CorrelationID, Attempt: work.Attempt, Result: result, Err: stepErr,
 		Duration: elapsed, Archive: archive, Direct: !archive && w.sys.canHandOver(),
 	}
-	if out.Direct && w.applyCarried(log, out, w.due(work, job, lease.get())) {
+	if out.Direct {
+		carried = true
+		w.carry(log, held, out, work, job, lease, keeper)
 		return
 	}
+	w.record(log, held, out, work, job, lease)
+}
+
+// carry hands out, recorded nowhere yet, to this node's step-result actor
+// and leaves the rest of the job to a tail goroutine, so that the worker
+// takes its next job meanwhile: waiting for the apply's commit, recording
+// the outcome itself when the actor could not apply it, and keeping the
+// message invisible until one of the two is done. A namespace has at most
+// as many tails as workers: a job that finds them all running waits here
+// for one to end. System.Stop waits for the tails; a panic in one is raised
+// again in the worker.
+func (w *worker) carry(log *jobLog, held heldTry, out store.Outcome, work store.StepWork, job stepJob, lease *leaseEnd, keeper *visibilityKeeper) {
+	w.tails <- struct{}{}
+	self := w.self
+	w.sys.tails.Add(1)
+	go func() {
+		defer w.sys.tails.Done()
+		defer func() { <-w.tails }()
+		defer keeper.stop()
+		defer func() {
+			if r := recover(); r != nil && self != nil {
+				w.sys.system.Root.Send(self, tailPanicked{Value: r})
+			}
+		}()
+		if w.applyCarried(log, out, w.due(work, job, lease.get())) {
+			return
+		}
+		w.record(log, held, out, work, job, lease)
+	}()
+}
+
+// record records out in the worker's own transaction, then hands it over to
+// the step-result actor when out is Direct.
+func (w *worker) record(log *jobLog, held heldTry, out store.Outcome, work store.StepWork, job stepJob, lease *leaseEnd) {
+	base := w.sys.handlerCtx
 	superseded := false
 	// The handler has run: its outcome is worth recording through the
 	// shutdown too, rather than running it again on redelivery.

@@ -577,6 +577,59 @@ func TestIsolationBrokenNamespaceQueue(t *testing.T) {
 	require.GreaterOrEqual(t, readsUntilOpen, int64(breaker.FailureThreshold), "the breaker opened on failed reads")
 }
 
+// A worker takes its next job while the step-result actor applies the
+// outcome it handed over: with one worker and the first apply held, the
+// second task's handler runs before the first task's outcome is recorded
+// anywhere (the worker did not fall back to recording it), and both tasks
+// complete, each step run once, when the apply goes on.
+func TestWorkerTakesNextJobWhileItsOutcomeIsApplied(t *testing.T) {
+	t.Parallel()
+	var runs atomic.Int64
+	count := workflow.HandlerFunc(func(context.Context, workflow.StepInput) (json.RawMessage, error) {
+		runs.Add(1)
+		return json.RawMessage(`{}`), nil
+	})
+	n := rsStart(t, rsSetup{
+		templates: map[string]string{"tail/job.toml": rsOneStep("tail", "job", "test.count", "")},
+		handlers:  map[string]workflow.Handler{"test.count": count},
+		configure: func(cfg *config.Config) {
+			cfg.Namespaces["tail"] = config.Namespace{Workers: 1}
+		},
+	})
+	applying := make(chan struct{}, 1)
+	release := make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	// A carried outcome's application meets OpStepOutcomeRecord first.
+	n.faults.Set(testsupport.OpStepOutcomeRecord, testsupport.Fault{Times: 1, Before: func() {
+		applying <- struct{}{}
+		<-release
+	}})
+	first := n.submit("tail", "job")
+	select {
+	case <-applying:
+	case <-time.After(rsWait):
+		t.Fatal("the first outcome's application did not begin")
+	}
+	second := n.submit("tail", "job")
+	testsupport.WaitFor(t, rsWait, "the second task's handler to run", func() (bool, error) {
+		return runs.Load() == 2, nil
+	})
+	require.Equal(t, int64(1), n.faults.Calls(testsupport.OpStepOutcomeRecord), "the first outcome is recorded nowhere yet")
+	d, ok := n.show(first)
+	require.True(t, ok)
+	require.Equal(t, workflow.TaskStateInProgress, d.State)
+	close(release)
+	n.waitTask(first, workflow.TaskStateComplete)
+	n.waitTask(second, workflow.TaskStateComplete)
+	require.Equal(t, int64(2), runs.Load(), "each step ran once")
+}
+
 // Messages that cannot be processed do not block their queue: a step
 // message delivered too often is archived and its step failed as poison, a
 // result that keeps failing to apply is quarantined, an undecodable step
