@@ -196,10 +196,11 @@ func (c *consumer) handleDue(ctx actor.Context, d outcomeDue) {
 // applyCarried applies, on a goroutine of its own (as handleDue), an
 // outcome a worker carries recorded nowhere yet, in one try through the
 // breaker, and answers the worker whether it was applied (or ignored with
-// its step message acknowledged, its task no longer in progress). A worker
-// told no records the outcome itself, so nothing here holds the outcome through
-// a failure, counts the failure against the message or acknowledges
-// anything; the worker keeps the step message invisible meanwhile.
+// its step message acknowledged, its task no longer in progress). A worker's
+// tail told no records the outcome itself, so nothing here holds the
+// outcome through a failure, counts the failure against the message or
+// acknowledges anything; the tail keeps the step message invisible
+// meanwhile.
 func (c *consumer) applyCarried(ctx actor.Context, d outcomeDue) {
 	s, self, sender := c.loop.sys, ctx.Self(), ctx.Sender()
 	go func() {

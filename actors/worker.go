@@ -276,8 +276,8 @@ func (w *worker) record(log *jobLog, held heldTry, out store.Outcome, work store
 // waits for the answer: true once that committed (or the outcome was
 // ignored and its step message acknowledged: its task is no longer in
 // progress). On false (the actor is gone or failed, the database failed,
-// the attempt is no longer current) nothing was written, and the worker
-// records the outcome itself.
+// the attempt is no longer current) nothing was written, and the job's
+// tail records the outcome itself (see carry).
 func (w *worker) applyCarried(log *jobLog, out store.Outcome, due outcomeDue) bool {
 	pid := w.sys.resultsActor()
 	if pid == nil {

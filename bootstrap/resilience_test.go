@@ -596,26 +596,10 @@ func TestWorkerTakesNextJobWhileItsOutcomeIsApplied(t *testing.T) {
 			cfg.Namespaces["tail"] = config.Namespace{Workers: 1}
 		},
 	})
-	applying := make(chan struct{}, 1)
-	release := make(chan struct{})
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
 	// A carried outcome's application meets OpStepOutcomeRecord first.
-	n.faults.Set(testsupport.OpStepOutcomeRecord, testsupport.Fault{Times: 1, Before: func() {
-		applying <- struct{}{}
-		<-release
-	}})
+	apply := n.faults.Hold(t, testsupport.OpStepOutcomeRecord)
 	first := n.submit("tail", "job")
-	select {
-	case <-applying:
-	case <-time.After(rsWait):
-		t.Fatal("the first outcome's application did not begin")
-	}
+	apply.WaitEntered(t, rsWait, "the first outcome's application")
 	second := n.submit("tail", "job")
 	testsupport.WaitFor(t, rsWait, "the second task's handler to run", func() (bool, error) {
 		return runs.Load() == 2, nil
@@ -624,7 +608,7 @@ func TestWorkerTakesNextJobWhileItsOutcomeIsApplied(t *testing.T) {
 	d, ok := n.show(first)
 	require.True(t, ok)
 	require.Equal(t, workflow.TaskStateInProgress, d.State)
-	close(release)
+	apply.Release()
 	n.waitTask(first, workflow.TaskStateComplete)
 	n.waitTask(second, workflow.TaskStateComplete)
 	require.Equal(t, int64(2), runs.Load(), "each step ran once")
@@ -727,26 +711,15 @@ func TestPoisonAndStaleMessages(t *testing.T) {
 		n := n.with(t)
 		// Hold the step-result actor at the result until the task is
 		// cancelled.
-		entered, release := make(chan struct{}), make(chan struct{})
-		var once sync.Once
-		open := func() { once.Do(func() { close(release) }) }
-		t.Cleanup(open)
-		n.faults.Set(testsupport.OpResultApply, testsupport.Fault{Times: 1, Before: func() {
-			close(entered)
-			<-release
-		}})
+		apply := n.faults.Hold(t, testsupport.OpResultApply)
 		id := n.submit("poison", "job")
-		select {
-		case <-entered:
-		case <-time.After(rsWait):
-			t.Fatal("timed out waiting for the result")
-		}
+		apply.WaitEntered(t, rsWait, "the result")
 		d, ok := n.show(id)
 		require.True(t, ok)
 		ctx, cancel := rsCtx()
 		defer cancel()
 		require.NoError(t, n.node.Store().TaskCancel(ctx, d.TaskUUID, "cancelled by the test"))
-		open()
+		apply.Release()
 		step := d.Steps[0].StepUUID.String()
 		testsupport.WaitFor(t, rsWait, "the step message to be acknowledged with the ignored outcome", func() (bool, error) {
 			return archived("q_poison_queue", step) == 0, nil

@@ -162,6 +162,39 @@ func (f *Faults) Fail(op string, err error, times int) {
 	f.Set(op, Fault{Err: err, Times: times})
 }
 
+// Held is the next call of an operation, stopped by Hold until Release.
+type Held struct {
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+// Hold stops the next call of op until Release, which also runs at the
+// test's cleanup; WaitEntered waits for the call to arrive.
+func (f *Faults) Hold(t testing.TB, op string) *Held {
+	h := &Held{entered: make(chan struct{}), release: make(chan struct{})}
+	t.Cleanup(h.Release)
+	f.Set(op, Fault{Times: 1, Before: func() {
+		close(h.entered)
+		<-h.release
+	}})
+	return h
+}
+
+// WaitEntered waits up to timeout for the held call to arrive, failing t
+// with what otherwise.
+func (h *Held) WaitEntered(t testing.TB, timeout time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-h.entered:
+	case <-time.After(timeout):
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// Release lets the held call go on. It is idempotent.
+func (h *Held) Release() { h.once.Do(func() { close(h.release) }) }
+
 // Clear removes the fault on op.
 func (f *Faults) Clear(op string) {
 	f.mu.Lock()
