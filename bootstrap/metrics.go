@@ -78,7 +78,7 @@ func NewMetrics() *Metrics {
 		}, []string{"outcome"}),
 		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasker_pruned_rows_total",
-			Help: "Rows this node's retention deleted, by target (tasks_complete, archive:<queue>, …) and table (rows: the target's own, steps, edges, transitions).",
+			Help: "Rows this node's retention deleted, by target (tasks_complete, archive:<queue>, …) and table (rows: the target's own, steps, transitions).",
 		}, []string{"target", "table"}),
 		pruneRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasker_prune_runs_total",
@@ -158,9 +158,8 @@ func (m *Metrics) flowRepaired(d store.FlowDrift, err error) {
 func (m *Metrics) prunedBatch(t store.PruneTarget, c store.PruneCount) {
 	label := t.Label()
 	m.pruned.WithLabelValues(label, "rows").Add(float64(c.Rows))
-	if c.Steps+c.Edges+c.Transitions > 0 {
+	if c.Steps+c.Transitions > 0 {
 		m.pruned.WithLabelValues(label, "steps").Add(float64(c.Steps))
-		m.pruned.WithLabelValues(label, "edges").Add(float64(c.Edges))
 		m.pruned.WithLabelValues(label, "transitions").Add(float64(c.Transitions))
 	}
 }

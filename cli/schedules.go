@@ -237,9 +237,9 @@ func runPrune(in *invocation, args []string) error {
 				return err
 			}
 			tw := newTable(in.stdout)
-			fmt.Fprintln(tw, "TARGET\tROWS\tSTEPS\tEDGES\tTRANSITIONS")
+			fmt.Fprintln(tw, "TARGET\tROWS\tSTEPS\tTRANSITIONS")
 			for label, c := range run.Deleted {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", label, c.Rows, c.Steps, c.Edges, c.Transitions)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", label, c.Rows, c.Steps, c.Transitions)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -256,9 +256,9 @@ func writePrunePlan(w io.Writer, plan []api.PrunePreview) error {
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "TARGET\tOLDER THAN\tROWS\tSTEPS\tEDGES\tTRANSITIONS")
+	fmt.Fprintln(tw, "TARGET\tOLDER THAN\tROWS\tSTEPS\tTRANSITIONS")
 	for _, p := range plan {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", p.Target, p.Cutoff.Local().Format(timeLayout), p.Count.Rows, p.Count.Steps, p.Count.Edges, p.Count.Transitions)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", p.Target, p.Cutoff.Local().Format(timeLayout), p.Count.Rows, p.Count.Steps, p.Count.Transitions)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

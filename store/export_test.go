@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -40,4 +41,22 @@ type DB = db
 func (s *Store) TemplateResolveOn(ctx context.Context, d DB, namespace, name, version string) (string, error) {
 	rt, err := s.templateResolve(ctx, d, namespace, name, version)
 	return rt.Version, err
+}
+
+// MigrateBefore applies the embedded migrations older than version, as a
+// database last migrated by an older build has them.
+func MigrateBefore(ctx context.Context, pool *pgxpool.Pool, version int) error {
+	ms, err := Migrations()
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if m.Version >= version {
+			break
+		}
+		if _, err := applyMigration(ctx, pool, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }

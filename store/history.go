@@ -45,8 +45,8 @@ type TaskHistoryInsertParams struct {
 
 // TaskHistoryInsert writes the chunk p describes: for each task, the rows
 // a node leaves for a completed task of a chain template (the task
-// complete, each step complete after one attempt, the edges, three task
-// transitions and four per step), with times, UUIDv7 identities and
+// complete, each step complete after one attempt with its parent and
+// child, three task transitions and four per step), with times, UUIDv7 identities and
 // transition order as a real run records them. It returns how many tasks
 // it wrote.
 func (s *Store) TaskHistoryInsert(ctx context.Context, p TaskHistoryInsertParams) (int64, error) {
@@ -103,8 +103,8 @@ type TaskHistoryDeleteParams struct {
 	Limit int
 }
 
-// TaskHistoryDelete deletes up to p.Limit history tasks with their steps,
-// edges and transitions, and returns how many it deleted.
+// TaskHistoryDelete deletes up to p.Limit history tasks with their steps
+// and transitions, and returns how many it deleted.
 func (s *Store) TaskHistoryDelete(ctx context.Context, p TaskHistoryDeleteParams) (int64, error) {
 	var n int64
 	if err := stmt("task_history_delete").queryRow(ctx, s.pool, args{
@@ -231,7 +231,7 @@ func (s *Store) RequestSteps(ctx context.Context, ids [][16]byte) ([]RequestStep
 
 // RequestsDelete deletes, in one transaction, the requests ids still in
 // the task request queue, the messages of their tasks still in
-// taskQueues, their tasks (steps, edges and transitions go with them) and
+// taskQueues, their tasks (steps and transitions go with them) and
 // their rejections.
 func (s *Store) RequestsDelete(ctx context.Context, ids [][16]byte, taskQueues []string) error {
 	texts := make([]string, len(ids))
@@ -266,7 +266,7 @@ func (s *Store) RequestsDelete(ctx context.Context, ids [][16]byte, taskQueues [
 func uuidText(id [16]byte) string { return uuid.UUID(id).String() }
 
 // taskTables are the tables a task's rows live in.
-var taskTables = []string{"tasker.tasks", "tasker.steps", "tasker.step_edges", "tasker.task_transitions", "tasker.step_transitions"}
+var taskTables = []string{"tasker.tasks", "tasker.steps", "tasker.task_transitions", "tasker.step_transitions"}
 
 // finishedStates are the task states a task ends in.
 var finishedStates = states(workflow.TaskStatesWhere(workflow.TaskState.Terminal))

@@ -41,12 +41,12 @@ func (l *planLog) record(on bool) {
 
 // seqScanOnHotTable finds a sequential scan of a table the hot statements
 // reach by key, or the state index of tasks.
-var seqScanOnHotTable = regexp.MustCompile(`Seq Scan on (tasks|steps|step_edges|step_transitions|task_transitions|q_\w+)\b|tasks_state_created`)
+var seqScanOnHotTable = regexp.MustCompile(`Seq Scan on (tasks|steps|step_transitions|task_transitions|q_\w+)\b|tasks_state_created`)
 
 // indexScanOnHotTable is a scan of a hot table's index; unless the lines
 // of its node hold an Index Cond, it reads the whole index (a sequential
 // scan in all but name).
-var indexScanOnHotTable = regexp.MustCompile(`^(\s*)(?:->\s+)?(Index|Index Only|Bitmap Index) Scan (?:Backward )?using \w+ on (tasks|steps|step_edges|step_transitions|task_transitions|q_\w+)\b`)
+var indexScanOnHotTable = regexp.MustCompile(`^(\s*)(?:->\s+)?(Index|Index Only|Bitmap Index) Scan (?:Backward )?using \w+ on (tasks|steps|step_transitions|task_transitions|q_\w+)\b`)
 
 // queueHead is the scan of a queue read: its primary key in msg_id order
 // from the head, up to the read's LIMIT, skipping the invisible messages.
@@ -147,9 +147,9 @@ func TestHotStatementsReachRowsByKey(t *testing.T) {
 			retryable, timeout_ms, waiting_parents)
 		SELECT gen_random_uuid(), task_uuid, 's' || p, p, namespace, 'h', 'complete', 3, true, 1000, 0
 		FROM tasker.tasks, generate_series(1, 4) p WHERE task_uuid NOT IN (SELECT task_uuid FROM tasker.steps);
-		INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
-		SELECT a.task_uuid, a.step_uuid, b.step_uuid FROM tasker.steps a
-			JOIN tasker.steps b ON b.task_uuid = a.task_uuid AND b.position = a.position + 1
+		UPDATE tasker.steps a SET
+			parents = ARRAY(SELECT p.step_uuid FROM tasker.steps p WHERE p.task_uuid = a.task_uuid AND p.position = a.position - 1),
+			children = ARRAY(SELECT c.step_uuid FROM tasker.steps c WHERE c.task_uuid = a.task_uuid AND c.position = a.position + 1)
 		WHERE a.name LIKE 's_';
 		INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id)
 		SELECT step_uuid, task_uuid, 'in_progress', 'complete', 'filler', 1, 'filler' FROM tasker.steps WHERE name LIKE 's_';

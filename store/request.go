@@ -355,7 +355,8 @@ type madeTask struct {
 
 // taskRows are the rows of a batch's new tasks, as the statements that
 // insert them take them: one element per task, step, edge or transition,
-// each naming its task.
+// each step and transition naming its task (an edge, a pair of steps, goes
+// into their rows).
 type taskRows struct {
 	// The tasks, with their requests.
 	tasks, requestIDs, correlations               [][16]byte
@@ -374,7 +375,7 @@ type taskRows struct {
 	retryable                                     []bool
 	timeouts, backoffBase, backoffMax             []int64
 	flow                                          flowColumns
-	edgeTasks, edgeFrom, edgeTo                   [][16]byte
+	edgeFrom, edgeTo                              [][16]byte
 	moveSteps, moveTasks                          [][16]byte
 	moveFrom, moveTo, moveWhy                     []string
 	// The roots to enqueue at once, and those under flow limits left to
@@ -392,7 +393,7 @@ func (r *taskRows) grow(tasks, steps int) {
 		*v = slices.Grow(*v, tasks)
 	}
 	r.digests, r.traces, r.msgIDs = slices.Grow(r.digests, tasks), slices.Grow(r.traces, tasks), slices.Grow(r.msgIDs, tasks)
-	for _, v := range []*[][16]byte{&r.taskMoveTasks, &r.steps, &r.stepTasks, &r.edgeTasks, &r.edgeFrom, &r.edgeTo, &r.moveSteps, &r.moveTasks} {
+	for _, v := range []*[][16]byte{&r.taskMoveTasks, &r.steps, &r.stepTasks, &r.edgeFrom, &r.edgeTo, &r.moveSteps, &r.moveTasks} {
 		*v = slices.Grow(*v, steps)
 	}
 	for _, v := range []*[]string{&r.taskFrom, &r.taskTo, &r.taskWhy, &r.stepNamespaces, &r.stepNames, &r.handlers, &r.configs,
@@ -450,10 +451,8 @@ func (s *Store) queueTasksCreate(b *pgx.Batch, rows *taskRows, made map[uuid.UUI
 		"timeouts_ms": rows.timeouts, "backoff_base_ms": rows.backoffBase, "backoff_max_ms": rows.backoffMax,
 		"waiting": rows.waiting, "flow_groups": rows.flow.groups, "flow_max": rows.flow.max,
 		"flow_interval_us": rows.flow.intervalUS, "flow_burst": rows.flow.burst, "flow_keys": rows.flow.keys,
+		"edge_from": rows.edgeFrom, "edge_to": rows.edgeTo,
 	})
-	if len(rows.edgeFrom) > 0 {
-		stmt("tasks_edges_insert").queue(b, args{"tasks": rows.edgeTasks, "from_steps": rows.edgeFrom, "to_steps": rows.edgeTo})
-	}
 	stmt("tasks_transitions_insert").queue(b, args{
 		"tasks": rows.taskMoveTasks, "from_states": rows.taskFrom, "to_states": rows.taskTo, "reasons": rows.taskWhy,
 		"node_id": s.nodeID,
@@ -615,7 +614,6 @@ func (s *Store) planTaskCreate(rows *taskRows, c acceptCall, tmpl resolvedTempla
 		rows.flow.add(st.Groups, st.Key)
 	}
 	for _, e := range p.Edges {
-		rows.edgeTasks = append(rows.edgeTasks, id)
 		rows.edgeFrom, rows.edgeTo = append(rows.edgeFrom, p.Steps[e.From].ID), append(rows.edgeTo, p.Steps[e.To].ID)
 	}
 	for _, m := range p.StepMoves {

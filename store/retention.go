@@ -11,9 +11,9 @@ import (
 
 // Retention: what is older than it is kept is deleted in small batches,
 // each its own short transaction, so pruning never holds many locks nor a
-// long snapshot. Finished tasks go with their steps, edges and
-// transitions; then the rejected requests, the queues' archives and the
-// schedules' fire history.
+// long snapshot. Finished tasks go with their steps and transitions; then
+// the rejected requests, the queues' archives and the schedules' fire
+// history.
 
 // PruneKind is one thing retention deletes.
 type PruneKind string
@@ -61,18 +61,17 @@ func (t PruneTarget) Label() string {
 type PruneCount struct {
 	// Rows is the target's own rows: tasks, requests, messages or fires.
 	Rows int64 `json:"rows"`
-	// Steps, Edges and Transitions go with pruned tasks.
+	// Steps and Transitions go with pruned tasks.
 	Steps       int64 `json:"steps,omitempty"`
-	Edges       int64 `json:"edges,omitempty"`
 	Transitions int64 `json:"transitions,omitempty"`
 }
 
 // Total is every row the count covers.
-func (c PruneCount) Total() int64 { return c.Rows + c.Steps + c.Edges + c.Transitions }
+func (c PruneCount) Total() int64 { return c.Rows + c.Steps + c.Transitions }
 
 // Add sums two counts.
 func (c PruneCount) Add(o PruneCount) PruneCount {
-	return PruneCount{Rows: c.Rows + o.Rows, Steps: c.Steps + o.Steps, Edges: c.Edges + o.Edges, Transitions: c.Transitions + o.Transitions}
+	return PruneCount{Rows: c.Rows + o.Rows, Steps: c.Steps + o.Steps, Transitions: c.Transitions + o.Transitions}
 }
 
 // PruneBatch deletes up to limit rows of the target (for tasks, limit
@@ -106,7 +105,7 @@ func (s *Store) prune(ctx context.Context, t PruneTarget, limit int, preview boo
 	case PruneComplete, PruneFailed, PruneCancelled:
 		a["states"] = pruneStates[t.Kind]
 		name = "prune_tasks" + suffix
-		err = stmt(name).queryRow(ctx, s.pool, a).Scan(&c.Rows, &c.Steps, &c.Edges, &c.Transitions)
+		err = stmt(name).queryRow(ctx, s.pool, a).Scan(&c.Rows, &c.Steps, &c.Transitions)
 	case PruneRejected:
 		name = "prune_rejected" + suffix
 		err = stmt(name).queryRow(ctx, s.pool, a).Scan(&c.Rows)

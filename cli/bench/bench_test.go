@@ -370,9 +370,10 @@ func TestHistory(t *testing.T) {
 		t.Helper()
 		task := `(SELECT task_uuid FROM tasker.tasks WHERE ` + cond + ` ORDER BY created_at LIMIT 1)`
 		return append(append(append(testsupport.TextRows(t, pool, `
-			SELECT format('step %s %s %s %s attempts=%s base=%s max=%s %s %s/%s/%s waiting=%s outcome=%s/%s result=%s error=%s retry_after=%s times=%s',
+			SELECT format('step %s %s %s %s attempts=%s base=%s max=%s %s %s/%s/%s waiting=%s parents=%s children=%s outcome=%s/%s result=%s error=%s retry_after=%s times=%s',
 				position, name, namespace, handler, attempts, attempts_base, max_attempts, retryable, timeout_ms,
-				backoff_base_ms, backoff_max_ms, waiting_parents, outcome_attempt, outcome_ok, result, error, retry_after_ms,
+				backoff_base_ms, backoff_max_ms, waiting_parents, cardinality(parents), cardinality(children),
+				outcome_attempt, outcome_ok, result, error, retry_after_ms,
 				enqueued_at <= last_attempted_at AND last_attempted_at <= finished_at AND next_attempt_at IS NULL)
 			FROM tasker.steps WHERE task_uuid = `+task+` ORDER BY position`),
 			testsupport.TextRows(t, pool, `

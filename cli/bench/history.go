@@ -17,9 +17,9 @@ import (
 // to measure the node on a database that has been in use rather than on
 // empty tables. They are the rows a node leaves for a completed task of the
 // linear template: the task complete, four steps complete after one attempt
-// each, three edges, three task transitions and sixteen step transitions,
-// with times, UUIDv7 identities and transition order as a real run records
-// them. They are written by store.TaskHistoryInsert, historyChunk tasks per
+// each (with their parents and children), three task transitions and
+// sixteen step transitions, with times, UUIDv7 identities and transition
+// order as a real run records them. They are written by store.TaskHistoryInsert, historyChunk tasks per
 // statement and historyWriters statements at a time, then the tables are
 // analyzed.
 //

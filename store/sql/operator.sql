@@ -80,4 +80,4 @@ SELECT (SELECT count(*) FROM moved WHERE state = @to_state), (SELECT count(*) FR
 SELECT step_uuid, state, attempts FROM tasker.steps WHERE task_uuid = @task AND name = @name FOR UPDATE;
 
 -- name: step_children
-SELECT to_step FROM tasker.step_edges WHERE from_step = @step;
+SELECT unnest(children) FROM tasker.steps WHERE step_uuid = @step;

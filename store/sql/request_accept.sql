@@ -28,25 +28,30 @@ ON CONFLICT (request_id) DO NOTHING;
 -- columns come as text (flow_groups and its limits, one PostgreSQL array
 -- literal per step, NULL for a step under no limit). A root under a flow
 -- limit comes as pending: task_roots_admit admits the batch's together.
+-- The edges come as pairs (@edge_from, @edge_to), in the template's order,
+-- and go into the parents and children of their steps.
 WITH x AS (
     SELECT * FROM unnest(@steps::uuid[], @tasks::uuid[], @namespaces::text[], @names::text[], @positions::int[],
         @handlers::text[], @configs::text[], @states::text[], @max_attempts::int[], @retryable::bool[],
         @timeouts_ms::bigint[], @backoff_base_ms::bigint[], @backoff_max_ms::bigint[], @waiting::int[],
         @flow_groups::text[], @flow_max::text[], @flow_interval_us::text[], @flow_burst::text[], @flow_keys::text[])
-        AS x(u, task, ns, nm, p, h, c, st, m, r, t, bb, bm, w, fg, fm, fi, fb, fk)
+        WITH ORDINALITY AS x(u, task, ns, nm, p, h, c, st, m, r, t, bb, bm, w, fg, fm, fi, fb, fk, n)
+), e AS (
+    SELECT * FROM unnest(@edge_from::uuid[], @edge_to::uuid[]) WITH ORDINALITY AS e(f, t, n)
+), up AS (
+    SELECT t AS u, array_agg(f ORDER BY n) AS parents FROM e GROUP BY t
+), down AS (
+    SELECT f AS u, array_agg(t ORDER BY n) AS children FROM e GROUP BY f
 )
 INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
     max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, waiting_parents, enqueued_at,
-    flow_groups, flow_max, flow_interval_us, flow_burst, flow_key)
-SELECT u, task, nm, p, ns, h, c::jsonb, st, m, r, t, bb, bm, w,
-    CASE WHEN st = @enqueued THEN now() END, fg::text[], fm::int[], fi::bigint[], fb::int[], fk
-FROM x
-WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = x.task OFFSET 0);
-
--- name: tasks_edges_insert
-INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
-SELECT x.task, x.f, x.t FROM unnest(@tasks::uuid[], @from_steps::uuid[], @to_steps::uuid[]) AS x(task, f, t)
-WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = x.task OFFSET 0);
+    flow_groups, flow_max, flow_interval_us, flow_burst, flow_key, parents, children)
+SELECT x.u, task, nm, p, ns, h, c::jsonb, st, m, r, t, bb, bm, w,
+    CASE WHEN st = @enqueued THEN now() END, fg::text[], fm::int[], fi::bigint[], fb::int[], fk,
+    COALESCE(up.parents, '{}'), COALESCE(down.children, '{}')
+FROM x LEFT JOIN up ON up.u = x.u LEFT JOIN down ON down.u = x.u
+WHERE EXISTS (SELECT FROM tasker.tasks WHERE task_uuid = x.task OFFSET 0)
+ORDER BY x.n;
 
 -- name: tasks_transitions_insert
 -- In the order given, each task's in the order of its moves.

@@ -8,7 +8,7 @@
 SELECT r.step_uuid, t.state, t.correlation_id, s.state, s.name, s.namespace, s.attempts, s.attempts_base,
     s.max_attempts, s.retryable, s.outcome_attempt, s.outcome_ok, s.error, s.retry_after_ms,
     s.backoff_base_ms, s.backoff_max_ms,
-    ARRAY(SELECT e.to_step FROM tasker.step_edges e WHERE e.from_step = s.step_uuid), s.flow_groups IS NOT NULL
+    COALESCE(s.children, '{}'), s.flow_groups IS NOT NULL
 FROM unnest(@steps::uuid[], @tasks::uuid[]) AS r(step_uuid, task_uuid)
     -- Each row by its key: as subqueries (OFFSET 0 keeps them so) a plan
     -- made while the tables were empty cannot join them by walking a whole

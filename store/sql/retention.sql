@@ -3,7 +3,7 @@
 
 -- name: prune_tasks
 -- Up to @limit tasks in @states that finished before @cutoff, with their
--- steps, edges and transitions. A task another transaction holds (an
+-- steps and transitions. A task another transaction holds (an
 -- operator's retry) is left for the next batch.
 WITH doomed AS (
     SELECT task_uuid FROM tasker.tasks
@@ -14,14 +14,12 @@ WITH doomed AS (
     DELETE FROM tasker.step_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed) RETURNING 1
 ), tt AS (
     DELETE FROM tasker.task_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed) RETURNING 1
-), e AS (
-    DELETE FROM tasker.step_edges WHERE task_uuid IN (SELECT task_uuid FROM doomed) RETURNING 1
 ), s AS (
     DELETE FROM tasker.steps WHERE task_uuid IN (SELECT task_uuid FROM doomed) RETURNING 1
 ), t AS (
     DELETE FROM tasker.tasks WHERE task_uuid IN (SELECT task_uuid FROM doomed) RETURNING 1
 )
-SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM s), (SELECT count(*) FROM e),
+SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM s),
     (SELECT count(*) FROM st) + (SELECT count(*) FROM tt);
 
 -- name: prune_tasks_count
@@ -32,7 +30,6 @@ WITH doomed AS (
 )
 SELECT (SELECT count(*) FROM doomed),
     (SELECT count(*) FROM tasker.steps WHERE task_uuid IN (SELECT task_uuid FROM doomed)),
-    (SELECT count(*) FROM tasker.step_edges WHERE task_uuid IN (SELECT task_uuid FROM doomed)),
     (SELECT count(*) FROM tasker.step_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed))
     + (SELECT count(*) FROM tasker.task_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed));
 

@@ -19,7 +19,7 @@ old AS (
     SET state = @to_state, attempts = s.attempts + 1, last_attempted_at = clock_timestamp(), next_attempt_at = NULL
     FROM old WHERE s.step_uuid = old.step_uuid
     RETURNING s.step_uuid, old.state AS from_state, s.task_uuid, s.namespace, s.name, s.handler, s.attempts,
-        s.attempts_base + s.max_attempts AS max_attempts, s.timeout_ms, s.config, s.last_attempted_at
+        s.attempts_base + s.max_attempts AS max_attempts, s.timeout_ms, s.config, s.last_attempted_at, s.parents
 ), recorded AS (
     INSERT INTO tasker.step_transitions (step_uuid, task_uuid, from_state, to_state, reason, attempt, node_id,
         created_at)
@@ -52,10 +52,10 @@ ORDER BY s.step_uuid);
 -- The results of the parents of the steps.
 -- Each parent by its key (OFFSET 0 keeps the lookup a subquery, so a plan
 -- made while the tables were empty cannot join them by walking steps).
-SELECT e.to_step, p.name, COALESCE(p.result, 'null'::jsonb)
-FROM tasker.step_edges e
+SELECT s.step_uuid, p.name, COALESCE(p.result, 'null'::jsonb)
+FROM tasker.steps s CROSS JOIN LATERAL unnest(s.parents) AS e(from_step)
     CROSS JOIN LATERAL (SELECT name, result FROM tasker.steps WHERE step_uuid = e.from_step OFFSET 0) p
-WHERE e.to_step = ANY(@steps::uuid[]);
+WHERE s.step_uuid = ANY(@steps::uuid[]);
 
 -- name: steps_take
 -- Takes up to @qty visible messages of {{step_queue}}, oldest first,
@@ -88,9 +88,8 @@ SELECT n.msg_id, n.read_ct, n.message, m.step_uuid, m.task_uuid, m.namespace, m.
     CASE WHEN m.step_uuid IS NOT NULL THEN
         -- Each parent by its key (OFFSET 0 keeps the look-up a subquery).
         (SELECT COALESCE(jsonb_object_agg(p.name, COALESCE(p.result, 'null'::jsonb)), '{}'::jsonb)::text
-        FROM tasker.step_edges e
-            CROSS JOIN LATERAL (SELECT name, result FROM tasker.steps WHERE step_uuid = e.from_step OFFSET 0) p
-        WHERE e.to_step = m.step_uuid)
+        FROM unnest(m.parents) AS e(from_step)
+            CROSS JOIN LATERAL (SELECT name, result FROM tasker.steps WHERE step_uuid = e.from_step OFFSET 0) p)
     END
 FROM named n
     LEFT JOIN moved m ON m.step_uuid = n.step_uuid AND n.nth = 1

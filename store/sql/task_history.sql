@@ -36,7 +36,7 @@ WITH g AS MATERIALIZED (
         AS x(name, handler, config, max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms, pos)
 ), s AS MATERIALIZED (
     SELECT s0.*, s0.ready_at + @start_after::interval AS started_at, s0.ready_at + @step_gap::interval AS finished_at,
-        lag(step_uuid) OVER w AS parent_uuid, lag(name) OVER w AS parent_name
+        lag(step_uuid) OVER w AS parent_uuid, lag(name) OVER w AS parent_name, lead(step_uuid) OVER w AS child_uuid
     FROM s0 WINDOW w AS (PARTITION BY task_uuid ORDER BY pos)
 ), tasks AS (
     INSERT INTO tasker.tasks (task_uuid, request_id, correlation_id, template_id, namespace, name, version,
@@ -51,15 +51,13 @@ WITH g AS MATERIALIZED (
     INSERT INTO tasker.steps (step_uuid, task_uuid, name, position, namespace, handler, config, state,
         attempts, attempts_base, max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms,
         waiting_parents, outcome_attempt, outcome_ok, result, error, retry_after_ms,
-        enqueued_at, last_attempted_at, next_attempt_at, finished_at, duration_ms)
+        enqueued_at, last_attempted_at, next_attempt_at, finished_at, duration_ms, parents, children)
     SELECT step_uuid, task_uuid, name, pos, @namespace, handler, config::jsonb, @step_complete,
         1, 0, max_attempts, retryable, timeout_ms, backoff_base_ms, backoff_max_ms,
         0, NULL, NULL, '{}'::jsonb, NULL, NULL,
-        ready_at, started_at, NULL, finished_at, 0
+        ready_at, started_at, NULL, finished_at, 0,
+        array_remove(ARRAY[parent_uuid], NULL), array_remove(ARRAY[child_uuid], NULL)
     FROM s ORDER BY k, pos
-), edges AS (
-    INSERT INTO tasker.step_edges (task_uuid, from_step, to_step)
-    SELECT task_uuid, parent_uuid, step_uuid FROM s WHERE parent_uuid IS NOT NULL ORDER BY k, pos
 ), task_moves AS (
     INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, reason, node_id, created_at)
     SELECT g.task_uuid, m.from_state, m.to_state, m.reason, @node_id, m.at
@@ -89,8 +87,7 @@ WITH g AS MATERIALIZED (
 SELECT count(*) FROM g;
 
 -- name: task_history_delete
--- Deletes up to @limit history tasks with their steps, edges and
--- transitions, set-based (none of them has a foreign key to cascade from
+-- Deletes up to @limit history tasks with their steps and transitions, set-based (none of them has a foreign key to cascade from
 -- the tasks).
 WITH doomed AS MATERIALIZED (
     SELECT task_uuid FROM tasker.tasks
@@ -100,8 +97,6 @@ WITH doomed AS MATERIALIZED (
     DELETE FROM tasker.step_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed)
 ), task_moves AS (
     DELETE FROM tasker.task_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed)
-), edges AS (
-    DELETE FROM tasker.step_edges WHERE task_uuid IN (SELECT task_uuid FROM doomed)
 ), steps AS (
     DELETE FROM tasker.steps WHERE task_uuid IN (SELECT task_uuid FROM doomed)
 ), tasks AS (
@@ -140,9 +135,10 @@ WITH run AS (
     FROM tasker.step_transitions x JOIN run USING (task_uuid)
     GROUP BY x.step_uuid
 ), parents AS (
-    SELECT e.to_step AS step_uuid, count(*) AS total, count(m.completed) AS done, max(m.completed) AS done_at
-    FROM tasker.step_edges e JOIN run USING (task_uuid) LEFT JOIN moves m ON m.step_uuid = e.from_step
-    GROUP BY e.to_step
+    SELECT s.step_uuid, count(*) AS total, count(m.completed) AS done, max(m.completed) AS done_at
+    FROM tasker.steps s JOIN run USING (task_uuid) CROSS JOIN LATERAL unnest(s.parents) AS e(from_step)
+        LEFT JOIN moves m ON m.step_uuid = e.from_step
+    GROUP BY s.step_uuid
 )
 SELECT s.name, s.position, s.state, s.attempts, p.step_uuid IS NULL AS root,
     CASE WHEN p.step_uuid IS NULL THEN run.created_at
@@ -165,16 +161,14 @@ DELETE FROM {{queue}} WHERE message->>'task_uuid' IN
     (SELECT task_uuid::text FROM tasker.tasks WHERE request_id = ANY(@ids::uuid[]));
 
 -- name: request_tasks_delete
--- Deletes the requests' tasks with their steps, edges and transitions (none
--- of which has a foreign key to cascade from the tasks).
+-- Deletes the requests' tasks with their steps and transitions (none of
+-- which has a foreign key to cascade from the tasks).
 WITH doomed AS (
     SELECT task_uuid FROM tasker.tasks WHERE request_id = ANY(@ids::uuid[])
 ), step_moves AS (
     DELETE FROM tasker.step_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed)
 ), task_moves AS (
     DELETE FROM tasker.task_transitions WHERE task_uuid IN (SELECT task_uuid FROM doomed)
-), edges AS (
-    DELETE FROM tasker.step_edges WHERE task_uuid IN (SELECT task_uuid FROM doomed)
 ), steps AS (
     DELETE FROM tasker.steps WHERE task_uuid IN (SELECT task_uuid FROM doomed)
 )

@@ -16,8 +16,8 @@ LIMIT 1;
 -- for a throttled step, why and since when it waits (its row of
 -- tasker.flow_waiting, by its key).
 SELECT s.step_uuid, s.name, s.handler, s.state, s.attempts, s.attempts_base + s.max_attempts,
-    COALESCE((SELECT array_agg(p.name ORDER BY p.position) FROM tasker.step_edges e
-        JOIN tasker.steps p ON p.step_uuid = e.from_step WHERE e.to_step = s.step_uuid), '{}'),
+    COALESCE((SELECT array_agg(p.name ORDER BY p.position) FROM unnest(s.parents) AS e(from_step)
+        JOIN tasker.steps p ON p.step_uuid = e.from_step), '{}'),
     s.result, s.error, s.enqueued_at, s.last_attempted_at, s.next_attempt_at, s.finished_at, s.duration_ms,
     COALESCE(w.reason, ''), w.since
 FROM tasker.steps s
