@@ -87,8 +87,8 @@ WITH g AS MATERIALIZED (
 SELECT count(*) FROM g;
 
 -- name: task_history_delete
--- Deletes up to @limit history tasks with their steps and transitions, set-based (none of them has a foreign key to cascade from
--- the tasks).
+-- Deletes up to @limit history tasks with their steps and transitions,
+-- set-based (none of them has a foreign key to cascade from the tasks).
 WITH doomed AS MATERIALIZED (
     SELECT task_uuid FROM tasker.tasks
     WHERE namespace = @namespace AND requested_by = @requested_by AND context->>'bench_history' = @mark
