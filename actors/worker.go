@@ -229,7 +229,7 @@ func (w *worker) carry(log *jobLog, held heldTry, out store.Outcome, work store.
 		defer func() { <-w.tails }()
 		defer keeper.stop()
 		defer func() {
-			if r := recover(); r != nil && self != nil {
+			if r := recover(); r != nil {
 				w.sys.system.Root.Send(self, tailPanicked{Value: r})
 			}
 		}()
